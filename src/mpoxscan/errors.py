@@ -1,0 +1,22 @@
+"""The exceptions that mpoxscan raises on purpose: each carries a one-line reason meant for a person."""
+
+from __future__ import annotations
+
+
+class MpoxscanError(Exception):
+    """Base class: the command line prints its message as one line and exits non-zero."""
+
+
+class ImageError(MpoxscanError):
+    """An input could not be opened as a usable photo (empty, truncated, not an image, too large, ...)."""
+
+
+class WeightsError(MpoxscanError):
+    """Pretrained weights are missing, corrupted or do not fit their architecture."""
+
+
+class UnknownModelError(MpoxscanError, KeyError):
+    """A model name that the registry does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

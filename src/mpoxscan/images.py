@@ -1,0 +1,231 @@
+"""One safe way to open any photo a phone or a dataset can produce, and to strip it of metadata.
+
+Every stage of mpoxscan (curate, train, predict, serve) opens images through :func:`load_image`, so that
+limits, orientation, colour handling and error messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from mpoxscan.errors import ImageError
+
+ImageSource = Union[str, Path, bytes, bytearray, memoryview]
+
+#: A 48-megapixel phone photo (8064 x 6048) fits; larger inputs are refused before they are decoded.
+DEFAULT_MAX_PIXELS = 50_000_000
+#: Larger files are refused before they are read into memory.
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+
+# Formats that phones, cameras and public datasets produce. Restricting Image.open to these also keeps
+# Pillow's rarer (and less hardened) parsers away from untrusted uploads.
+# (Phone JPEGs with a depth map open through the JPEG parser and come back as format MPO.)
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "GIF", "BMP", "TIFF")
+# Formats where several frames mean an animation or a multi-page document rather than one photo.
+# MPO (phone JPEGs with a depth map) and HEIF (bursts, live photos) hold one primary photo: we take it.
+_MULTI_FRAME_REFUSED = ("GIF", "PNG", "WEBP", "TIFF", "AVIF")
+# Errors Pillow's decoders raise on broken data (it has no single exception type for them).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError)
+
+
+@lru_cache(maxsize=1)
+def _register_heif() -> None:
+    """Teach Pillow to open HEIC/HEIF, the default photo format of iPhones (done once, on first use)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
+    """Return the raw bytes of ``source`` and a name to put in error messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "image"
+        if len(data) > max_bytes:
+            raise ImageError(f"{name}: file too large ({len(data):,} bytes; limit {max_bytes:,})")
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            size = path.stat().st_size
+            if path.is_dir():
+                raise ImageError(f"{name}: is a directory, not an image file")
+            if size > max_bytes:
+                raise ImageError(f"{name}: file too large ({size:,} bytes; limit {max_bytes:,})")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{name}: no such file") from None
+        except PermissionError:
+            raise ImageError(f"{name}: permission denied") from None
+        except OSError as exc:
+            raise ImageError(f"{name}: cannot read file ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    return data, name
+
+
+def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Identify the format and check the declared size, without decoding the pixels."""
+    _register_heif()
+    with warnings.catch_warnings():
+        # We enforce our own pixel limit below; Pillow's warning band would only add noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        except Image.DecompressionBombError:
+            raise ImageError(
+                f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; possible decompression bomb)"
+            ) from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: {_unsupported_reason(data)}") from None
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"{name}: corrupt image header ({_one_line(exc)})") from None
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: image too large ({width}x{height} = {width * height:,} pixels; limit {max_pixels:,})"
+        )
+    frames = getattr(img, "n_frames", 1)
+    if img.format in _MULTI_FRAME_REFUSED and frames > 1:
+        kind = "multi-page" if img.format == "TIFF" else "animated"
+        raise ImageError(f"{name}: {kind} {img.format} with {frames} frames; send a single still photo")
+    return img
+
+
+def _unsupported_reason(data: bytes) -> str:
+    """Tell an image in a format we refuse apart from data that is no image at all."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as other:
+                return f"unsupported image format {other.format} (supported: {', '.join(SUPPORTED_FORMATS)})"
+        except Exception:  # any failure here just means: not an image we can name
+            return "not an image (unrecognised file content)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _to_8bit_gray(img: Image.Image) -> Image.Image:
+    """Scale 16-bit and 32-bit grayscale to 8 bits (Pillow's convert would clip instead of scale)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
+    elif img.mode.startswith("I;16") or float(arr.max(initial=0.0)) > 255:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0
+    out = np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(out, mode="L")
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def _apply_icc(img: Image.Image, icc: bytes | None) -> Image.Image:
+    """Convert from the embedded colour profile (Display P3 on many phones, CMYK press profiles) to sRGB."""
+    if not icc or img.mode not in ("RGB", "CMYK", "L"):
+        return img
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(src).lower():
+            return img
+        return ImageCms.profileToProfile(img, src, _srgb_profile(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img  # a broken profile is not worth refusing a photo over: fall back to the plain conversion
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    icc = img.info.get("icc_profile")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if ("transparency" in img.info or img.mode == "PA") else "RGB")
+    elif img.mode in ("L", "RGB") and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit_gray(img)
+    if "A" in img.getbands() or img.mode in ("RGBa", "La"):
+        img = _composite_on_white(img)
+    img = _apply_icc(img, icc)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    min_side: int | None = None,
+) -> Image.Image:
+    """Open a path or bytes and return an upright 8-bit sRGB ``RGB`` image, fully decoded.
+
+    ``min_side``: the caller needs at least this many pixels on the short side, so a JPEG may be decoded at a
+    reduced scale (1/2, 1/4, 1/8), which is several times faster and lighter for large phone photos.
+    Raises :class:`~mpoxscan.errors.ImageError` with a one-line reason for anything that is not one usable photo.
+    """
+    data, name = _read_bytes(source, max_bytes)
+    img = _open(data, name, max_pixels)
+    if min_side and img.format in ("JPEG", "MPO"):
+        short = min(img.size)
+        if short > 2 * min_side:
+            scale = min_side / short
+            img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    try:
+        img.load()
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image too large (possible decompression bomb)") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except _DECODE_ERRORS:
+        pass  # unreadable EXIF: keep the stored orientation rather than refuse the photo
+    try:
+        return _to_rgb(img)
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: cannot convert {img.mode} image to RGB ({_one_line(exc)})") from None
+
+
+def strip_metadata(
+    source: ImageSource | Image.Image,
+    *,
+    image_format: str = "JPEG",
+    quality: int = 90,
+    max_side: int | None = None,
+) -> bytes:
+    """Re-encode a photo with no metadata at all (no EXIF, GPS, camera, time, XMP or ICC): for anything that
+    leaves the phone. The pixels are first made upright, so dropping the orientation tag changes nothing visible.
+    """
+    img = source if isinstance(source, Image.Image) else load_image(source)
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        img = img.copy()
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    # A brand-new image carries no info dict, so nothing from the source can leak into the encoder.
+    clean = Image.frombytes("RGB", img.size, img.tobytes())
+    buf = io.BytesIO()
+    fmt = image_format.upper()
+    if fmt == "JPEG":
+        clean.save(buf, format="JPEG", quality=quality, optimize=True)
+    elif fmt in ("PNG", "WEBP"):
+        clean.save(buf, format=fmt)
+    else:
+        raise ValueError(f"strip_metadata writes JPEG, PNG or WEBP, not {image_format}")
+    return buf.getvalue()

@@ -1,0 +1,47 @@
+"""Turn an RGB photo into a network's input array, with NumPy and Pillow only (screening must not need PyTorch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a network expects its input: square size, normalisation and the resize-then-crop rule."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    # Fraction of the resized short side kept by the centre crop; 0.875 is the ImageNet evaluation convention
+    # (resize to 256, crop 224), 1.0 keeps the whole short side (lesions are not always centred).
+    crop_pct: float = 1.0
+
+    def resize_crop(self, image: Image.Image) -> Image.Image:
+        """Resize the short side to ``input_size / crop_pct``, then cut the centre square of ``input_size``."""
+        size = self.input_size
+        short = max(1, round(size / self.crop_pct))
+        w, h = image.size
+        scale = short / min(w, h)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        resized = image.resize((new_w, new_h), _RESAMPLE[self.interpolation], reducing_gap=3.0)
+        left, top = (new_w - size) // 2, (new_h - size) // 2
+        return resized.crop((left, top, left + size, top + size))
+
+    def normalize(self, image: Image.Image) -> np.ndarray:
+        """RGB image of ``input_size`` -> float32 array (3, H, W), scaled to [0, 1] then standardised."""
+        arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.normalize(self.resize_crop(image))
+
+    def batch(self, images: list[Image.Image]) -> np.ndarray:
+        """Several photos -> float32 array (N, 3, H, W)."""
+        return np.stack([self(im) for im in images]) if images else np.zeros((0, 3, self.input_size, self.input_size), np.float32)

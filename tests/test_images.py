@@ -1,0 +1,236 @@
+"""The image loader's bad-input matrix and colour-mode conversions, each on a file the test generates."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode
+from mpoxscan.errors import ImageError
+from mpoxscan.images import load_image, strip_metadata
+
+RED = np.array([255, 0, 0])
+
+
+def assert_one_line_error(source, match: str, **kwargs) -> ImageError:
+    with pytest.raises(ImageError, match=match) as info:
+        load_image(source, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300
+    return info.value
+
+
+def close_to(pixel, colour, tol=25) -> bool:
+    return bool(np.all(np.abs(np.asarray(pixel, int) - np.asarray(colour, int)) <= tol))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_empty_file(tmp_path: Path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    err = assert_one_line_error(path, "empty file")
+    assert str(path) in str(err)
+    assert_one_line_error(b"", "empty file")
+
+
+def test_truncated_jpeg(tmp_path: Path):
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    data = encode(noise, "JPEG", quality=95)
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(path, "truncated or corrupt")
+
+
+def test_truncated_png(tmp_path: Path, photo):
+    data = encode(photo, "PNG")
+    assert_one_line_error(data[: len(data) - 40], "truncated or corrupt|corrupt image header")
+
+
+def test_random_bytes_named_jpg(tmp_path: Path):
+    path = tmp_path / "noise.jpg"
+    path.write_bytes(np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert_one_line_error(path, "not an image")
+
+
+def test_text_file(tmp_path: Path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a photo\n" * 20)
+    assert_one_line_error(path, "not an image")
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def test_decompression_bomb_png_is_refused_before_decoding(tmp_path: Path):
+    # A valid 30000 x 30000 1-bit PNG: ~110 kB on disk, 900 million pixels once decoded.
+    side = 30000
+    row = b"\x00" + b"\x00" * (side // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    data = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    assert path.stat().st_size < 1_000_000
+    start = time.perf_counter()
+    assert_one_line_error(path, "too large")
+    assert time.perf_counter() - start < 5  # refused from the header, not after decoding 900 MB
+
+
+def test_configurable_pixel_and_byte_limits(photo):
+    data = encode(photo, "PNG")
+    assert_one_line_error(data, r"too large \(64x48 = 3,072 pixels; limit 1,000\)", max_pixels=1000)
+    assert_one_line_error(data, "file too large", max_bytes=100)
+    assert load_image(data, max_pixels=64 * 48).size == (64, 48)
+
+
+def test_animated_gif_is_refused_but_a_still_gif_loads(photo):
+    frames = [photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert_one_line_error(buf.getvalue(), "animated GIF with 2 frames")
+    assert load_image(encode(photo, "GIF")).mode == "RGB"
+
+
+def test_animated_png_is_refused(photo):
+    buf = io.BytesIO()
+    photo.save(buf, format="PNG", save_all=True, append_images=[photo.rotate(90)], duration=100)
+    assert_one_line_error(buf.getvalue(), "animated PNG")
+
+
+def test_unsupported_format_is_named(photo):
+    assert_one_line_error(encode(photo, "ICO"), "unsupported image format ICO")
+
+
+def test_missing_file_and_directory(tmp_path: Path):
+    assert_one_line_error(tmp_path / "nope.jpg", "no such file")
+    assert_one_line_error(tmp_path, "is a directory")
+
+
+# ---------------------------------------------------------------- colour modes and orientation
+
+
+def test_cmyk_jpeg_becomes_rgb(photo):
+    img = load_image(encode(photo.convert("CMYK"), "JPEG", quality=95))
+    assert img.mode == "RGB" and img.size == photo.size
+    assert close_to(img.getpixel((3, 3)), RED, tol=40)
+
+
+def test_16bit_png_is_scaled_not_clipped():
+    arr = np.tile(np.array([0, 257 * 64, 32896, 65535], np.uint16), (4, 1))
+    data = encode(Image.fromarray(arr), "PNG")  # uint16 -> mode I;16
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    img = load_image(data)
+    assert img.mode == "RGB"
+    assert [img.getpixel((x, 0))[0] for x in range(4)] == [0, 64, 128, 255]
+
+
+def test_palette_png_with_transparency_is_composited_on_white():
+    pal = Image.new("P", (8, 8), 0)
+    pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.paste(1, (4, 0, 8, 8))  # right half blue, left half red ...
+    data = encode(pal, "PNG", transparency=0)  # ... and red is the transparent index
+    img = load_image(data)
+    assert img.mode == "RGB"
+    assert img.getpixel((0, 0)) == (255, 255, 255)
+    assert img.getpixel((6, 4)) == (0, 0, 255)
+
+
+def test_rgba_half_transparent_is_blended_with_white():
+    img = load_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
+    assert close_to(img.getpixel((0, 0)), (127, 127, 127), tol=2)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "I", "F"])
+def test_other_modes_become_rgb(mode, photo):
+    src = photo.convert("L").convert(mode)
+    fmt = "TIFF" if mode in ("I", "F") else "PNG"
+    img = load_image(encode(src, fmt))
+    assert img.mode == "RGB" and img.size == photo.size
+
+
+def test_exif_rotated_jpeg_comes_out_upright(photo):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: display after rotating 90 degrees clockwise
+    img = load_image(encode(photo, "JPEG", quality=95, exif=exif.tobytes()))
+    assert img.size == (48, 64)
+    # The red corner of the stored top-left is at the top-right once upright.
+    assert close_to(img.getpixel((img.width - 3, 3)), RED, tol=40)
+    assert close_to(img.getpixel((3, 3)), (0, 0, 0), tol=60)
+
+
+def test_heic_photo_loads(tmp_path: Path, photo):
+    import pillow_heif
+
+    path = tmp_path / "iphone.heic"
+    pillow_heif.from_pillow(photo.resize((128, 96))).save(path, quality=95)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (128, 96)
+    assert close_to(img.getpixel((8, 8)), RED, tol=40)
+
+
+def test_large_jpeg_decodes_at_reduced_scale_when_allowed():
+    big = Image.new("RGB", (2000, 1600), (10, 120, 200))
+    data = encode(big, "JPEG")
+    assert load_image(data).size == (2000, 1600)
+    small = load_image(data, min_side=224)
+    assert min(small.size) >= 224 and small.size[0] < 2000
+    assert close_to(small.getpixel((100, 100)), (10, 120, 200), tol=6)
+
+
+def test_bytes_and_path_give_the_same_pixels(tmp_path: Path, photo):
+    path = tmp_path / "p.png"
+    photo.save(path)
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(path.read_bytes())))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(photo))
+
+
+# ---------------------------------------------------------------- metadata stripping
+
+
+def _gps_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 3  # upside down
+    exif[0x010F] = "PhoneMaker"  # camera make
+    exif[0x0132] = "2026:11:26 10:00:00"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (45.0, 27.0, 51.6)
+    gps[3], gps[4] = "E", (9.0, 11.0, 24.0)
+    return exif
+
+
+def test_strip_metadata_removes_gps_camera_and_time(photo):
+    original = encode(photo, "JPEG", quality=95, exif=_gps_exif().tobytes())
+    with Image.open(io.BytesIO(original)) as before:
+        assert before.getexif().get_ifd(0x8825)  # the fixture really carries GPS
+    clean = strip_metadata(original)
+    with Image.open(io.BytesIO(clean)) as after:
+        assert after.format == "JPEG"
+        assert len(after.getexif()) == 0
+        assert not after.getexif().get_ifd(0x8825)
+        assert "exif" not in after.info and "icc_profile" not in after.info
+        assert after.size == photo.size
+        # Upside-down source -> the stripped copy is upright: red corner now bottom-right.
+        assert close_to(after.convert("RGB").getpixel((photo.width - 3, photo.height - 3)), RED, tol=40)
+    assert b"PhoneMaker" not in clean and b"Exif" not in clean
+
+
+def test_strip_metadata_can_shrink_and_write_png(photo):
+    clean = strip_metadata(photo.resize((640, 480)), image_format="PNG", max_side=320)
+    with Image.open(io.BytesIO(clean)) as after:
+        assert after.format == "PNG" and after.size == (320, 240)
+
+
+def test_strip_metadata_refuses_bad_input():
+    with pytest.raises(ImageError, match="not an image"):
+        strip_metadata(b"hello")
