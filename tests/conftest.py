@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real data sets lie in ../shared/data beside the checkout (as in CI); MPOXSCAN_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("MPOXSCAN_DATA", REPO.parent / "shared" / "data"))
 
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -34,5 +36,5 @@ def photo() -> Image.Image:
 def shared_data() -> Path:
     """The real image sets. Integration tests fail (not skip) without them: CI always has them beside the checkout."""
     if not (SHARED_DATA / "msld-v2").is_dir():
-        pytest.fail(f"real data not found at {SHARED_DATA}: the integration tests need ../shared/data")
+        pytest.fail(f"real data not found at {SHARED_DATA}: the integration tests need ../shared/data (or MPOXSCAN_DATA)")
     return SHARED_DATA
