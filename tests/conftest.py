@@ -38,3 +38,21 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "msld-v2").is_dir():
         pytest.fail(f"real data not found at {SHARED_DATA}: the integration tests need ../shared/data (or MPOXSCAN_DATA)")
     return SHARED_DATA
+
+
+def make_photo(seed: int, size: tuple[int, int] = (160, 128)) -> Image.Image:
+    """A synthetic 'skin photo': a smooth colour field, fine grain and a few lesion-like blobs, all from ``seed``."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    coarse = rng.integers(90, 230, size=(6, 8, 3), dtype=np.uint8)
+    base = Image.fromarray(coarse, "RGB").resize((w, h), Image.Resampling.BICUBIC)
+    grain = rng.normal(0, 12, size=(h, w, 3))
+    img = Image.fromarray(np.clip(np.asarray(base, np.float32) + grain, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(9):
+        x, y, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(4, 14))
+        colour = tuple(int(c) for c in rng.integers(40, 200, 3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(30, 20, 20))
+    return img.filter(ImageFilter.SMOOTH)

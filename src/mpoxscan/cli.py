@@ -148,6 +148,83 @@ def imagenet_cmd(images: tuple[Path, ...], model_names: str | None, top_k: int, 
             click.echo(f"  {Path(p.image).name:<24} {tops}")
 
 
+CURATE_EXAMPLE = """\b
+Example (MSLD v2.0 and MSLD v1 as one pool; v1's mixed "Others" folder is chickenpox or measles):
+  mpoxscan curate msld2=../shared/data/msld-v2 msld1=../shared/data/msld-v1 \\
+      --group 'msld2=^([A-Z]+_[0-9]+)_' --group 'msld1=^(N?M[0-9]+)_' \\
+      --label-map 'msld1:Others=Chickenpox|Measles' --priority msld2=1 \\
+      --folds 10 --seed 0 --export-size 256 --out curated/msld
+"""
+
+
+@cli.command("curate", epilog=CURATE_EXAMPLE)
+@click.argument("sources", nargs=-1, required=True, metavar="[NAME=]FOLDER...")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output folder (must not exist unless --force).")
+@click.option("--group", "groups", multiple=True, metavar="NAME=REGEX",
+              help="Patient id from the file name: first capture group (or whole match). Default: each file its own group.")
+@click.option("--label-map", "label_maps", multiple=True, metavar="NAME:FOLDER=LABEL[|LABEL...]",
+              help="Rename a class folder, or mark it coarse: Others=Chickenpox|Measles.")
+@click.option("--priority", "priorities", multiple=True, metavar="NAME=INT", help="Higher wins when sources share a picture (default 0; ties: first source).")
+@click.option("--folds", "n_folds", default=10, show_default=True, type=int, help="Stratified group k-fold over kept images.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random state of the fold splitter.")
+@click.option("--folds-from", type=click.Path(path_type=Path, dir_okay=False), help="Import predefined folds (MSLD v2.0 folds.csv format) instead.")
+@click.option("--export-size", type=click.IntRange(16, 4096), help="Also write square copies (short side resized, centre crop) of kept images.")
+@click.option("--phash-radius", default=16, show_default=True, type=click.IntRange(0, 32), help="Candidate pairs: pHash bits that may differ.")
+@click.option("--quadrant-radius", default=6, show_default=True, type=click.IntRange(0, 32), help="Candidate pairs: pHash bits that may differ in one quarter.")
+@click.option("--texture-min", default=0.5, show_default=True, type=float, help="Verified copy: median tile texture correlation.")
+@click.option("--keypoint-min-inliers", default=12, show_default=True, type=int, help="Verified crop/zoom: ORB inliers of one similarity transform.")
+@click.option("--min-side", default=64, show_default=True, type=int, help="Reject images whose short side is smaller (px).")
+@click.option("--max-aspect", default=3.0, show_default=True, type=float, help="Reject images more elongated than this.")
+@click.option("--min-contrast", default=4.0, show_default=True, type=float, help="Reject nearly uniform images (grayscale std, 0-255).")
+@click.option("--min-colourfulness", default=2.0, show_default=True, type=float, help="Reject grayscale-only images (mean |R-G|+|G-B|).")
+@click.option("--jobs", type=click.IntRange(1, 256), help="Worker processes (default: all cores).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, folds_from, export_size, phash_radius,
+               quadrant_radius, texture_min, keypoint_min_inliers, min_side, max_aspect, min_contrast, min_colourfulness, jobs, force,
+               as_json, quiet) -> None:
+    """Curate folders of class sub-folders into one clean manifest with leakage-free folds.
+
+    Finds exact and near duplicates within and across sources (re-encoded, resized, cropped, flipped, rotated,
+    recoloured copies), resolves their labels, joins patients that share a picture, rejects bad images with a reason,
+    assigns folds, and writes manifest.csv, report.json, report.md and contact sheets of the matches to --out.
+    """
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.duplicates import DuplicateParams
+    from mpoxscan.data.quality import QualityParams
+    from mpoxscan.data.sources import Source, parse_keyed, parse_label_maps, parse_source_arg
+
+    if out.exists() and not force:
+        raise MpoxscanError(f"{out} already exists: choose another --out or add --force to replace it")
+    parsed = [parse_source_arg(text, k) for k, text in enumerate(sources)]
+    names = {name for name, _ in parsed}
+    regexes = parse_keyed(groups, "--group", names)
+    maps = parse_label_maps(label_maps, names)
+    prio = parse_keyed(priorities, "--priority", names)
+    try:
+        prio_int = {k: int(v) for k, v in prio.items()}
+    except ValueError:
+        raise MpoxscanError("--priority expects NAME=INT") from None
+    srcs = [Source(name=name, root=root, group_regex=regexes.get(name), label_map=maps.get(name, {}),
+                   priority=prio_int.get(name, 0)) for name, root in parsed]
+    options = CurateOptions(
+        duplicates=DuplicateParams(phash_radius=phash_radius, quadrant_radius=quadrant_radius, texture_min=texture_min,
+                                   keypoint_min_inliers=keypoint_min_inliers),
+        quality=QualityParams(min_side, max_aspect, min_contrast, min_colourfulness),
+        n_folds=n_folds, seed=seed, folds_from=folds_from, export_size=export_size, jobs=jobs, progress=not quiet,
+    )
+    result = curate(srcs, options)
+    folder = write_outputs(result, out, options, force=force)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+        return
+    counts = result.report["counts"]["by_status"]
+    click.echo(f"{sum(counts.values())} files: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    click.echo(f"wrote {folder}/manifest.csv, report.md, report.json"
+               + (", duplicates.png" if result.pairs else "") + (", conflicts.png" if result.conflict_pairs else ""))
+
+
 def main() -> None:
     cli(prog_name="mpoxscan")
 

@@ -48,10 +48,10 @@ def _srgb_profile() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def _read_bytes(source: ImageSource, max_bytes: int) -> tuple[bytes, str]:
+def _read_bytes(source: ImageSource, max_bytes: int, name: str | None = None) -> tuple[bytes, str]:
     """Return the raw bytes of ``source`` and a name to put in error messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), "image"
+        data, name = bytes(source), name or "image"
         if len(data) > max_bytes:
             raise ImageError(f"{name}: file too large ({len(data):,} bytes; limit {max_bytes:,})")
     else:
@@ -173,15 +173,19 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     min_side: int | None = None,
+    name: str | None = None,
 ) -> Image.Image:
     """Open a path or bytes and return an upright 8-bit sRGB ``RGB`` image, fully decoded.
 
     ``min_side``: the caller needs at least this many pixels on the short side, so a JPEG may be decoded at a
     reduced scale (1/2, 1/4, 1/8), which is several times faster and lighter for large phone photos.
+    ``image.info["source_size"]`` keeps the upright size of the stored picture before any such reduction.
+    ``name`` labels error messages when ``source`` is bytes.
     Raises :class:`~mpoxscan.errors.ImageError` with a one-line reason for anything that is not one usable photo.
     """
-    data, name = _read_bytes(source, max_bytes)
+    data, name = _read_bytes(source, max_bytes, name)
     img = _open(data, name, max_pixels)
+    source_size = img.size
     if min_side and img.format in ("JPEG", "MPO"):
         short = min(img.size)
         if short > 2 * min_side:
@@ -194,13 +198,17 @@ def load_image(
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
     try:
-        img = ImageOps.exif_transpose(img)
+        transposed = ImageOps.exif_transpose(img)
     except _DECODE_ERRORS:
-        pass  # unreadable EXIF: keep the stored orientation rather than refuse the photo
+        transposed = img  # unreadable EXIF: keep the stored orientation rather than refuse the photo
+    if transposed.size != img.size:  # turned by 90 degrees
+        source_size = source_size[::-1]
     try:
-        return _to_rgb(img)
+        rgb = _to_rgb(transposed)
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: cannot convert {img.mode} image to RGB ({_one_line(exc)})") from None
+    rgb.info = {"source_size": source_size}
+    return rgb
 
 
 def strip_metadata(

@@ -1,0 +1,1 @@
+"""Curation: sources, fingerprints, duplicates, labels, quality filters, folds and the manifest."""

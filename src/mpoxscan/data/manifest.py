@@ -1,0 +1,69 @@
+"""The manifest: one CSV row per input file, with the curation decision. The one reader and writer of it."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from mpoxscan.errors import MpoxscanError
+
+STATUSES = ("kept", "duplicate", "rejected", "conflict")
+
+
+@dataclass
+class ManifestRow:
+    path: str  # absolute path of the original file
+    source: str
+    relpath: str  # relative to the source's root
+    label: str  # resolved label for kept images; the source's own (mapped) label otherwise
+    source_label: str  # the class folder it came from
+    group: str  # leakage group: patient id, joined across duplicates (same group -> same fold)
+    sha256: str
+    width: int
+    height: int
+    status: str  # kept / duplicate / rejected / conflict
+    reason: str = ""
+    duplicate_of: str = ""  # path of the kept representative, for duplicates
+    match: str = ""  # how it was matched: identical / texture=0.98 / keypoints=23 (pHash distance d)
+    fold: str = ""  # 1..k for kept images; empty otherwise
+    splits: str = ""  # imported folds (--folds-from): the split in each, e.g. "train,valid,test,train,train"
+    export_path: str = ""  # normalised square copy, relative to the manifest's folder
+
+
+COLUMNS = tuple(f.name for f in fields(ManifestRow))
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(asdict(row))
+
+
+def read_manifest(path: Path | str) -> list[ManifestRow]:
+    """Rows of a manifest written by ``mpoxscan curate``; a clear error if the file is not one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise MpoxscanError(f"{path}: not an mpoxscan manifest (missing columns: {', '.join(sorted(missing))})")
+            rows = []
+            for line, raw in enumerate(reader, start=2):
+                try:
+                    raw["width"], raw["height"] = int(raw["width"] or 0), int(raw["height"] or 0)
+                except ValueError:
+                    raise MpoxscanError(f"{path}:{line}: width/height are not integers") from None
+                if raw["status"] not in STATUSES:
+                    raise MpoxscanError(f"{path}:{line}: unknown status '{raw['status']}'")
+                rows.append(ManifestRow(**{k: raw[k] for k in COLUMNS}))
+            return rows
+    except FileNotFoundError:
+        raise MpoxscanError(f"{path}: no such manifest") from None
+    except UnicodeDecodeError:
+        raise MpoxscanError(f"{path}: not a text CSV file") from None

@@ -1,0 +1,119 @@
+"""Image sources: folders of class sub-folders, with a name, a patient-id rule, a label mapping and a priority."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpoxscan.errors import MpoxscanError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class SourceError(MpoxscanError):
+    """A source folder or one of its options cannot be used."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder of ``<class>/<image>`` files.
+
+    ``group_regex``: applied to the file name; its first capture group (or whole match) is the patient id, so that
+    images of one patient stay together. Without it every image is its own group.
+    ``label_map``: folder name -> labels. One label renames the class; several (``Others=Chickenpox|Measles``) mark the
+    folder as a coarse class whose images are one of those finer classes.
+    ``priority``: which source's label and copy win when the same picture is in two sources (higher wins).
+    """
+
+    name: str
+    root: Path
+    group_regex: str | None = None
+    label_map: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image file found in a source, before any curation decision."""
+
+    path: Path
+    source: str
+    relpath: str  # relative to the source's root
+    folder: str  # the class sub-folder it was found in
+    label: str  # after the label map (a coarse label keeps the folder's name)
+    fine_labels: tuple[str, ...]  # the finer classes a coarse label stands for; (label,) when already fine
+    group: str  # "<source>:<patient id>"
+    group_matched: bool  # whether the group regex matched this file
+
+
+def parse_source_arg(text: str, index: int) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (the folder's name becomes the source name)."""
+    name, sep, path = text.partition("=")
+    if not sep or "/" in name or not name:
+        path, name = text, ""
+    root = Path(path).expanduser()
+    return (name or root.resolve().name or f"source{index}"), root
+
+
+def parse_keyed(values: tuple[str, ...], option: str, names: set[str]) -> dict[str, str]:
+    """Options of the form ``NAME=VALUE`` for a known source NAME."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not rest:
+            raise SourceError(f"{option} expects NAME=VALUE, got '{value}'")
+        if name not in names:
+            raise SourceError(f"{option} names unknown source '{name}' (sources: {', '.join(sorted(names))})")
+        out[name] = rest
+    return out
+
+
+def parse_label_maps(values: tuple[str, ...], names: set[str]) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``--label-map NAME:FOLDER=LABEL[|LABEL...]`` -> {source: {folder: labels}}."""
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for value in values:
+        head, sep, labels = value.partition("=")
+        name, colon, folder = head.partition(":")
+        parts = tuple(x.strip() for x in labels.split("|") if x.strip())
+        if not sep or not colon or not folder or not parts:
+            raise SourceError(f"--label-map expects NAME:FOLDER=LABEL[|LABEL...], got '{value}'")
+        if name not in names:
+            raise SourceError(f"--label-map names unknown source '{name}' (sources: {', '.join(sorted(names))})")
+        out.setdefault(name, {})[folder] = parts
+    return out
+
+
+def scan(source: Source) -> list[Record]:
+    """Every image file under ``source.root/<class>/``, sorted; errors if the layout is not usable."""
+    root = source.root
+    if not root.exists():
+        raise SourceError(f"source '{source.name}': folder {root} does not exist")
+    if not root.is_dir():
+        raise SourceError(f"source '{source.name}': {root} is not a folder")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_")))
+    if not class_dirs:
+        raise SourceError(f"source '{source.name}': {root} has no class sub-folders (expected {root}/<class>/<image>)")
+    try:
+        pattern = re.compile(source.group_regex) if source.group_regex else None
+    except re.error as exc:
+        raise SourceError(f"source '{source.name}': bad group regex '{source.group_regex}': {exc}") from None
+    unknown = set(source.label_map) - {d.name for d in class_dirs}
+    if unknown:
+        raise SourceError(f"source '{source.name}': --label-map names folders it does not have: {', '.join(sorted(unknown))}")
+    records = []
+    for class_dir in class_dirs:
+        mapped = source.label_map.get(class_dir.name, (class_dir.name,))
+        label = mapped[0] if len(mapped) == 1 else class_dir.name
+        for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            match = pattern.search(path.name) if pattern else None
+            patient = (match.group(1) if match.groups() else match.group(0)) if match else path.stem
+            records.append(Record(path=path, source=source.name, relpath=str(path.relative_to(root)),
+                                  folder=class_dir.name, label=label, fine_labels=mapped, group=f"{source.name}:{patient}",
+                                  group_matched=bool(match)))
+    if not records:
+        raise SourceError(f"source '{source.name}': no image files under {root}/<class>/")
+    if pattern and not any(r.group_matched for r in records):
+        raise SourceError(f"source '{source.name}': group regex '{source.group_regex}' matches none of its "
+                          f"{len(records)} file names (for example '{records[0].path.name}')")
+    return records

@@ -1,0 +1,231 @@
+"""`mpoxscan curate` on small generated sources: duplicates, labels, groups, rejections, folds, outputs, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance
+
+from conftest import make_photo
+from mpoxscan.data import curate as curate_module
+from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+from mpoxscan.data.labels import LabelVote, resolve
+from mpoxscan.data.manifest import read_manifest
+from mpoxscan.data.sources import Source, SourceError
+from mpoxscan.errors import MpoxscanError
+
+
+def save(img: Image.Image, path: Path, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+
+
+def jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Path:
+    """Two sources. A: 4 patients x 2 photos in 3 classes + 6 filler patients. B: copies of A's photos made in
+    every way the issue names, one coarse-label copy, one contradicting copy, its own photos and bad files."""
+    root = tmp_path_factory.mktemp("pool")
+    a, b = root / "A", root / "B"
+    photos = {k: make_photo(k, (200, 160)) for k in range(40)}
+    for patient, cls in [(1, "Monkeypox"), (2, "Monkeypox"), (3, "Chickenpox"), (4, "Measles")]:
+        for n in (1, 2):
+            save(photos[patient * 2 + n], a / cls / f"P{patient}_{n}.png")
+    for patient in range(5, 11):  # fillers, so that 3 folds can be made
+        cls = ("Monkeypox", "Chickenpox", "Measles")[patient % 3]
+        save(photos[10 + patient], a / cls / f"P{patient}_1.png")
+    src = photos[3]  # A/Monkeypox/P1_1
+    save(src, b / "Monkeypox" / "Q1_1.png")  # byte-identical would need the same encoder: equal pixels, new file
+    (b / "Monkeypox" / "Q2_1.png").write_bytes((a / "Monkeypox" / "P1_1.png").read_bytes())  # byte-identical
+    save(jpeg(src.resize((100, 80)), 60), b / "Monkeypox" / "Q3_1.jpg")  # resized + re-encoded
+    save(src.transpose(Image.Transpose.FLIP_LEFT_RIGHT), b / "Monkeypox" / "Q4_1.png")  # mirrored
+    save(photos[5].transpose(Image.Transpose.ROTATE_90), b / "Monkeypox" / "Q5_1.png")  # rotated copy of P2_1
+    save(ImageEnhance.Color(ImageEnhance.Brightness(photos[6]).enhance(1.12)).enhance(1.3), b / "Monkeypox" / "Q6_1.png")  # recoloured P2_2
+    w, h = photos[7].size
+    save(photos[7].crop((8, 6, w, h)).resize((400, 316)), b / "Others" / "Q7_1.png")  # cropped + enlarged copy of P3_1 (Chickenpox)
+    barred = photos[9].copy()
+    ImageDraw.Draw(barred).rectangle((40, 30, 160, 50), fill="black")
+    save(barred, b / "Monkeypox" / "Q8_1.png")  # privacy bar over a copy of P4_1 (Measles): a label conflict
+    for k in range(3):
+        save(photos[30 + k], b / "Others" / f"Q{20 + k}_1.png")  # B's own photos
+    bad = b / "Monkeypox"
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.jpg").write_text("not an image")
+    save(make_photo(50, (40, 40)), bad / "tiny.png")
+    save(make_photo(51, (600, 100)), bad / "banner.png")
+    save(Image.new("RGB", (120, 120), (128, 120, 118)), bad / "blank.png")
+    save(make_photo(52).convert("L").convert("RGB"), bad / "gray.png")
+    return root
+
+
+def sources(pool: Path) -> list[Source]:
+    return [
+        Source("A", pool / "A", r"^(P\d+)_", priority=1),
+        Source("B", pool / "B", r"^(Q\d+)_", {"Others": ("Chickenpox", "Measles")}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def result(pool):
+    return curate(sources(pool), CurateOptions(n_folds=3, seed=0, progress=False, jobs=1))
+
+
+def row(result, name: str):
+    return next(r for r in result.rows if Path(r.relpath).name == name)
+
+
+@pytest.mark.parametrize("copy", ["Q1_1.png", "Q2_1.png", "Q3_1.jpg", "Q4_1.png"])
+def test_copies_of_one_photo_are_duplicates_of_the_largest(result, copy):
+    r = row(result, copy)
+    assert r.status == "duplicate", (r.status, r.reason)
+    assert r.duplicate_of.endswith("A/Monkeypox/P1_1.png")  # A has priority over B's same-size copies
+    assert row(result, "P1_1.png").status == "kept"
+
+
+def test_each_kind_of_copy_is_found(result):
+    assert row(result, "Q2_1.png").match == "identical"
+    assert row(result, "Q5_1.png").status == "duplicate" and row(result, "Q5_1.png").duplicate_of.endswith("P2_1.png")
+    assert row(result, "Q6_1.png").status == "duplicate" and row(result, "Q6_1.png").duplicate_of.endswith("P2_2.png")
+
+
+def test_cropped_copy_keeps_the_finer_label_and_the_larger_picture(result):
+    # Q7 (B/Others = Chickenpox|Measles, cropped and enlarged) is larger than P3_1 (A/Chickenpox): Q7 is kept,
+    # with the finer label Chickenpox.
+    kept, dropped = row(result, "Q7_1.png"), row(result, "P3_1.png")
+    assert kept.status == "kept" and kept.label == "Chickenpox"
+    assert dropped.status == "duplicate" and dropped.duplicate_of == kept.path
+    assert dropped.match.startswith("keypoints")  # a crop defeats the texture check: ORB finds it
+
+
+def test_contradicting_labels_are_conflicts_and_excluded(result):
+    for name in ("Q8_1.png", "P4_1.png"):  # Monkeypox in B, Measles in A
+        assert row(result, name).status == "conflict"
+        assert "contradicting labels" in row(result, name).reason
+    assert result.report["conflicts"][0]["labels"] == ["Measles", "Monkeypox"]
+
+
+def test_unrelated_photos_stay(result):
+    for name in ("Q20_1.png", "Q21_1.png", "Q22_1.png", "P1_2.png", "P2_2.png", "P5_1.png"):
+        assert row(result, name).status == "kept", row(result, name).reason
+    assert row(result, "Q20_1.png").label == "Others"  # coarse label with no finer copy stays coarse
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("empty.jpg", "unreadable: empty file"), ("notes.jpg", "unreadable: not an image"), ("tiny.png", "too small"),
+    ("banner.png", "extreme aspect ratio"), ("blank.png", "nearly uniform"), ("gray.png", "grayscale only"),
+])
+def test_bad_images_are_rejected_with_a_reason(result, name, reason):
+    r = row(result, name)
+    assert r.status == "rejected" and r.reason.startswith(reason), r.reason
+    assert r.fold == ""
+
+
+def test_patients_sharing_a_picture_become_one_group_and_one_fold(result):
+    # B's Q1..Q4 copy A's P1; P1's other photo P1_2 must sit with them.
+    assert len({row(result, n).group for n in ("P1_1.png", "P1_2.png", "Q1_1.png", "Q3_1.jpg", "Q4_1.png")}) == 1
+    folds_by_group: dict[str, set[str]] = {}
+    for r in result.rows:
+        if r.status == "kept":
+            assert r.fold in {"1", "2", "3"}
+            folds_by_group.setdefault(r.group, set()).add(r.fold)
+    assert all(len(f) == 1 for f in folds_by_group.values())
+
+
+def test_outputs_are_written_and_read_back(result, tmp_path):
+    opts = CurateOptions(n_folds=3, progress=False, export_size=32)
+    out = write_outputs(result, tmp_path / "cur", opts)
+    names = {p.name for p in out.iterdir()}
+    assert {"manifest.csv", "report.json", "report.md", "duplicates.png", "conflicts.png", "images"} <= names
+    rows = read_manifest(out / "manifest.csv")
+    assert [r.path for r in rows] == [r.path for r in result.rows]
+    kept = [r for r in rows if r.status == "kept"]
+    assert all(r.export_path and Image.open(out / r.export_path).size == (32, 32) for r in kept)
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["files"] == len(rows)
+    assert "## Duplicates" in (out / "report.md").read_text()
+    with pytest.raises(MpoxscanError, match="already exists"):
+        write_outputs(result, out, opts)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_write_leaves_nothing_behind(result, tmp_path, monkeypatch):
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(curate_module, "write_manifest", boom)
+    with pytest.raises(OSError):
+        write_outputs(result, tmp_path / "cur", CurateOptions(progress=False))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_label_resolution_rules():
+    others = LabelVote("Others", ("Chickenpox", "Measles"))
+    chick, mpox = LabelVote("Chickenpox", ("Chickenpox",)), LabelVote("Monkeypox", ("Monkeypox",))
+    assert resolve([chick, chick]) == "Chickenpox"
+    assert resolve([others, chick]) == "Chickenpox"
+    assert resolve([others, others]) == "Others"
+    assert resolve([others, mpox]) is None
+    assert resolve([chick, mpox]) is None
+
+
+# ---------------------------------------------------------------- bad input, through the command line
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mpoxscan.cli", "curate", "--quiet", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def assert_fails(proc, match: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bad_sources(tmp_path, pool):
+    out = tmp_path / "out"
+    assert_fails(cli(str(tmp_path / "missing"), "--out", str(out)), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_fails(cli(str(tmp_path / "empty"), "--out", str(out)), "no class sub-folders")
+    flat = tmp_path / "flat"
+    save(make_photo(1), flat / "a.png")
+    assert_fails(cli(str(flat), "--out", str(out)), "no class sub-folders")
+    (tmp_path / "hollow" / "Monkeypox").mkdir(parents=True)
+    assert_fails(cli(str(tmp_path / "hollow"), "--out", str(out)), "no image files")
+    assert_fails(cli(f"A={pool / 'A'}", "--group", "A=^(ZZ\\d+)_", "--out", str(out)), "matches none of its 14 file names")
+    assert_fails(cli(f"A={pool / 'A'}", "--group", "A=([", "--out", str(out)), "bad group regex")
+    assert_fails(cli(f"A={pool / 'A'}", "--group", "X=^(P\\d+)", "--out", str(out)), "unknown source 'X'")
+    assert_fails(cli(f"A={pool / 'A'}", "--label-map", "A:Nope=Chickenpox", "--out", str(out)), "folders it does not have")
+    assert_fails(cli(f"A={pool / 'A'}", "--folds", "50", "--out", str(out)), "cannot make 50 folds")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_end_to_end_with_json(tmp_path, pool):
+    out = tmp_path / "cur"
+    args = ["A=" + str(pool / "A"), "B=" + str(pool / "B"), "--group", "A=^(P\\d+)_", "--group", "B=^(Q\\d+)_",
+            "--label-map", "B:Others=Chickenpox|Measles", "--priority", "A=1", "--folds", "3", "--out", str(out), "--json"]
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["counts"]["by_status"]["conflict"] == 2
+    assert (out / "manifest.csv").is_file()
+    assert_fails(cli(*args), "already exists")
+    assert cli(*args, "--force").returncode == 0
+
+
+def test_cli_help_has_a_complete_example():
+    proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "curate", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "mpoxscan curate msld2=" in proc.stdout and "--label-map" in proc.stdout and "--out" in proc.stdout
