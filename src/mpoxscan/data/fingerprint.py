@@ -89,19 +89,16 @@ def compute_all(paths: list[Path], jobs: int | None = None, progress: bool = Tru
     from tqdm import tqdm
 
     jobs = max(1, jobs or os.cpu_count() or 1)
-    bar = tqdm(total=len(paths), desc="fingerprint", unit="img", disable=not progress)
-    try:
-        if jobs == 1 or len(paths) < 32:
-            out = []
-            for p in paths:
-                out.append(compute(p))
-                bar.update()
-            return out
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            out = []
-            for fp in pool.map(compute, paths, chunksize=16):
+    out: list[Fingerprint] = []
+    with tqdm(total=len(paths), desc="fingerprint", unit="img", disable=not progress) as bar:
+        if jobs == 1 or len(paths) < 32:  # a pool's start-up costs more than it saves on a few images
+            results = map(compute, paths)
+            for fp in results:
                 out.append(fp)
                 bar.update()
-            return out
-    finally:
-        bar.close()
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for fp in pool.map(compute, paths, chunksize=16):
+                    out.append(fp)
+                    bar.update()
+    return out
