@@ -129,3 +129,15 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path, monkeypa
     _swap_weights(monkeypatch, "efficientnet_lite1", module=module, path="models/w.pth", sha256=sha256_file(target))
     with pytest.raises(WeightsError, match="does not fit efficientnet_lite1"):
         create_model("efficientnet_lite1")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv2_100"])
+def test_split_forward_equals_the_whole(name):
+    model = create_model(name, pretrained=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        whole = model.forward_features(x)
+        for block in (0, model.num_blocks - 5, model.num_blocks):
+            assert torch.allclose(model.forward_from(model.forward_until(x, block), block), whole, atol=1e-5)
+    trainable = {id(p) for m in model.modules_from(model.num_blocks - 5) for p in m.parameters()}
+    assert 0 < len(trainable) < len(list(model.parameters()))

@@ -225,6 +225,62 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
                + (", duplicates.png" if result.pairs else "") + (", conflicts.png" if result.conflict_pairs else ""))
 
 
+@cli.command("cv", epilog="""\b
+Examples:
+  mpoxscan cv --manifest curated/msld2-official --models efficientnet_lite0,mobilenetv2_100 \\
+      --strategy linear --protocol official --out runs/linear-official
+  mpoxscan cv --manifest curated/msld2-10fold --models all --strategy linear --out runs/linear-10fold
+  mpoxscan report runs/linear-10fold
+""")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
+@click.option("--models", "model_names", default="all", show_default=True, metavar="A,B|all", help="Backbones of the zoo.")
+@click.option("--strategy", default="linear", show_default=True, help="linear (frozen features + logistic regression) or finetune (last blocks).")
+@click.option("--protocol", type=click.Choice(["kfold", "official"]), default="kfold", show_default=True,
+              help="kfold: the manifest's fold column; official: its imported splits (curate --folds-from).")
+@click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average the test predictions over the views.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, cache, out, quiet) -> None:
+    """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
+
+    Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
+    validation split of the training side, never from the test fold. Writes OUT/results.json and
+    OUT/predictions/<model>__<strategy>__<fold>.csv.
+    """
+    from mpoxscan.models import list_models
+    from mpoxscan.training.cv import CVConfig, run_cv
+
+    if manifest.is_dir():
+        manifest = manifest / "manifest.csv"
+    names = list_models() if model_names == "all" else _split_names(model_names) or []
+    config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
+                      tta=tta, seed=seed, extra={"cache": str(cache)} if cache else {})
+    results = run_cv(config, out, progress=not quiet)
+    for model, r in results["models"].items():
+        s = r["summary"]
+        click.echo(f"{model:<20} accuracy {100 * s['accuracy']['mean']:.2f} +- {100 * s['accuracy']['sd']:.2f} %   "
+                   f"macro-F1 {100 * s['macro_f1']['mean']:.2f} +- {100 * s['macro_f1']['sd']:.2f} %   "
+                   f"mpox AUC {s['screening_auc']['mean']:.3f}   ({len(r['folds'])} folds)")
+    click.echo(f"wrote {out / 'results.json'}")
+
+
+@cli.command("report", epilog="""\b
+Example:
+  mpoxscan report runs/linear-10fold
+""")
+@click.argument("run", type=click.Path(path_type=Path))
+def report_cmd(run: Path) -> None:
+    """Write RUN/report.md and RUN/report.html: comparison table, box plots, confusion matrices, ROC curves,
+    reliability diagrams and the statistical verdict of a `mpoxscan cv` run."""
+    from mpoxscan.evaluation.report import write_report
+
+    md, page = write_report(run)
+    click.echo(f"wrote {md} and {page}")
+
+
 def main() -> None:
     cli(prog_name="mpoxscan")
 

@@ -21,6 +21,22 @@ class Backbone(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) -> last convolutional feature map (N, C, h, w), after its activation."""
+        return self.forward_from(self.forward_until(x, self.num_blocks), self.num_blocks)
+
+    # The network as stem, ``num_blocks`` blocks and a head: fine-tuning freezes the stem and the first blocks,
+    # caches their output once, and trains the rest.
+    num_blocks: int
+
+    def forward_until(self, x: torch.Tensor, block: int) -> torch.Tensor:
+        """Images -> the activation entering block ``block`` (0: right after the stem)."""
+        raise NotImplementedError
+
+    def forward_from(self, h: torch.Tensor, block: int) -> torch.Tensor:
+        """The activation entering block ``block`` -> the last feature map."""
+        raise NotImplementedError
+
+    def modules_from(self, block: int) -> list[nn.Module]:
+        """The modules that :meth:`forward_from` runs (without the classifier): what fine-tuning trains."""
         raise NotImplementedError
 
     @property

@@ -117,11 +117,23 @@ class EfficientNetLite(Backbone):
         self._head_act = nn.ReLU6()  # a module of its own so that Grad-CAM can hook the final activated map
         self._fc = nn.Linear(head_ch, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_blocks(self) -> int:
+        return len(self._blocks)
+
+    def forward_until(self, x: torch.Tensor, block: int) -> torch.Tensor:
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        return self._head_act(self._bn1(self._conv_head(x)))
+        for b in self._blocks[:block]:
+            x = b(x)
+        return x
+
+    def forward_from(self, h: torch.Tensor, block: int) -> torch.Tensor:
+        for b in self._blocks[block:]:
+            h = b(h)
+        return self._head_act(self._bn1(self._conv_head(h)))
+
+    def modules_from(self, block: int) -> list[nn.Module]:
+        return [*self._blocks[block:], self._conv_head, self._bn1]
 
     @property
     def cam_layer(self) -> nn.Module:

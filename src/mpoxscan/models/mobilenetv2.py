@@ -66,8 +66,19 @@ class MobileNetV2(Backbone):
         # Index 0 keeps torchvision's key "classifier.1"; dropout is applied in Backbone.forward_head.
         self.classifier = nn.Sequential(nn.Identity(), nn.Linear(self.num_features, num_classes))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+    # features[0] is the stem, features[1:-1] the inverted-residual blocks, features[-1] the head convolution.
+    @property
+    def num_blocks(self) -> int:
+        return len(self.features) - 2
+
+    def forward_until(self, x: torch.Tensor, block: int) -> torch.Tensor:
+        return self.features[: block + 1](x)
+
+    def forward_from(self, h: torch.Tensor, block: int) -> torch.Tensor:
+        return self.features[block + 1:](h)
+
+    def modules_from(self, block: int) -> list[nn.Module]:
+        return list(self.features[block + 1:])
 
     @property
     def cam_layer(self) -> nn.Module:

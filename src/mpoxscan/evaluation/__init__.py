@@ -1,0 +1,1 @@
+"""Evaluation: metrics, model comparison, reports and plots."""

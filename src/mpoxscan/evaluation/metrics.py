@@ -1,0 +1,126 @@
+"""All classification metrics of mpoxscan, in one place (scikit-learn and SciPy wherever they have them)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+POSITIVE = "Monkeypox"
+
+
+def expected_calibration_error(y_true_idx: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-1 confidence: mean |accuracy - confidence| over equal-width confidence bins, weighted by size.
+    Hand-written: scikit-learn has a reliability curve but no ECE."""
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y_true_idx).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def screening_threshold(is_positive: np.ndarray, score: np.ndarray, sensitivity: float = 0.95) -> float:
+    """The highest threshold on P(mpox) whose sensitivity is at least ``sensitivity`` (from the ROC curve)."""
+    from sklearn.metrics import roc_curve
+
+    if is_positive.sum() == 0:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(is_positive, score)
+    ok = np.flatnonzero(tpr >= sensitivity)
+    return float(min(1.0, thresholds[ok[0]]))
+
+
+def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str],
+                           positive: str = POSITIVE, threshold: float | None = None) -> dict:
+    """Metrics of one set of predictions. ``proba``: (n, len(classes)) rows summing to 1; ``threshold``: the
+    screening threshold on P(positive) chosen beforehand (for example on inner validation)."""
+    from sklearn import metrics as skm
+
+    classes = list(classes)
+    y_idx = np.array([classes.index(y) for y in y_true])
+    pred = proba.argmax(axis=1)
+    labels = list(range(len(classes)))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(y_idx, pred, labels=labels, zero_division=0)
+    out: dict = {
+        "n": int(len(y_idx)),
+        "accuracy": float(skm.accuracy_score(y_idx, pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_idx, pred)),
+        "macro_precision": float(prec.mean()),
+        "macro_recall": float(rec.mean()),
+        "macro_f1": float(f1.mean()),
+        "cohen_kappa": float(skm.cohen_kappa_score(y_idx, pred, labels=labels)),
+        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(classes, prec, rec, f1, support)},
+        "confusion_matrix": skm.confusion_matrix(y_idx, pred, labels=labels).tolist(),
+        "ece": expected_calibration_error(y_idx, proba),
+    }
+    present = sorted(set(y_idx.tolist()))
+    if len(present) > 1:
+        sub = proba[:, present] / np.clip(proba[:, present].sum(axis=1, keepdims=True), 1e-12, None)
+        remap = {c: k for k, c in enumerate(present)}
+        y_sub = np.array([remap[v] for v in y_idx])
+        out["macro_auc_ovr"] = float(skm.roc_auc_score(y_sub, sub if len(present) > 2 else sub[:, 1], multi_class="ovr"))
+    if positive in classes:
+        k = classes.index(positive)
+        is_pos = y_idx == k
+        score = proba[:, k]
+        screen: dict = {"positive": positive, "prevalence": float(is_pos.mean())}
+        if 0 < is_pos.sum() < len(is_pos):
+            screen["auc"] = float(skm.roc_auc_score(is_pos, score))
+        t = 0.5 if threshold is None else threshold
+        flagged = score >= t
+        screen["threshold"] = float(t)
+        screen["sensitivity"] = float(flagged[is_pos].mean()) if is_pos.any() else float("nan")
+        screen["specificity"] = float((~flagged[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+        out["screening"] = screen
+    return out
+
+
+def mean_sd_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean, sample standard deviation and the t-interval of the mean across folds."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if not (isinstance(x, float) and math.isnan(x))], float)
+    if len(v) == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "ci95": [float("nan"), float("nan")], "n": 0}
+    mean = float(v.mean())
+    sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * sd / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": int(len(v))}
+
+
+def corrected_resampled_ttest(a: Sequence[float], b: Sequence[float], test_fraction: float) -> dict:
+    """Nadeau & Bengio's corrected resampled t-test of per-fold scores a vs b (paired folds). Cross-validation folds
+    share training data, so the plain paired t-test is too optimistic; the variance is inflated by n_test/n_train.
+    Hand-written: SciPy has the t distribution but not this correction."""
+    from scipy import stats
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    k = len(d)
+    if k < 2:
+        return {"t": float("nan"), "p": float("nan"), "mean_difference": float(d.mean()) if k else float("nan")}
+    var = d.var(ddof=1)
+    ratio = test_fraction / (1 - test_fraction)
+    denom = math.sqrt((1 / k + ratio) * var) if var > 0 else 0.0
+    if denom == 0:
+        t, p = (float("inf") if d.mean() != 0 else 0.0), (0.0 if d.mean() != 0 else 1.0)
+    else:
+        t = float(d.mean() / denom)
+        p = float(2 * stats.t.sf(abs(t), k - 1))
+    return {"t": t, "p": p, "mean_difference": float(d.mean())}
+
+
+def friedman(scores: dict[str, Sequence[float]]) -> dict:
+    """Friedman test over models (columns) measured on the same folds (rows); needs three or more models."""
+    from scipy import stats
+
+    if len(scores) < 3:
+        return {"statistic": float("nan"), "p": float("nan")}
+    res = stats.friedmanchisquare(*[np.asarray(v, float) for v in scores.values()])
+    return {"statistic": float(res.statistic), "p": float(res.pvalue)}

@@ -1,0 +1,1 @@
+"""Training: augmentation views, cached features, heads, calibration, cross-validation."""

@@ -1,0 +1,237 @@
+"""`mpoxscan cv`: every model on every fold, each fold saved as it finishes, so that a killed run resumes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.data.manifest import ManifestRow, read_manifest
+from mpoxscan.errors import MpoxscanError
+from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
+from mpoxscan.training.calibration import fit_temperature, softmax
+
+
+@dataclass
+class FoldSplit:
+    name: str
+    train: list[int]
+    valid: list[int]  # inner validation: hyperparameters, early stopping, temperature, threshold
+    test: list[int]
+
+
+@dataclass
+class CVConfig:
+    manifest: str
+    models: list[str]
+    strategy: str
+    protocol: str  # "kfold" (the manifest's fold column) or "official" (its imported splits)
+    views: int = 4  # augmented training views per image, besides the plain one
+    tta: bool = False  # average the test predictions over the plain and augmented views
+    seed: int = 0
+    manifest_sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def manifest_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def kept_rows(manifest: Path) -> list[ManifestRow]:
+    rows = [r for r in read_manifest(manifest) if r.status == "kept"]
+    if not rows:
+        raise MpoxscanError(f"{manifest}: no kept images")
+    return rows
+
+
+def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
+    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if protocol == "official":
+        n = {len(r.splits.split(",")) for r in rows if r.splits}
+        if not n:
+            raise MpoxscanError("the manifest has no imported splits: curate it with --folds-from, or use the k-fold protocol")
+        out = []
+        for f in range(max(n)):
+            side = {k: r.splits.split(",")[f] for k, r in enumerate(rows) if r.splits}
+            out.append(FoldSplit(f"fold{f + 1}", [k for k, s in side.items() if s == "train"],
+                                 [k for k, s in side.items() if s == "valid"], [k for k, s in side.items() if s == "test"]))
+        return out
+    folds = sorted({r.fold for r in rows if r.fold}, key=int)
+    if len(folds) < 2:
+        raise MpoxscanError("the manifest has no k-fold column: curate it without --folds-from, or use --protocol official")
+    out = []
+    for f in folds:
+        test = [k for k, r in enumerate(rows) if r.fold == f]
+        rest = [k for k, r in enumerate(rows) if r.fold and r.fold != f]
+        inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+        fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
+        out.append(FoldSplit(f"fold{f}", [rest[k] for k in fit_idx], [rest[k] for k in val_idx], test))
+    return out
+
+
+def group_leaks(rows: list[ManifestRow], split: FoldSplit) -> int:
+    """Leakage groups on both sides of a split (0 for folds made by curate; possible in imported ones)."""
+    fit = {rows[k].group for k in split.train + split.valid}
+    return len(fit & {rows[k].group for k in split.test})
+
+
+@dataclass
+class FoldOutput:
+    logits_test: np.ndarray
+    logits_valid: np.ndarray
+    info: dict
+
+
+def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
+    from mpoxscan.training.features import FeatureCache, extract
+    from mpoxscan.training.linear import LinearProbe
+
+    views = list(range(config.views + 1))
+    items = [(r.path, r.sha256) for r in rows]
+    cache = FeatureCache(Path(config.extra["cache"])) if config.extra.get("cache") else FeatureCache()
+    feats = extract(model, items, views, cache, seed=config.seed, progress=progress)
+    y = np.array([classes.index(r.label) for r in rows])
+    X_train = np.concatenate([feats[v][split.train] for v in views])
+    y_train = np.concatenate([y[split.train]] * len(views))
+    probe = LinearProbe(random_state=config.seed).fit(X_train, y_train, feats[0][split.valid], y[split.valid])
+    test_views = views if config.tta else [0]
+    # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
+    logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
+    return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_})
+
+
+def _finetune_fold(model, rows, split, classes, config, progress):
+    from mpoxscan.training.finetune import finetune_fold
+
+    return finetune_fold(model, rows, split, classes, config, progress)
+
+
+STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold}
+
+
+def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np.ndarray, info: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{stem}.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "sha256", "group", "label"] + [f"p_{c}" for c in classes])
+        for k, p in zip(split.test, proba):
+            w.writerow([rows[k].path, rows[k].sha256, rows[k].group, rows[k].label] + [f"{x:.6f}" for x in p])
+    (out / f".{stem}.json.tmp").write_text(json.dumps(info, indent=2))
+    (out / f".{stem}.json.tmp").replace(out / f"{stem}.json")
+    tmp.replace(out / f"{stem}.csv")  # the CSV last: its presence means the fold is complete
+
+
+def read_fold(out: Path, stem: str, classes: list[str]) -> tuple[list[str], np.ndarray, dict] | None:
+    csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
+    if not (csv_path.exists() and json_path.exists()):
+        return None
+    with open(csv_path, newline="") as fh:
+        data = list(csv.DictReader(fh))
+    labels = [d["label"] for d in data]
+    proba = np.array([[float(d[f"p_{c}"]) for c in classes] for d in data]) if data else np.zeros((0, len(classes)))
+    return labels, proba, json.loads(json_path.read_text())
+
+
+def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
+    """Run (or resume) a cross-validation; returns and writes ``results.json``."""
+    from tqdm import tqdm
+
+    from mpoxscan.models import get_spec
+
+    if config.strategy not in STRATEGIES:
+        raise MpoxscanError(f"unknown strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
+    for m in config.models:
+        get_spec(m)
+    manifest = Path(config.manifest)
+    rows = kept_rows(manifest)
+    config.manifest_sha256 = manifest_digest(manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
+        new = {k: asdict(config)[k] for k in same}
+        if same != new:
+            raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
+                                "another manifest or seed): choose another --out")
+        config.models = list(dict.fromkeys(old.get("models", []) + config.models))
+    cfg_path.write_text(json.dumps(asdict(config), indent=2))
+
+    classes = sorted({r.label for r in rows})
+    splits = make_splits(rows, config.protocol, config.seed)
+    tasks = [(m, s) for m in config.models for s in splits]
+    pred_dir = out / "predictions"
+    with tqdm(total=len(tasks), desc=f"cv {config.strategy}", unit="fold", disable=not progress) as bar:
+        for model, split in tasks:
+            stem = f"{model}__{config.strategy}__{split.name}"
+            if read_fold(pred_dir, stem, classes) is None:
+                started = time.perf_counter()
+                result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
+                y_val = np.array([classes.index(rows[k].label) for k in split.valid])
+                temperature = fit_temperature(result.logits_valid, y_val)
+                p_val = softmax(result.logits_valid, temperature)
+                is_pos = y_val == classes.index(POSITIVE) if POSITIVE in classes else np.zeros(len(y_val), bool)
+                threshold = screening_threshold(is_pos, p_val[:, classes.index(POSITIVE)]) if POSITIVE in classes else 0.5
+                info = {**result.info, "temperature": temperature, "threshold": threshold,
+                        "seconds": round(time.perf_counter() - started, 2), "n_train": len(split.train),
+                        "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
+                        "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
+                                                                   softmax(result.logits_test), classes)["ece"]}
+                _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
+            bar.update()
+    results = summarise(out, config, classes, splits, rows)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+KEY_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "cohen_kappa",
+               "macro_auc_ovr", "ece")
+
+
+def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows) -> dict:
+    """Per-fold metrics, mean / sd / 95 % CI across folds, and the statistical comparison of the models."""
+    from mpoxscan.evaluation.metrics import corrected_resampled_ttest, friedman, mean_sd_ci
+    from mpoxscan.models import count_parameters
+
+    models: dict[str, dict] = {}
+    for model in config.models:
+        folds = []
+        for split in splits:
+            got = read_fold(out / "predictions", f"{model}__{config.strategy}__{split.name}", classes)
+            if got is None:
+                continue
+            labels, proba, info = got
+            m = classification_metrics(labels, proba, classes, threshold=info["threshold"])
+            m["uncalibrated_ece"] = info.get("uncalibrated_ece")
+            folds.append({"fold": split.name, "info": info, "metrics": m})
+        if not folds:
+            continue
+        summary = {k: mean_sd_ci([f["metrics"].get(k, float("nan")) for f in folds]) for k in KEY_METRICS}
+        summary["uncalibrated_ece"] = mean_sd_ci([f["metrics"]["uncalibrated_ece"] for f in folds])
+        for k in ("auc", "sensitivity", "specificity"):
+            summary[f"screening_{k}"] = mean_sd_ci([f["metrics"].get("screening", {}).get(k, float("nan")) for f in folds])
+        models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
+                         "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
+    comparison: dict = {}
+    complete = {m: v for m, v in models.items() if len(v["folds"]) == len(splits)}
+    if len(complete) >= 2:
+        acc = {m: [f["metrics"]["accuracy"] for f in v["folds"]] for m, v in complete.items()}
+        best = max(acc, key=lambda m: np.mean(acc[m]))
+        test_fraction = float(np.mean([len(s.test) / (len(s.test) + len(s.train) + len(s.valid)) for s in splits]))
+        comparison = {"metric": "accuracy", "best": best, "test_fraction": test_fraction,
+                      "versus": {m: corrected_resampled_ttest(acc[best], acc[m], test_fraction) for m in acc if m != best},
+                      "friedman": friedman(acc)}
+    return {"config": asdict(config), "classes": classes, "n_images": len(rows),
+            "splits": [{"name": s.name, "train": len(s.train), "valid": len(s.valid), "test": len(s.test),
+                        "group_leaks": group_leaks(rows, s)} for s in splits],
+            "models": models, "comparison": comparison, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "host_cpus": os.cpu_count()}

@@ -1,0 +1,108 @@
+"""Pooled features of frozen ImageNet backbones, cached on disk by model, view and image checksum.
+
+The frozen backbone runs in ONNX Runtime (about 2.5x faster than eager PyTorch on this CPU, measured), from an
+in-memory export of the zoo's PyTorch model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.images import load_image
+from mpoxscan.preprocess import Preprocessing
+from mpoxscan.training.views import make_view
+
+DEFAULT_CACHE = Path(os.environ.get("MPOXSCAN_CACHE", Path.home() / ".cache" / "mpoxscan"))
+
+
+def task_preprocessing(model_name: str) -> Preprocessing:
+    """The zoo's preprocessing, but keeping the whole short side: a lesion need not sit in the centre."""
+    from mpoxscan.models import get_spec
+
+    return dataclasses.replace(get_spec(model_name).preprocessing, crop_pct=1.0)
+
+
+def feature_session(model_name: str, threads: int | None = None):
+    """An ONNX Runtime session computing pooled features (N, C) from normalised images (N, 3, S, S)."""
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    from mpoxscan.models import create_model
+
+    model = create_model(model_name, pretrained=True).eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, backbone):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, x):
+            return self.backbone.forward_pooled(x)
+
+    size = model.spec.preprocessing.input_size
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(Pooled(model), torch.zeros(1, 3, size, size), buf, input_names=["image"],
+                          output_names=["features"], dynamic_axes={"image": {0: "n"}, "features": {0: "n"}},
+                          opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+class FeatureCache:
+    """One ``.npz`` per (model, view): checksums and their feature vectors, rewritten atomically when it grows."""
+
+    def __init__(self, root: Path = DEFAULT_CACHE) -> None:
+        self.root = Path(root) / "features"
+
+    def _file(self, model: str, view: int, seed: int) -> Path:
+        return self.root / model / f"view{view}-seed{seed}.npz"
+
+    def load(self, model: str, view: int, seed: int) -> dict[str, np.ndarray]:
+        path = self._file(model, view, seed)
+        if not path.exists():
+            return {}
+        with np.load(path) as data:
+            return dict(zip(data["sha256"].tolist(), data["features"]))
+
+    def save(self, model: str, view: int, seed: int, table: dict[str, np.ndarray]) -> None:
+        path = self._file(model, view, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
+        keys = sorted(table)
+        np.savez(tmp, sha256=np.array(keys), features=np.stack([table[k] for k in keys]).astype(np.float32))
+        tmp.replace(path)
+
+
+def extract(model_name: str, items: list[tuple[str, str]], views: list[int], cache: FeatureCache,
+            seed: int = 0, batch: int = 32, progress: bool = True) -> dict[int, np.ndarray]:
+    """Features of ``items`` (path, sha256) for each view in ``views``: {view: (n, C)}, computing only what the
+    cache lacks."""
+    from tqdm import tqdm
+
+    prep = task_preprocessing(model_name)
+    tables = {v: cache.load(model_name, v, seed) for v in views}
+    unique = dict((sha, path) for path, sha in items)
+    todo = [(v, path, sha) for v in views for sha, path in unique.items() if sha not in tables[v]]
+    if todo:
+        session = feature_session(model_name)
+        with tqdm(total=len(todo), desc=f"features {model_name}", unit="img", disable=not progress) as bar:
+            for start in range(0, len(todo), batch):
+                chunk = todo[start:start + batch]
+                images = [make_view(load_image(p, min_side=prep.input_size), prep, s, v, seed) for v, p, s in chunk]
+                feats = session.run(None, {"image": np.stack([prep.normalize(im) for im in images])})[0]
+                for (v, _p, s), f in zip(chunk, feats):
+                    tables[v][s] = f
+                bar.update(len(chunk))
+        for v in views:
+            cache.save(model_name, v, seed, tables[v])
+    return {v: np.stack([tables[v][sha] for _, sha in items]) for v in views}

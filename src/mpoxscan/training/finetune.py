@@ -1,0 +1,136 @@
+"""The `finetune` strategy: train the last blocks of a pretrained backbone, practical on 2 CPU cores.
+
+The frozen stem and early blocks see each augmented view once: their output is cached (on disk, by model, block,
+view and image checksum), and each epoch trains only the last blocks, the head convolution and a new classifier
+on a random cached view of each training image. Early stopping and model selection use the inner validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.images import load_image
+from mpoxscan.training.features import DEFAULT_CACHE, task_preprocessing
+from mpoxscan.training.views import make_view
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Fixed in advance (not tuned on any test fold)."""
+
+    train_blocks: int = 5  # EfficientNet-Lite0: its last two stages (7 x 7); MobileNetV2: its last two stages too
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    patience: int = 8
+
+
+def _cache_file(root: Path, model: str, block: int, view: int, seed: int) -> Path:
+    return Path(root) / "activations" / model / f"block{block}-view{view}-seed{seed}.npz"
+
+
+def cached_activations(model, model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
+                       seed: int, root: Path = DEFAULT_CACHE, batch: int = 32) -> dict[int, np.ndarray]:
+    """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once."""
+    import torch
+
+    prep = task_preprocessing(model_name)
+    out = {}
+    for v in views:
+        path = _cache_file(root, model_name, block, v, seed)
+        table: dict[str, np.ndarray] = {}
+        if path.exists():
+            with np.load(path) as data:
+                table = dict(zip(data["sha256"].tolist(), data["acts"]))
+        missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
+        if missing:
+            with torch.inference_mode():
+                for start in range(0, len(missing), batch):
+                    chunk = missing[start:start + batch]
+                    x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
+                                  for sha, p in chunk])
+                    acts = model.forward_until(torch.from_numpy(x), block).numpy().astype(np.float16)
+                    table.update(zip([sha for sha, _ in chunk], acts))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
+            keys = sorted(table)
+            np.savez(tmp, sha256=np.array(keys), acts=np.stack([table[k] for k in keys]))
+            tmp.replace(path)
+        out[v] = np.stack([table[sha] for _, sha in items])
+    return out
+
+
+def finetune_fold(model_name: str, rows, split, classes: list[str], config, progress: bool = False,
+                  params: FinetuneParams | None = None):
+    import torch
+    from torch import nn
+
+    from mpoxscan.models import create_model
+    from mpoxscan.training.cv import FoldOutput
+
+    params = params or FinetuneParams(**config.extra.get("finetune", {}))
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = create_model(model_name, pretrained=True, num_classes=len(classes)).eval()
+    block = model.num_blocks - params.train_blocks
+    views = list(range(config.views + 1))
+    root = Path(config.extra["cache"]) if config.extra.get("cache") else DEFAULT_CACHE
+    acts = cached_activations(model, model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, root)
+    y = torch.tensor([classes.index(r.label) for r in rows])
+
+    trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trainable.parameters():
+        p.requires_grad_(True)
+    counts = np.bincount(y[split.train].numpy(), minlength=len(classes)).astype(float)
+    weights = torch.tensor(len(split.train) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing)
+    optim = torch.optim.AdamW(trainable.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    steps_per_epoch = -(-len(split.train) // params.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=params.lr, total_steps=params.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+
+    def logits_of(index: list[int], view: int) -> torch.Tensor:
+        model.eval()
+        with torch.inference_mode():
+            h = torch.from_numpy(acts[view][index].astype(np.float32))
+            return model.forward_head(model.pool(model.forward_from(h, block)))
+
+    best = (float("inf"), -1, None)
+    train_idx = np.array(split.train)
+    for epoch in range(params.epochs):
+        for m in trainable:
+            m.train()
+        order = rng.permutation(train_idx)
+        chosen_views = rng.integers(0, len(views), size=len(order))
+        for start in range(0, len(order), params.batch_size):
+            idx = order[start:start + params.batch_size]
+            vs = chosen_views[start:start + params.batch_size]
+            h = torch.from_numpy(np.stack([acts[v][i] for v, i in zip(vs, idx)]).astype(np.float32))
+            model.train()
+            out = model.forward_head(model.pool(model.forward_from(h, block)))
+            loss = loss_fn(out, y[idx])
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+        val_loss = float(nn.functional.cross_entropy(logits_of(split.valid, 0), y[split.valid]))
+        if val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(trainable.state_dict()))
+        elif epoch - best[1] >= params.patience:
+            break
+    trainable.load_state_dict(best[2])
+    test_views = views if config.tta else [0]
+    logits_test = torch.stack([logits_of(split.test, v) for v in test_views]).mean(0).numpy()
+    return FoldOutput(logits_test, logits_of(split.valid, 0).numpy(),
+                      {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
+                       "best_valid_loss": round(best[0], 4)})

@@ -1,0 +1,51 @@
+"""The `linear` strategy: a logistic-regression head on frozen, cached backbone features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LinearProbe:
+    """Standardised features -> multinomial logistic regression with class-balanced weights (scikit-learn).
+
+    ``C`` is chosen from ``c_grid`` by macro-F1 on the validation set given to :meth:`fit`, never on test data.
+    """
+
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
+    max_iter: int = 3000
+    random_state: int = 0
+    C_: float | None = field(default=None, init=False)
+
+    def _make(self, c: float):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=self.max_iter,
+                                                                  random_state=self.random_state))
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> "LinearProbe":
+        from sklearn.metrics import f1_score
+
+        if X_val is None or len(self.c_grid) == 1:
+            self.C_ = self.c_grid[len(self.c_grid) // 2] if X_val is None else self.c_grid[0]
+        else:
+            scores = []
+            for c in self.c_grid:
+                pred = self._make(c).fit(X, y).predict(X_val)
+                scores.append(f1_score(y_val, pred, average="macro"))
+            self.C_ = self.c_grid[int(np.argmax(scores))]
+        self.model_ = self._make(self.C_).fit(X, y)
+        return self
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.model_.classes_
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Logits (n, n_classes), for temperature scaling (two classes: [0, d], whose softmax is the sigmoid of d)."""
+        d = self.model_.decision_function(X)
+        return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d

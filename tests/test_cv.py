@@ -1,0 +1,103 @@
+"""Training and cross-validation on a tiny generated dataset: it learns, folds keep groups apart, runs resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+from mpoxscan.data.sources import Source
+from mpoxscan.errors import MpoxscanError
+from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, run_cv
+
+CLASSES = {"Monkeypox": (200, 40, 40), "Healthy": (40, 40, 200)}
+
+
+def square_photo(colour, seed: int) -> Image.Image:
+    """A textured background with a coloured square: the class is the square's colour."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(90, 170, size=(96, 96, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    x, y = rng.integers(10, 40, 2)
+    ImageDraw.Draw(img).rectangle((int(x), int(y), int(x) + 40, int(y) + 40), fill=colour)
+    return img
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("squares")
+    seed = 0
+    for label, colour in CLASSES.items():
+        for patient in range(10):
+            for shot in range(2):
+                seed += 1
+                path = root / "src" / label / f"P{label[0]}{patient}_{shot}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                square_photo(colour, seed).save(path)
+    options = CurateOptions(n_folds=4, seed=0, progress=False, jobs=1)
+    result = curate([Source("sq", root / "src", r"^(P\w\d+)_")], options)
+    return write_outputs(result, root / "curated", options) / "manifest.csv"
+
+
+def test_splits_never_mix_groups(manifest):
+    rows = kept_rows(manifest)
+    for split in make_splits(rows, "kfold", seed=0):
+        fit = {rows[k].group for k in split.train} | {rows[k].group for k in split.valid}
+        assert not fit & {rows[k].group for k in split.test}
+        assert not {rows[k].group for k in split.train} & {rows[k].group for k in split.valid}
+        assert len(split.train) + len(split.valid) + len(split.test) == len(rows)
+
+
+def test_official_protocol_needs_imported_splits(manifest):
+    with pytest.raises(MpoxscanError, match="no imported splits"):
+        make_splits(kept_rows(manifest), "official", 0)
+
+
+@pytest.mark.parametrize("strategy, extra", [("linear", {}), ("finetune", {"finetune": {"epochs": 4, "patience": 4}})])
+def test_training_learns_and_resumes(manifest, tmp_path, strategy, extra):
+    out = tmp_path / "run"
+    config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy=strategy, protocol="kfold", views=1,
+                      extra={"cache": str(tmp_path / "cache"), **extra})
+    results = run_cv(config, out, progress=False)
+    acc = results["models"]["mobilenetv2_100"]["summary"]["accuracy"]["mean"]
+    assert acc >= 0.9, acc  # two colours of squares: any working training separates them
+    preds = sorted((out / "predictions").glob("*.csv"))
+    assert len(preds) == 4
+    # Resume: a finished fold is not recomputed; a deleted one is.
+    stamp = preds[0].stat().st_mtime_ns
+    preds[1].unlink()
+    run_cv(CVConfig(**{**config.__dict__, "models": ["mobilenetv2_100"]}), out, progress=False)
+    assert preds[0].stat().st_mtime_ns == stamp and preds[1].exists()
+    # Another configuration in the same folder is refused.
+    with pytest.raises(MpoxscanError, match="other settings"):
+        run_cv(CVConfig(**{**config.__dict__, "seed": 1}), out, progress=False)
+
+
+def test_cli_cv_and_report(manifest, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mpoxscan.cli"]
+    proc = subprocess.run(cmd + ["cv", "--manifest", str(manifest), "--models", "mobilenetv2_100,efficientnet_lite0",
+                                 "--views", "0", "--cache", str(tmp_path / "cache"), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "mobilenetv2_100" in proc.stdout and "accuracy" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["comparison"]["best"] in ("mobilenetv2_100", "efficientnet_lite0")
+    proc = subprocess.run(cmd + ["report", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    assert "| model | params (M) | accuracy %" in md and "Statistical verdict" in md
+    for png in ("folds_boxplot.png", "confusion.png", "roc_reliability.png"):
+        assert (out / "plots" / png).stat().st_size > 1000
+    assert "<table>" in (out / "report.html").read_text()
+    bad = subprocess.run(cmd + ["report", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd + ["cv", "--manifest", str(manifest), "--models", "resnet", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown model" in bad.stderr and "Traceback" not in bad.stderr

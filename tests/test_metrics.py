@@ -1,0 +1,83 @@
+"""Metrics against values computed by hand on small examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mpoxscan.evaluation.metrics import (classification_metrics, corrected_resampled_ttest, expected_calibration_error,
+                                         friedman, mean_sd_ci, screening_threshold)
+
+CLASSES = ["Healthy", "Monkeypox", "Measles"]
+
+
+def onehot_proba(preds, conf=0.8):
+    p = np.full((len(preds), 3), (1 - conf) / 2)
+    for i, c in enumerate(preds):
+        p[i, CLASSES.index(c)] = conf
+    return p
+
+
+def test_accuracy_f1_kappa_confusion_by_hand():
+    y = ["Monkeypox", "Monkeypox", "Monkeypox", "Healthy", "Healthy", "Measles"]
+    pred = ["Monkeypox", "Monkeypox", "Healthy", "Healthy", "Monkeypox", "Measles"]
+    m = classification_metrics(y, onehot_proba(pred), CLASSES)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # per class: Healthy P=1/2 R=1/2; Monkeypox P=2/3 R=2/3; Measles P=1 R=1
+    assert m["per_class"]["Monkeypox"]["precision"] == pytest.approx(2 / 3)
+    assert m["macro_recall"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
+    # kappa: po = 4/6; pe = sum(row_i * col_i)/n^2 = (2*2 + 3*3 + 1*1)/36 = 14/36
+    assert m["cohen_kappa"] == pytest.approx((4 / 6 - 14 / 36) / (1 - 14 / 36))
+    s = m["screening"]
+    assert s["sensitivity"] == pytest.approx(2 / 3) and s["specificity"] == pytest.approx(2 / 3)  # threshold 0.5
+    assert s["auc"] == pytest.approx(6 / 9)  # P(score of a case > score of a non-case), ties count half
+
+
+def test_perfect_predictions():
+    y = ["Healthy", "Monkeypox", "Measles"] * 3
+    m = classification_metrics(y, onehot_proba(y, conf=0.9), CLASSES)
+    assert m["accuracy"] == 1 and m["cohen_kappa"] == 1 and m["macro_auc_ovr"] == 1 and m["screening"]["auc"] == 1
+
+
+def test_ece_by_hand():
+    # Two predictions at confidence 0.9 (one right), two at 0.6 (both right): ECE = 0.5*|0.5-0.9| + 0.5*|1-0.6| = 0.4
+    proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    y = np.array([0, 1, 0, 1])
+    assert expected_calibration_error(y, proba) == pytest.approx(0.4)
+
+
+def test_screening_threshold_reaches_the_sensitivity():
+    is_pos = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.05])
+    assert screening_threshold(is_pos, score, 0.75) == pytest.approx(0.7)
+    assert screening_threshold(is_pos, score, 1.0) == pytest.approx(0.3)
+
+
+def test_mean_sd_ci_by_hand():
+    r = mean_sd_ci([0.8, 0.9, 1.0])
+    assert r["mean"] == pytest.approx(0.9) and r["sd"] == pytest.approx(0.1)
+    # t(0.975, 2) = 4.302653
+    assert r["ci95"][1] - 0.9 == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)
+
+
+def test_corrected_ttest_is_more_conservative_than_the_plain_one():
+    from scipy import stats
+
+    a = [0.85, 0.88, 0.84, 0.90, 0.87]
+    b = [0.80, 0.86, 0.83, 0.85, 0.82]
+    res = corrected_resampled_ttest(a, b, test_fraction=0.2)
+    d = np.subtract(a, b)
+    t_by_hand = d.mean() / math.sqrt((1 / 5 + 0.2 / 0.8) * d.var(ddof=1))
+    assert res["t"] == pytest.approx(t_by_hand)
+    assert res["p"] > stats.ttest_rel(a, b).pvalue
+
+
+def test_friedman_needs_three_models():
+    assert math.isnan(friedman({"a": [1, 2], "b": [1, 2]})["p"])
+    r = friedman({"a": [0.9, 0.8, 0.85, 0.9], "b": [0.7, 0.6, 0.65, 0.7], "c": [0.5, 0.55, 0.5, 0.52]})
+    assert r["p"] < 0.05
