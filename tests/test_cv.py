@@ -59,7 +59,7 @@ def test_official_protocol_needs_imported_splits(manifest):
         make_splits(kept_rows(manifest), "official", 0)
 
 
-@pytest.mark.parametrize("strategy, extra", [("linear", {}), ("finetune", {"finetune": {"epochs": 4, "patience": 4}})])
+@pytest.mark.parametrize("strategy, extra", [("linear", {}), ("finetune", {"finetune": {"epochs": 12, "batch_size": 8, "patience": 12}})])
 def test_training_learns_and_resumes(manifest, tmp_path, strategy, extra):
     out = tmp_path / "run"
     config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy=strategy, protocol="kfold", views=1,
@@ -101,3 +101,26 @@ def test_cli_cv_and_report(manifest, tmp_path):
     bad = subprocess.run(cmd + ["cv", "--manifest", str(manifest), "--models", "resnet", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_writes_a_checkpoint_that_rebuilds_and_predicts(manifest, tmp_path):
+    import torch
+
+    from mpoxscan.training.train import load_checkpoint, train
+
+    card = train(manifest, "mobilenetv2_100", "linear", tmp_path / "m", views=1, cache=tmp_path / "cache")
+    assert card["classes"] == ["Healthy", "Monkeypox"] and 0 < card["screening_threshold"] <= 1
+    assert card["data"]["images"] == 40 and len(card["data"]["manifest_sha256"]) == 64
+    model, loaded = load_checkpoint(tmp_path / "m")
+    assert loaded == json.loads((tmp_path / "m" / "card.json").read_text())
+    prep = model.spec.preprocessing.__class__(**{**card["preprocessing"], "mean": tuple(card["preprocessing"]["mean"]),
+                                                 "std": tuple(card["preprocessing"]["std"])})
+    x = torch.from_numpy(prep.batch([square_photo(CLASSES["Monkeypox"], 999), square_photo(CLASSES["Healthy"], 998)]))
+    with torch.no_grad():
+        pred = model(x).argmax(1).tolist()
+    assert [card["classes"][k] for k in pred] == ["Monkeypox", "Healthy"]
+    with pytest.raises(MpoxscanError, match="exists"):
+        train(manifest, "mobilenetv2_100", "linear", tmp_path / "m", views=1, cache=tmp_path / "cache")
+    (tmp_path / "junk.pt").write_bytes(b"nope")
+    with pytest.raises(MpoxscanError, match="not an mpoxscan checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")

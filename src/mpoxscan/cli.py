@@ -240,10 +240,11 @@ Examples:
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average the test predictions over the views.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--folds", "only_folds", metavar="fold1,fold2", help="Run only these folds (default: all).")
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, cache, out, quiet) -> None:
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, only_folds, cache, out, quiet) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -257,7 +258,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, cache, o
         manifest = manifest / "manifest.csv"
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
-                      tta=tta, seed=seed, extra={"cache": str(cache)} if cache else {})
+                      tta=tta, seed=seed, only_folds=_split_names(only_folds), extra={"cache": str(cache)} if cache else {})
     results = run_cv(config, out, progress=not quiet)
     for model, r in results["models"].items():
         s = r["summary"]
@@ -265,6 +266,33 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, cache, o
                    f"macro-F1 {100 * s['macro_f1']['mean']:.2f} +- {100 * s['macro_f1']['sd']:.2f} %   "
                    f"mpox AUC {s['screening_auc']['mean']:.3f}   ({len(r['folds'])} folds)")
     click.echo(f"wrote {out / 'results.json'}")
+
+
+@cli.command("train", epilog="""\b
+Example:
+  mpoxscan train --manifest curated/msld2-10fold --model efficientnet_lite0 --strategy linear --out models/lite0
+""")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
+@click.option("--model", "model_name", required=True, help="Backbone of the zoo.")
+@click.option("--strategy", default="linear", show_default=True, help="linear or finetune (the recipe that mpoxscan cv measured).")
+@click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
+@click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
+def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force) -> None:
+    """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
+    the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
+    from mpoxscan.models import get_spec
+    from mpoxscan.training.train import train
+
+    get_spec(model_name)
+    if manifest.is_dir():
+        manifest = manifest / "manifest.csv"
+    card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force)
+    m = card["validation_metrics"]
+    click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "
+               f"temperature {card['temperature']:.2f}, screening threshold {card['screening_threshold']:.3f}")
 
 
 @cli.command("report", epilog="""\b

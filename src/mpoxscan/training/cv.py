@@ -35,6 +35,7 @@ class CVConfig:
     views: int = 4  # augmented training views per image, besides the plain one
     tta: bool = False  # average the test predictions over the plain and augmented views
     seed: int = 0
+    only_folds: list[str] | None = None  # run just these folds (for example ["fold1"]); None: all
     manifest_sha256: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -168,6 +169,11 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
 
     classes = sorted({r.label for r in rows})
     splits = make_splits(rows, config.protocol, config.seed)
+    if config.only_folds:
+        unknown = set(config.only_folds) - {s.name for s in splits}
+        if unknown:
+            raise MpoxscanError(f"unknown fold(s) {', '.join(sorted(unknown))} (this manifest has {', '.join(s.name for s in splits)})")
+        splits = [s for s in splits if s.name in config.only_folds]
     tasks = [(m, s) for m in config.models for s in splits]
     pred_dir = out / "predictions"
     with tqdm(total=len(tasks), desc=f"cv {config.strategy}", unit="fold", disable=not progress) as bar:

@@ -27,8 +27,9 @@ def task_preprocessing(model_name: str) -> Preprocessing:
     return dataclasses.replace(get_spec(model_name).preprocessing, crop_pct=1.0)
 
 
-def feature_session(model_name: str, threads: int | None = None):
-    """An ONNX Runtime session computing pooled features (N, C) from normalised images (N, 3, S, S)."""
+def frozen_session(model_name: str, until_block: int | None = None, threads: int | None = None):
+    """An ONNX Runtime session of the frozen pretrained backbone: images (N, 3, S, S) -> pooled features (N, C),
+    or, with ``until_block``, the activation entering that block (what fine-tuning caches)."""
     import warnings
 
     import onnxruntime as ort
@@ -38,20 +39,22 @@ def feature_session(model_name: str, threads: int | None = None):
 
     model = create_model(model_name, pretrained=True).eval()
 
-    class Pooled(torch.nn.Module):
+    class Frozen(torch.nn.Module):
         def __init__(self, backbone):
             super().__init__()
             self.backbone = backbone
 
         def forward(self, x):
-            return self.backbone.forward_pooled(x)
+            if until_block is None:
+                return self.backbone.forward_pooled(x)
+            return self.backbone.forward_until(x, until_block)
 
     size = model.spec.preprocessing.input_size
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        torch.onnx.export(Pooled(model), torch.zeros(1, 3, size, size), buf, input_names=["image"],
-                          output_names=["features"], dynamic_axes={"image": {0: "n"}, "features": {0: "n"}},
+        torch.onnx.export(Frozen(model), torch.zeros(1, 3, size, size), buf, input_names=["image"],
+                          output_names=["out"], dynamic_axes={"image": {0: "n"}, "out": {0: "n"}},
                           opset_version=17, dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -94,7 +97,7 @@ def extract(model_name: str, items: list[tuple[str, str]], views: list[int], cac
     unique = dict((sha, path) for path, sha in items)
     todo = [(v, path, sha) for v in views for sha, path in unique.items() if sha not in tables[v]]
     if todo:
-        session = feature_session(model_name)
+        session = frozen_session(model_name)
         with tqdm(total=len(todo), desc=f"features {model_name}", unit="img", disable=not progress) as bar:
             for start in range(0, len(todo), batch):
                 chunk = todo[start:start + batch]

@@ -30,18 +30,21 @@ class FinetuneParams:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     patience: int = 8
+    freeze_batchnorm: bool = True  # keep the pretrained statistics: batches of 32 from ~500 images are noisy
 
 
 def _cache_file(root: Path, model: str, block: int, view: int, seed: int) -> Path:
     return Path(root) / "activations" / model / f"block{block}-view{view}-seed{seed}.npz"
 
 
-def cached_activations(model, model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
+def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
                        seed: int, root: Path = DEFAULT_CACHE, batch: int = 32) -> dict[int, np.ndarray]:
-    """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once."""
-    import torch
+    """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
+    Runtime) and kept on disk."""
+    from mpoxscan.training.features import frozen_session
 
     prep = task_preprocessing(model_name)
+    session = None
     out = {}
     for v in views:
         path = _cache_file(root, model_name, block, v, seed)
@@ -51,13 +54,12 @@ def cached_activations(model, model_name: str, block: int, items: list[tuple[str
                 table = dict(zip(data["sha256"].tolist(), data["acts"]))
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
-            with torch.inference_mode():
-                for start in range(0, len(missing), batch):
-                    chunk = missing[start:start + batch]
-                    x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
-                                  for sha, p in chunk])
-                    acts = model.forward_until(torch.from_numpy(x), block).numpy().astype(np.float16)
-                    table.update(zip([sha for sha, _ in chunk], acts))
+            session = session or frozen_session(model_name, until_block=block)
+            for start in range(0, len(missing), batch):
+                chunk = missing[start:start + batch]
+                x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
+                              for sha, p in chunk])
+                table.update(zip([sha for sha, _ in chunk], session.run(None, {"image": x})[0].astype(np.float16)))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
             keys = sorted(table)
@@ -68,7 +70,9 @@ def cached_activations(model, model_name: str, block: int, items: list[tuple[str
 
 
 def finetune_fold(model_name: str, rows, split, classes: list[str], config, progress: bool = False,
-                  params: FinetuneParams | None = None):
+                  params: FinetuneParams | None = None, return_model: bool = False):
+    """Fine-tune on ``split.train``, select the epoch on ``split.valid``; the test logits (or, with
+    ``return_model``, the trained network itself and the training facts)."""
     import torch
     from torch import nn
 
@@ -83,7 +87,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
     root = Path(config.extra["cache"]) if config.extra.get("cache") else DEFAULT_CACHE
-    acts = cached_activations(model, model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, root)
+    acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, root)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
@@ -108,8 +112,6 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     best = (float("inf"), -1, None)
     train_idx = np.array(split.train)
     for epoch in range(params.epochs):
-        for m in trainable:
-            m.train()
         order = rng.permutation(train_idx)
         chosen_views = rng.integers(0, len(views), size=len(order))
         for start in range(0, len(order), params.batch_size):
@@ -117,6 +119,10 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
             vs = chosen_views[start:start + params.batch_size]
             h = torch.from_numpy(np.stack([acts[v][i] for v, i in zip(vs, idx)]).astype(np.float32))
             model.train()
+            if params.freeze_batchnorm:
+                for m in model.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eval()
             out = model.forward_head(model.pool(model.forward_from(h, block)))
             loss = loss_fn(out, y[idx])
             optim.zero_grad()
@@ -129,8 +135,12 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
         elif epoch - best[1] >= params.patience:
             break
     trainable.load_state_dict(best[2])
+    info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
+            "best_valid_loss": round(best[0], 4)}
+    if return_model:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model.eval(), info
     test_views = views if config.tta else [0]
     logits_test = torch.stack([logits_of(split.test, v) for v in test_views]).mean(0).numpy()
-    return FoldOutput(logits_test, logits_of(split.valid, 0).numpy(),
-                      {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
-                       "best_valid_loss": round(best[0], 4)})
+    return FoldOutput(logits_test, logits_of(split.valid, 0).numpy(), info)

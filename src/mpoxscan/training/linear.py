@@ -14,7 +14,7 @@ class LinearProbe:
     ``C`` is chosen from ``c_grid`` by macro-F1 on the validation set given to :meth:`fit`, never on test data.
     """
 
-    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0)
+    c_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)  # C = 1 never won on MSLD v2.0 and fits 5x slower
     max_iter: int = 3000
     random_state: int = 0
     C_: float | None = field(default=None, init=False)
@@ -32,13 +32,14 @@ class LinearProbe:
 
         if X_val is None or len(self.c_grid) == 1:
             self.C_ = self.c_grid[len(self.c_grid) // 2] if X_val is None else self.c_grid[0]
-        else:
-            scores = []
-            for c in self.c_grid:
-                pred = self._make(c).fit(X, y).predict(X_val)
-                scores.append(f1_score(y_val, pred, average="macro"))
-            self.C_ = self.c_grid[int(np.argmax(scores))]
-        self.model_ = self._make(self.C_).fit(X, y)
+            self.model_ = self._make(self.C_).fit(X, y)
+            return self
+        best = -1.0
+        for c in self.c_grid:  # each candidate is fitted on the same data: the best one is kept, not refitted
+            model = self._make(c).fit(X, y)
+            score = f1_score(y_val, model.predict(X_val), average="macro")
+            if score > best:
+                best, self.C_, self.model_ = score, c, model
         return self
 
     @property

@@ -1,0 +1,80 @@
+"""Measure the cross-validated comparison of the zoo on MSLD v2.0, as the README quotes it.
+
+    .venv/bin/python benchmarks/cv_bench.py [--data ../shared/data] [--work runs/bench] [--only linear|finetune]
+
+Curates MSLD v2.0 twice (stratified patient-grouped 10 folds; the official five splits), runs `mpoxscan cv` with the
+`linear` strategy for all four backbones on both protocols and `finetune` for EfficientNet-Lite0 on the official
+splits, writes each run's report, and copies reports, plots and a summary to benchmarks/results/cv/.
+Features and activations are cached (~/.cache/mpoxscan), so the times are reported both cold and warm when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+from mpoxscan.data.sources import Source
+from mpoxscan.evaluation.report import write_report
+from mpoxscan.models import list_models
+from mpoxscan.training.cv import CVConfig, run_cv
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "cv"
+
+
+def manifests(data: Path, work: Path) -> dict[str, Path]:
+    src = [Source("msld2", data / "msld-v2", r"^([A-Z]+_\d+)_")]
+    out = {}
+    for name, opts in {"10fold": CurateOptions(n_folds=10, seed=0, progress=False),
+                       "official": CurateOptions(folds_from=data / "msld-v2" / "_meta" / "folds.csv", progress=False)}.items():
+        folder = work / f"msld2-{name}"
+        if not (folder / "manifest.csv").exists():
+            write_outputs(curate(src, opts), folder, opts, force=True)
+        out[name] = folder / "manifest.csv"
+    return out
+
+
+def run(name: str, config: CVConfig, work: Path, summary: dict) -> None:
+    started = time.perf_counter()
+    results = run_cv(config, work / name, progress=True)
+    seconds = time.perf_counter() - started
+    write_report(work / name)
+    target = RESULTS / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(work / name, target, ignore=shutil.ignore_patterns("predictions", "config.json"))
+    summary[name] = {"seconds_this_invocation": round(seconds, 1), "models": {
+        m: {k: {"mean": round(100 * r["summary"][k]["mean"], 2), "sd": round(100 * r["summary"][k]["sd"], 2)}
+            for k in ("accuracy", "macro_f1", "balanced_accuracy")} |
+           {"mpox_auc": round(r["summary"]["screening_auc"]["mean"], 4),
+            "mpox_sensitivity": round(100 * r["summary"]["screening_sensitivity"]["mean"], 1),
+            "mpox_specificity": round(100 * r["summary"]["screening_specificity"]["mean"], 1)}
+        for m, r in results["models"].items()}, "comparison": results.get("comparison")}
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(name, json.dumps(summary[name]["models"], indent=1), f"{seconds:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=HERE.parent / "runs" / "bench")
+    parser.add_argument("--only", choices=["linear", "finetune"])
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    summary_path = RESULTS / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    m = manifests(args.data, args.work)
+    if args.only in (None, "linear"):
+        for protocol, key in (("official", "official"), ("kfold", "10fold")):
+            run(f"linear-{key}", CVConfig(manifest=str(m[key]), models=list_models(), strategy="linear",
+                                          protocol=protocol, views=4), args.work, summary)
+    if args.only in (None, "finetune"):
+        run("finetune-official", CVConfig(manifest=str(m["official"]), models=["efficientnet_lite0"], strategy="finetune",
+                                          protocol="official", views=4), args.work, summary)
+
+
+if __name__ == "__main__":
+    main()
