@@ -62,27 +62,29 @@ def frozen_session(model_name: str, until_block: int | None = None, threads: int
 
 
 class FeatureCache:
-    """One ``.npz`` per (model, view): checksums and their feature vectors, rewritten atomically when it grows."""
+    """Arrays keyed by image checksum, one ``.npz`` per (kind, model, view): rewritten atomically when it grows.
+    Holds the pooled features of the linear strategy and the frozen activations of fine-tuning."""
 
     def __init__(self, root: Path = DEFAULT_CACHE) -> None:
-        self.root = Path(root) / "features"
+        self.root = Path(root)
 
-    def _file(self, model: str, view: int, seed: int) -> Path:
-        return self.root / model / f"view{view}-seed{seed}.npz"
+    def _file(self, name: str) -> Path:
+        return self.root / f"{name}.npz"
 
-    def load(self, model: str, view: int, seed: int) -> dict[str, np.ndarray]:
-        path = self._file(model, view, seed)
+    def load(self, name: str) -> dict[str, np.ndarray]:
+        path = self._file(name)
         if not path.exists():
             return {}
         with np.load(path) as data:
-            return dict(zip(data["sha256"].tolist(), data["features"]))
+            key = next(k for k in data.files if k != "sha256")  # "values" (older caches: "features", "acts")
+            return dict(zip(data["sha256"].tolist(), data[key]))
 
-    def save(self, model: str, view: int, seed: int, table: dict[str, np.ndarray]) -> None:
-        path = self._file(model, view, seed)
+    def save(self, name: str, table: dict[str, np.ndarray]) -> None:
+        path = self._file(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
         keys = sorted(table)
-        np.savez(tmp, sha256=np.array(keys), features=np.stack([table[k] for k in keys]).astype(np.float32))
+        np.savez(tmp, sha256=np.array(keys), values=np.stack([table[k] for k in keys]))
         tmp.replace(path)
 
 
@@ -93,7 +95,8 @@ def extract(model_name: str, items: list[tuple[str, str]], views: list[int], cac
     from tqdm import tqdm
 
     prep = task_preprocessing(model_name)
-    tables = {v: cache.load(model_name, v, seed) for v in views}
+    names = {v: f"features/{model_name}/view{v}-seed{seed}" for v in views}
+    tables = {v: cache.load(names[v]) for v in views}
     unique = dict((sha, path) for path, sha in items)
     todo = [(v, path, sha) for v in views for sha, path in unique.items() if sha not in tables[v]]
     if todo:
@@ -104,8 +107,8 @@ def extract(model_name: str, items: list[tuple[str, str]], views: list[int], cac
                 images = [make_view(load_image(p, min_side=prep.input_size), prep, s, v, seed) for v, p, s in chunk]
                 feats = session.run(None, {"image": np.stack([prep.normalize(im) for im in images])})[0]
                 for (v, _p, s), f in zip(chunk, feats):
-                    tables[v][s] = f
+                    tables[v][s] = f.astype(np.float32)
                 bar.update(len(chunk))
         for v in views:
-            cache.save(model_name, v, seed, tables[v])
+            cache.save(names[v], tables[v])
     return {v: np.stack([tables[v][sha] for _, sha in items]) for v in views}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mpoxscan.images import load_image
-from mpoxscan.training.features import DEFAULT_CACHE, task_preprocessing
+from mpoxscan.training.features import FeatureCache, frozen_session, task_preprocessing
 from mpoxscan.training.views import make_view
 
 
@@ -33,25 +33,16 @@ class FinetuneParams:
     freeze_batchnorm: bool = True  # keep the pretrained statistics: batches of 32 from ~500 images are noisy
 
 
-def _cache_file(root: Path, model: str, block: int, view: int, seed: int) -> Path:
-    return Path(root) / "activations" / model / f"block{block}-view{view}-seed{seed}.npz"
-
-
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
-                       seed: int, root: Path = DEFAULT_CACHE, batch: int = 32) -> dict[int, np.ndarray]:
+                       seed: int, cache: FeatureCache, batch: int = 32) -> dict[int, np.ndarray]:
     """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
     Runtime) and kept on disk."""
-    from mpoxscan.training.features import frozen_session
-
     prep = task_preprocessing(model_name)
     session = None
     out = {}
     for v in views:
-        path = _cache_file(root, model_name, block, v, seed)
-        table: dict[str, np.ndarray] = {}
-        if path.exists():
-            with np.load(path) as data:
-                table = dict(zip(data["sha256"].tolist(), data["acts"]))
+        name = f"activations/{model_name}/block{block}-view{v}-seed{seed}"
+        table = cache.load(name)
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
             session = session or frozen_session(model_name, until_block=block)
@@ -60,11 +51,7 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
                 x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
                               for sha, p in chunk])
                 table.update(zip([sha for sha, _ in chunk], session.run(None, {"image": x})[0].astype(np.float16)))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
-            keys = sorted(table)
-            np.savez(tmp, sha256=np.array(keys), acts=np.stack([table[k] for k in keys]))
-            tmp.replace(path)
+            cache.save(name, table)
         out[v] = np.stack([table[sha] for _, sha in items])
     return out
 
@@ -86,8 +73,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     model = create_model(model_name, pretrained=True, num_classes=len(classes)).eval()
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
-    root = Path(config.extra["cache"]) if config.extra.get("cache") else DEFAULT_CACHE
-    acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, root)
+    cache = FeatureCache(Path(config.extra["cache"])) if config.extra.get("cache") else FeatureCache()
+    acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, cache)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
