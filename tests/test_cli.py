@@ -58,7 +58,7 @@ def test_imagenet_bad_inputs_fail_cleanly(tmp_path: Path):
     assert_clean_failure(run("imagenet", "--models", "resnet50"), "unknown model 'resnet50'")
 
 
-@pytest.mark.parametrize("command", ["models", "imagenet"])
+@pytest.mark.parametrize("command", ["models", "imagenet", "curate", "cv", "report", "train"])
 def test_every_command_has_help_with_an_example(command):
     proc = run(command, "--help")
-    assert proc.returncode == 0 and "Example:" in proc.stdout and f"mpoxscan {command}" in proc.stdout
+    assert proc.returncode == 0 and "Example" in proc.stdout and f"mpoxscan {command}" in proc.stdout
