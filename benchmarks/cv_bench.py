@@ -1,10 +1,11 @@
 """Measure the cross-validated comparison of the zoo on MSLD v2.0, as the README quotes it.
 
-    .venv/bin/python benchmarks/cv_bench.py [--data ../shared/data] [--work runs/bench] [--only linear|finetune]
+    .venv/bin/python benchmarks/cv_bench.py [--data ../shared/data] [--work runs/bench] [--only RUN,RUN]
 
 Curates MSLD v2.0 twice (stratified patient-grouped 10 folds; the official five splits), runs `mpoxscan cv` with the
-`linear` strategy for all four backbones on both protocols and `finetune` for EfficientNet-Lite0 on the official
-splits, writes each run's report, and copies reports, plots and a summary to benchmarks/results/cv/.
+`linear` strategy for all four backbones on both protocols (with and without test-time augmentation) and
+`finetune` for EfficientNet-Lite0 on the official splits, writes each run's report, and copies reports, plots and a
+summary to benchmarks/results/cv/.
 Features and activations are cached (~/.cache/mpoxscan), so the times are reported both cold and warm when rerun.
 """
 
@@ -38,7 +39,7 @@ def manifests(data: Path, work: Path) -> dict[str, Path]:
     return out
 
 
-def run(name: str, config: CVConfig, work: Path, summary: dict) -> None:
+def run(name: str, config: CVConfig, work: Path) -> None:
     started = time.perf_counter()
     results = run_cv(config, work / name, progress=True)
     seconds = time.perf_counter() - started
@@ -46,6 +47,8 @@ def run(name: str, config: CVConfig, work: Path, summary: dict) -> None:
     target = RESULTS / name
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(work / name, target, ignore=shutil.ignore_patterns("predictions", "config.json"))
+    summary_path = RESULTS / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}  # re-read: runs may overlap
     summary[name] = {"seconds_this_invocation": round(seconds, 1), "models": {
         m: {k: {"mean": round(100 * r["summary"][k]["mean"], 2), "sd": round(100 * r["summary"][k]["sd"], 2)}
             for k in ("accuracy", "macro_f1", "balanced_accuracy")} |
@@ -53,7 +56,7 @@ def run(name: str, config: CVConfig, work: Path, summary: dict) -> None:
             "mpox_sensitivity": round(100 * r["summary"]["screening_sensitivity"]["mean"], 1),
             "mpox_specificity": round(100 * r["summary"]["screening_specificity"]["mean"], 1)}
         for m, r in results["models"].items()}, "comparison": results.get("comparison")}
-    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print(name, json.dumps(summary[name]["models"], indent=1), f"{seconds:.0f} s", flush=True)
 
 
@@ -61,19 +64,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=HERE.parent / "runs" / "bench")
-    parser.add_argument("--only", choices=["linear", "finetune"])
+    parser.add_argument("--only", metavar="RUN,RUN", help="Some of: " + ", ".join(RUNS))
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    summary_path = RESULTS / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     m = manifests(args.data, args.work)
-    if args.only in (None, "linear"):
-        for protocol, key in (("official", "official"), ("kfold", "10fold")):
-            run(f"linear-{key}", CVConfig(manifest=str(m[key]), models=list_models(), strategy="linear",
-                                          protocol=protocol, views=4), args.work, summary)
-    if args.only in (None, "finetune"):
-        run("finetune-official", CVConfig(manifest=str(m["official"]), models=["efficientnet_lite0"], strategy="finetune",
-                                          protocol="official", views=4), args.work, summary)
+    for name in (args.only.split(",") if args.only else RUNS):
+        key, strategy, protocol, models, tta = RUNS[name]
+        run(name, CVConfig(manifest=str(m[key]), models=models or list_models(), strategy=strategy, protocol=protocol,
+                           views=4, tta=tta), args.work)
+
+
+# name: (manifest, strategy, protocol, models (None: the whole zoo), test-time augmentation)
+RUNS = {
+    "linear-official": ("official", "linear", "official", None, False),
+    "linear-10fold": ("10fold", "linear", "kfold", None, False),
+    "linear-tta-official": ("official", "linear", "official", None, True),
+    "linear-tta-10fold": ("10fold", "linear", "kfold", None, True),
+    "finetune-official": ("official", "finetune", "official", ["efficientnet_lite0"], False),
+}
 
 
 if __name__ == "__main__":
