@@ -81,6 +81,7 @@ RUNS = {
     "linear-tta-official": ("official", "linear", "official", None, True),
     "linear-tta-10fold": ("10fold", "linear", "kfold", None, True),
     "finetune-official": ("official", "finetune", "official", ["efficientnet_lite0"], False),
+    "finetune-tta-official": ("official", "finetune", "official", ["efficientnet_lite0"], True),
 }
 
 
