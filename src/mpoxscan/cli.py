@@ -251,11 +251,11 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, only_fol
     validation split of the training side, never from the test fold. Writes OUT/results.json and
     OUT/predictions/<model>__<strategy>__<fold>.csv.
     """
+    from mpoxscan.data.manifest import manifest_path
     from mpoxscan.models import list_models
     from mpoxscan.training.cv import CVConfig, run_cv
 
-    if manifest.is_dir():
-        manifest = manifest / "manifest.csv"
+    manifest = manifest_path(manifest)
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), extra={"cache": str(cache)} if cache else {})
@@ -283,12 +283,12 @@ Example:
 def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
+    from mpoxscan.data.manifest import manifest_path
     from mpoxscan.models import get_spec
     from mpoxscan.training.train import train
 
     get_spec(model_name)
-    if manifest.is_dir():
-        manifest = manifest / "manifest.csv"
+    manifest = manifest_path(manifest)
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "

@@ -42,11 +42,15 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
             writer.writerow(asdict(row))
 
 
+def manifest_path(path: Path | str) -> Path:
+    """A manifest file, or the folder ``mpoxscan curate`` wrote it to."""
+    path = Path(path)
+    return path / "manifest.csv" if path.is_dir() else path
+
+
 def read_manifest(path: Path | str) -> list[ManifestRow]:
     """Rows of a manifest written by ``mpoxscan curate``; a clear error if the file is not one."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.csv"
+    path = manifest_path(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)

@@ -92,18 +92,10 @@ class FoldOutput:
 
 
 def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
-    from mpoxscan.training.features import FeatureCache, extract
-    from mpoxscan.training.linear import LinearProbe
+    from mpoxscan.training.linear import fit_on_split
 
-    views = list(range(config.views + 1))
-    items = [(r.path, r.sha256) for r in rows]
-    cache = FeatureCache(Path(config.extra["cache"])) if config.extra.get("cache") else FeatureCache()
-    feats = extract(model, items, views, cache, seed=config.seed, progress=progress)
-    y = np.array([classes.index(r.label) for r in rows])
-    X_train = np.concatenate([feats[v][split.train] for v in views])
-    y_train = np.concatenate([y[split.train]] * len(views))
-    probe = LinearProbe(random_state=config.seed).fit(X_train, y_train, feats[0][split.valid], y[split.valid])
-    test_views = views if config.tta else [0]
+    probe, feats = fit_on_split(model, rows, split, classes, config, progress)
+    test_views = list(feats) if config.tta else [0]
     # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
     logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
     return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_})

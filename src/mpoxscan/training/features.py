@@ -65,8 +65,8 @@ class FeatureCache:
     """Arrays keyed by image checksum, one ``.npz`` per (kind, model, view): rewritten atomically when it grows.
     Holds the pooled features of the linear strategy and the frozen activations of fine-tuning."""
 
-    def __init__(self, root: Path = DEFAULT_CACHE) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root else DEFAULT_CACHE
 
     def _file(self, name: str) -> Path:
         return self.root / f"{name}.npz"

@@ -73,8 +73,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     model = create_model(model_name, pretrained=True, num_classes=len(classes)).eval()
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
-    cache = FeatureCache(Path(config.extra["cache"])) if config.extra.get("cache") else FeatureCache()
-    acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed, cache)
+    acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed,
+                              FeatureCache(config.extra.get("cache")))
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])

@@ -50,3 +50,18 @@ class LinearProbe:
         """Logits (n, n_classes), for temperature scaling (two classes: [0, d], whose softmax is the sigmoid of d)."""
         d = self.model_.decision_function(X)
         return np.column_stack([np.zeros_like(d), d]) if d.ndim == 1 else d
+
+
+def fit_on_split(model_name: str, rows, split, classes: list[str], config, progress: bool = False):
+    """Cached features of every row (plain view and ``config.views`` augmented ones), and a probe fitted on all views
+    of ``split.train`` with C chosen on the plain view of ``split.valid``: (probe, {view: features})."""
+    from mpoxscan.training.features import FeatureCache, extract
+
+    views = list(range(config.views + 1))
+    feats = extract(model_name, [(r.path, r.sha256) for r in rows], views, FeatureCache(config.extra.get("cache")),
+                    seed=config.seed, progress=progress)
+    y = np.array([classes.index(r.label) for r in rows])
+    probe = LinearProbe(random_state=config.seed).fit(np.concatenate([feats[v][split.train] for v in views]),
+                                                      np.concatenate([y[split.train]] * len(views)),
+                                                      feats[0][split.valid], y[split.valid])
+    return probe, feats

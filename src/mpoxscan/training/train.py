@@ -72,17 +72,10 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     split = inner_split(rows, seed)
     started = time.perf_counter()
     if strategy == "linear":
-        from mpoxscan.training.features import FeatureCache, extract
-        from mpoxscan.training.linear import LinearProbe
+        from mpoxscan.training.linear import fit_on_split
 
         model = create_model(model_name, pretrained=True)
-        vs = list(range(views + 1))
-        feats = extract(model_name, [(r.path, r.sha256) for r in rows], vs, FeatureCache(cache) if cache else FeatureCache(),
-                        seed=seed)
-        y = np.array([classes.index(r.label) for r in rows])
-        probe = LinearProbe(random_state=seed).fit(np.concatenate([feats[v][split.train] for v in vs]),
-                                                    np.concatenate([y[split.train]] * len(vs)),
-                                                    feats[0][split.valid], y[split.valid])
+        probe, _ = fit_on_split(model_name, rows, split, classes, config, progress=True)
         _linear_into_model(model, probe)
         info = {"C": probe.C_}
     else:
