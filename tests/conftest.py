@@ -56,3 +56,38 @@ def make_photo(seed: int, size: tuple[int, int] = (160, 128)) -> Image.Image:
         colour = tuple(int(c) for c in rng.integers(40, 200, 3))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(30, 20, 20))
     return img.filter(ImageFilter.SMOOTH)
+
+
+#: The tiny two-class training set: the class is the colour of a square on a textured background.
+SQUARE_CLASSES = {"Monkeypox": (200, 40, 40), "Healthy": (40, 40, 200)}
+
+
+def square_photo(colour, seed: int) -> Image.Image:
+    """A textured background with a coloured square: the class is the square's colour."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(90, 170, size=(96, 96, 3), dtype=np.uint8))
+    x, y = rng.integers(10, 40, 2)
+    ImageDraw.Draw(img).rectangle((int(x), int(y), int(x) + 40, int(y) + 40), fill=colour)
+    return img
+
+
+@pytest.fixture(scope="session")
+def squares_manifest(tmp_path_factory) -> Path:
+    """A curated manifest of 40 square photos (10 patients x 2 shots per class, 4 folds)."""
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.sources import Source
+
+    root = tmp_path_factory.mktemp("squares")
+    seed = 0
+    for label, colour in SQUARE_CLASSES.items():
+        for patient in range(10):
+            for shot in range(2):
+                seed += 1
+                path = root / "src" / label / f"P{label[0]}{patient}_{shot}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                square_photo(colour, seed).save(path)
+    options = CurateOptions(n_folds=4, seed=0, progress=False, jobs=1)
+    result = curate([Source("sq", root / "src", r"^(P\w\d+)_")], options)
+    return write_outputs(result, root / "curated", options) / "manifest.csv"

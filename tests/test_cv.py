@@ -7,42 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from conftest import SQUARE_CLASSES as CLASSES, square_photo
 
-from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-from mpoxscan.data.sources import Source
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, run_cv
 
-CLASSES = {"Monkeypox": (200, 40, 40), "Healthy": (40, 40, 200)}
-
-
-def square_photo(colour, seed: int) -> Image.Image:
-    """A textured background with a coloured square: the class is the square's colour."""
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(90, 170, size=(96, 96, 3), dtype=np.uint8)
-    img = Image.fromarray(arr)
-    x, y = rng.integers(10, 40, 2)
-    ImageDraw.Draw(img).rectangle((int(x), int(y), int(x) + 40, int(y) + 40), fill=colour)
-    return img
-
-
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("squares")
-    seed = 0
-    for label, colour in CLASSES.items():
-        for patient in range(10):
-            for shot in range(2):
-                seed += 1
-                path = root / "src" / label / f"P{label[0]}{patient}_{shot}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                square_photo(colour, seed).save(path)
-    options = CurateOptions(n_folds=4, seed=0, progress=False, jobs=1)
-    result = curate([Source("sq", root / "src", r"^(P\w\d+)_")], options)
-    return write_outputs(result, root / "curated", options) / "manifest.csv"
+def manifest(squares_manifest) -> Path:
+    return squares_manifest
 
 
 def test_splits_never_mix_groups(manifest):

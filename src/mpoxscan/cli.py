@@ -309,6 +309,118 @@ def report_cmd(run: Path) -> None:
     click.echo(f"wrote {md} and {page}")
 
 
+@cli.command("export", epilog="""\b
+Example:
+  mpoxscan export models/lite0/model.pt --out models/lite0/export --precisions fp32,fp16,int8 \\
+      --calibration curated/msld2-10fold
+""")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.<precision>.onnx, export.json and card.json.")
+@click.option("--formats", default="onnx", show_default=True, help="Model formats (onnx).")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, metavar="fp32,fp16,int8", help="Variants to write.")
+@click.option("--calibration", type=click.Path(path_type=Path), help="The training manifest: int8 calibration and selection on its training images, the fidelity gate on its held-out ones.")
+@click.option("--int8-settings", default="auto", show_default=True, help="auto (measure every candidate, keep the closest to fp32) or one of u8s8, u8s8-reduced, u8u8, s8s8.")
+@click.option("--calibration-images", default=64, show_default=True, type=click.IntRange(1, 10000), help="Training images that calibrate int8.")
+@click.option("--min-agreement", default=0.99, show_default=True, type=click.FloatRange(0, 1), help="Gate: top-1 agreement with fp32 on held-out images.")
+@click.option("--max-accuracy-drop", default=1.0, show_default=True, type=click.FloatRange(0, 100), help="Gate: accuracy points a variant may lose against fp32.")
+@click.option("--force", is_flag=True, help="Replace models already in --out.")
+def export_cmd(checkpoint, out, formats, precisions, calibration, int8_settings, calibration_images, min_agreement,
+               max_accuracy_drop, force) -> None:
+    """Export a checkpoint from `mpoxscan train` to self-describing ONNX files (class names, preprocessing,
+    temperature, screening threshold and model card in the metadata; dynamic batch), fp16 and int8 included.
+
+    Every fp16 / int8 variant is compared with fp32 on held-out images and written only if it passes the gate.
+    """
+    from mpoxscan.data.manifest import manifest_path
+    from mpoxscan.deploy.export import FORMATS, export
+    from mpoxscan.deploy.fidelity import Gate
+
+    bad = set(_split_names(formats) or []) - set(FORMATS)
+    if bad:
+        raise MpoxscanError(f"format(s) {', '.join(sorted(bad))} not available: this version exports {', '.join(FORMATS)} "
+                            "(TFLite through litert-torch is not built yet)")
+    report = export(checkpoint, out, _split_names(precisions) or [], manifest_path(calibration) if calibration else None,
+                    Gate(min_agreement, max_accuracy_drop), int8_settings=int8_settings, n_calibration=calibration_images,
+                    force=force, log=lambda m: click.echo(m, err=True))
+    for precision, v in report["variants"].items():
+        if "file" not in v:
+            continue
+        fid = (f"agreement {100 * v['agreement']:.1f} %, accuracy {100 * v['accuracy']:.1f} % (fp32 "
+               f"{100 * v['accuracy_reference']:.1f} %), max prob. diff {v['max_probability_difference']:.3f}"
+               if "agreement" in v else "reference")
+        click.echo(f"{out / v['file']}  {v['bytes'] / 1e6:.2f} MB  {fid}")
+    click.echo(f"wrote {out / 'export.json'}")
+
+
+@cli.command("predict", epilog="""\b
+Examples:
+  mpoxscan predict photo.jpg
+  mpoxscan predict photos/ 'more/*.heic' --json
+  mpoxscan predict photo.jpg --model models/lite0/export/model.int8.onnx
+""")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_file", type=click.Path(path_type=Path), help="An exported .onnx file (default: the bundled model).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def predict_cmd(images, model_file, threads, as_json) -> None:
+    """Screen photos for mpox with an exported model: class probabilities and the screening verdict at the
+    model's threshold. Needs ONNX Runtime only. Exit status 1 if any photo could not be screened."""
+    from mpoxscan.deploy.predict import expand_inputs, screen_files
+    from mpoxscan.deploy.runtime import DISCLAIMER, Screener, bundled_model
+
+    screener = Screener(model_file or bundled_model(), threads=threads)
+    paths, errors = expand_inputs(list(images))
+    results = [{"image": arg, "error": why} for arg, why in errors]
+    for arg, why in errors:
+        click.echo(f"error: {arg}: {why}", err=True)
+    for path, answer, why in screen_files(screener, paths):
+        if why is not None:
+            results.append({"image": str(path), "error": why})
+            click.echo(f"error: {why}" if str(path) in why else f"error: {path}: {why}", err=True)
+            continue
+        results.append({"image": str(path), **answer.as_dict()})
+        if not as_json:
+            verdict = ("POSITIVE: please show this to a health worker" if answer.positive else "negative")
+            click.echo(f"{path}: {answer.predicted} ({100 * answer.probabilities[answer.predicted]:.0f} %)   "
+                       f"{answer.positive_class} {100 * answer.positive_probability:.1f} % "
+                       f"(threshold {100 * answer.threshold:.1f} %): {verdict}")
+    failed = sum("error" in r for r in results)
+    if as_json:
+        meta = screener.meta
+        click.echo(json.dumps({"model": {"file": str(screener.source), "architecture": meta["architecture"],
+                                         "precision": meta["precision"], "classes": meta["classes"]},
+                               "results": results, "failed": failed, "disclaimer": DISCLAIMER}, indent=2))
+    else:
+        click.echo(DISCLAIMER)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("bench", epilog="""\b
+Example:
+  mpoxscan bench models/lite0/export/model.fp32.onnx models/lite0/export/model.int8.onnx --plot bench.png
+""")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(5, 100000), help="Timed runs per latency figure (after 5 warm-up runs).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Also draw size, latency and memory to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def bench_cmd(models, runs, plot_path, as_json) -> None:
+    """Size on disk, parameters, latency for one image (median and p95 at 1 and 2 threads), throughput at batch
+    16, and the cold start and peak memory of a fresh process that screens one photo."""
+    from mpoxscan.deploy.bench import bench_model, plot, table
+
+    rows = []
+    for m in models:
+        if not Path(m).is_file():
+            raise MpoxscanError(f"{m}: no such model file")
+        if not as_json:
+            click.echo(f"measuring {m} ...", err=True)
+        rows.append(bench_model(m, runs=runs))
+    if plot_path:
+        plot(rows, plot_path)
+    click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
+
+
 def main() -> None:
     cli(prog_name="mpoxscan")
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpoxscan.errors import MpoxscanError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff", ".gif"}
+from mpoxscan.images import IMAGE_SUFFIXES
 
 
 class SourceError(MpoxscanError):

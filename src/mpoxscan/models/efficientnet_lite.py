@@ -60,12 +60,15 @@ class Conv2dSame(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
-        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
+        # Python ints, so that an exported graph gets constant padding for its input size instead of a chain of
+        # Shape/Gather/Div nodes (35 of them in Lite0) that slow it down and get in the way of quantization.
+        for size, k, s in zip((int(v) for v in x.shape[-2:]), self.kernel_size, self.stride):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads.append((total // 2, total - total // 2))
         (top, bottom), (left, right) = pads
-        if top or bottom or left or right:
-            x = F.pad(x, [left, right, top, bottom])
+        if top == bottom and left == right:  # symmetric: the convolution pads by itself (one node, no copy)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        x = F.pad(x, [left, right, top, bottom])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

@@ -7,7 +7,6 @@ in-memory export of the zoo's PyTorch model.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from pathlib import Path
 
@@ -30,11 +29,10 @@ def task_preprocessing(model_name: str) -> Preprocessing:
 def frozen_session(model_name: str, until_block: int | None = None, threads: int | None = None):
     """An ONNX Runtime session of the frozen pretrained backbone: images (N, 3, S, S) -> pooled features (N, C),
     or, with ``until_block``, the activation entering that block (what fine-tuning caches)."""
-    import warnings
-
     import onnxruntime as ort
     import torch
 
+    from mpoxscan.deploy.export import onnx_bytes
     from mpoxscan.models import create_model
 
     model = create_model(model_name, pretrained=True).eval()
@@ -49,16 +47,10 @@ def frozen_session(model_name: str, until_block: int | None = None, threads: int
                 return self.backbone.forward_pooled(x)
             return self.backbone.forward_until(x, until_block)
 
-    size = model.spec.preprocessing.input_size
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        torch.onnx.export(Frozen(model), torch.zeros(1, 3, size, size), buf, input_names=["image"],
-                          output_names=["out"], dynamic_axes={"image": {0: "n"}, "out": {0: "n"}},
-                          opset_version=17, dynamo=False)
+    data = onnx_bytes(Frozen(model), model.spec.preprocessing.input_size, ["out"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
-    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 class FeatureCache:

@@ -1,0 +1,139 @@
+"""`make model`: build the default model shipped inside the package, with its model card.
+
+    python -m mpoxscan.deploy.bundle [--data ../shared/data] [--work runs/bundle]
+
+The recipe is the best mobile configuration of the cross-validation (benchmarks/results/cv): EfficientNet-Lite0,
+its last five blocks fine-tuned, trained here on every kept image of MSLD v2.0 (20 % of the patients held out for
+early stopping, temperature and the screening threshold). It is exported and the smallest variant that passes the
+fidelity gate (int8, else fp16, else fp32) is written to src/mpoxscan/bundled/ with card.json and fidelity.json
+(the fp32 model's probabilities on the held-out images, so that a test can check the shipped file against them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan import __version__
+from mpoxscan.deploy.fidelity import Gate
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "bundled"
+REPO = Path(__file__).resolve().parents[3]
+RECIPE = {"architecture": "efficientnet_lite0", "strategy": "finetune", "views": 4, "seed": 0}
+CV_RESULTS = REPO / "benchmarks" / "results" / "cv" / "finetune-official" / "results.json"
+DATASET = {"name": "MSLD v2.0 (Mpox Skin Lesion Dataset)", "folder": "msld-v2",
+           "licence": "CC BY-NC 4.0: non-commercial research use only",
+           "citation": "Ali et al., Mpox Skin Lesion Dataset v2.0, 2024"}
+INTENDED_USE = ("A preliminary screening aid for skin lesions photographed with a phone: it says whether the photo "
+                "looks like mpox enough to deserve a health worker's attention. Research and non-commercial use.")
+LIMITS = [
+    "Not a diagnosis and not a medical device: a negative answer does not rule mpox out.",
+    "Trained on 750 public photos of 6 classes (mpox, chickenpox, cowpox, HFMD, measles, healthy); any other skin "
+    "condition will be forced into one of them.",
+    "Public images are mostly of lighter skin and of typical presentations; accuracy on other skin tones, early "
+    "lesions, mucosal lesions or unusual photos is unknown.",
+    "The screening threshold was set for 95 % mpox sensitivity on 150 held-out photos: it gives many false "
+    "positives by design.",
+]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cv_estimate() -> dict:
+    """The recipe's cross-validated metrics, as benchmarks/cv_bench.py measured them."""
+    if not CV_RESULTS.exists():
+        return {}
+    summary = json.loads(CV_RESULTS.read_text())["models"][RECIPE["architecture"]]["summary"]
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "screening_auc", "screening_sensitivity",
+            "screening_specificity", "ece")
+    return {"protocol": "MSLD v2.0 official 5 patient-grouped folds (test folds unseen by each fold's model)",
+            "source": str(CV_RESULTS.relative_to(REPO)),
+            "metrics": {k: {"mean": round(summary[k]["mean"], 4), "sd": round(summary[k]["sd"], 4)} for k in keep},
+            "note": "Estimates of the recipe (the same training on other data splits), not scores of this file: "
+                    "this file was trained on all of these images."}
+
+
+def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.sources import Source
+    from mpoxscan.deploy.export import export, probabilities
+    from mpoxscan.deploy.runtime import Screener
+    from mpoxscan.errors import MpoxscanError
+    from mpoxscan.images import load_image
+    from mpoxscan.training.cv import kept_rows
+    from mpoxscan.training.train import inner_split, train
+
+    data, work = Path(data).resolve(), Path(work)
+    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
+    folder = work / "msld2"
+    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), folder, opts, force=True)
+    manifest = folder / "manifest.csv"
+    card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
+                 seed=RECIPE["seed"], force=True)
+    exported = work / "export"
+    report, rejected = None, {}
+    for precisions in (["fp32", "int8"], ["fp32", "fp16"], ["fp32"]):  # the smallest variant that passes the gate
+        try:
+            report = export(work / "checkpoint", exported, precisions, manifest, gate, force=True)
+            break
+        except MpoxscanError as exc:
+            print(f"{precisions[-1]} not bundled: {exc}", flush=True)
+            rejected[precisions[-1]] = json.loads((exported / "export.json").read_text())["variants"][precisions[-1]]
+    assert report is not None
+    chosen = [p for p in ("int8", "fp16", "fp32") if "file" in report["variants"].get(p, {})][0]
+    PACKAGE_DIR.mkdir(exist_ok=True)
+    target = PACKAGE_DIR / "model.onnx"
+    shutil.copyfile(exported / f"model.{chosen}.onnx", target)
+
+    # The fp32 reference on the held-out images: what the test compares the shipped file with.
+    rows = kept_rows(manifest)
+    held = [rows[k] for k in inner_split(rows, RECIPE["seed"]).valid]
+    ref = Screener(exported / "model.fp32.onnx")
+    p_ref = probabilities(ref, np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held]))
+    fidelity = {"reference": "fp32 ONNX export of the same checkpoint", "images": [
+        {"path": f"{DATASET['folder']}/{r.relpath}", "sha256": r.sha256, "label": r.label,
+         "fp32": [round(float(x), 6) for x in p]} for r, p in zip(held, p_ref)]}
+    (PACKAGE_DIR / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+
+    variants = {p: {k: v for k, v in e.items() if k != "failures" or v} for p, e in report["variants"].items()}
+    model_card = {
+        "name": f"mpoxscan-{RECIPE['architecture']}-{RECIPE['strategy']}",
+        "file": target.name, "sha256": _sha256(target), "bytes": target.stat().st_size, "precision": chosen,
+        "mpoxscan_version": __version__,
+        "architecture": card["architecture"], "strategy": card["strategy"], "classes": card["classes"],
+        "positive_class": card["positive_class"], "screening_threshold": card["screening_threshold"],
+        "temperature": card["temperature"], "preprocessing": card["preprocessing"],
+        "data": {**{k: v for k, v in DATASET.items() if k != "folder"}, "images": card["data"]["images"],
+                 "manifest_sha256": card["data"]["manifest_sha256"]},
+        "recipe": {**RECIPE, **{k: v for k, v in card["training"].items() if k != "seconds"}},
+        "held_out_metrics": {k: card["validation_metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        | {"screening": card["validation_metrics"].get("screening"),
+           "note": "on the 150 held-out photos that chose the epoch, the temperature and the threshold: optimistic"},
+        "cross_validated_metrics": cv_estimate(),
+        "fidelity": {"gate": gate.__dict__, "variants": variants, "int8_selection": report.get("int8_selection")},
+        "intended_use": INTENDED_USE, "limitations": LIMITS,
+    }
+    if rejected:
+        model_card["fidelity"]["rejected"] = rejected
+    (PACKAGE_DIR / "card.json").write_text(json.dumps(model_card, indent=2) + "\n")
+    return model_card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bundle")
+    args = parser.parse_args()
+    card = build(args.data, args.work)
+    print(f"wrote {PACKAGE_DIR / card['file']} ({card['precision']}, {card['bytes'] / 1e6:.2f} MB) and its card")
+
+
+if __name__ == "__main__":
+    main()

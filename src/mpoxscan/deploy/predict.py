@@ -1,0 +1,45 @@
+"""`mpoxscan predict`: screen photos with an exported model (ONNX Runtime only)."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from pathlib import Path
+
+from mpoxscan.deploy.runtime import Screener, Screening
+from mpoxscan.errors import MpoxscanError
+from mpoxscan.images import IMAGE_SUFFIXES, load_image
+
+
+def expand_inputs(args: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, folders (their photos, recursively, by suffix) and glob patterns -> (paths, [(arg, error)])."""
+    paths: list[Path] = []
+    errors: list[tuple[str, str]] = []
+    for arg in args:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            paths += found
+            if not found:
+                errors.append((arg, "folder holds no photo"))
+        elif p.exists():
+            paths.append(p)
+        elif glob.has_magic(arg):  # a pattern the shell did not expand (quoted, or on Windows)
+            found = sorted(Path(f) for f in glob.glob(arg, recursive=True) if Path(f).is_file())
+            paths += found
+            if not found:
+                errors.append((arg, "no file matches this pattern"))
+        else:
+            errors.append((arg, "no such file or folder"))
+    return list(dict.fromkeys(paths)), errors
+
+
+def screen_files(screener: Screener, paths: list[Path]) -> Iterator[tuple[Path, Screening | None, str | None]]:
+    """(path, answer, None) or (path, None, one-line reason) for each photo, in order; one bad photo stops nothing."""
+    for path in paths:
+        try:
+            image = load_image(path, min_side=screener.input_size)
+        except MpoxscanError as exc:
+            yield path, None, str(exc)
+            continue
+        yield path, screener.screen(image), None

@@ -1,0 +1,108 @@
+"""fp16 and int8 variants of an exported fp32 ONNX model (ONNX Runtime's own converters; no PyTorch).
+
+int8 is static post-training quantization in QDQ form with per-channel weights, calibrated on training images.
+Which activation / weight types and ranges to use is measured, not assumed: on x86 CPUs without VNNI, ONNX
+Runtime's default U8S8 kernels can saturate and lose most of the accuracy (see ../shared/TOOLCHAIN.md), so
+:data:`INT8_CANDIDATES` are all tried and the one that agrees best with fp32 on selection images is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def to_fp16(model):
+    """fp16 weights and activations, float32 input and outputs (so that callers need not change)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True)
+
+
+@dataclass(frozen=True)
+class Int8Settings:
+    name: str
+    activations: str = "uint8"  # uint8 | int8
+    weights: str = "int8"  # int8 | uint8
+    reduce_range: bool = False  # 7-bit weights: avoids the int16 overflow of u8*s8 kernels without VNNI
+    calibration: str = "minmax"  # minmax | percentile | entropy (entropy: same agreement on Lite0, 4x slower)
+    # Everything after the global pooling (classifier, temperature, softmax) stays float: a few thousand weights,
+    # and quantizing the probabilities themselves to 8 bits would flip near-ties for nothing.
+    keep_head_float: bool = True
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+INT8_CANDIDATES = {
+    s.name: s for s in (
+        Int8Settings("u8s8"),
+        Int8Settings("u8s8-reduced", reduce_range=True),
+        Int8Settings("u8u8", weights="uint8"),
+        Int8Settings("s8s8", activations="int8"),
+    )
+}
+
+
+class _Batches:
+    """The CalibrationDataReader protocol over an array of preprocessed images."""
+
+    def __init__(self, images: np.ndarray, batch: int = 8) -> None:
+        self.chunks = [images[i:i + batch] for i in range(0, len(images), batch)]
+
+    def get_next(self):
+        return {"image": self.chunks.pop(0)} if self.chunks else None
+
+    def rewind(self) -> None:  # pragma: no cover - not called by the MinMax/percentile calibrators
+        pass
+
+
+def to_int8(model, calibration: np.ndarray, settings: Int8Settings):
+    """Static QDQ int8 of an fp32 ``onnx.ModelProto``, calibrated on ``calibration`` (N, 3, S, S)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    with tempfile.TemporaryDirectory(prefix="mpoxscan-int8-") as tmp:
+        src, pre, dst = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(model, src)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        nodes = onnx.load(pre).graph.node
+        exclude = _head_nodes(nodes) if settings.keep_head_float else None
+        logging.disable(logging.WARNING)  # ORT logs one line per clipped bias to the root logger: dozens per model
+        try:
+            quantize_static(pre, dst, _Batches(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                            reduce_range=settings.reduce_range, activation_type=types[settings.activations],
+                            weight_type=types[settings.weights], calibrate_method=methods[settings.calibration],
+                            nodes_to_exclude=exclude,
+                            extra_options={"CalibPercentile": 99.99} if settings.calibration == "percentile" else None)
+        finally:
+            logging.disable(logging.NOTSET)
+        return onnx.load(dst)
+
+
+def _head_nodes(nodes) -> list[str]:
+    """Names of the nodes after the (last) global average pooling, in graph order."""
+    names = [n.name for n in nodes]
+    pools = [k for k, n in enumerate(nodes) if n.op_type == "GlobalAveragePool"]
+    return names[pools[-1] + 1:] if pools else [n.name for n in nodes if n.op_type == "Gemm"]
+
+
+def model_bytes(model) -> bytes:
+    return model.SerializeToString()
+
+
+def save(model, path: Path) -> None:
+    """Write atomically: a half-written model file must never be mistaken for a good one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(model_bytes(model))
+    tmp.replace(path)

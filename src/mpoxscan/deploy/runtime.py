@@ -1,0 +1,119 @@
+"""Screening with an exported model file and ONNX Runtime alone: no PyTorch on this path (a test checks it).
+
+The ONNX file is self-describing: its metadata key ``mpoxscan`` holds the class names, the preprocessing, the
+temperature, the screening threshold and a model-card summary, so that the file alone is enough to screen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.errors import MpoxscanError
+from mpoxscan.preprocess import Preprocessing
+
+METADATA_KEY = "mpoxscan"
+DISCLAIMER = ("This is a screening aid, not a diagnosis: whatever the answer, see a health worker if you are "
+              "worried about a skin lesion.")
+
+
+@dataclass
+class Screening:
+    """One photo's answer."""
+
+    probabilities: dict[str, float]
+    predicted: str
+    positive_class: str
+    positive_probability: float
+    threshold: float
+    positive: bool  # the screening verdict: positive_probability >= threshold
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"predicted": self.predicted, "probabilities": self.probabilities,
+                "screening": {"class": self.positive_class, "probability": self.positive_probability,
+                              "threshold": self.threshold, "positive": self.positive}, **self.extra}
+
+
+def _metadata(session, source) -> dict:
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise MpoxscanError(f"{source}: an ONNX model without mpoxscan metadata (export it with `mpoxscan export`)")
+    try:
+        meta = json.loads(props[METADATA_KEY])
+        for key in ("classes", "preprocessing", "screening_threshold"):
+            meta[key]
+    except (ValueError, KeyError) as exc:
+        raise MpoxscanError(f"{source}: unreadable mpoxscan metadata ({exc})") from None
+    return meta
+
+
+class Screener:
+    """An exported model, ready to screen photos: ``Screener(path).screen(image)``."""
+
+    def __init__(self, model: Path | str | bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.source = model if isinstance(model, bytes) else Path(model)
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise MpoxscanError(f"{model}: no such model file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.log_severity_level = 3  # ORT's own warnings go to stderr otherwise
+        try:
+            data = model if isinstance(model, bytes) else str(model)
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            name = "model bytes" if isinstance(model, bytes) else model
+            raise MpoxscanError(f"{name}: not a model ONNX Runtime can load ({str(exc).splitlines()[0][:120]})") from None
+        self.meta = _metadata(self.session, "model bytes" if isinstance(model, bytes) else model)
+        self.classes: list[str] = list(self.meta["classes"])
+        self.positive_class: str = self.meta.get("positive_class", self.classes[0])
+        self.threshold: float = float(self.meta["screening_threshold"])
+        p = self.meta["preprocessing"]
+        self.preprocessing = Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.input_size
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs (``logits``, ``probabilities``, ...) for a preprocessed batch (N, 3, S, S)."""
+        return dict(zip(self.outputs, self.session.run(None, {"image": batch.astype(np.float32, copy=False)})))
+
+    def predict_proba(self, images: list) -> np.ndarray:
+        """Calibrated class probabilities (N, classes) for RGB photos (PIL images)."""
+        return self.run(self.preprocessing.batch(images))["probabilities"]
+
+    def verdict(self, proba: np.ndarray) -> Screening:
+        """The answer for one row of class probabilities."""
+        k = self.classes.index(self.positive_class)
+        p = float(proba[k])
+        return Screening({c: round(float(v), 6) for c, v in zip(self.classes, proba)}, self.classes[int(np.argmax(proba))],
+                         self.positive_class, round(p, 6), self.threshold, p >= self.threshold)
+
+    def screen(self, image) -> Screening:
+        return self.verdict(self.predict_proba([image])[0])
+
+
+def bundled_model() -> Path:
+    """The default model shipped inside the package (written by `make model`)."""
+    path = Path(__file__).resolve().parent.parent / "bundled" / "model.onnx"
+    if not path.is_file():
+        raise MpoxscanError("no bundled model in this installation: run `make model`, or pass --model FILE")
+    return path
+
+
+def write_metadata(model, meta: dict) -> None:
+    """Set (or replace) the ``mpoxscan`` metadata of an ``onnx.ModelProto`` in place."""
+    for p in list(model.metadata_props):
+        if p.key == METADATA_KEY:
+            model.metadata_props.remove(p)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta, sort_keys=True)
+    model.producer_name = "mpoxscan"
