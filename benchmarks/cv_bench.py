@@ -6,6 +6,8 @@ Curates MSLD v2.0 twice (stratified patient-grouped 10 folds; the official five 
 `linear` strategy for all four backbones on both protocols (with and without test-time augmentation) and
 `finetune` for EfficientNet-Lite0 on the official splits, writes each run's report, and copies reports, plots and a
 summary to benchmarks/results/cv/.
+The `*-exports-*` runs also export every fold's model to ONNX (fp32, fp16, int8 calibrated on the fold's
+training images) and score those files on the fold's test images.
 Features and activations are cached (~/.cache/mpoxscan), so the times are reported both cold and warm when rerun.
 """
 
@@ -55,7 +57,9 @@ def run(name: str, config: CVConfig, work: Path) -> None:
            {"mpox_auc": round(r["summary"]["screening_auc"]["mean"], 4),
             "mpox_sensitivity": round(100 * r["summary"]["screening_sensitivity"]["mean"], 1),
             "mpox_specificity": round(100 * r["summary"]["screening_specificity"]["mean"], 1)}
-        for m, r in results["models"].items()}, "comparison": results.get("comparison")}
+        for m, r in results["models"].items()}, "comparison": results.get("comparison"),
+        "exports": {m: {p: {k: round(100 * e[k]["mean"], 2) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}
+                        for p, e in r.get("exports", {}).items()} for m, r in results["models"].items() if r.get("exports")}}
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     print(name, json.dumps(summary[name]["models"], indent=1), f"{seconds:.0f} s", flush=True)
 
@@ -69,12 +73,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     m = manifests(args.data, args.work)
     for name in (args.only.split(",") if args.only else RUNS):
-        key, strategy, protocol, models, tta = RUNS[name]
+        key, strategy, protocol, models, tta, *exports = RUNS[name]
         run(name, CVConfig(manifest=str(m[key]), models=models or list_models(), strategy=strategy, protocol=protocol,
-                           views=4, tta=tta), args.work)
+                           views=4, tta=tta, exports=exports[0] if exports else []), args.work)
 
 
-# name: (manifest, strategy, protocol, models (None: the whole zoo), test-time augmentation)
+# name: (manifest, strategy, protocol, models (None: the whole zoo), test-time augmentation[, ONNX variants scored])
 RUNS = {
     "linear-official": ("official", "linear", "official", None, False),
     "linear-10fold": ("10fold", "linear", "kfold", None, False),
@@ -82,6 +86,9 @@ RUNS = {
     "linear-tta-10fold": ("10fold", "linear", "kfold", None, True),
     "finetune-official": ("official", "finetune", "official", ["efficientnet_lite0"], False),
     "finetune-tta-official": ("official", "finetune", "official", ["efficientnet_lite0"], True),
+    # The accuracy of what is shipped: each fold's model exported and quantized, scored on the fold's test images.
+    "finetune-exports-official": ("official", "finetune", "official", ["efficientnet_lite0"], False, ["fp16", "int8"]),
+    "linear-exports-official": ("official", "linear", "official", None, False, ["fp16", "int8"]),
 }
 
 

@@ -97,3 +97,20 @@ def test_train_writes_a_checkpoint_that_rebuilds_and_predicts(manifest, tmp_path
     (tmp_path / "junk.pt").write_bytes(b"nope")
     with pytest.raises(MpoxscanError, match="not an mpoxscan checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_cv_scores_the_exported_files_of_each_fold(manifest, tmp_path):
+    from mpoxscan.evaluation.report import write_report
+
+    config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy="linear", protocol="kfold", views=0,
+                      exports=["fp16", "int8"], extra={"cache": str(tmp_path / "cache")})
+    results = run_cv(config, tmp_path / "run", progress=False)
+    exports = results["models"]["mobilenetv2_100"]["exports"]
+    assert set(exports) == {"fp32", "fp16", "int8"}
+    assert len(exports["int8"]["folds"]) == 4 and exports["fp32"]["agreement_with_fp32"]["mean"] == 1.0
+    # The fp32 export is the PyTorch model itself: same accuracy on every fold.
+    torch_acc = [f["metrics"]["accuracy"] for f in results["models"]["mobilenetv2_100"]["folds"]]
+    assert [f["accuracy"] for f in exports["fp32"]["folds"]] == pytest.approx(torch_acc)
+    assert exports["int8"]["accuracy"]["mean"] >= 0.9 and exports["int8"]["folds"][0]["bytes"] < exports["fp32"]["folds"][0]["bytes"] / 3
+    md, _ = write_report(tmp_path / "run")
+    assert "Accuracy of the exported files" in md.read_text() and "| mobilenetv2_100 | int8 |" in md.read_text()

@@ -239,12 +239,13 @@ Examples:
               help="kfold: the manifest's fold column; official: its imported splits (curate --folds-from).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average the test predictions over the views.")
+@click.option("--exports", metavar="fp16,int8", help="Also export each fold's model to ONNX (fp32 and these variants; int8 calibrated on the fold's training images) and score the files on the fold's test images.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--folds", "only_folds", metavar="fold1,fold2", help="Run only these folds (default: all).")
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, only_folds, cache, out, quiet) -> None:
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -258,13 +259,20 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, seed, only_fol
     manifest = manifest_path(manifest)
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
-                      tta=tta, seed=seed, only_folds=_split_names(only_folds), extra={"cache": str(cache)} if cache else {})
+                      tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
+                      extra={"cache": str(cache)} if cache else {})
+    unknown = set(config.exports) - {"fp32", "fp16", "int8"}
+    if unknown:
+        raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
     results = run_cv(config, out, progress=not quiet)
     for model, r in results["models"].items():
         s = r["summary"]
         click.echo(f"{model:<20} accuracy {100 * s['accuracy']['mean']:.2f} +- {100 * s['accuracy']['sd']:.2f} %   "
                    f"macro-F1 {100 * s['macro_f1']['mean']:.2f} +- {100 * s['macro_f1']['sd']:.2f} %   "
                    f"mpox AUC {s['screening_auc']['mean']:.3f}   ({len(r['folds'])} folds)")
+        for precision, e in r.get("exports", {}).items():
+            click.echo(f"  ONNX {precision:<5} accuracy {100 * e['accuracy']['mean']:.2f} +- {100 * e['accuracy']['sd']:.2f} %   "
+                       f"agreement with fp32 {100 * e['agreement_with_fp32']['mean']:.2f} %")
     click.echo(f"wrote {out / 'results.json'}")
 
 

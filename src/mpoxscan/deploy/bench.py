@@ -96,6 +96,8 @@ def plot(rows: list[dict], path: Path) -> Path:
 
 
 def label(row: dict) -> str:
+    if row.get("label"):
+        return row["label"]
     return f"{row['architecture']} {row['precision']}" if row.get("architecture") else Path(row["model"]).name
 
 

@@ -2,7 +2,7 @@
 
 fp16 and int8 are written only when they pass the fidelity gate on held-out images: the inner-validation patients
 of the checkpoint's own training split (recomputed from the calibration manifest and the card's seed), which the
-network's weights never saw. int8 is calibrated on training images, and its settings are chosen by agreement with
+network's weights never saw. int8 is calibrated on training images, and its settings are chosen by closeness to
 fp32 on other training images, so the gate images play no part in any choice.
 """
 
@@ -64,7 +64,10 @@ def metadata(card: dict, precision: str, extra: dict | None = None) -> dict:
             "classes": card["classes"], "positive_class": card["positive_class"],
             "preprocessing": card["preprocessing"], "temperature": card["temperature"],
             "screening_threshold": card["screening_threshold"], "parameters": card.get("parameters"),
-            "card": {k: card[k] for k in ("data", "git_commit", "created", "training", "model_card") if k in card},
+            # Only what the weights depend on: no time, path or commit, so that the same checkpoint always exports
+            # to the same bytes (the bundled model is reproducible); those stay in the checkpoint's card.json.
+            "card": {"data": {k: v for k, v in card.get("data", {}).items() if k != "manifest"},
+                     "training": {k: v for k, v in card.get("training", {}).items() if k != "seconds"}},
             **(extra or {})}
 
 
@@ -77,35 +80,25 @@ def to_onnx_fp32(model, card: dict):
     return proto
 
 
-def _image_sets(manifest: Path, card: dict, n_calibration: int, n_selection: int, seed: int) -> dict:
-    """Preprocessed calibration, selection and held-out (gate) images from the checkpoint's training manifest."""
+def preprocessed(rows, indices, card: dict) -> np.ndarray:
+    """The card's preprocessing of ``rows[k]`` for each k (plain view), as one array (N, 3, S, S)."""
     from tqdm import tqdm
 
     from mpoxscan.images import load_image
     from mpoxscan.preprocess import Preprocessing
-    from mpoxscan.training.cv import kept_rows, manifest_digest
-    from mpoxscan.training.train import inner_split
 
-    rows = kept_rows(manifest)
-    same = manifest_digest(manifest) == card.get("data", {}).get("manifest_sha256")
-    split = inner_split(rows, card.get("training", {}).get("seed", 0))
-    order = np.random.default_rng(seed).permutation(split.train).tolist()
-    picks = {"calibration": order[:n_calibration], "selection": order[n_calibration:n_calibration + n_selection],
-             "held_out": split.valid}
     p = card["preprocessing"]
     prep = Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
-    classes = card["classes"]
-    out = {"same_manifest": same}
-    total = sum(len(v) for v in picks.values())
-    with tqdm(total=total, desc="images", unit="img") as bar:
-        for name, idx in picks.items():
-            arrays = []
-            for k in idx:
-                arrays.append(prep(load_image(rows[k].path, min_side=prep.input_size)))
-                bar.update()
-            out[name] = np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
-            out[f"{name}_labels"] = np.array([classes.index(rows[k].label) if rows[k].label in classes else -1 for k in idx])
-    return out
+    arrays = [prep(load_image(rows[k].path, min_side=prep.input_size))
+              for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50)]
+    return np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
+
+
+def calibration_split(train: list[int], n_calibration: int, n_selection: int, seed: int) -> tuple[list[int], list[int]]:
+    """Training images that calibrate int8, and other training images that choose its settings."""
+    order = np.random.default_rng(seed).permutation(train).tolist()
+    calibration, selection = order[:n_calibration], order[n_calibration:n_calibration + n_selection]
+    return calibration, selection or calibration  # a tiny training set: choose on the calibration images
 
 
 def probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -113,6 +106,34 @@ def probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
     screener = model if isinstance(model, Screener) else Screener(model.SerializeToString())
     parts = [screener.run(images[i:i + batch])["probabilities"] for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros((0, len(screener.classes)), np.float32)
+
+
+def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndarray, selection: np.ndarray,
+                   int8_settings: str = "auto", log=print) -> tuple[dict, dict]:
+    """{precision: onnx.ModelProto} for fp32 and the requested fp16 / int8, each with its metadata, and the record
+    of how the int8 settings were chosen (the smallest mean |dp| against fp32 on the selection images)."""
+    variants, selection_report = {"fp32": fp32}, {}
+    if "fp16" in precisions:
+        variants["fp16"] = to_fp16(fp32)
+    if "int8" in precisions:
+        ref = probabilities(fp32, selection)
+        names = list(INT8_CANDIDATES) if int8_settings == "auto" else [int8_settings]
+        trials = {}
+        for name in names:
+            proto = to_int8(fp32, calibration, INT8_CANDIDATES[name])
+            trials[name] = (compare(ref, probabilities(proto, selection)), proto)
+            log(f"int8 {name}: agreement with fp32 on {len(selection)} training images "
+                f"{100 * trials[name][0]['agreement']:.1f} %, mean |dp| {trials[name][0]['mean_probability_difference']:.4f}")
+        # The mean probability difference, not the count of flipped answers: on a few hundred training images (far
+        # from the decision boundary) flips are rare and one flip decides; the mean difference measures every image.
+        best = min(trials, key=lambda n: trials[n][0]["mean_probability_difference"])
+        variants["int8"] = trials[best][1]
+        selection_report = {"chosen": best, "settings": INT8_CANDIDATES[best].describe(),
+                            "trials": {n: r for n, (r, _) in trials.items()}}
+    for precision, proto in variants.items():
+        write_metadata(proto, metadata(card, precision, {"int8_settings": selection_report["settings"]}
+                                       if precision == "int8" else None))
+    return variants, selection_report
 
 
 def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path | None, gate: Gate = Gate(),
@@ -138,40 +159,33 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     card.setdefault("parameters", int(sum(p.numel() for p in model.parameters())))
     started = time.perf_counter()
     fp32 = to_onnx_fp32(model, card)
-    variants = {"fp32": fp32}
     report: dict = {"checkpoint": str(Path(checkpoint).resolve()), "gate": gate.__dict__, "variants": {}}
-    failures = []
+    variants, failures = {"fp32": fp32}, []
     if needs_images:
-        sets = _image_sets(Path(calibration), card, n_calibration, n_selection, seed)
-        if not sets["same_manifest"]:
+        from mpoxscan.training.cv import kept_rows, manifest_digest
+        from mpoxscan.training.train import inner_split
+
+        rows = kept_rows(Path(calibration))
+        unseen = manifest_digest(Path(calibration)) == card.get("data", {}).get("manifest_sha256")
+        if not unseen:
             log("note: the calibration manifest is not the one the checkpoint was trained on: its 'held-out' images "
                 "may include training images")
-        report["images"] = {"calibration": len(sets["calibration"]), "selection": len(sets["selection"]),
-                            "held_out": len(sets["held_out"]), "held_out_is_unseen": sets["same_manifest"]}
-        ref_gate = probabilities(fp32, sets["held_out"])
-        if "fp16" in precisions:
-            variants["fp16"] = to_fp16(fp32)
-        if "int8" in precisions:
-            ref_sel = probabilities(fp32, sets["selection"])
-            names = list(INT8_CANDIDATES) if int8_settings == "auto" else [int8_settings]
-            trials = {}
-            for name in names:
-                proto = to_int8(fp32, sets["calibration"], INT8_CANDIDATES[name])
-                trials[name] = (compare(ref_sel, probabilities(proto, sets["selection"])), proto)
-                log(f"int8 {name}: agreement with fp32 on {len(sets['selection'])} training images "
-                    f"{100 * trials[name][0]['agreement']:.1f} %")
-            best = max(trials, key=lambda n: (trials[n][0]["agreement"], -trials[n][0]["mean_probability_difference"]))
-            variants["int8"] = trials[best][1]
-            report["int8_selection"] = {"chosen": best, "settings": INT8_CANDIDATES[best].describe(),
-                                        "trials": {n: r for n, (r, _) in trials.items()}}
+        split = inner_split(rows, card.get("training", {}).get("seed", 0))
+        cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
+        held_out = preprocessed(rows, split.valid, card)
+        labels = np.array([card["classes"].index(rows[k].label) if rows[k].label in card["classes"] else -1
+                           for k in split.valid])
+        report["images"] = {"calibration": len(cal_idx), "selection": len(sel_idx), "held_out": len(split.valid),
+                            "held_out_is_unseen": unseen}
+        variants, report["int8_selection"] = build_variants(fp32, card, precisions, preprocessed(rows, cal_idx, card),
+                                                            preprocessed(rows, sel_idx, card), int8_settings, log)
+        ref_gate = probabilities(fp32, held_out)
     out.mkdir(parents=True, exist_ok=True)
     for precision in [p for p in PRECISIONS if p in precisions or p == "fp32"]:
         proto = variants[precision]
-        extra = {"int8_settings": report["int8_selection"]["settings"]} if precision == "int8" else None
-        write_metadata(proto, metadata(card, precision, extra))
         entry: dict = {}
         if precision != "fp32":
-            entry = compare(ref_gate, probabilities(proto, sets["held_out"]), sets["held_out_labels"])
+            entry = compare(ref_gate, probabilities(proto, held_out), labels)
             entry["failures"] = gate.failures(entry)
             failures += [f"{precision}: {r}" for r in entry["failures"]]
         path = out / f"model.{precision}.onnx"
@@ -187,3 +201,16 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     if failures:
         raise MpoxscanError("fidelity gate failed, variant not written: " + "; ".join(failures) + f" (details: {out / 'export.json'})")
     return report
+
+
+def split_variant_probabilities(model, card: dict, rows, split, precisions: list[str], n_calibration: int = 64,
+                                n_selection: int = 400, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+    """For cross-validation: export a fold's model, quantize it with that fold's training images only, and return
+    each variant's probabilities on the fold's test images (plain view), with how int8 was chosen."""
+    fp32 = to_onnx_fp32(model, card)
+    cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
+    variants, chosen = build_variants(fp32, card, precisions, preprocessed(rows, cal_idx, card),
+                                      preprocessed(rows, sel_idx, card), log=lambda m: None)
+    test = preprocessed(rows, split.test, card)
+    return {p: probabilities(v, test) for p, v in variants.items()}, {"int8_selection": chosen,
+                                                                      "bytes": {p: len(v.SerializeToString()) for p, v in variants.items()}}

@@ -138,6 +138,16 @@ def _sections(results: dict, plots: dict[str, str]) -> list[tuple]:
                 ("p", f"Best by mean accuracy: {comp['best']}. Corrected resampled t-test (Nadeau & Bengio; test fraction "
                       f"{comp['test_fraction']:.2f}) of the best against each other model. {verdict}"),
                 ("table", ["best", "versus", "Δ accuracy (points)", "t", "p", "significant at 0.05"], rows)]
+    export_rows = [[m, p, _pm(e, "accuracy"), _pm(e, "macro_f1"), _pm(e, "agreement_with_fp32"),
+                    f"{np.mean([f['bytes'] for f in e['folds']]) / 1e6:.2f}", f"{_pm(r['summary'], 'accuracy')}"]
+                   for m, r in models.items() for p, e in r.get("exports", {}).items()]
+    if export_rows:
+        out += [("h2", "Accuracy of the exported files (ONNX Runtime, plain view, each fold's own export)"),
+                ("p", "Each fold's trained network is exported to ONNX; int8 is calibrated on that fold's training images "
+                      "only. The last column repeats the PyTorch figure of the same folds (with test-time augmentation "
+                      "when the run used it)."),
+                ("table", ["model", "precision", "accuracy %", "macro-F1 %", "top-1 agreement with fp32 %", "size (MB)",
+                           "PyTorch accuracy %"], export_rows)]
     for key, title in (("boxplot", "Per-fold scores"), ("confusion", "Confusion matrices (all test folds)"),
                        ("roc", "Screening ROC and reliability")):
         if key in plots:

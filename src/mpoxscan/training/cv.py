@@ -37,6 +37,9 @@ class CVConfig:
     seed: int = 0
     only_folds: list[str] | None = None  # run just these folds (for example ["fold1"]); None: all
     manifest_sha256: str = ""
+    # Also export each fold's model (ONNX fp32 and these variants, int8 calibrated on the fold's training images)
+    # and score the exported files on the fold's test images: the accuracy of what is shipped.
+    exports: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
@@ -89,6 +92,7 @@ class FoldOutput:
     logits_test: np.ndarray
     logits_valid: np.ndarray
     info: dict
+    model: object = None  # the trained network, when config.exports asks for it
 
 
 def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
@@ -98,13 +102,19 @@ def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config:
     test_views = list(feats) if config.tta else [0]
     # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
     logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
-    return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_})
+    network = None
+    if config.exports:
+        from mpoxscan.models import create_model
+        from mpoxscan.training.linear import probe_into_model
+
+        network = probe_into_model(create_model(model, pretrained=True), probe)
+    return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_}, network)
 
 
 def _finetune_fold(model, rows, split, classes, config, progress):
     from mpoxscan.training.finetune import finetune_fold
 
-    return finetune_fold(model, rows, split, classes, config, progress)
+    return finetune_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
 
 
 STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold}
@@ -171,7 +181,8 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
     with tqdm(total=len(tasks), desc=f"cv {config.strategy}", unit="fold", disable=not progress) as bar:
         for model, split in tasks:
             stem = f"{model}__{config.strategy}__{split.name}"
-            if read_fold(pred_dir, stem, classes) is None:
+            if read_fold(pred_dir, stem, classes) is None or any(
+                    read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is None for p in _export_names(config)):
                 started = time.perf_counter()
                 result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
                 y_val = np.array([classes.index(rows[k].label) for k in split.valid])
@@ -185,14 +196,64 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
                         "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
                                                                    softmax(result.logits_test), classes)["ece"]}
                 _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
+                if config.exports:
+                    _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
             bar.update()
     results = summarise(out, config, classes, splits, rows)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 
 
+def _export_names(config: CVConfig) -> list[str]:
+    return list(dict.fromkeys(["fp32", *config.exports])) if config.exports else []
+
+
+def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig, rows, split: FoldSplit, classes,
+                   network, info: dict) -> None:
+    """Score the ONNX exports of this fold's network on its test images (one predictions file per variant)."""
+    import dataclasses
+
+    from mpoxscan.deploy.export import split_variant_probabilities
+    from mpoxscan.training.features import task_preprocessing
+
+    card = {"architecture": model_name, "strategy": config.strategy, "classes": classes,
+            "positive_class": POSITIVE if POSITIVE in classes else classes[0],
+            "preprocessing": dataclasses.asdict(task_preprocessing(model_name)), "temperature": info["temperature"],
+            "screening_threshold": info["threshold"]}
+    probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
+    for precision, proba in probas.items():
+        _write_fold(pred_dir, f"{stem}__onnx-{precision}", rows, split, classes, proba,
+                    {**info, "precision": precision, "bytes": facts["bytes"][precision],
+                     "int8_selection": facts["int8_selection"] if precision == "int8" else None})
+
+
 KEY_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "cohen_kappa",
                "macro_auc_ovr", "ece")
+
+
+def _summarise_exports(out: Path, config: CVConfig, model: str, classes: list[str], splits: list[FoldSplit]) -> dict:
+    """Per precision: accuracy and macro-F1 of the exported files over folds, and their top-1 agreement with
+    the fp32 export (the folds where every variant was scored)."""
+    from mpoxscan.deploy.fidelity import compare
+    from mpoxscan.evaluation.metrics import mean_sd_ci
+
+    names = _export_names(config)
+    if not names:
+        return {}
+    per_fold: dict[str, list] = {p: [] for p in names}
+    for split in splits:
+        got = {p: read_fold(out / "predictions", f"{model}__{config.strategy}__{split.name}__onnx-{p}", classes) for p in names}
+        if any(v is None for v in got.values()):
+            continue
+        ref = got["fp32"][1]
+        for p, (labels, proba, info) in got.items():
+            m = classification_metrics(labels, proba, classes, threshold=info["threshold"])
+            agreement = compare(ref, proba)["agreement"]
+            per_fold[p].append({"fold": split.name, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                                "agreement_with_fp32": agreement, "bytes": info.get("bytes"),
+                                "int8": (info.get("int8_selection") or {}).get("chosen")})
+    return {p: {"folds": v, **{k: mean_sd_ci([f[k] for f in v]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}}
+            for p, v in per_fold.items() if v}
 
 
 def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows) -> dict:
@@ -219,6 +280,9 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
             summary[f"screening_{k}"] = mean_sd_ci([f["metrics"].get("screening", {}).get(k, float("nan")) for f in folds])
         models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
                          "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
+        exports = _summarise_exports(out, config, model, classes, splits)
+        if exports:
+            models[model]["exports"] = exports
     comparison: dict = {}
     complete = {m: v for m, v in models.items() if len(v["folds"]) == len(splits)}
     if len(complete) >= 2:

@@ -34,7 +34,7 @@ class FinetuneParams:
 
 
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
-                       seed: int, cache: FeatureCache, batch: int = 32) -> dict[int, np.ndarray]:
+                       seed: int, cache: FeatureCache, batch: int = 32, progress: bool = False) -> dict[int, np.ndarray]:
     """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
     Runtime) and kept on disk."""
     prep = task_preprocessing(model_name)
@@ -45,8 +45,11 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
         table = cache.load(name)
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
+            from tqdm import tqdm
+
             session = session or frozen_session(model_name, until_block=block)
-            for start in range(0, len(missing), batch):
+            for start in tqdm(range(0, len(missing), batch), desc=f"activations {model_name} view {v}", unit="batch",
+                              disable=not progress):
                 chunk = missing[start:start + batch]
                 x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
                               for sha, p in chunk])
@@ -57,9 +60,10 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
 
 
 def finetune_fold(model_name: str, rows, split, classes: list[str], config, progress: bool = False,
-                  params: FinetuneParams | None = None, return_model: bool = False):
+                  params: FinetuneParams | None = None, return_model: bool = False, keep_model: bool = False):
     """Fine-tune on ``split.train``, select the epoch on ``split.valid``; the test logits (or, with
-    ``return_model``, the trained network itself and the training facts)."""
+    ``return_model``, the trained network itself and the training facts; ``keep_model`` adds the network to the
+    logits)."""
     import torch
     from torch import nn
 
@@ -74,7 +78,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
     acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed,
-                              FeatureCache(config.extra.get("cache")))
+                              FeatureCache(config.extra.get("cache")), progress=progress)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
@@ -96,9 +100,12 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
             h = torch.from_numpy(acts[view][index].astype(np.float32))
             return model.forward_head(model.pool(model.forward_from(h, block)))
 
+    from tqdm import tqdm
+
     best = (float("inf"), -1, None)
     train_idx = np.array(split.train)
-    for epoch in range(params.epochs):
+    bar = tqdm(range(params.epochs), desc=f"finetune {model_name}", unit="epoch", disable=not progress)
+    for epoch in bar:
         order = rng.permutation(train_idx)
         chosen_views = rng.integers(0, len(views), size=len(order))
         for start in range(0, len(order), params.batch_size):
@@ -117,10 +124,12 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
             optim.step()
             sched.step()
         val_loss = float(nn.functional.cross_entropy(logits_of(split.valid, 0), y[split.valid]))
+        bar.set_postfix(valid_loss=f"{val_loss:.3f}", best_epoch=best[1] + 1)
         if val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(trainable.state_dict()))
         elif epoch - best[1] >= params.patience:
             break
+    bar.close()
     trainable.load_state_dict(best[2])
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
             "best_valid_loss": round(best[0], 4)}
@@ -130,4 +139,4 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
         return model.eval(), info
     test_views = views if config.tta else [0]
     logits_test = torch.stack([logits_of(split.test, v) for v in test_views]).mean(0).numpy()
-    return FoldOutput(logits_test, logits_of(split.valid, 0).numpy(), info)
+    return FoldOutput(logits_test, logits_of(split.valid, 0).numpy(), info, model.eval() if keep_model else None)

@@ -65,3 +65,20 @@ def fit_on_split(model_name: str, rows, split, classes: list[str], config, progr
                                                       np.concatenate([y[split.train]] * len(views)),
                                                       feats[0][split.valid], y[split.valid])
     return probe, feats
+
+
+def probe_into_model(model, probe):
+    """Fold the StandardScaler and the logistic regression into the backbone's own linear classifier, so that
+    the checkpoint is one plain network (and exports as one ONNX graph)."""
+    import torch
+
+    scaler, lr = probe.model_.named_steps["standardscaler"], probe.model_.named_steps["logisticregression"]
+    w = lr.coef_ / scaler.scale_[None, :]
+    b = lr.intercept_ - w @ scaler.mean_
+    if w.shape[0] == 1:  # binary: logits [0, d], as LinearProbe.decision_function
+        w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+    layer = model.reset_classifier(w.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w).float())
+        layer.bias.copy_(torch.from_numpy(b).float())
+    return model.eval()

@@ -38,22 +38,6 @@ def inner_split(rows, seed: int) -> FoldSplit:
     return FoldSplit("final", fit.tolist(), valid.tolist(), valid.tolist())
 
 
-def _linear_into_model(model, probe) -> None:
-    """Fold the StandardScaler and the logistic regression into the backbone's own linear classifier, so that
-    the checkpoint is one plain network (and exports as one ONNX graph)."""
-    import torch
-
-    scaler, lr = probe.model_.named_steps["standardscaler"], probe.model_.named_steps["logisticregression"]
-    w = lr.coef_ / scaler.scale_[None, :]
-    b = lr.intercept_ - w @ scaler.mean_
-    if w.shape[0] == 1:  # binary: logits [0, d], as LinearProbe.decision_function
-        w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
-    layer = model.reset_classifier(w.shape[0])
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(w).float())
-        layer.bias.copy_(torch.from_numpy(b).float())
-
-
 def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int = 4, seed: int = 0,
           cache: Path | None = None, force: bool = False) -> dict:
     import torch
@@ -72,16 +56,15 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     split = inner_split(rows, seed)
     started = time.perf_counter()
     if strategy == "linear":
-        from mpoxscan.training.linear import fit_on_split
+        from mpoxscan.training.linear import fit_on_split, probe_into_model
 
-        model = create_model(model_name, pretrained=True)
         probe, _ = fit_on_split(model_name, rows, split, classes, config, progress=True)
-        _linear_into_model(model, probe)
+        model = probe_into_model(create_model(model_name, pretrained=True), probe)
         info = {"C": probe.C_}
     else:
         from mpoxscan.training.finetune import finetune_fold
 
-        model, info = finetune_fold(model_name, rows, split, classes, config, return_model=True)
+        model, info = finetune_fold(model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
     prep = task_preprocessing(model_name)
     logits_valid = _logits(model, [rows[k].path for k in split.valid], prep)
