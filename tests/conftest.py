@@ -91,3 +91,27 @@ def squares_manifest(tmp_path_factory) -> Path:
     options = CurateOptions(n_folds=4, seed=0, progress=False, jobs=1)
     result = curate([Source("sq", root / "src", r"^(P\w\d+)_")], options)
     return write_outputs(result, root / "curated", options) / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def checkpoint(squares_manifest, tmp_path_factory) -> Path:
+    """A linear-probe MobileNetV2 checkpoint trained on the squares."""
+    from mpoxscan.training.train import train
+
+    out = tmp_path_factory.mktemp("ckpt")
+    train(squares_manifest, "mobilenetv2_100", "linear", out, views=1, cache=out / "cache")
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint, squares_manifest, tmp_path_factory) -> Path:
+    """Its fp32, fp16 and int8 ONNX files."""
+    from mpoxscan.deploy.export import export
+    from mpoxscan.deploy.fidelity import Gate
+
+    out = tmp_path_factory.mktemp("export")
+    # The gate is loosened here: 8 held-out squares are too few to demand 99 % agreement; the gate itself is
+    # tested in test_deploy.py, and the real models are gated at the defaults (benchmarks, bundled model).
+    export(checkpoint, out, ["fp32", "fp16", "int8"], squares_manifest, Gate(0.5, 50), n_calibration=8, n_selection=8,
+           log=lambda m: None)
+    return out

@@ -429,6 +429,92 @@ def bench_cmd(models, runs, plot_path, as_json) -> None:
     click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
 
 
+@cli.command("explain", epilog="""\b
+Examples:
+  mpoxscan explain models/lite0/model.pt photo.jpg --out maps/ --method gradcam++
+  mpoxscan explain bundled photo.jpg --out maps/                 # the shipped model's on-device map
+  mpoxscan explain models/lite0/model.pt --validate curated/msld2-official --out validation/ \\
+      --onnx models/lite0/export/model.int8.onnx
+  mpoxscan explain --gallery runs/ft-exports --out review/     # then open review/index.html
+  mpoxscan explain --summarise marks.csv
+""")
+@click.argument("model", required=False)
+@click.argument("images", nargs=-1)
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--method", default="gradcam", show_default=True,
+              type=click.Choice(["gradcam", "gradcam++", "occlusion", "integrated-gradients"]), help="Attribution method.")
+@click.option("--validate", "validate_manifest", type=click.Path(path_type=Path), metavar="MANIFEST",
+              help="Technical validation on the checkpoint's held-out images of this (training) manifest.")
+@click.option("--onnx", "onnx_files", multiple=True, type=click.Path(path_type=Path), help="With --validate: also check these exported files' on-device maps.")
+@click.option("--limit", type=click.IntRange(1, 100000), help="With --validate or --gallery: at most this many images (per fold).")
+@click.option("--gallery", "gallery_run", type=click.Path(path_type=Path), metavar="RUN", help="Build the clinical review page of a `mpoxscan cv --exports` run.")
+@click.option("--gallery-model", help="With --gallery: which backbone of the run (default: the most accurate).")
+@click.option("--summarise", "marks", type=click.Path(path_type=Path), metavar="MARKS.CSV", help="Summarise a reviewer's marks from the gallery.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def explain_cmd(model, images, out, method, validate_manifest, onnx_files, limit, gallery_run, gallery_model, marks, as_json) -> None:
+    """Explain answers with heat maps (Grad-CAM, Grad-CAM++, occlusion, integrated gradients; captum), validate the
+    maps technically, and build and summarise a clinical review gallery.
+
+    MODEL is a checkpoint from `mpoxscan train` (model.pt or its folder), an exported .onnx file, or `bundled`.
+    """
+    if marks:
+        from mpoxscan.explain.gallery import summarise_marks
+
+        summary = summarise_marks(marks)
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        click.echo(f"{summary['plausible']} of {summary['marked']} explanations marked plausible")
+        for key, title in (("by_class", "true class"), ("by_outcome", "outcome")):
+            click.echo(f"\n{title:<16} marked  plausible")
+            for name, v in summary[key].items():
+                click.echo(f"{name:<16} {v['marked']:>6}  {100 * v['share_plausible']:6.1f} %")
+        return
+    if not out:
+        raise MpoxscanError("--out DIR is required")
+    if gallery_run:
+        from mpoxscan.explain.gallery import build_gallery
+
+        page = build_gallery(gallery_run, out, gallery_model, limit=limit)
+        click.echo(f"wrote {page}: open it in a browser, mark the explanations, then save the marks as CSV")
+        return
+    if not model:
+        raise MpoxscanError("give a MODEL (checkpoint, .onnx file or `bundled`), --gallery RUN or --summarise MARKS.CSV")
+    from mpoxscan.deploy.runtime import bundled_model
+
+    model_path = bundled_model() if model == "bundled" else Path(model)
+    if not model_path.exists():
+        raise MpoxscanError(f"{model}: no such model (a checkpoint, an .onnx file or `bundled`)")
+    if validate_manifest:
+        from mpoxscan.data.manifest import manifest_path
+        from mpoxscan.explain.validate import validate
+
+        if model_path.suffix == ".onnx":
+            raise MpoxscanError("--validate needs the checkpoint (model.pt): the randomisation test retrains nothing but "
+                                "re-initialises PyTorch layers; pass exported files with --onnx")
+        results = validate(model_path, manifest_path(validate_manifest), out, onnx_files, limit=limit)
+        click.echo(json.dumps(results, indent=2) if as_json else (out / "validation.md").read_text())
+        return
+    if not images:
+        raise MpoxscanError("no IMAGE given")
+    from mpoxscan.deploy.predict import expand_inputs
+    from mpoxscan.explain.maps import explain_images
+
+    paths, errors = expand_inputs(list(images))
+    records = [{"image": a, "error": e} for a, e in errors] + explain_images(model_path, paths, out, method)
+    failed = [r for r in records if "error" in r]
+    for r in failed:
+        click.echo(f"error: {r['error']}" if r["image"] in r["error"] else f"error: {r['image']}: {r['error']}", err=True)
+    if as_json:
+        click.echo(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            if "error" not in r:
+                click.echo(f"{r['explanation']}: {r['predicted']} {100 * r['probability']:.0f} %")
+    if failed:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="mpoxscan")
 

@@ -42,8 +42,13 @@ def onnx_bytes(module, input_size: int, output_names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def _deployable(model, temperature: float):
-    """The network plus its calibrated softmax, so that a phone needs no arithmetic besides the model."""
+def _deployable(model, temperature: float, cam_output: bool = True):
+    """The network plus its calibrated softmax and the class activation map of its answer, so that a phone needs no
+    arithmetic besides the model, and can show where the network looked.
+
+    With global average pooling and a linear classifier, Grad-CAM of class k equals ReLU(sum_c w[k, c] F_c) / (h w)
+    (the gradient of the score with respect to F_c is w[k, c] / (h w) at every position): one small product with
+    the last feature map, normalised here to a peak of 1."""
     import torch
 
     class Deployable(torch.nn.Module):
@@ -52,8 +57,14 @@ def _deployable(model, temperature: float):
             self.backbone = model
 
         def forward(self, image):
-            logits = self.backbone(image)
-            return logits, torch.softmax(logits / temperature, dim=1)
+            features = self.backbone.forward_features(image)
+            logits = self.backbone.forward_head(self.backbone.pool(features))
+            if not cam_output:
+                return logits, torch.softmax(logits / temperature, dim=1)
+            weights = self.backbone.get_classifier().weight[logits.argmax(1)]
+            cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, features))
+            cam = cam / (cam.flatten(1).max(1).values.view(-1, 1, 1) + 1e-12)
+            return logits, torch.softmax(logits / temperature, dim=1), cam
 
     return Deployable().eval()
 
@@ -71,11 +82,13 @@ def metadata(card: dict, precision: str, extra: dict | None = None) -> dict:
             **(extra or {})}
 
 
-def to_onnx_fp32(model, card: dict):
+def to_onnx_fp32(model, card: dict, cam: bool = True):
+    """The deployable fp32 graph: ``image`` -> ``logits``, ``probabilities`` and (unless ``cam=False``) ``cam``."""
     import onnx
 
-    proto = onnx.load_model_from_string(onnx_bytes(_deployable(model, card["temperature"]),
-                                                   card["preprocessing"]["input_size"], ["logits", "probabilities"]))
+    outputs = ["logits", "probabilities"] + (["cam"] if cam else [])
+    proto = onnx.load_model_from_string(onnx_bytes(_deployable(model, card["temperature"], cam),
+                                                   card["preprocessing"]["input_size"], outputs))
     write_metadata(proto, metadata(card, "fp32"))
     return proto
 
@@ -92,6 +105,18 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
     arrays = [prep(load_image(rows[k].path, min_side=prep.input_size))
               for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50)]
     return np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
+
+
+def checkpoint_split(manifest: Path, card: dict):
+    """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
+    checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
+    from mpoxscan.training.cv import kept_rows, manifest_digest
+    from mpoxscan.training.train import inner_split
+
+    rows = kept_rows(Path(manifest))
+    unseen = manifest_digest(Path(manifest)) == card.get("data", {}).get("manifest_sha256")
+    split = inner_split(rows, card.get("training", {}).get("seed", 0))
+    return rows, split.valid, unseen
 
 
 def calibration_split(train: list[int], n_calibration: int, n_selection: int, seed: int) -> tuple[list[int], list[int]]:
@@ -162,11 +187,9 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     report: dict = {"checkpoint": str(Path(checkpoint).resolve()), "gate": gate.__dict__, "variants": {}}
     variants, failures = {"fp32": fp32}, []
     if needs_images:
-        from mpoxscan.training.cv import kept_rows, manifest_digest
         from mpoxscan.training.train import inner_split
 
-        rows = kept_rows(Path(calibration))
-        unseen = manifest_digest(Path(calibration)) == card.get("data", {}).get("manifest_sha256")
+        rows, _, unseen = checkpoint_split(Path(calibration), card)
         if not unseen:
             log("note: the calibration manifest is not the one the checkpoint was trained on: its 'held-out' images "
                 "may include training images")
@@ -212,5 +235,5 @@ def split_variant_probabilities(model, card: dict, rows, split, precisions: list
     variants, chosen = build_variants(fp32, card, precisions, preprocessed(rows, cal_idx, card),
                                       preprocessed(rows, sel_idx, card), log=lambda m: None)
     test = preprocessed(rows, split.test, card)
-    return {p: probabilities(v, test) for p, v in variants.items()}, {"int8_selection": chosen,
+    return {p: probabilities(v, test) for p, v in variants.items()}, {"int8_selection": chosen, "fp32": fp32,
                                                                       "bytes": {p: len(v.SerializeToString()) for p, v in variants.items()}}

@@ -182,7 +182,8 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
         for model, split in tasks:
             stem = f"{model}__{config.strategy}__{split.name}"
             if read_fold(pred_dir, stem, classes) is None or any(
-                    read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is None for p in _export_names(config)):
+                    read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is None for p in _export_names(config)) or (
+                    config.exports and not (out / "models" / f"{stem}.fp32.onnx").exists()):
                 started = time.perf_counter()
                 result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
                 y_val = np.array([classes.index(rows[k].label) for k in split.valid])
@@ -221,6 +222,13 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
             "preprocessing": dataclasses.asdict(task_preprocessing(model_name)), "temperature": info["temperature"],
             "screening_threshold": info["threshold"]}
     probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
+    # The fold's fp32 model is kept (about 14 MB): the review gallery explains each test image with the model that
+    # never saw it.
+    from mpoxscan.deploy.quantize import save
+
+    models_dir = pred_dir.parent / "models"
+    models_dir.mkdir(exist_ok=True)
+    save(facts["fp32"], models_dir / f"{stem}.fp32.onnx")
     for precision, proba in probas.items():
         _write_fold(pred_dir, f"{stem}__onnx-{precision}", rows, split, classes, proba,
                     {**info, "precision": precision, "bytes": facts["bytes"][precision],

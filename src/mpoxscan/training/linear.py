@@ -75,8 +75,10 @@ def probe_into_model(model, probe):
     scaler, lr = probe.model_.named_steps["standardscaler"], probe.model_.named_steps["logisticregression"]
     w = lr.coef_ / scaler.scale_[None, :]
     b = lr.intercept_ - w @ scaler.mean_
-    if w.shape[0] == 1:  # binary: logits [0, d], as LinearProbe.decision_function
-        w, b = np.vstack([np.zeros_like(w), w]), np.concatenate([[0.0], b])
+    if w.shape[0] == 1:
+        # Binary: logits [-d/2, d/2]; the softmax equals that of LinearProbe.decision_function's [0, d], and each
+        # class keeps its own evidence (a class with all-zero weights would have an empty activation map).
+        w, b = np.vstack([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
     layer = model.reset_classifier(w.shape[0])
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w).float())

@@ -1,0 +1,38 @@
+"""Draw a heat map over the photo the network saw, with the answer written in the picture (Pillow + NumPy only,
+so that it also runs where only ONNX Runtime is installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# A perceptually ordered blue -> cyan -> yellow -> red ramp (no matplotlib needed on the screening path).
+_RAMP = np.array([[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.9], [1, 0.95, 0], [1, 0.4, 0], [0.75, 0, 0]], np.float32)
+
+
+def colourise(heat: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8."""
+    pos = np.clip(heat, 0, 1) * (len(_RAMP) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
+    frac = (pos - low)[..., None]
+    return ((_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac) * 255).astype(np.uint8)
+
+
+def overlay(photo: Image.Image, heat: np.ndarray, caption: str | None = None, alpha: float = 0.45,
+            width: int = 448) -> Image.Image:
+    """The photo with the map blended over it where the map is strong, scaled to ``width``, captioned below."""
+    photo = photo.convert("RGB").resize((width, width), Image.Resampling.BICUBIC)
+    heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize((width, width), Image.Resampling.BILINEAR)
+    h = np.asarray(heat_img, np.float32) / 255
+    weight = (alpha * np.sqrt(h))[..., None]  # weak evidence stays see-through: the lesion must remain visible
+    blended = np.asarray(photo, np.float32) * (1 - weight) + colourise(h).astype(np.float32) * weight
+    out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
+    if caption:
+        font = ImageFont.load_default(size=max(12, width // 24))
+        band = Image.new("RGB", (width, int(width / 9)), (255, 255, 255))
+        ImageDraw.Draw(band).text((8, band.height // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
+        canvas = Image.new("RGB", (width, width + band.height), (255, 255, 255))
+        canvas.paste(out, (0, 0))
+        canvas.paste(band, (0, width))
+        out = canvas
+    return out
