@@ -66,3 +66,23 @@ def test_predict_uses_the_bundled_model_by_default(shared_data):
     assert out["model"]["precision"] == "int8" and out["model"]["file"].endswith("model.onnx")
     assert set(out["results"][0]["probabilities"]) == set(CARD["classes"])
     assert "not a diagnosis" in out["disclaimer"]
+
+
+@pytest.mark.integration
+def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
+    """The int8 file's ``cam`` output against captum's Grad-CAM of the PyTorch model it came from (recorded when the
+    bundle was built), on the held-out photos where both give the same answer."""
+    from mpoxscan.images import load_image
+
+    items = json.loads((BUNDLED / "fidelity.json").read_text())["images"]
+    screener = Screener(BUNDLED / CARD["file"])
+    corr = []
+    for k in range(0, len(items), 32):
+        chunk = items[k:k + 32]
+        out = screener.run(screener.preprocessing.batch([load_image(shared_data / it["path"], min_side=screener.input_size)
+                                                         for it in chunk]))
+        for it, p, cam in zip(chunk, out["probabilities"], out["cam"]):
+            if int(np.argmax(p)) == int(np.argmax(it["fp32"])):
+                corr.append(np.corrcoef(cam.ravel(), np.asarray(it["gradcam"]).ravel())[0, 1])
+    assert len(corr) >= 0.98 * len(items)
+    assert np.mean(corr) >= 0.99, np.mean(corr)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,10 +136,13 @@ def test_gallery_page_lists_every_test_image(cv_run, tmp_path):
         build_gallery(cv_run, tmp_path / "y")
 
 
-@pytest.mark.skipif(not shutil.which("chromium") or not shutil.which("chromedriver"),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_path):
     """Open the page in Chromium, mark two explanations, save the CSV, and summarise it."""
+    if not shutil.which("chromium") or not shutil.which("chromedriver"):
+        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
+        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -170,11 +175,9 @@ def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_pat
         driver.refresh()  # marks survive a reload (kept in the browser)
         assert "2 of" in driver.find_element(By.ID, "count").text
         driver.find_element(By.ID, "save").click()
-        for _ in range(50):
+        for _ in range(100):
             if (downloads / "marks.csv").exists():
                 break
-            driver.implicitly_wait(0.1)
-            import time
             time.sleep(0.1)
         marks = downloads / "marks.csv"
         assert marks.exists()

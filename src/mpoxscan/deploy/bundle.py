@@ -61,6 +61,8 @@ def cv_estimate() -> dict:
 
 
 def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
+    import torch
+
     from mpoxscan.data.curate import CurateOptions, curate, write_outputs
     from mpoxscan.data.sources import Source
     from mpoxscan.deploy.export import export, probabilities
@@ -68,7 +70,8 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     from mpoxscan.errors import MpoxscanError
     from mpoxscan.images import load_image
     from mpoxscan.training.cv import kept_rows
-    from mpoxscan.training.train import inner_split, train
+    from mpoxscan.explain.attribution import gradcam_maps
+    from mpoxscan.training.train import inner_split, load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
     opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
@@ -96,10 +99,18 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     rows = kept_rows(manifest)
     held = [rows[k] for k in inner_split(rows, RECIPE["seed"]).valid]
     ref = Screener(exported / "model.fp32.onnx")
-    p_ref = probabilities(ref, np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held]))
-    fidelity = {"reference": "fp32 ONNX export of the same checkpoint", "images": [
+    images = np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held])
+    p_ref = probabilities(ref, images)
+    # captum's Grad-CAM of the fp32 answer on the PyTorch model: what the shipped file's on-device map must match.
+    model, _ = load_checkpoint(work / "checkpoint")
+    cams = np.concatenate([gradcam_maps(model, torch.from_numpy(images[k:k + 16]),
+                                        torch.from_numpy(p_ref[k:k + 16].argmax(1))).detach().numpy()
+                           for k in range(0, len(images), 16)])
+    fidelity = {"reference": "fp32: probabilities of the fp32 ONNX export of the same checkpoint; gradcam: captum "
+                              "LayerGradCam of the PyTorch checkpoint for the fp32 answer (last feature map)", "images": [
         {"path": f"{DATASET['folder']}/{r.relpath}", "sha256": r.sha256, "label": r.label,
-         "fp32": [round(float(x), 6) for x in p]} for r, p in zip(held, p_ref)]}
+         "fp32": [round(float(x), 6) for x in p], "gradcam": np.round(c, 5).tolist()}
+        for r, p, c in zip(held, p_ref, cams)]}
     (PACKAGE_DIR / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
 
     variants = {p: {k: v for k, v in e.items() if k != "failures" or v} for p, e in report["variants"].items()}
