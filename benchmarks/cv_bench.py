@@ -48,7 +48,7 @@ def run(name: str, config: CVConfig, work: Path) -> None:
     write_report(work / name)
     target = RESULTS / name
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(work / name, target, ignore=shutil.ignore_patterns("predictions", "config.json"))
+    shutil.copytree(work / name, target, ignore=shutil.ignore_patterns("predictions", "config.json", "models"))
     summary_path = RESULTS / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}  # re-read: runs may overlap
     summary[name] = {"seconds_this_invocation": round(seconds, 1), "models": {

@@ -25,7 +25,7 @@ from mpoxscan.deploy.fidelity import Gate
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "bundled"
 REPO = Path(__file__).resolve().parents[3]
 RECIPE = {"architecture": "efficientnet_lite0", "strategy": "finetune", "views": 4, "seed": 0}
-CV_RESULTS = REPO / "benchmarks" / "results" / "cv" / "finetune-official" / "results.json"
+CV_RESULTS = REPO / "benchmarks" / "results" / "cv" / "finetune-exports-official" / "results.json"
 DATASET = {"name": "MSLD v2.0 (Mpox Skin Lesion Dataset)", "folder": "msld-v2",
            "licence": "CC BY-NC 4.0: non-commercial research use only",
            "citation": "Ali et al., Mpox Skin Lesion Dataset v2.0, 2024"}
@@ -50,14 +50,20 @@ def cv_estimate() -> dict:
     """The recipe's cross-validated metrics, as benchmarks/cv_bench.py measured them."""
     if not CV_RESULTS.exists():
         return {}
-    summary = json.loads(CV_RESULTS.read_text())["models"][RECIPE["architecture"]]["summary"]
+    model = json.loads(CV_RESULTS.read_text())["models"][RECIPE["architecture"]]
+    summary = model["summary"]
     keep = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "screening_auc", "screening_sensitivity",
             "screening_specificity", "ece")
-    return {"protocol": "MSLD v2.0 official 5 patient-grouped folds (test folds unseen by each fold's model)",
+    rounded = lambda v: {"mean": round(v["mean"], 4), "sd": round(v["sd"], 4)}  # noqa: E731
+    return {"protocol": "MSLD v2.0's official 5 splits, patient-grouped (they put 1 to 2 patient groups on both sides "
+                        "of a split; see benchmarks/results/curate.md)",
             "source": str(CV_RESULTS.relative_to(REPO)),
-            "metrics": {k: {"mean": round(summary[k]["mean"], 4), "sd": round(summary[k]["sd"], 4)} for k in keep},
+            "metrics": {k: rounded(summary[k]) for k in keep},
+            "exported_files": {p: {k: rounded(e[k]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}
+                               for p, e in model.get("exports", {}).items()},
             "note": "Estimates of the recipe (the same training on other data splits), not scores of this file: "
-                    "this file was trained on all of these images."}
+                    "this file was trained on all of these images. exported_files: each fold's model exported and "
+                    "quantized like this file, scored on that fold's test images."}
 
 
 def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
