@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpoxscan-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test model clean
+.PHONY: setup run test model tflite clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,19 @@ run: setup
 model: setup
 	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
 
+# A second environment with the `tflite` extra (litert-torch, ai-edge-litert: about 2 GB), for
+# `.venv-tflite/bin/mpoxscan export ... --formats onnx,tflite`.
+TFLITE_VENV := .venv-tflite
+$(TFLITE_VENV)/.mpoxscan-installed: pyproject.toml Makefile
+	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/python -m pip --disable-pip-version-check --quiet install torch==2.13.0
+	$(TFLITE_VENV)/bin/python -m pip --disable-pip-version-check --quiet install -e '.[train,tflite]'
+	@touch $@
+
+tflite: $(TFLITE_VENV)/.mpoxscan-installed
+
 test: setup
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(TFLITE_VENV) build src/*.egg-info .pytest_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,22 @@ def test_on_device_cam_is_gradcam(exported, checkpoint, photos):
         ref = gradcam_maps(model, torch.from_numpy(x), torch.from_numpy(out["probabilities"].argmax(1))).detach().numpy()
         for a, b in zip(cam, ref):
             assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= min_corr, precision
+
+
+def test_tflite_export_matches_fp32(checkpoint, squares_manifest, tmp_path):
+    """In the `tflite` environment (`make tflite`): the TFLite file gives the fp32 answers, checked by LiteRT."""
+    python = Path(os.environ.get("MPOXSCAN_TFLITE_PYTHON", Path(__file__).resolve().parents[1] / ".venv-tflite" / "bin" / "python"))
+    if not python.exists():
+        message = "needs the tflite environment (`make tflite`, about 2 GB)"
+        if os.environ.get("MPOXSCAN_REQUIRE_TFLITE"):
+            pytest.fail(message)
+        pytest.skip(message)
+    proc = subprocess.run([str(python), "-m", "mpoxscan.cli", "export", str(checkpoint), "--out", str(tmp_path),
+                           "--formats", "onnx,tflite", "--precisions", "fp32", "--calibration", str(squares_manifest)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "export.json").read_text())
+    tfl = report["variants"]["tflite-fp32"]
+    assert tfl["file"] == "model.fp32.tflite" and tfl["agreement"] == 1.0 and tfl["max_probability_difference"] < 1e-4
+    meta = json.loads((tmp_path / "model.fp32.tflite.json").read_text())
+    assert meta["classes"] == ["Healthy", "Monkeypox"] and meta["format"] == "tflite"

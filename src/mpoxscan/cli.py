@@ -324,7 +324,7 @@ Example:
 """)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.<precision>.onnx, export.json and card.json.")
-@click.option("--formats", default="onnx", show_default=True, help="Model formats (onnx).")
+@click.option("--formats", default="onnx", show_default=True, help="onnx, and tflite (fp32, for Android; needs `make tflite`).")
 @click.option("--precisions", default="fp32,fp16,int8", show_default=True, metavar="fp32,fp16,int8", help="Variants to write.")
 @click.option("--calibration", type=click.Path(path_type=Path), help="The training manifest: int8 calibration and selection on its training images, the fidelity gate on its held-out ones.")
 @click.option("--int8-settings", default="auto", show_default=True, help="auto (measure every candidate, keep the closest to fp32) or one of u8s8, u8s8-reduced, u8u8, s8s8.")
@@ -345,11 +345,10 @@ def export_cmd(checkpoint, out, formats, precisions, calibration, int8_settings,
 
     bad = set(_split_names(formats) or []) - set(FORMATS)
     if bad:
-        raise MpoxscanError(f"format(s) {', '.join(sorted(bad))} not available: this version exports {', '.join(FORMATS)} "
-                            "(TFLite through litert-torch is not built yet)")
+        raise MpoxscanError(f"unknown format(s) {', '.join(sorted(bad))} (known: {', '.join(FORMATS)})")
     report = export(checkpoint, out, _split_names(precisions) or [], manifest_path(calibration) if calibration else None,
                     Gate(min_agreement, max_accuracy_drop), int8_settings=int8_settings, n_calibration=calibration_images,
-                    force=force, log=lambda m: click.echo(m, err=True))
+                    force=force, log=lambda m: click.echo(m, err=True), formats=tuple(_split_names(formats) or ["onnx"]))
     for precision, v in report["variants"].items():
         if "file" not in v:
             continue

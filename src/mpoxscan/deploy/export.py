@@ -22,7 +22,7 @@ from mpoxscan.deploy.runtime import Screener, write_metadata
 from mpoxscan.errors import MpoxscanError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tflite")  # tflite: fp32 only, and only where the `tflite` extra is installed
 OPSET = 17
 
 
@@ -163,7 +163,7 @@ def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndar
 
 def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path | None, gate: Gate = Gate(),
            int8_settings: str = "auto", n_calibration: int = 64, n_selection: int = 400, seed: int = 0,
-           force: bool = False, log=print) -> dict:
+           force: bool = False, log=print, formats: tuple[str, ...] = ("onnx",)) -> dict:
     """Write ``model.<precision>.onnx`` for each precision that passes the gate, plus ``export.json`` and
     ``card.json``; raise a clear error naming every variant that failed."""
     from mpoxscan.training.train import load_checkpoint
@@ -176,7 +176,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     out = Path(out)
     if out.exists() and any(out.glob("model.*.onnx")) and not force:
         raise MpoxscanError(f"{out} already holds exported models: choose another --out or add --force")
-    needs_images = any(p != "fp32" for p in precisions)
+    if "tflite" in formats:
+        from mpoxscan.deploy.tflite import HINT, available
+
+        if not available():
+            raise MpoxscanError(HINT)
+    needs_images = any(p != "fp32" for p in precisions) or "tflite" in formats
     if needs_images and calibration is None:
         raise MpoxscanError("fp16 and int8 need --calibration MANIFEST (the training manifest): they are checked "
                             "against fp32 on its held-out images, and int8 is calibrated on its training images")
@@ -218,6 +223,20 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
             save(proto, path)
             entry |= {"file": path.name, "bytes": path.stat().st_size}
         report["variants"][precision] = entry
+    if "tflite" in formats:
+        from mpoxscan.deploy.tflite import TFLiteRunner, to_tflite
+
+        path = to_tflite(_deployable(model, card["temperature"]), card["preprocessing"]["input_size"],
+                         out / "model.fp32.tflite", metadata(card, "fp32", {"format": "tflite"}))
+        got = TFLiteRunner(path, ["logits", "probabilities", "cam"]).run(held_out)["probabilities"]
+        entry = compare(ref_gate, got, labels)
+        entry["failures"] = gate.failures(entry)
+        failures += [f"tflite fp32: {r}" for r in entry["failures"]]
+        if entry["failures"]:
+            path.unlink()
+        else:
+            entry |= {"file": path.name, "bytes": path.stat().st_size}
+        report["variants"]["tflite-fp32"] = entry
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")

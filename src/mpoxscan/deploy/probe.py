@@ -1,14 +1,14 @@
-"""A fresh process that loads a model and screens one photo, then reports its own peak memory.
+"""A fresh process that runs `mpoxscan predict MODEL IMAGE` (the real command, in-process), then reports its own
+peak memory: what `mpoxscan bench` starts to measure the cold start and the memory of a screening.
 
-``python -m mpoxscan.deploy.probe MODEL IMAGE``: what `mpoxscan bench` starts to measure cold start and memory.
+``python -m mpoxscan.deploy.probe MODEL IMAGE [THREADS]``
 """
 
+import contextlib
+import io
 import json
 import resource
 import sys
-
-from mpoxscan.deploy.runtime import Screener
-from mpoxscan.images import load_image
 
 
 def peak_rss_mb() -> float:
@@ -28,10 +28,15 @@ def peak_rss_mb() -> float:
 
 
 def main() -> None:
-    screener = Screener(sys.argv[1], threads=int(sys.argv[3]) if len(sys.argv) > 3 else None)
-    answer = screener.screen(load_image(sys.argv[2], min_side=screener.input_size))
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(),
-                      "predicted": answer.predicted, "torch_imported": "torch" in sys.modules}))
+    from mpoxscan.cli import cli
+
+    args = ["predict", sys.argv[2], "--model", sys.argv[1], "--json"] + (["--threads", sys.argv[3]] if len(sys.argv) > 3 else [])
+    answer = io.StringIO()
+    with contextlib.redirect_stdout(answer):
+        cli.main(args, prog_name="mpoxscan", standalone_mode=False)
+    result = json.loads(answer.getvalue())["results"][0]
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "predicted": result["predicted"],
+                      "torch_imported": "torch" in sys.modules}))
 
 
 if __name__ == "__main__":
