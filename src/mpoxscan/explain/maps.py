@@ -61,8 +61,10 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
             heat = attribute(model, torch.from_numpy(x), int(np.argmax(proba)), method)[0]
         k = int(np.argmax(proba))
         p_pos = float(proba[classes.index(positive)])
-        caption = (f"{classes[k]} {100 * proba[k]:.0f} %  |  {positive} {100 * p_pos:.0f} % "
-                   f"{'(flagged)' if p_pos >= threshold else ''}  |  {method}")
+        caption = " · ".join([f"{classes[k]} {100 * proba[k]:.0f} %"]
+                             + ([f"{positive} {100 * p_pos:.0f} %"] if classes[k] != positive else [])
+                             + (["flagged"] if p_pos >= threshold else []) + [method]
+                             + (["no positive evidence to map"] if float(np.max(heat)) <= 0 else []))
         target = out / f"{Path(path).stem}.{method}.png"
         overlay(seen, np.asarray(heat, np.float32), caption).save(target)
         records.append({"image": str(path), "explanation": str(target), "predicted": classes[k],

@@ -28,7 +28,7 @@ def overlay(photo: Image.Image, heat: np.ndarray, caption: str | None = None, al
     blended = np.asarray(photo, np.float32) * (1 - weight) + colourise(h).astype(np.float32) * weight
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     if caption:
-        font = ImageFont.load_default(size=max(12, width // 24))
+        font = ImageFont.load_default(size=max(11, width // 28))
         band = Image.new("RGB", (width, int(width / 9)), (255, 255, 255))
         ImageDraw.Draw(band).text((8, band.height // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
         canvas = Image.new("RGB", (width, width + band.height), (255, 255, 255))
