@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -165,6 +166,8 @@ def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_pat
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
+        # Headless Chrome needs downloads allowed explicitly (the prefs alone are not always honoured).
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         driver.get(page.as_uri())
         figures = driver.find_elements(By.CSS_SELECTOR, ".case")
         assert figures and all(img.get_property("naturalWidth") == 224 for img in driver.find_elements(By.TAG_NAME, "img"))
@@ -174,18 +177,24 @@ def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_pat
         assert "2 of" in driver.find_element(By.ID, "count").text
         driver.refresh()  # marks survive a reload (kept in the browser)
         assert "2 of" in driver.find_element(By.ID, "count").text
+        expected = driver.execute_script("return window.mpoxscanMarksCSV()")
         driver.find_element(By.ID, "save").click()
-        for _ in range(100):
-            if (downloads / "marks.csv").exists():
-                break
+        # Chrome writes a .crdownload first and may create the final name early: wait for a complete, stable file.
+        marks, text = downloads / "marks.csv", ""
+        for _ in range(150):
+            if marks.exists() and not list(downloads.glob("*.crdownload")) and marks.stat().st_size > 0:
+                text = marks.read_text()
+                if text == expected:
+                    break
             time.sleep(0.1)
-        marks = downloads / "marks.csv"
-        assert marks.exists()
     finally:
         driver.quit()
-    rows = list(csv.DictReader(open(marks)))
+    assert text == expected, (text, expected)
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["mark"] for r in rows] == ["plausible", "not plausible"]
     assert rows[1]["note"] == 'looks at the "background", not the lesion'
+    marks = tmp_path / "marks.csv"
+    marks.write_text(text)
     summary = summarise_marks(marks)
     assert summary["marked"] == 2 and summary["plausible"] == 1
     proc = subprocess.run(CLI + ["explain", "--summarise", str(marks)], capture_output=True, text=True)

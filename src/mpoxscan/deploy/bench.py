@@ -36,7 +36,8 @@ def _probe(model: Path, image: Path, threads: int) -> tuple[float, dict]:
 
 
 def bench_model(path: Path, runs: int = 50, warmup: int = 5, cold_runs: int = 3, seed: int = 0) -> dict:
-    """Size, parameters, latency (1 and 2 threads), batch-16 throughput, cold start and peak memory of one file."""
+    """Size, parameters, latency (1 and 2 threads), batch-16 throughput, and the cold start (process start to
+    answer) and peak memory of a fresh process running `mpoxscan predict` on a 12-megapixel JPEG, for one file."""
     from PIL import Image
 
     path = Path(path)
