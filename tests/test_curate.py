@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
@@ -17,7 +16,7 @@ from mpoxscan.data import curate as curate_module
 from mpoxscan.data.curate import CurateOptions, curate, write_outputs
 from mpoxscan.data.labels import LabelVote, resolve
 from mpoxscan.data.manifest import read_manifest
-from mpoxscan.data.sources import Source, SourceError
+from mpoxscan.data.sources import Source
 from mpoxscan.errors import MpoxscanError
 
 
