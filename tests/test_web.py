@@ -1,0 +1,142 @@
+"""The screening app: API routes (bad requests included) and the phone page screening on the device in Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mpoxscan.deploy.runtime import Screener, bundled_model
+from mpoxscan.web.app import ORT_DIST, Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(model=bundled_model(), max_upload_bytes=2 * 1024 * 1024, max_pixels=4_000_000)
+
+
+@pytest.fixture(scope="module")
+def client(settings):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(settings))
+
+
+def _jpeg(size=(320, 240), seed=0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_page_model_and_headers(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "mpoxscan" in page.text and "/static/app.js" in page.text
+    for header in ("content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options"):
+        assert header in page.headers
+    info = client.get("/api/model").json()
+    assert info["positive_class"] == "Monkeypox" and info["preprocessing"]["input_size"] == 224
+    assert "not a diagnosis" in info["disclaimer"]
+    model = client.get("/model.onnx")
+    assert model.status_code == 200 and model.content == bundled_model().read_bytes()
+
+
+def test_api_screen_answers_like_the_cli(client, settings):
+    photo = _jpeg()
+    got = client.post("/api/screen", content=photo).json()
+    expected = Screener(bundled_model()).screen(Image.open(io.BytesIO(photo)).convert("RGB"))
+    assert got["predicted"] == expected.predicted and got["computed"] == "server"
+    assert got["screening"]["probability"] == pytest.approx(expected.positive_probability, abs=1e-5)
+    assert np.array(got["cam"]).shape == (7, 7)
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    (b"", 400, "empty upload"),
+    (b"%PDF-1.4 not a photo", 415, "not an image"),
+    (_jpeg()[:200], 400, "truncated"),
+])
+def test_api_screen_refuses_bad_uploads_with_a_reason(client, body, status, reason):
+    r = client.post("/api/screen", content=body)
+    assert r.status_code == status and reason in r.json()["detail"].lower()
+
+
+def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
+    r = client.post("/api/screen", content=b"\xff" * (settings.max_upload_bytes + 1))
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (200, 150, 150)).save(buf, "PNG")  # 16 MP of one colour: a small file
+    r = client.post("/api/screen", content=buf.getvalue())
+    assert r.status_code == 400 and "pixels" in r.json()["detail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp_path):
+    """Open the page in a phone-sized headless Chromium, choose a real photo, see the answer computed in the browser
+    (no request reaches /api/screen), and compare it with ONNX Runtime in Python."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver") and ORT_DIST.is_dir()):
+        message = "needs chromium, chromium-driver and onnxruntime-web (make setup; .ci/run installs them)"
+        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    app_settings = Settings(model=settings.model)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=412,915", f"--user-data-dir={tmp_path / 'p'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        for _ in range(300):
+            if driver.execute_script("return document.body.dataset.ready"):
+                break
+            time.sleep(0.1)
+        assert "on this device" in driver.find_element(By.ID, "status").text
+        driver.find_element(By.ID, "photo").send_keys(str(photo))
+        result = None
+        for _ in range(300):
+            result = driver.execute_script("return window.mpoxscanLast || null")
+            if result:
+                break
+            if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
+                driver.find_element(By.ID, "anyway").click()
+            time.sleep(0.1)
+        assert result and result["computed"] == "device"
+        assert "health worker" in driver.find_element(By.ID, "verdict").text or "No sign" in driver.find_element(By.ID, "verdict").text
+        driver.save_screenshot(str(tmp_path / "phone-page.png"))
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert app_settings.counters["api_screen"] == 0  # the answer never came from the server
+    expected = Screener(settings.model).predict_proba([Image.open(photo).convert("RGB")])[0]
+    got = np.array([result["probabilities"][c] for c in Screener(settings.model).classes])
+    assert int(np.argmax(got)) == int(np.argmax(expected))
+    # The browser resizes with its own filter (not Pillow's bicubic): close, not identical.
+    assert np.abs(got - expected).max() < 0.15, (got, expected)
+    assert (tmp_path / "phone-page.png").stat().st_size > 10_000
