@@ -44,6 +44,8 @@ def test_page_model_and_headers(client):
     info = client.get("/api/model").json()
     assert info["positive_class"] == "Monkeypox" and info["preprocessing"]["input_size"] == 224
     assert "not a diagnosis" in info["disclaimer"]
+    sw = client.get("/sw.js")
+    assert sw.status_code == 200 and "javascript" in sw.headers["content-type"] and "__VERSION__" not in sw.text
     model = client.get("/model.onnx")
     assert model.status_code == 200 and model.content == bundled_model().read_bytes()
 
@@ -85,7 +87,8 @@ def _free_port() -> int:
 @pytest.mark.integration
 def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp_path):
     """Open the page in a phone-sized headless Chromium, choose a real photo, see the answer computed in the browser
-    (no request reaches /api/screen), and compare it with ONNX Runtime in Python."""
+    (no request reaches /api/screen), compare it with ONNX Runtime in Python, then screen again with the server
+    stopped (the service worker's cache)."""
     if not (shutil.which("chromium") and shutil.which("chromedriver") and ORT_DIST.is_dir()):
         message = "needs chromium, chromium-driver and onnxruntime-web (make setup; .ci/run installs them)"
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
@@ -129,6 +132,31 @@ def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp
         assert result and result["computed"] == "device"
         assert "health worker" in driver.find_element(By.ID, "verdict").text or "No sign" in driver.find_element(By.ID, "verdict").text
         driver.save_screenshot(str(tmp_path / "phone-page.png"))
+        # Offline after the first visit: stop the server, reload, screen another photo from the service worker's cache.
+        for _ in range(300):
+            if driver.execute_script("return document.body.dataset.offline"):
+                break
+            time.sleep(0.1)
+        assert driver.execute_script("return document.body.dataset.offline") == "1"
+        server.should_exit = True
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        driver.refresh()
+        for _ in range(300):
+            if driver.execute_script("return document.body.dataset.ready"):
+                break
+            time.sleep(0.1)
+        assert "on this device" in driver.find_element(By.ID, "status").text
+        driver.find_element(By.ID, "photo").send_keys(str(shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg"))
+        offline = None
+        for _ in range(300):
+            offline = driver.execute_script("return window.mpoxscanLast || null")
+            if offline:
+                break
+            if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
+                driver.find_element(By.ID, "anyway").click()
+            time.sleep(0.1)
+        assert offline and offline["computed"] == "device" and offline["predicted"]
     finally:
         driver.quit()
         server.should_exit = True

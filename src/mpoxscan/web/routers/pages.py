@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web.app import HERE, ORT_DIST, Settings
@@ -15,6 +15,16 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 def phone_page() -> FileResponse:
     return FileResponse(HERE / "static" / "index.html", media_type="text/html")
+
+
+@router.get("/sw.js", include_in_schema=False)
+def service_worker(settings: Settings = Depends(get_settings)) -> Response:
+    """The offline cache's worker, served from the root so that it controls the whole page."""
+    import hashlib
+
+    version = hashlib.sha256(settings.model.read_bytes()).hexdigest()[:16]
+    script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", version)
+    return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/model.onnx", include_in_schema=False)

@@ -21,6 +21,11 @@ async function start() {
     $("status").textContent = "This browser cannot run the model: photos will be screened by the server.";
   }
   document.body.dataset.ready = "1";
+  if ("serviceWorker" in navigator) {
+    // Keep the page, the runtime and the model for offline use (after this first visit).
+    navigator.serviceWorker.register("/sw.js").then(() => navigator.serviceWorker.ready)
+      .then(() => { document.body.dataset.offline = "1"; }).catch(() => {});
+  }
 }
 
 function squareCrop(bitmap, size) {

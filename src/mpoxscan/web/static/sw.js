@@ -1,0 +1,25 @@
+// Service worker: after the first visit the page, ONNX Runtime Web and the model come from the cache, so that
+// screening keeps working without a network. The cache name carries the model's checksum (filled in by the server),
+// so a new model replaces the old files.
+"use strict";
+const CACHE = "mpoxscan-__VERSION__";
+const ASSETS = ["/", "/static/app.js", "/static/style.css", "/api/model", "/model.onnx",
+                "/ort/ort.wasm.min.js", "/ort/ort-wasm-simd-threaded.mjs", "/ort/ort-wasm-simd-threaded.wasm"];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(ASSETS)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(caches.keys()
+    .then((keys) => Promise.all(keys.filter((k) => k.startsWith("mpoxscan-") && k !== CACHE).map((k) => caches.delete(k))))
+    .then(() => self.clients.claim()));
+});
+
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (event.request.method !== "GET" || url.origin !== self.location.origin || !ASSETS.includes(url.pathname)) return;
+  // Cache first: these files only change with a new version, which renames the cache.
+  event.respondWith(caches.match(event.request, { ignoreSearch: true })
+    .then((hit) => hit || fetch(event.request)));
+});
