@@ -11,6 +11,7 @@ import pytest
 from conftest import SQUARE_CLASSES as CLASSES, square_photo
 
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.preprocess import Preprocessing
 from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, run_cv
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,7 @@ def test_train_writes_a_checkpoint_that_rebuilds_and_predicts(manifest, tmp_path
     assert card["data"]["images"] == 40 and len(card["data"]["manifest_sha256"]) == 64
     model, loaded = load_checkpoint(tmp_path / "m")
     assert loaded == json.loads((tmp_path / "m" / "card.json").read_text())
-    prep = model.spec.preprocessing.__class__(**{**card["preprocessing"], "mean": tuple(card["preprocessing"]["mean"]),
-                                                 "std": tuple(card["preprocessing"]["std"])})
+    prep = Preprocessing.from_dict(card["preprocessing"])
     x = torch.from_numpy(prep.batch([square_photo(CLASSES["Monkeypox"], 999), square_photo(CLASSES["Healthy"], 998)]))
     with torch.no_grad():
         pred = model(x).argmax(1).tolist()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SQUARE_CLASSES, square_photo
+from conftest import SQUARE_CLASSES, chromium, square_photo
 from PIL import Image
 
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.preprocess import Preprocessing
 
 CLI = [sys.executable, "-m", "mpoxscan.cli"]
 
@@ -61,8 +61,7 @@ def test_gradcam_of_a_model_that_reads_colour_looks_at_the_square(checkpoint):
         rng = np.random.default_rng(900 + seed)
         arr = rng.integers(90, 170, size=(96, 96, 3), dtype=np.uint8)
         arr[50:90, 50:90] = SQUARE_CLASSES["Monkeypox"]  # the square in the bottom-right corner
-        x = model.spec.preprocessing.__class__(**{**card["preprocessing"], "mean": tuple(card["preprocessing"]["mean"]),
-                                                  "std": tuple(card["preprocessing"]["std"])})(Image.fromarray(arr))
+        x = Preprocessing.from_dict(card["preprocessing"])(Image.fromarray(arr))
         heat = attribute(model, torch.from_numpy(x[None]), card["classes"].index("Monkeypox"), "gradcam")[0]
         box = slice(round(50 / 96 * size), round(90 / 96 * size))
         mask = np.zeros_like(heat, bool)
@@ -139,13 +138,6 @@ def test_gallery_page_lists_every_test_image(cv_run, tmp_path):
 
 def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_path):
     """Open the page in Chromium, mark two explanations, save the CSV, and summarise it."""
-    if not shutil.which("chromium") or not shutil.which("chromedriver"):
-        message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from mpoxscan.explain.gallery import build_gallery, summarise_marks
@@ -157,16 +149,9 @@ def test_gallery_marks_round_trip_in_headless_chromium(squares_manifest, tmp_pat
     page = build_gallery(tmp_path / "run", tmp_path / "review", progress=False)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(arg)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = chromium(tmp_path / "profile")
     try:
-        # Headless Chrome needs downloads allowed explicitly (the prefs alone are not always honoured).
+        # Headless Chrome saves downloads only where it is told to.
         driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
         driver.get(page.as_uri())
         figures = driver.find_elements(By.CSS_SELECTOR, ".case")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import threading
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
 from mpoxscan.web.app import ORT_DIST, Settings, create_app
@@ -78,6 +79,31 @@ def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
     assert r.status_code == 400 and "pixels" in r.json()["detail"]
 
 
+def _wait(driver, script: str, tries: int = 300):
+    """Poll a JavaScript expression until it is truthy (30 s at most); its last value."""
+    for _ in range(tries):
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    return value
+
+
+def _screen(driver, photo: Path):
+    """Choose a photo on the page (past the quality advice if any) and return the answer the page computed."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "photo").send_keys(str(photo))
+    for _ in range(300):
+        result = driver.execute_script("return window.mpoxscanLast || null")
+        if result:
+            return result
+        if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
+            driver.find_element(By.ID, "anyway").click()
+        time.sleep(0.1)
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,16 +115,15 @@ def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp
     """Open the page in a phone-sized headless Chromium, choose a real photo, see the answer computed in the browser
     (no request reaches /api/screen), compare it with ONNX Runtime in Python, then screen again with the server
     stopped (the service worker's cache)."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver") and ORT_DIST.is_dir()):
-        message = "needs chromium, chromium-driver and onnxruntime-web (make setup; .ci/run installs them)"
+    if not ORT_DIST.is_dir():
+        message = "needs onnxruntime-web (make setup runs npm ci)"
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
     import uvicorn
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
+    driver = chromium(tmp_path / "profile", window="412,915")
     app_settings = Settings(model=settings.model)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning"))
@@ -106,56 +131,24 @@ def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=412,915", f"--user-data-dir={tmp_path / 'p'}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     try:
         driver.get(f"http://127.0.0.1:{port}/")
-        for _ in range(300):
-            if driver.execute_script("return document.body.dataset.ready"):
-                break
-            time.sleep(0.1)
+        _wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
-        driver.find_element(By.ID, "photo").send_keys(str(photo))
-        result = None
-        for _ in range(300):
-            result = driver.execute_script("return window.mpoxscanLast || null")
-            if result:
-                break
-            if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
-                driver.find_element(By.ID, "anyway").click()
-            time.sleep(0.1)
+        result = _screen(driver, photo)
         assert result and result["computed"] == "device"
         assert "health worker" in driver.find_element(By.ID, "verdict").text or "No sign" in driver.find_element(By.ID, "verdict").text
         driver.save_screenshot(str(tmp_path / "phone-page.png"))
         # Offline after the first visit: stop the server, reload, screen another photo from the service worker's cache.
-        for _ in range(300):
-            if driver.execute_script("return document.body.dataset.offline"):
-                break
-            time.sleep(0.1)
-        assert driver.execute_script("return document.body.dataset.offline") == "1"
+        assert _wait(driver, "return document.body.dataset.offline") == "1"
         server.should_exit = True
         thread.join(timeout=10)
         assert not thread.is_alive()
         driver.refresh()
-        for _ in range(300):
-            if driver.execute_script("return document.body.dataset.ready"):
-                break
-            time.sleep(0.1)
+        _wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
-        driver.find_element(By.ID, "photo").send_keys(str(shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg"))
-        offline = None
-        for _ in range(300):
-            offline = driver.execute_script("return window.mpoxscanLast || null")
-            if offline:
-                break
-            if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
-                driver.find_element(By.ID, "anyway").click()
-            time.sleep(0.1)
+        offline = _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
         assert offline and offline["computed"] == "device" and offline["predicted"]
     finally:
         driver.quit()

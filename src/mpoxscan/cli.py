@@ -33,6 +33,11 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _image_error(image, why: str) -> None:
+    """One `error:` line for a photo that could not be used (the reason names the file unless it already does)."""
+    click.echo(f"error: {why}" if str(image) in why else f"error: {image}: {why}", err=True)
+
+
 def _split_names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -379,11 +384,11 @@ def predict_cmd(images, model_file, threads, as_json) -> None:
     paths, errors = expand_inputs(list(images))
     results = [{"image": arg, "error": why} for arg, why in errors]
     for arg, why in errors:
-        click.echo(f"error: {arg}: {why}", err=True)
+        _image_error(arg, why)
     for path, answer, why in screen_files(screener, paths):
         if why is not None:
             results.append({"image": str(path), "error": why})
-            click.echo(f"error: {why}" if str(path) in why else f"error: {path}: {why}", err=True)
+            _image_error(path, why)
             continue
         results.append({"image": str(path), **answer.as_dict()})
         if not as_json:
@@ -503,7 +508,7 @@ def explain_cmd(model, images, out, method, validate_manifest, onnx_files, limit
     records = [{"image": a, "error": e} for a, e in errors] + explain_images(model_path, paths, out, method)
     failed = [r for r in records if "error" in r]
     for r in failed:
-        click.echo(f"error: {r['error']}" if r["image"] in r["error"] else f"error: {r['image']}: {r['error']}", err=True)
+        _image_error(r["image"], r["error"])
     if as_json:
         click.echo(json.dumps(records, indent=2))
     else:

@@ -22,6 +22,12 @@ class Preprocessing:
     # (resize to 256, crop 224), 1.0 keeps the whole short side (lesions are not always centred).
     crop_pct: float = 1.0
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        """From its JSON form (``dataclasses.asdict``), as checkpoints, cards and model metadata store it."""
+        return cls(int(d["input_size"]), tuple(d["mean"]), tuple(d["std"]), d.get("interpolation", "bicubic"),
+                   float(d.get("crop_pct", 1.0)))
+
     def resize_crop(self, image: Image.Image) -> Image.Image:
         """Resize the short side to ``input_size / crop_pct``, then cut the centre square of ``input_size``."""
         size = self.input_size

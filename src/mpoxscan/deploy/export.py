@@ -101,7 +101,7 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
     from mpoxscan.preprocess import Preprocessing
 
     p = card["preprocessing"]
-    prep = Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
+    prep = Preprocessing.from_dict(p)
     arrays = [prep(load_image(rows[k].path, min_side=prep.input_size))
               for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50)]
     return np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)

@@ -75,7 +75,7 @@ class Screener:
         self.positive_class: str = self.meta.get("positive_class", self.classes[0])
         self.threshold: float = float(self.meta["screening_threshold"])
         p = self.meta["preprocessing"]
-        self.preprocessing = Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
+        self.preprocessing = Preprocessing.from_dict(p)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     @property

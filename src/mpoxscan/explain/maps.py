@@ -39,7 +39,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
 
         model, card = load_checkpoint(model_path)
         p = card["preprocessing"]
-        prep = Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), p["interpolation"], p["crop_pct"])
+        prep = Preprocessing.from_dict(p)
         classes, threshold, positive = card["classes"], card["screening_threshold"], card["positive_class"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
