@@ -73,6 +73,16 @@ def square_photo(colour, seed: int) -> Image.Image:
     return img
 
 
+@pytest.fixture
+def photos(tmp_path) -> dict[str, Path]:
+    """One new square photo per class (JPEG, not in the training set): {class: path}."""
+    paths = {}
+    for k, (label, colour) in enumerate(SQUARE_CLASSES.items()):
+        paths[label] = tmp_path / f"{label}.jpg"
+        square_photo(colour, 500 + k).save(paths[label], quality=95)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def squares_manifest(tmp_path_factory) -> Path:
     """A curated manifest of 40 square photos (10 patients x 2 shots per class, 4 folds)."""

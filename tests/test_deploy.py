@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SQUARE_CLASSES, square_photo
 
 from mpoxscan.deploy.export import export
 from mpoxscan.deploy.fidelity import Gate, compare
@@ -18,15 +17,6 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import MpoxscanError
 
 CLI = [sys.executable, "-m", "mpoxscan.cli"]
-
-
-@pytest.fixture
-def photos(tmp_path) -> dict[str, Path]:
-    paths = {}
-    for k, (label, colour) in enumerate(SQUARE_CLASSES.items()):
-        paths[label] = tmp_path / f"{label}.jpg"
-        square_photo(colour, 500 + k).save(paths[label], quality=95)
-    return paths
 
 
 def test_export_writes_self_describing_variants(exported, checkpoint):

@@ -13,22 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SQUARE_CLASSES, chromium, square_photo
+from conftest import SQUARE_CLASSES, chromium
 from PIL import Image
 
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.preprocess import Preprocessing
 
 CLI = [sys.executable, "-m", "mpoxscan.cli"]
-
-
-@pytest.fixture
-def photos(tmp_path) -> dict[str, Path]:
-    paths = {}
-    for k, (label, colour) in enumerate(SQUARE_CLASSES.items()):
-        paths[label] = tmp_path / f"{label}.png"
-        square_photo(colour, 700 + k).save(paths[label])
-    return paths
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "occlusion", "integrated-gradients"])

@@ -14,7 +14,8 @@ import numpy as np
 from mpoxscan.deploy.runtime import Screener
 
 
-def _latencies(screener: Screener, batch: np.ndarray, runs: int, warmup: int) -> np.ndarray:
+def latencies(screener: Screener, batch: np.ndarray, runs: int, warmup: int) -> np.ndarray:
+    """Seconds per ``screener.run(batch)``, ``runs`` times after ``warmup`` untimed runs."""
     for _ in range(warmup):
         screener.run(batch)
     times = []
@@ -49,10 +50,10 @@ def bench_model(path: Path, runs: int = 50, warmup: int = 5, cold_runs: int = 3,
            "bytes": path.stat().st_size, "parameters": first.meta.get("parameters"), "input_size": size}
     for threads in (1, 2):
         screener = first if threads == 1 else Screener(path, threads=2)
-        t = _latencies(screener, one, runs, warmup) * 1000
+        t = latencies(screener, one, runs, warmup) * 1000
         row[f"latency_ms_{threads}t"] = {"median": float(np.median(t)), "p95": float(np.percentile(t, 95))}
     sixteen = rng.standard_normal((16, 3, size, size)).astype(np.float32)
-    t = _latencies(Screener(path, threads=2), sixteen, max(3, runs // 10), 1)
+    t = latencies(Screener(path, threads=2), sixteen, max(3, runs // 10), 1)
     row["throughput_batch16_img_s"] = float(16 / np.median(t))
     with tempfile.TemporaryDirectory(prefix="mpoxscan-bench-") as tmp:
         photo = Path(tmp) / "photo.jpg"  # a phone-sized JPEG, so that decoding and resizing count too

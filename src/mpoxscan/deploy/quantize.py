@@ -111,13 +111,9 @@ def _leading_nodes(nodes, convs: int) -> list[str]:
     return [n.name for n in nodes[:end]]
 
 
-def model_bytes(model) -> bytes:
-    return model.SerializeToString()
-
-
 def save(model, path: Path) -> None:
     """Write atomically: a half-written model file must never be mistaken for a good one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(model_bytes(model))
+    tmp.write_bytes(model.SerializeToString())
     tmp.replace(path)

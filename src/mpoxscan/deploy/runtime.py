@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,11 @@ class Screening:
     positive_probability: float
     threshold: float
     positive: bool  # the screening verdict: positive_probability >= threshold
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"predicted": self.predicted, "probabilities": self.probabilities,
                 "screening": {"class": self.positive_class, "probability": self.positive_probability,
-                              "threshold": self.threshold, "positive": self.positive}, **self.extra}
+                              "threshold": self.threshold, "positive": self.positive}}
 
 
 def _metadata(session, source) -> dict:

@@ -203,8 +203,7 @@ def validate(checkpoint, manifest, out, onnx_files=(), limit: int | None = None,
 
 def cam_overhead(model, card: dict, runs: int = 60) -> dict:
     """Median one-image latency (1 thread, fp32 ONNX Runtime) with and without the ``cam`` output."""
-    import time
-
+    from mpoxscan.deploy.bench import latencies
     from mpoxscan.deploy.export import to_onnx_fp32
     from mpoxscan.deploy.runtime import Screener
 
@@ -213,14 +212,7 @@ def cam_overhead(model, card: dict, runs: int = 60) -> dict:
     timing = {}
     for name, cam in (("without_cam", False), ("with_cam", True)):
         s = Screener(to_onnx_fp32(model, card, cam=cam).SerializeToString(), threads=1)
-        for _ in range(5):
-            s.run(x)
-        t = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            s.run(x)
-            t.append(time.perf_counter() - start)
-        timing[name] = float(np.median(t) * 1000)
+        timing[name] = float(np.median(latencies(s, x, runs, warmup=5)) * 1000)
     timing["overhead_percent"] = 100 * (timing["with_cam"] / timing["without_cam"] - 1)
     return timing
 
