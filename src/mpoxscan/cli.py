@@ -519,29 +519,10 @@ def explain_cmd(model, images, out, method, validate_manifest, onnx_files, limit
         sys.exit(1)
 
 
-@cli.command("serve", epilog="""\b
-Example:
-  mpoxscan serve                       # then open http://127.0.0.1:8000 on a phone-sized browser
-  mpoxscan serve --host 0.0.0.0 --port 8080 --model models/lite0/export/model.int8.onnx
-""")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--model", "model_file", type=click.Path(path_type=Path), help="An exported .onnx file (default: the bundled model).")
-def serve_cmd(host: str, port: int, model_file: Path | None) -> None:
-    """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
-    model and shows where the model looked; /api/screen answers browsers without WebAssembly."""
-    import uvicorn
+from mpoxscan.web.cli import expert_group, serve_cmd  # noqa: E402  (the web commands live beside the app)
 
-    from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import ORT_DIST, Settings, create_app
-
-    app = create_app(Settings(model=model_file or bundled_model()))
-    if not ORT_DIST.is_dir():
-        click.echo("note: onnxruntime-web is not installed (make setup runs npm install): the page will screen on the server",
-                   err=True)
-    click.echo(f"mpoxscan: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port} in a browser "
-               "(a phone-sized window, or a phone on the same network with --host 0.0.0.0)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # no photo or path in the logs
+cli.add_command(serve_cmd)
+cli.add_command(expert_group)
 
 
 def main() -> None:

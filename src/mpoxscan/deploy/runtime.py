@@ -10,11 +10,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 METADATA_KEY = "mpoxscan"
 DISCLAIMER = ("This is a screening aid, not a diagnosis: whatever the answer, see a health worker if you are "
@@ -98,6 +102,14 @@ class Screener:
 
     def screen(self, image) -> Screening:
         return self.verdict(self.predict_proba([image])[0])
+
+    def screen_and_map(self, image) -> tuple[Screening, np.ndarray | None, Image.Image]:
+        """The answer, the model's own map of where it looked (None if the file has no ``cam`` output), and the
+        square crop the network saw (to draw the map on)."""
+        seen = self.preprocessing.resize_crop(image)
+        outputs = self.run(self.preprocessing.normalize(seen)[None])
+        cam = outputs["cam"][0] if "cam" in outputs else None
+        return self.verdict(outputs["probabilities"][0]), cam, seen
 
 
 def bundled_model() -> Path:

@@ -1,4 +1,5 @@
-"""The FastAPI application: routers by concern, the model as a dependency, security headers on every answer."""
+"""The FastAPI application: routers by concern, the model and the database as dependencies, security headers on every
+answer, migrations on start."""
 
 from __future__ import annotations
 
@@ -6,32 +7,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
+from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
 
 HERE = Path(__file__).resolve().parent
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
-# The page only ever loads its own files; wasm needs 'wasm-unsafe-eval'; blob: for the downloaded heat map canvas.
+# The pages only ever load their own files; wasm needs 'wasm-unsafe-eval'; blob: for the downloaded heat map canvas.
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+       "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
 
 
 @dataclass
 class Settings:
     model: Path
+    data_dir: Path = field(default_factory=default_data_dir)
+    db: str | None = None  # a SQLAlchemy / PostgreSQL URL; SQLite in data_dir when None
     max_upload_bytes: int = 15 * 1024 * 1024
     max_pixels: int = 50_000_000
+    # Rate limits per client address (`limits` notation): cases sent, server-side screenings, login attempts.
+    upload_limit: str = "20/hour"
+    screen_limit: str = "120/hour"
+    login_limit: str = "10/15minutes"
+    secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
     counters: dict = field(default_factory=lambda: {"api_screen": 0})
 
 
+class LoginRequired(Exception):
+    """Raised by the current-expert dependency: a sign-in page for browsers, a 401 for everything else."""
+
+
 def create_app(settings: Settings) -> FastAPI:
-    from mpoxscan.web.routers import pages, screen
+    from mpoxscan.web.cases import PhotoStore
+    from mpoxscan.web.routers import cases, expert, pages, screen
+    from mpoxscan.web.security import RateLimits
 
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings
     app.state.screener = Screener(settings.model)
+    settings.data_dir = Path(settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    app.state.db_url = database_url(settings.db, settings.data_dir)
+    app.state.engine = make_engine(app.state.db_url)
+    app.state.schema = migrate(app.state.engine)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.photos = PhotoStore(settings.data_dir / "photos")
+    app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
+                                  logins=settings.login_limit)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -41,10 +68,27 @@ def create_app(settings: Settings) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
+        if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
+            response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
         return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _exc: LoginRequired):
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/expert/login", status_code=303)
+        return JSONResponse({"detail": "sign in as an expert first"}, status_code=401)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        # One readable line instead of pydantic's list: "photo: Field required; consent: ..."
+        reasons = ["{}: {}".format(".".join(str(p) for p in e.get("loc", ())[1:]) or "body", e.get("msg", "invalid"))
+                   for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
 
     app.include_router(pages.router)
     app.include_router(screen.router, prefix="/api")
+    app.include_router(cases.router)
+    app.include_router(expert.router, prefix="/expert")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     if ORT_DIST.is_dir():
         app.mount("/ort", StaticFiles(directory=ORT_DIST), name="ort")

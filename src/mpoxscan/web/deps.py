@@ -1,11 +1,21 @@
-"""Dependencies shared by the routers."""
+"""Dependencies shared by the routers: the model, the settings, a database session per request, the signed-in
+expert, the rate limits, request bodies read within a size limit, and the page templates."""
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Iterator
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import Screener
-from mpoxscan.web.app import Settings
+from mpoxscan.web.app import HERE, LoginRequired, Settings
+from mpoxscan.web.cases import PhotoStore, signed_in_expert
+from mpoxscan.web.tables import Expert
+
+templates = Jinja2Templates(directory=HERE / "templates")  # autoescaping on: case messages are user text
+LOGIN_COOKIE = "mpoxscan_expert"
 
 
 def get_screener(request: Request) -> Screener:
@@ -14,3 +24,69 @@ def get_screener(request: Request) -> Screener:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def model_sha256(request: Request) -> str:
+    """The served model file's sha256 (computed once): the offline cache's version and a case's model id."""
+    state = request.app.state
+    if not hasattr(state, "model_sha256"):
+        import hashlib
+
+        state.model_sha256 = hashlib.sha256(state.settings.model.read_bytes()).hexdigest()
+    return state.model_sha256
+
+
+def get_photos(request: Request) -> PhotoStore:
+    return request.app.state.photos
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def client_key(request: Request) -> str:
+    """Whom a rate limit counts: the client's address (a proxy in front must pass the real one to uvicorn)."""
+    return request.client.host if request.client else "unknown"
+
+
+def rate_limit(kind: str):
+    """A dependency that counts one ``kind`` attempt and answers 429 with Retry-After beyond the limit."""
+
+    def check(request: Request) -> None:
+        limits, key = request.app.state.limits, client_key(request)
+        if not limits.allow(kind, key):
+            wait = limits.retry_after(kind, key)
+            raise HTTPException(429, f"too many {kind} from this address: try again in {wait} s",
+                                headers={"Retry-After": str(wait)})
+
+    return check
+
+
+def current_expert(request: Request, db: Session = Depends(get_db)) -> Expert:
+    token = request.cookies.get(LOGIN_COOKIE)
+    expert = signed_in_expert(db, token) if token else None
+    if expert is None:
+        raise LoginRequired()
+    return expert
+
+
+def same_origin(request: Request) -> None:
+    """Refuse form posts from other sites (with the SameSite=Strict cookie, a second guard against CSRF)."""
+    origin = request.headers.get("origin")
+    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise HTTPException(403, "cross-site form post refused")
+
+
+async def read_body(request: Request, limit: int, what: str = "upload") -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    message = f"{what} larger than {limit / (1024 * 1024):.0f} MB"
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, message)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, message)
+    return bytes(body)

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, Response
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web.app import HERE, ORT_DIST, Settings
-from mpoxscan.web.deps import get_screener, get_settings
+from mpoxscan.web.deps import get_screener, get_settings, model_sha256
 
 router = APIRouter()
 
@@ -18,11 +18,9 @@ def phone_page() -> FileResponse:
 
 
 @router.get("/sw.js", include_in_schema=False)
-def service_worker(settings: Settings = Depends(get_settings)) -> Response:
+def service_worker(version: str = Depends(model_sha256)) -> Response:
     """The offline cache's worker, served from the root so that it controls the whole page."""
-    import hashlib
-
-    version = hashlib.sha256(settings.model.read_bytes()).hexdigest()[:16]
+    version = version[:16]
     script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", version)
     return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
@@ -34,10 +32,10 @@ def model_file(settings: Settings = Depends(get_settings)) -> FileResponse:
 
 
 @router.get("/api/model")
-def model_info(screener: Screener = Depends(get_screener)) -> dict:
+def model_info(screener: Screener = Depends(get_screener), sha256: str = Depends(model_sha256)) -> dict:
     """What the page needs to preprocess and answer: classes, preprocessing, threshold, the disclaimer."""
     meta = screener.meta
     return {"classes": meta["classes"], "positive_class": meta["positive_class"],
             "screening_threshold": meta["screening_threshold"], "preprocessing": meta["preprocessing"],
             "architecture": meta["architecture"], "precision": meta["precision"], "disclaimer": DISCLAIMER,
-            "on_device_runtime": ORT_DIST.is_dir()}
+            "on_device_runtime": ORT_DIST.is_dir(), "sha256": sha256}

@@ -2,7 +2,8 @@
 // the server's /api/screen is used only where WebAssembly is missing.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let meta = null, session = null, pending = null;
+let meta = null, session = null, pending = null, current = null;
+const MY_CASES = "mpoxscan-cases";  // this phone's own list of sent cases (number + follow-up link), nowhere else
 
 async function start() {
   meta = await (await fetch("/api/model")).json();
@@ -20,6 +21,7 @@ async function start() {
   } else {
     $("status").textContent = "This browser cannot run the model: photos will be screened by the server.";
   }
+  listMyCases();
   document.body.dataset.ready = "1";
   if ("serviceWorker" in navigator) {
     // Keep the page, the runtime and the model for offline use (after this first visit).
@@ -99,9 +101,70 @@ function show(result, seen) {
   drawHeat(seen, result.cam, side);
   $("timing").textContent = result.computed === "device" ? `Computed on this device in ${result.ms.toFixed(0)} ms.` : "Computed by the server.";
   window.mpoxscanLast = result;
+  // A new answer: consent is asked again for this photo.
+  $("send-section").hidden = false; $("consent").checked = false; $("send").disabled = true;
+  $("sent").hidden = true; $("send-status").textContent = "";
+}
+
+function reencode(bitmap, maxSide) {
+  // Drawing into a canvas keeps only the pixels: EXIF (place, time, camera) and every other tag stay behind.
+  const scale = Math.min(1, maxSide / Math.max(bitmap.width, bitmap.height));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale); canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+}
+
+function base64(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.split(",", 2)[1]);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+async function sendCase() {
+  if (!current || !$("consent").checked) return;
+  $("send").disabled = true;  // one photo, one case: no double sending
+  $("send-status").textContent = "Sending…";
+  try {
+    const photo = await base64(await reencode(current.bitmap, 2048));
+    const response = await fetch("/api/cases", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ consent: true, photo, computed: current.result.computed,
+                             probabilities: current.result.probabilities, model_sha256: meta.sha256 }) });
+    const answer = await response.json();
+    if (!response.ok) { $("send-status").textContent = "Not sent: " + answer.detail; $("send").disabled = false; return; }
+    const link = location.origin + answer.follow_up;
+    $("send-status").textContent = "";
+    $("sent-number").textContent = answer.number;
+    $("sent-link").href = link; $("sent-link").textContent = link;
+    $("sent").hidden = false;
+    const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
+    mine.unshift({ number: answer.number, link, sent: answer.sent_at });
+    localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
+    listMyCases();
+    window.mpoxscanSent = answer;
+  } catch (err) {
+    $("send-status").textContent = "Not sent: no connection to the server. Try again when you are online.";
+    $("send").disabled = false;
+  }
+}
+
+function listMyCases() {
+  const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
+  $("my-cases").hidden = mine.length === 0;
+  $("my-cases-list").innerHTML = "";
+  for (const c of mine) {
+    const a = document.createElement("a");
+    a.href = c.link; a.textContent = `Case ${c.number} (sent ${c.sent.replace("T", " ").slice(0, 16)} UTC)`;
+    $("my-cases-list").appendChild(document.createElement("li")).appendChild(a);
+  }
 }
 
 async function screen(bitmap, file) {
+  current = null;
   const size = meta.preprocessing.input_size, seen = squareCrop(bitmap, size);
   if (session) {
     const t0 = performance.now();
@@ -113,11 +176,13 @@ async function screen(bitmap, file) {
            screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
                         positive: proba[k] >= meta.screening_threshold },
            cam: Array.from(out.cam.data) }, seen);
+    current = { bitmap, result: window.mpoxscanLast };
   } else {
     const response = await fetch("/api/screen", { method: "POST", body: file });
     const result = await response.json();
     if (!response.ok) { $("status").textContent = "The server could not screen this photo: " + result.detail; return; }
     show(result, seen);
+    current = { bitmap, result };
   }
 }
 
@@ -137,5 +202,7 @@ $("photo").addEventListener("change", async () => {
   $("quality").hidden = true;
   await screen(bitmap, file);
 });
+$("consent").addEventListener("change", () => { $("send").disabled = !$("consent").checked || !current; });
+$("send").addEventListener("click", sendCase);
 $("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screen(...pending); } });
 start();

@@ -1,0 +1,224 @@
+"""Cases sent to an expert: storing them safely, the expert's queue and answer, the audit log.
+
+Plain functions over a SQLAlchemy session, used by the routers and by `mpoxscan expert`; no web code here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from PIL import Image
+from sqlalchemy import case as sql_case
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mpoxscan.deploy.runtime import Screener
+from mpoxscan.images import load_image, strip_metadata
+from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
+from mpoxscan.web.tables import AuditEvent, Case, Expert, LoginSession, utcnow
+
+#: The expert's possible answers: code -> what the person reads on the follow-up page.
+VERDICTS = {
+    "likely-mpox": "This looks like it could be mpox. Please get tested at a health centre soon, and avoid close "
+                   "skin contact with others until you have the result.",
+    "unlikely-mpox": "This does not look like mpox. If the lesion spreads, hurts or does not heal, see a health worker.",
+    "see-health-worker": "The photo alone is not enough to say. Please see a health worker who can examine the lesion.",
+    "retake-photo": "The photo does not show the lesion clearly enough. Please take a new one in daylight, in focus, "
+                    "and send it again.",
+}
+#: Photos are stored at most this large (long side, pixels): enough for a dermatologist, not a 48-MP original.
+STORED_MAX_SIDE = 2048
+LOGIN_LIFETIME = timedelta(hours=12)
+
+
+class PhotoStore:
+    """The stored photos: one metadata-free JPEG per case under ``root``, named by a random id (not the case)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, jpeg: bytes) -> str:
+        """Write atomically (temporary file, fsync, rename): a crash never leaves half a photo under a case's name."""
+        name = f"{uuid.uuid4().hex}.jpg"
+        tmp = self.root / f".{name}.part"
+        with open(tmp, "wb") as f:
+            f.write(jpeg)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / name)
+        return name
+
+    def path(self, name: str) -> Path:
+        return self.root / Path(name).name
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+
+@dataclass
+class Submitted:
+    case: Case
+    token: str  # the follow-up link's secret: returned once, never stored
+
+
+def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
+                device_probabilities: dict[str, float], computed: str, model_sha256: str) -> Submitted:
+    """Store a photo the person agreed to send: metadata stripped again, screened again by the server."""
+    jpeg = strip_metadata(photo, max_side=STORED_MAX_SIDE)
+    stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
+    answer = screener.screen(stored)
+    name = store.save(jpeg)
+    try:
+        for _attempt in range(5):
+            token = new_token()
+            case = Case(number=new_case_number(), token_hash=token_hash(token), photo_file=name,
+                        photo_sha256=hashlib.sha256(jpeg).hexdigest(), model_sha256=model_sha256, computed=computed,
+                        device_probabilities=device_probabilities, predicted=answer.predicted,
+                        probabilities=answer.probabilities, screening_probability=answer.positive_probability,
+                        screening_threshold=answer.threshold, status="waiting")
+            db.add(case)
+            try:
+                db.commit()
+                return Submitted(case, token)
+            except IntegrityError:  # a case number drawn twice (about 1 in 10^11): draw again
+                db.rollback()
+        raise RuntimeError("could not draw a free case number")
+    except BaseException:
+        store.delete(name)  # no photo without its case
+        raise
+
+
+def case_by_token(db: Session, token: str) -> Case | None:
+    return db.scalar(select(Case).where(Case.token_hash == token_hash(token)))
+
+
+def case_by_number(db: Session, number: str) -> Case | None:
+    return db.scalar(select(Case).where(Case.number == number.upper()))
+
+
+def withdraw_case(db: Session, store: PhotoStore, case: Case) -> None:
+    """The person takes their case back: photo and case are deleted (the audit log keeps only the number)."""
+    number, photo = case.number, case.photo_file
+    db.delete(case)
+    db.add(AuditEvent(action="case withdrawn", case_number=number))
+    db.commit()
+    store.delete(photo)
+
+
+def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
+    """Cases waiting for an answer. 'priority': screened positive first, then by probability (highest first),
+    then the oldest first; 'age': the oldest first."""
+    query = select(Case).where(Case.status == "waiting")
+    if order == "age":
+        query = query.order_by(Case.created_at, Case.id)
+    else:
+        flagged = sql_case((Case.screening_probability >= Case.screening_threshold, 0), else_=1)
+        query = query.order_by(flagged, Case.screening_probability.desc(), Case.created_at, Case.id)
+    return list(db.scalars(query.limit(limit)))
+
+
+def answered(db: Session, limit: int = 50) -> list[Case]:
+    return list(db.scalars(select(Case).where(Case.status == "answered").order_by(Case.answered_at.desc()).limit(limit)))
+
+
+def counts(db: Session) -> dict[str, int]:
+    rows = db.execute(select(Case.status, func.count()).group_by(Case.status)).all()
+    return {"waiting": 0, "answered": 0, **{status: n for status, n in rows}}
+
+
+def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str) -> None:
+    if verdict not in VERDICTS:
+        raise ValueError(f"unknown verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+    again = case.status == "answered"
+    case.verdict, case.message = verdict, message.strip() or None
+    case.status, case.answered_at, case.answered_by = "answered", utcnow(), expert
+    db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="answer changed" if again else "answered",
+                      case_number=case.number, detail=verdict))
+    db.commit()
+
+
+def audit(db: Session, action: str, expert: Expert | None = None, case_number: str | None = None,
+          detail: str | None = None, email: str | None = None) -> None:
+    db.add(AuditEvent(expert_id=expert.id if expert else None, email=expert.email if expert else email, action=action,
+                      case_number=case_number, detail=detail))
+    db.commit()
+
+
+def audit_log(db: Session, limit: int = 500) -> list[AuditEvent]:
+    return list(db.scalars(select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)))
+
+
+# Expert accounts and their sign-ins.
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
+        raise ValueError(f"not an e-mail address: {email!r}")
+    return email
+
+
+def add_expert(db: Session, email: str, password: str) -> Expert:
+    email = normalise_email(email)
+    if db.scalar(select(Expert).where(Expert.email == email)):
+        raise ValueError(f"an expert account for {email} exists already")
+    expert = Expert(email=email, password_hash=hash_password(password), active=True)
+    db.add(expert)
+    db.commit()
+    return expert
+
+
+def experts(db: Session) -> list[Expert]:
+    return list(db.scalars(select(Expert).order_by(Expert.email)))
+
+
+def set_active(db: Session, email: str, active: bool) -> Expert:
+    expert = db.scalar(select(Expert).where(Expert.email == normalise_email(email)))
+    if expert is None:
+        raise ValueError(f"no expert account for {email}")
+    expert.active = active
+    if not active:  # signed-in browsers are signed out at once
+        for login in db.scalars(select(LoginSession).where(LoginSession.expert_id == expert.id)):
+            db.delete(login)
+    db.commit()
+    return expert
+
+
+def sign_in(db: Session, email: str, password: str) -> tuple[Expert, str] | None:
+    """A new login token for the right address and password of an active account; None (and an audit row) if not."""
+    try:
+        address = normalise_email(email)
+    except ValueError:
+        address = None
+    expert = db.scalar(select(Expert).where(Expert.email == address)) if address else None
+    if expert is None:
+        dummy_verify()
+    if expert is None or not verify_password(expert.password_hash, password) or not expert.active:
+        audit(db, "login refused", email=(address or email.strip())[:320])
+        return None
+    token = new_token()
+    db.add(LoginSession(token_hash=token_hash(token), expert_id=expert.id, expires_at=utcnow() + LOGIN_LIFETIME))
+    db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="signed in"))
+    db.commit()
+    return expert, token
+
+
+def signed_in_expert(db: Session, token: str) -> Expert | None:
+    login = db.scalar(select(LoginSession).where(LoginSession.token_hash == token_hash(token)))
+    if login is None or login.expires_at <= utcnow() or not login.expert.active:
+        return None
+    return login.expert
+
+
+def sign_out(db: Session, token: str) -> None:
+    login = db.scalar(select(LoginSession).where(LoginSession.token_hash == token_hash(token)))
+    if login is not None:
+        db.add(AuditEvent(expert_id=login.expert_id, email=login.expert.email, action="signed out"))
+        db.delete(login)
+        db.commit()

@@ -1,0 +1,187 @@
+"""`mpoxscan serve` and `mpoxscan expert`: the screening app and its expert accounts (imports stay lazy, so that
+`mpoxscan predict` never loads the web stack)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from mpoxscan.errors import MpoxscanError
+
+_data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Where cases (photos and, by default, the SQLite database) are kept [default: ~/.local/share/mpoxscan].")
+_db_option = click.option(
+    "--db", metavar="URL", envvar="MPOXSCAN_DB",
+    help="A database URL, e.g. postgresql://user:password@host/mpoxscan [default: SQLite in --data-dir; env MPOXSCAN_DB].")
+
+
+@contextmanager
+def _database_errors(url_hint: str):
+    """A database that cannot be reached or opened is one line on stderr, not a driver traceback."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0][:200]
+        raise MpoxscanError(f"cannot open the database {url_hint}: {reason}") from None
+    except ArgumentError as exc:
+        raise MpoxscanError(f"not a database URL: {url_hint} ({exc})") from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+@click.command("serve", epilog="""\b
+Example:
+  mpoxscan serve                       # then open http://127.0.0.1:8000 on a phone-sized browser
+  mpoxscan serve --host 0.0.0.0 --port 8080 --data-dir /srv/mpoxscan
+  mpoxscan serve --db postgresql://mpoxscan:secret@localhost/mpoxscan --model export/model.int8.onnx
+""")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--model", "model_file", type=click.Path(path_type=Path), help="An exported .onnx file (default: the bundled model).")
+@_data_dir_option
+@_db_option
+@click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
+@click.option("--login-limit", default="10/15minutes", show_default=True, help="Expert sign-in attempts per address.")
+@click.option("--secure-cookies", is_flag=True, help="Mark the expert's cookie Secure (when served over https).")
+def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
+              login_limit: str, secure_cookies: bool) -> None:
+    """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
+    model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
+    at /expert. The database is migrated on start."""
+    import uvicorn
+
+    from mpoxscan.deploy.runtime import bundled_model
+    from mpoxscan.web.app import ORT_DIST, Settings, create_app
+    from mpoxscan.web.db import database_url, default_data_dir
+
+    _check_limits(upload_limit, login_limit)
+    settings = Settings(model=model_file or bundled_model(), data_dir=data_dir or default_data_dir(), db=db,
+                        upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies)
+    url = database_url(db, settings.data_dir)
+    with _database_errors(_safe_url(url)):
+        app = create_app(settings)
+    if not ORT_DIST.is_dir():
+        click.echo("note: onnxruntime-web is not installed (make setup runs npm ci): the page will screen on the server",
+                   err=True)
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {app.state.schema})")
+    click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
+               f"--host 0.0.0.0); experts sign in at {address}/expert")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # no photo, link or path in the logs
+
+
+def _check_limits(*values: str) -> None:
+    from limits import parse
+
+    for value in values:
+        try:
+            parse(value)
+        except ValueError:
+            raise MpoxscanError(f"not a rate limit: {value!r} (e.g. 20/hour, 10/15minutes)") from None
+
+
+@contextmanager
+def _session(data_dir: Path | None, db: str | None):
+    from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
+
+    folder = data_dir or default_data_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url = database_url(db, folder)
+    with _database_errors(_safe_url(url)):
+        engine = make_engine(url)
+        migrate(engine)
+        with session_factory(engine)() as session:
+            yield session
+    engine.dispose()
+
+
+@click.group("expert", epilog="""\b
+Example:
+  mpoxscan expert add doctor@example.org          # asks for the password twice
+  printf '%s\\n' "$PASSWORD" | mpoxscan expert add doctor@example.org --password-stdin
+  mpoxscan expert list
+  mpoxscan expert disable doctor@example.org
+""")
+def expert_group() -> None:
+    """Expert accounts for the dashboard (same --data-dir / --db as `serve`)."""
+
+
+@expert_group.command("add")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin (for scripts).")
+@_data_dir_option
+@_db_option
+def expert_add(email: str, password_stdin: bool, data_dir: Path | None, db: str | None) -> None:
+    """Create an expert account (the password is stored as an argon2 hash only)."""
+    from mpoxscan.web.cases import add_expert
+    from mpoxscan.web.security import MIN_PASSWORD_LENGTH
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(f"Password for {email} (at least {MIN_PASSWORD_LENGTH} characters)", hide_input=True,
+                                confirmation_prompt=True)
+    with _session(data_dir, db) as session:
+        try:
+            expert = add_expert(session, email, password)
+        except ValueError as exc:
+            raise MpoxscanError(str(exc)) from None
+    click.echo(f"expert account {expert.email} created")
+
+
+@expert_group.command("list")
+@_data_dir_option
+@_db_option
+def expert_list(data_dir: Path | None, db: str | None) -> None:
+    """The expert accounts."""
+    from mpoxscan.web.cases import experts
+
+    with _session(data_dir, db) as session:
+        rows = experts(session)
+        for e in rows:
+            click.echo(f"{e.email}\t{'active' if e.active else 'disabled'}\tsince {e.created_at:%Y-%m-%d}")
+    if not rows:
+        click.echo("no expert account yet: mpoxscan expert add EMAIL", err=True)
+
+
+def _set_active(email: str, active: bool, data_dir: Path | None, db: str | None) -> None:
+    from mpoxscan.web.cases import set_active
+
+    with _session(data_dir, db) as session:
+        try:
+            set_active(session, email, active)
+        except ValueError as exc:
+            raise MpoxscanError(str(exc)) from None
+    click.echo(f"{email}: {'enabled' if active else 'disabled (and signed out)'}")
+
+
+@expert_group.command("disable")
+@click.argument("email")
+@_data_dir_option
+@_db_option
+def expert_disable(email: str, data_dir: Path | None, db: str | None) -> None:
+    """Stop an account from signing in (its answers and audit rows stay)."""
+    _set_active(email, False, data_dir, db)
+
+
+@expert_group.command("enable")
+@click.argument("email")
+@_data_dir_option
+@_db_option
+def expert_enable(email: str, data_dir: Path | None, db: str | None) -> None:
+    """Let a disabled account sign in again."""
+    _set_active(email, True, data_dir, db)

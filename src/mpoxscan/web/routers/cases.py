@@ -1,0 +1,111 @@
+"""Cases a person sends to an expert (after consent) and their follow-up page (by the link's secret token)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from mpoxscan.deploy.runtime import DISCLAIMER, Screener
+from mpoxscan.web import cases as service
+from mpoxscan.web.app import Settings
+from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, rate_limit, read_body,
+                               templates)
+from mpoxscan.web.routers.screen import open_upload
+
+router = APIRouter()
+
+
+class CaseIn(BaseModel):
+    """What the page sends: consent, the photo (re-encoded on the phone, base64) and the answer the phone showed."""
+
+    model_config = ConfigDict(extra="forbid")
+    consent: bool
+    photo: str = Field(description="the photo, base64 (JPEG re-encoded without metadata by the page)")
+    computed: Literal["device", "server"]
+    probabilities: dict[str, float]
+    model_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
+    if sorted(probabilities) != sorted(classes):
+        raise HTTPException(400, f"probabilities must name exactly the model's classes: {', '.join(classes)}")
+    values = list(probabilities.values())
+    if not all(math.isfinite(v) and 0 <= v <= 1 for v in values) or abs(sum(values) - 1) > 0.01:
+        raise HTTPException(400, "probabilities must lie in [0, 1] and sum to 1")
+
+
+def case_status(case) -> dict:
+    """What the person may see of their case (never the photo: a leaked link shows no picture)."""
+    return {"number": case.number, "status": case.status, "sent_at": case.created_at.isoformat(timespec="seconds"),
+            "verdict": case.verdict, "verdict_text": service.VERDICTS.get(case.verdict or ""),
+            "message": case.message,
+            "answered_at": case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
+            "disclaimer": DISCLAIMER}
+
+
+@router.post("/api/cases", status_code=201, dependencies=[Depends(rate_limit("uploads"))])
+async def send_case(request: Request, settings: Settings = Depends(get_settings),
+                    screener: Screener = Depends(get_screener), db: Session = Depends(get_db),
+                    photos: service.PhotoStore = Depends(get_photos)) -> dict:
+    """Store a case for the experts: JSON {consent, photo, computed, probabilities, model_sha256}. Answers the case
+    number and the follow-up link (its secret is shown this once)."""
+    # base64 makes the photo a third larger; the JSON around it is small.
+    body = await read_body(request, settings.max_upload_bytes * 4 // 3 + 64 * 1024, "case")
+    try:
+        submission = CaseIn.model_validate_json(body)
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise HTTPException(422, f"not a case: {where}: {first.get('msg')}") from None
+    if not submission.consent:
+        raise HTTPException(400, "no consent: a case is sent to an expert only when the person agrees")
+    _check_probabilities(submission.probabilities, screener.classes)
+    try:
+        data = base64.b64decode(submission.photo, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, "photo is not valid base64") from None
+    photo = await run_in_threadpool(open_upload, data, settings, screener.input_size)
+    submitted = await run_in_threadpool(
+        service.submit_case, db, photos, screener, photo, submission.probabilities, submission.computed,
+        submission.model_sha256)
+    link = f"/c/{submitted.token}"
+    return {**case_status(submitted.case), "follow_up": link,
+            "model_matches": submission.model_sha256 == model_sha256(request)}
+
+
+def _case_or_404(db: Session, token: str):
+    case = service.case_by_token(db, token) if len(token) <= 64 else None
+    if case is None:
+        raise HTTPException(404, "no case with this link: it may have been withdrawn, or the link is incomplete")
+    return case
+
+
+@router.get("/api/cases/{token}")
+def case_json(token: str, db: Session = Depends(get_db)) -> dict:
+    return case_status(_case_or_404(db, token))
+
+
+@router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
+def follow_up_page(request: Request, token: str, db: Session = Depends(get_db)):
+    case = service.case_by_token(db, token) if len(token) <= 64 else None
+    if case is None:
+        return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
+    return templates.TemplateResponse(request, "followup.html", {"case": case_status(case), "token": token})
+
+
+@router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)
+def withdraw(request: Request, token: str, db: Session = Depends(get_db),
+             photos: service.PhotoStore = Depends(get_photos)):
+    """The person deletes their case: the photo and the case go; the audit log keeps the number only."""
+    case = _case_or_404(db, token)
+    number = case.number
+    service.withdraw_case(db, photos, case)
+    return templates.TemplateResponse(request, "followup.html", {"case": None, "withdrawn": number})

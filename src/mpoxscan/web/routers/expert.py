@@ -1,0 +1,117 @@
+"""The expert dashboard: sign-in, the queue, a case (photo, heat map, model output), the answer, the audit log."""
+
+from __future__ import annotations
+
+import io
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from mpoxscan.deploy.runtime import Screener
+from mpoxscan.images import load_image
+from mpoxscan.web import cases as service
+from mpoxscan.web.app import Settings
+from mpoxscan.web.deps import (LOGIN_COOKIE, current_expert, get_db, get_photos, get_screener, get_settings,
+                               rate_limit, same_origin, templates)
+from mpoxscan.web.tables import Expert
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request):
+    return templates.TemplateResponse(request, "login.html", {})
+
+
+@router.post("/login", response_class=HTMLResponse,
+             dependencies=[Depends(same_origin), Depends(rate_limit("logins"))])
+def login(request: Request, email: str = Form(max_length=320), password: str = Form(max_length=1024),
+          db: Session = Depends(get_db), settings: Settings = Depends(get_settings)):
+    signed = service.sign_in(db, email, password)
+    if signed is None:
+        return templates.TemplateResponse(request, "login.html", {"error": "Wrong e-mail address or password."},
+                                          status_code=401)
+    _expert, token = signed
+    response = RedirectResponse("/expert", status_code=303)
+    response.set_cookie(LOGIN_COOKIE, token, max_age=int(service.LOGIN_LIFETIME.total_seconds()), path="/expert",
+                        httponly=True, samesite="strict", secure=settings.secure_cookies)
+    return response
+
+
+@router.post("/logout", dependencies=[Depends(same_origin)])
+def logout(request: Request, db: Session = Depends(get_db)):
+    token = request.cookies.get(LOGIN_COOKIE)
+    if token:
+        service.sign_out(db, token)
+    response = RedirectResponse("/expert/login", status_code=303)
+    response.delete_cookie(LOGIN_COOKIE, path="/expert")
+    return response
+
+
+@router.get("", response_class=HTMLResponse)
+def queue_page(request: Request, order: str = "priority", db: Session = Depends(get_db),
+               expert: Expert = Depends(current_expert)):
+    if order not in ("priority", "age"):
+        raise HTTPException(400, "order must be 'priority' or 'age'")
+    return templates.TemplateResponse(request, "queue.html", {
+        "expert": expert, "order": order, "waiting": service.queue(db, order), "answered": service.answered(db),
+        "counts": service.counts(db), "just_answered": request.query_params.get("answered")})
+
+
+def _case(db: Session, number: str):
+    case = service.case_by_number(db, number) if len(number) <= 16 else None
+    if case is None:
+        raise HTTPException(404, f"no case {number}: it may have been withdrawn by the person")
+    return case
+
+
+@router.get("/cases/{number}", response_class=HTMLResponse)
+def case_page(request: Request, number: str, db: Session = Depends(get_db), screener: Screener = Depends(get_screener),
+              expert: Expert = Depends(current_expert)):
+    case = _case(db, number)
+    service.audit(db, "viewed case", expert, case.number)
+    rows = [(c, case.probabilities.get(c), case.device_probabilities.get(c)) for c in screener.classes]
+    return templates.TemplateResponse(request, "case.html", {
+        "expert": expert, "case": case, "rows": rows, "verdicts": service.VERDICTS})
+
+
+@router.get("/cases/{number}/photo.jpg")
+def case_photo(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
+               expert: Expert = Depends(current_expert)):
+    return FileResponse(photos.path(_case(db, number).photo_file), media_type="image/jpeg")
+
+
+@router.get("/cases/{number}/heatmap.png")
+async def case_heatmap(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
+                       screener: Screener = Depends(get_screener), expert: Expert = Depends(current_expert)):
+    """Where the model looked, drawn by the server on the stored photo (the same map the phone drew)."""
+    from mpoxscan.explain.overlay import overlay
+
+    case = _case(db, number)
+
+    def draw() -> bytes:
+        answer, cam, seen = screener.screen_and_map(load_image(photos.path(case.photo_file)))
+        if cam is None:
+            raise HTTPException(404, "this model has no heat map output")
+        buf = io.BytesIO()
+        overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(buf, "PNG")
+        return buf.getvalue()
+
+    return Response(await run_in_threadpool(draw), media_type="image/png")
+
+
+@router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])
+def answer(number: str, verdict: str = Form(), message: str = Form("", max_length=4000),
+           db: Session = Depends(get_db), expert: Expert = Depends(current_expert)):
+    case = _case(db, number)
+    if verdict not in service.VERDICTS:
+        raise HTTPException(400, f"unknown verdict: one of {', '.join(service.VERDICTS)}")
+    service.answer_case(db, case, expert, verdict, message)
+    return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, db: Session = Depends(get_db), expert: Expert = Depends(current_expert)):
+    return templates.TemplateResponse(request, "audit.html", {"expert": expert, "events": service.audit_log(db)})

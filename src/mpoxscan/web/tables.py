@@ -1,0 +1,101 @@
+"""The service's database tables (SQLAlchemy 2 declarative models). Alembic migrations in migrations/ create them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no time zone: it comes back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use datetime.now(timezone.utc)")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Expert(Base):
+    """A medical expert who answers cases. Passwords are stored as argon2 hashes only."""
+
+    __tablename__ = "experts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginSession(Base):
+    """An expert's signed-in browser. Only the sha256 of the cookie's token is stored."""
+
+    __tablename__ = "login_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expert: Mapped[Expert] = relationship()
+
+
+class Case(Base):
+    """A photo a person chose to send, with the answer their phone computed and the server's own re-check.
+
+    ``number`` is what the person quotes (not secret); the follow-up link holds a separate secret token, of which only
+    the sha256 is stored, so a copy of the database does not open anyone's follow-up page.
+    """
+
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    photo_file: Mapped[str] = mapped_column(String(64))
+    photo_sha256: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    # What the phone showed the person ("device", or "server" for browsers without WebAssembly).
+    computed: Mapped[str] = mapped_column(String(8))
+    device_probabilities: Mapped[dict] = mapped_column(JSON)
+    # The server screens the stored photo again: the queue is ordered by this, which a client cannot forge.
+    predicted: Mapped[str] = mapped_column(String(40))
+    probabilities: Mapped[dict] = mapped_column(JSON)
+    screening_probability: Mapped[float] = mapped_column(Float, index=True)
+    screening_threshold: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(12), default="waiting", index=True)
+    verdict: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id", ondelete="SET NULL"))
+    answered_by: Mapped[Expert | None] = relationship()
+
+
+class AuditEvent(Base):
+    """Who saw and answered what: one row per expert action, never updated or deleted by the app."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    expert_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id", ondelete="SET NULL"))
+    # The address typed at a failed login is kept, so that attempts on an account can be read back.
+    email: Mapped[str | None] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(32))
+    case_number: Mapped[str | None] = mapped_column(String(16), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
