@@ -33,6 +33,15 @@ def photo() -> Image.Image:
 
 
 @pytest.fixture(scope="session")
+def artefacts() -> Path:
+    """Where tests leave files for people to look at (screenshots): test-artefacts/ in the checkout (git ignores it),
+    or MPOXSCAN_ARTEFACTS."""
+    folder = Path(os.environ.get("MPOXSCAN_ARTEFACTS", REPO / "test-artefacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real image sets. Integration tests fail (not skip) without them: CI always has them beside the checkout."""
     if not (SHARED_DATA / "msld-v2").is_dir():
@@ -147,3 +156,33 @@ def chromium(profile: Path, window: str | None = None):
     if window:
         options.add_argument(f"--window-size={window}")
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """A fresh, empty database URL: SQLite in a temporary folder, or a new database on the PostgreSQL server named by
+    MPOXSCAN_TEST_POSTGRES (.ci/run starts one). Without it the PostgreSQL half is skipped (a failure in CI)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cases.sqlite3'}"
+        return
+    admin_url = os.environ.get("MPOXSCAN_TEST_POSTGRES")
+    if not admin_url:
+        message = "needs a PostgreSQL server: MPOXSCAN_TEST_POSTGRES=postgresql+psycopg://... (.ci/run starts one)"
+        if os.environ.get("MPOXSCAN_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"mpoxscan_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -16,12 +16,13 @@ from PIL import Image
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
-from mpoxscan.web.app import ORT_DIST, Settings, create_app
+from mpoxscan.web.app import ORT_DIST, Settings, create_app, make_server
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    return Settings(model=bundled_model(), max_upload_bytes=2 * 1024 * 1024, max_pixels=4_000_000)
+def settings(tmp_path_factory) -> Settings:
+    return Settings(model=bundled_model(), data_dir=tmp_path_factory.mktemp("data"), max_upload_bytes=2 * 1024 * 1024,
+                    max_pixels=4_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -110,37 +111,90 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PASSWORD = "correct horse battery staple"
+
+
 @pytest.mark.integration
-def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp_path):
-    """Open the page in a phone-sized headless Chromium, choose a real photo, see the answer computed in the browser
-    (no request reaches /api/screen), compare it with ONNX Runtime in Python, then screen again with the server
-    stopped (the service worker's cache)."""
+def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(settings, shared_data, tmp_path,
+                                                                            artefacts, caplog):
+    """The whole journey in headless Chromium. Phone-sized: choose a real photo, see the answer computed in the browser
+    (no request reaches /api/screen; compared with ONNX Runtime in Python), agree and send it. Desktop-sized: sign in
+    as the expert, find the case in the queue, open it, answer. Phone again: the follow-up link shows the answer.
+    Last, offline: stop the server, reload, screen another photo from the service worker's cache. Screenshots of
+    both sides go to test-artefacts/."""
     if not ORT_DIST.is_dir():
         message = "needs onnxruntime-web (make setup runs npm ci)"
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
-    import uvicorn
     from selenium.webdriver.common.by import By
 
+    from mpoxscan.web.cases import add_expert, case_by_number
+
     driver = chromium(tmp_path / "profile", window="412,915")
-    app_settings = Settings(model=settings.model)
+    app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
+    app = create_app(app_settings)
+    with app.state.sessions() as db:
+        add_expert(db, "doc@example.org", PASSWORD)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = make_server(app, "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
+    caplog.set_level("DEBUG")
     try:
-        driver.get(f"http://127.0.0.1:{port}/")
+        # The person, on a phone.
+        driver.get(base + "/")
         _wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
         result = _screen(driver, photo)
         assert result and result["computed"] == "device"
-        assert "health worker" in driver.find_element(By.ID, "verdict").text or "No sign" in driver.find_element(By.ID, "verdict").text
-        driver.save_screenshot(str(tmp_path / "phone-page.png"))
+        verdict = driver.find_element(By.ID, "verdict").text
+        assert "health worker" in verdict or "No sign" in verdict
+        driver.save_screenshot(str(artefacts / "phone-answer.png"))
+        send = driver.find_element(By.ID, "send")
+        assert not send.is_enabled()  # nothing leaves the phone without consent
+        driver.find_element(By.ID, "consent").click()
+        assert send.is_enabled()
+        send.click()
+        sent = _wait(driver, "return window.mpoxscanSent || null")
+        assert sent and sent["number"] in driver.find_element(By.ID, "sent").text
+        follow_up = driver.find_element(By.ID, "sent-link").get_attribute("href")
+        assert follow_up == base + sent["follow_up"]
+        assert sent["number"] in driver.find_element(By.ID, "my-cases-list").text  # kept on the phone for later
+        driver.execute_script("document.getElementById('sent').scrollIntoView({block: 'center'})")
+        driver.save_screenshot(str(artefacts / "phone-sent.png"))
+        # The expert, on a desktop browser.
+        driver.set_window_size(1280, 1000)
+        driver.get(base + "/expert")
+        assert driver.current_url == base + "/expert/login"
+        driver.find_element(By.NAME, "email").send_keys("doc@example.org")
+        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+        driver.find_element(By.ID, "sign-in").click()
+        _wait(driver, "return document.getElementById('queue') !== null")
+        assert sent["number"] in driver.find_element(By.ID, "queue").text
+        driver.save_screenshot(str(artefacts / "dashboard-queue.png"))
+        driver.find_element(By.LINK_TEXT, sent["number"]).click()
+        assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
+                             "&& document.images.length === 2")
+        driver.save_screenshot(str(artefacts / "dashboard-case.png"))
+        driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']").click()
+        driver.find_element(By.NAME, "message").send_keys("Please show the lesion to the nurse at your health centre.")
+        driver.find_element(By.ID, "send-answer").click()
+        _wait(driver, "return document.getElementById('answered-notice') !== null")
+        assert sent["number"] in driver.find_element(By.ID, "answered-notice").text
+        # The person opens the follow-up link.
+        driver.set_window_size(412, 915)
+        driver.get(follow_up)
+        assert "nurse at your health centre" in driver.find_element(By.ID, "expert-message").text
+        assert "not enough to say" in driver.find_element(By.ID, "verdict-text").text
+        driver.save_screenshot(str(artefacts / "phone-follow-up.png"))
         # Offline after the first visit: stop the server, reload, screen another photo from the service worker's cache.
+        driver.get(base + "/")
+        _wait(driver, "return document.body.dataset.ready")
         assert _wait(driver, "return document.body.dataset.offline") == "1"
         server.should_exit = True
         thread.join(timeout=10)
@@ -154,10 +208,19 @@ def test_phone_page_screens_on_the_device_in_chromium(settings, shared_data, tmp
         driver.quit()
         server.should_exit = True
         thread.join(timeout=10)
-    assert app_settings.counters["api_screen"] == 0  # the answer never came from the server
+    assert app_settings.counters["api_screen"] == 0  # the answers never came from the server
     expected = Screener(settings.model).predict_proba([Image.open(photo).convert("RGB")])[0]
     got = np.array([result["probabilities"][c] for c in Screener(settings.model).classes])
     assert int(np.argmax(got)) == int(np.argmax(expected))
     # The browser resizes with its own filter (not Pillow's bicubic): close, not identical.
     assert np.abs(got - expected).max() < 0.15, (got, expected)
-    assert (tmp_path / "phone-page.png").stat().st_size > 10_000
+    with app.state.sessions() as db:
+        case = case_by_number(db, sent["number"])
+        assert case.status == "answered" and case.verdict == "see-health-worker" and case.computed == "device"
+        assert case.device_probabilities == pytest.approx(result["probabilities"])
+    token = follow_up.rsplit("/", 1)[1]
+    # Nothing personal in the server's logs (the test's own clients, Selenium and urllib3, log what they send).
+    server_logs = [r.getMessage() for r in caplog.records if not r.name.startswith(("selenium", "urllib3"))]
+    assert not any(token in m or "doc@example.org" in m or sent["number"] in m for m in server_logs)
+    for name in ("phone-answer", "phone-sent", "dashboard-queue", "dashboard-case", "phone-follow-up"):
+        assert (artefacts / f"{name}.png").stat().st_size > 10_000

@@ -65,7 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # Follow-up links hold a secret: never sent to another site (and own pages keep a real Origin on form posts).
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
         if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
@@ -93,3 +94,11 @@ def create_app(settings: Settings) -> FastAPI:
     if ORT_DIST.is_dir():
         app.mount("/ort", StaticFiles(directory=ORT_DIST), name="ort")
     return app
+
+
+def make_server(app: FastAPI, host: str, port: int):
+    """The uvicorn server that `mpoxscan serve` runs (and the tests and benchmarks start in a thread)."""
+    import uvicorn
+
+    # No access log: its URLs would hold follow-up links (secrets) and case numbers.
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))

@@ -62,10 +62,8 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
-    import uvicorn
-
     from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import ORT_DIST, Settings, create_app
+    from mpoxscan.web.app import ORT_DIST, Settings, create_app, make_server
     from mpoxscan.web.db import database_url, default_data_dir
 
     _check_limits(upload_limit, login_limit)
@@ -81,7 +79,13 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {app.state.schema})")
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
                f"--host 0.0.0.0); experts sign in at {address}/expert")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)  # no photo, link or path in the logs
+    with app.state.sessions() as session:
+        from mpoxscan.web.cases import experts
+
+        if not experts(session):
+            where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
+            click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
+    make_server(app, host, port).run()
 
 
 def _check_limits(*values: str) -> None:

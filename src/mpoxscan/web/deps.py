@@ -72,9 +72,14 @@ def current_expert(request: Request, db: Session = Depends(get_db)) -> Expert:
 
 
 def same_origin(request: Request) -> None:
-    """Refuse form posts from other sites (with the SameSite=Strict cookie, a second guard against CSRF)."""
+    """Refuse form posts from other sites (with the SameSite=Strict cookie, a second guard against CSRF).
+    Browsers say where a request comes from in Sec-Fetch-Site (recent ones) or Origin."""
+    site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if site is not None:
+        if site not in ("same-origin", "none"):
+            raise HTTPException(403, "cross-site form post refused")
+    elif origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise HTTPException(403, "cross-site form post refused")
 
 

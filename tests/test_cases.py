@@ -1,0 +1,355 @@
+"""Cases sent to an expert, the follow-up page and the expert dashboard: every route, its bad requests, the rate
+limits and the audit log, on SQLite and on a real PostgreSQL server (the `database` fixture)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode, make_photo
+
+from mpoxscan.deploy.runtime import Screener, bundled_model
+from mpoxscan.images import load_image
+from mpoxscan.web import cases as service
+from mpoxscan.web.app import Settings, create_app
+from mpoxscan.web.tables import Case, LoginSession, utcnow
+
+PASSWORD = "correct horse battery staple"
+NUMBER = re.compile(r"^[2-9A-HJKMNP-TV-Z]{4}-[2-9A-HJKMNP-TV-Z]{4}$")
+
+
+def _client(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://testserver")
+
+
+@pytest.fixture
+def app(database, tmp_path):
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data", db=database,
+                              max_upload_bytes=2 * 1024 * 1024, max_pixels=4_000_000, upload_limit="1000/hour",
+                              login_limit="1000/hour"))
+    yield app
+    app.state.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return _client(app)
+
+
+def _db(app):
+    return app.state.sessions()
+
+
+def _photo_bytes(seed: int = 0, size=(320, 256), **save) -> bytes:
+    return encode(make_photo(seed, size), "JPEG", quality=92, **save)
+
+
+def _case_body(client, jpeg: bytes | None = None, **changes) -> dict:
+    info = client.get("/api/model").json()
+    body = {"consent": True, "photo": base64.b64encode(jpeg if jpeg is not None else _photo_bytes()).decode(),
+            "computed": "device", "probabilities": {c: 1 / len(info["classes"]) for c in info["classes"]},
+            "model_sha256": info["sha256"]}
+    body.update(changes)
+    return body
+
+
+def _send(client, jpeg: bytes | None = None, **changes):
+    return client.post("/api/cases", json=_case_body(client, jpeg, **changes))
+
+
+def _expert(app, email="doc@example.org"):
+    with _db(app) as db:
+        return service.add_expert(db, email, PASSWORD)
+
+
+def _sign_in(client, email="doc@example.org", password=PASSWORD):
+    return client.post("/expert/login", data={"email": email, "password": password}, follow_redirects=False)
+
+
+def test_migrations_run_on_start_and_again_as_a_no_op(database, tmp_path):
+    from sqlalchemy import inspect
+
+    from mpoxscan.web.db import make_engine, migrate
+
+    engine = make_engine(database)
+    head = migrate(engine)
+    assert migrate(engine) == head  # a second start changes nothing
+    assert {"cases", "experts", "login_sessions", "audit_events", "alembic_version"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app, client):
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0132] = "2026:01:01 10:00:00"  # DateTime
+    photo = _photo_bytes(3, exif=exif.tobytes())
+    assert b"PhoneMaker" in photo
+    r = _send(client, photo)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert NUMBER.match(answer["number"]) and answer["status"] == "waiting" and answer["model_matches"]
+    assert re.fullmatch(r"/c/[A-Za-z0-9_-]{43}", answer["follow_up"])
+    with _db(app) as db:
+        case = service.case_by_number(db, answer["number"])
+        stored = app.state.photos.path(case.photo_file).read_bytes()
+        assert b"PhoneMaker" not in stored and not Image.open(io.BytesIO(stored)).getexif()
+        import hashlib
+
+        assert case.photo_sha256 == hashlib.sha256(stored).hexdigest()
+        assert case.token_hash not in answer["follow_up"]  # only the token's hash is kept
+        expected = Screener(bundled_model()).screen(load_image(stored))
+        assert case.screening_probability == pytest.approx(expected.positive_probability, abs=1e-6)
+        assert case.device_probabilities == _case_body(client)["probabilities"]
+    # The person's follow-up page and its JSON.
+    page = client.get(answer["follow_up"])
+    assert page.status_code == 200 and answer["number"] in page.text and "Waiting for an expert" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    status = client.get("/api" + answer["follow_up"].replace("/c/", "/cases/")).json()
+    assert status["status"] == "waiting" and status["verdict"] is None and "photo" not in status
+
+
+@pytest.mark.parametrize("change, status, reason", [
+    ({"consent": False}, 400, "no consent"),
+    ({"photo": "not base64!"}, 400, "not valid base64"),
+    ({"photo": ""}, 400, "empty upload"),
+    ({"photo": base64.b64encode(b"%PDF-1.4 not a photo").decode()}, 415, "not an image"),
+    ({"photo": base64.b64encode(_photo_bytes()[:300]).decode()}, 400, "truncated"),
+    ({"probabilities": {"Monkeypox": 1.0}}, 400, "exactly the model's classes"),
+    ({"computed": "somewhere"}, 422, "computed"),
+    ({"model_sha256": "abc"}, 422, "model_sha256"),
+    ({"extra": "field"}, 422, "extra"),
+])
+def test_bad_cases_are_refused_with_a_reason(client, change, status, reason):
+    r = _send(client, **change)
+    assert r.status_code == status, r.text
+    assert reason in r.json()["detail"].lower()
+
+
+def test_probabilities_that_are_not_probabilities_and_broken_bodies_are_refused(client):
+    body = _case_body(client)
+    body["probabilities"] = {c: 0.9 for c in body["probabilities"]}
+    r = client.post("/api/cases", json=body)
+    assert r.status_code == 400 and "sum to 1" in r.json()["detail"]
+    r = client.post("/api/cases", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "json" in r.json()["detail"].lower()
+    r = client.post("/api/cases", content=b"")
+    assert r.status_code == 422
+
+
+def test_huge_cases_and_decompression_bombs_are_refused(client, app):
+    r = client.post("/api/cases", content=b"x" * (3 * 1024 * 1024))
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    bomb = encode(Image.new("RGB", (4000, 4000), (200, 150, 150)), "PNG")  # 16 MP of one colour: a small file
+    r = _send(client, bomb)
+    assert r.status_code == 400 and "pixels" in r.json()["detail"]
+    with _db(app) as db:
+        assert service.counts(db) == {"waiting": 0, "answered": 0}
+    assert not list(app.state.photos.root.iterdir())  # nothing half-stored
+
+
+def test_uploads_and_logins_are_rate_limited(database, tmp_path):
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", db=database, upload_limit="2/minute",
+                              login_limit="3/minute"))
+    client = _client(app)
+    assert [_send(client, _photo_bytes(k)).status_code for k in range(2)] == [201, 201]
+    r = _send(client, _photo_bytes(5))
+    assert r.status_code == 429 and "too many uploads" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
+    _expert(app)
+    assert [_sign_in(client, password="wrong password x").status_code for _ in range(3)] == [401, 401, 401]
+    r = _sign_in(client)  # even the right password waits now
+    assert r.status_code == 429 and "too many logins" in r.json()["detail"]
+    app.state.engine.dispose()
+
+
+def test_follow_up_links_unknown_and_withdrawn(app, client):
+    assert client.get("/c/" + "A" * 43).status_code == 404
+    r = client.get("/api/cases/" + "A" * 43)
+    assert r.status_code == 404 and "no case" in r.json()["detail"]
+    assert client.get("/c/" + "A" * 500).status_code == 404
+    answer = _send(client).json()
+    with _db(app) as db:
+        photo = app.state.photos.path(service.case_by_number(db, answer["number"]).photo_file)
+    assert photo.is_file()
+    r = client.post(answer["follow_up"] + "/withdraw")
+    assert r.status_code == 200 and "deleted" in r.text
+    assert not photo.exists() and client.get(answer["follow_up"]).status_code == 404
+    with _db(app) as db:
+        assert service.case_by_number(db, answer["number"]) is None
+        assert [e.action for e in service.audit_log(db)] == ["case withdrawn"]
+
+
+EXPERT_ROUTES = [("get", "/expert"), ("get", "/expert/audit"), ("get", "/expert/cases/ABCD-EFGH"),
+                 ("get", "/expert/cases/ABCD-EFGH/photo.jpg"), ("get", "/expert/cases/ABCD-EFGH/heatmap.png"),
+                 ("post", "/expert/cases/ABCD-EFGH/answer")]
+
+
+@pytest.mark.parametrize("method, path", EXPERT_ROUTES)
+def test_expert_routes_need_a_signed_in_expert(client, method, path):
+    r = getattr(client, method)(path, follow_redirects=False, **({"data": {"verdict": "likely-mpox"}} if method == "post" else {}))
+    assert r.status_code == 401 and "sign in" in r.json()["detail"]
+    r = client.get(path, headers={"accept": "text/html"}, follow_redirects=False) if method == "get" else None
+    assert r is None or (r.status_code == 303 and r.headers["location"] == "/expert/login")
+
+
+def test_sign_in_refusals_sign_out_and_expiry(app, client):
+    _expert(app)
+    assert client.get("/expert/login").status_code == 200
+    for email, password in [("doc@example.org", "wrong password x"), ("nobody@example.org", PASSWORD), ("x", PASSWORD)]:
+        r = _sign_in(client, email, password)
+        assert r.status_code == 401 and "Wrong e-mail address or password" in r.text
+    r = _sign_in(client, "  DOC@example.org ", PASSWORD)  # addresses are case- and space-insensitive
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/expert" in cookie
+    assert client.get("/expert").status_code == 200
+    assert client.post("/expert/logout", follow_redirects=False).status_code == 303
+    assert client.get("/expert").status_code == 401  # the token is gone from the database, not only the browser
+    _sign_in(client)
+    with _db(app) as db:  # an expired sign-in is refused
+        for login in db.query(LoginSession):
+            login.expires_at = utcnow() - timedelta(seconds=1)
+        db.commit()
+    assert client.get("/expert").status_code == 401
+    _sign_in(client)
+    with _db(app) as db:
+        service.set_active(db, "doc@example.org", False)  # disabling signs out at once
+    assert client.get("/expert").status_code == 401
+    assert _sign_in(client).status_code == 401
+    with _db(app) as db:
+        actions = [e.action for e in service.audit_log(db)]
+    assert actions.count("login refused") == 4 and actions.count("signed in") == 3 and "signed out" in actions
+
+
+def test_queue_order_case_view_answer_and_audit(app, client):
+    _expert(app)
+    now = utcnow()
+    with _db(app) as db:  # four cases with chosen probabilities and ages (threshold 0.5)
+        for number, p, hours in [("AAAA-AAAA", 0.30, 5), ("BBBB-BBBB", 0.90, 1), ("CCCC-CCCC", 0.90, 3),
+                                 ("DDDD-DDDD", 0.55, 9)]:
+            db.add(Case(number=number, token_hash=number * 4, photo_file="none.jpg", photo_sha256="0" * 64,
+                        model_sha256="0" * 64, computed="device", device_probabilities={}, predicted="Monkeypox",
+                        probabilities={}, screening_probability=p, screening_threshold=0.5, status="waiting",
+                        created_at=now - timedelta(hours=hours)))
+        db.commit()
+        assert [c.number for c in service.queue(db)] == ["CCCC-CCCC", "BBBB-BBBB", "DDDD-DDDD", "AAAA-AAAA"]
+        assert [c.number for c in service.queue(db, "age")] == ["DDDD-DDDD", "AAAA-AAAA", "CCCC-CCCC", "BBBB-BBBB"]
+    sent = _send(client, _photo_bytes(7)).json()
+    _sign_in(client)
+    page = client.get("/expert").text
+    assert page.index("CCCC-CCCC") < page.index("BBBB-BBBB") < page.index("DDDD-DDDD")
+    assert client.get("/expert?order=nonsense").status_code == 400
+    view = client.get(f"/expert/cases/{sent['number']}")
+    assert view.status_code == 200 and "Model output" in view.text and view.headers["cache-control"] == "no-store"
+    assert client.get(f"/expert/cases/{sent['number']}/photo.jpg").headers["content-type"] == "image/jpeg"
+    heat = client.get(f"/expert/cases/{sent['number']}/heatmap.png")
+    assert heat.status_code == 200 and Image.open(io.BytesIO(heat.content)).size[0] == 448
+    assert client.get("/expert/cases/ZZZZ-ZZZZ").status_code == 404
+    # Bad answers: an unknown verdict, a message too long, a post from another site.
+    url = f"/expert/cases/{sent['number']}/answer"
+    assert client.post(url, data={"verdict": "maybe"}).status_code == 400
+    assert client.post(url, data={"verdict": "likely-mpox", "message": "x" * 5000}).status_code == 422
+    r = client.post(url, data={"verdict": "likely-mpox"}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+    r = client.post(url, data={"verdict": "likely-mpox"}, headers={"sec-fetch-site": "cross-site"})
+    assert r.status_code == 403
+    r = client.post(url, data={"verdict": "likely-mpox", "message": "<script>alert(1)</script> Call us."},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/expert?answered={sent['number']}"
+    # The person sees the answer, escaped.
+    follow = client.get(sent["follow_up"]).text
+    assert "An expert has answered" in follow and service.VERDICTS["likely-mpox"] in follow
+    assert "<script>alert(1)" not in follow and "&lt;script&gt;alert(1)" in follow
+    status = client.get("/api" + sent["follow_up"].replace("/c/", "/cases/")).json()
+    assert status["status"] == "answered" and status["verdict"] == "likely-mpox"
+    audit = client.get("/expert/audit").text
+    assert "viewed case" in audit and "answered" in audit and sent["number"] in audit
+    with _db(app) as db:
+        events = [(e.action, e.case_number, e.email) for e in service.audit_log(db)]
+        assert events[0] == ("answered", sent["number"], "doc@example.org")
+        assert ("viewed case", sent["number"], "doc@example.org") in events
+        assert service.counts(db) == {"waiting": 4, "answered": 1}
+
+
+def test_nothing_personal_reaches_the_logs(app, client, caplog):
+    _expert(app)
+    with caplog.at_level(logging.DEBUG):
+        sent = _send(client).json()
+        _sign_in(client)
+        client.get(f"/expert/cases/{sent['number']}")
+        client.post(f"/expert/cases/{sent['number']}/answer", data={"verdict": "unlikely-mpox", "message": "secret note"})
+        client.get(sent["follow_up"])
+    # The test's own HTTP client (httpx) logs its URLs: that is this test, not the service.
+    text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    assert caplog.records
+    token = sent["follow_up"].rsplit("/", 1)[1]
+    for secret in (token, "doc@example.org", PASSWORD, "secret note", sent["number"]):
+        assert secret not in text
+
+
+def test_concurrent_submissions_are_all_stored_once(app, client):
+    photos = [_photo_bytes(100 + k) for k in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: _send(client, p), photos))
+    assert [a.status_code for a in answers] == [201] * 16
+    numbers = [a.json()["number"] for a in answers]
+    assert len(set(numbers)) == 16
+    with _db(app) as db:
+        assert service.counts(db)["waiting"] == 16
+        for photo, number in zip(photos, numbers):  # each number holds the photo its sender sent
+            stored = np.asarray(Image.open(app.state.photos.path(service.case_by_number(db, number).photo_file)), float)
+            assert np.abs(stored - np.asarray(Image.open(io.BytesIO(photo)), float)).mean() < 3
+    assert len(list(app.state.photos.root.glob("*.jpg"))) == 16
+
+
+def test_expert_accounts_from_the_command_line(database, tmp_path):
+    from click.testing import CliRunner
+
+    from mpoxscan.cli import cli
+
+    where = ["--data-dir", str(tmp_path / "data"), "--db", database]
+    run = CliRunner().invoke
+    r = run(cli, ["expert", "add", "Doc@Example.org", *where], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert r.exit_code == 0 and "doc@example.org created" in r.output
+    r = run(cli, ["expert", "add", "doc@example.org", "--password-stdin", *where], input=f"{PASSWORD}\n")
+    assert r.exit_code == 1 and "exists already" in r.output
+    r = run(cli, ["expert", "add", "two@example.org", "--password-stdin", *where], input="short\n")
+    assert r.exit_code == 1 and "at least 12 characters" in r.output
+    r = run(cli, ["expert", "add", "not-an-address", "--password-stdin", *where], input=f"{PASSWORD}\n")
+    assert r.exit_code == 1 and "not an e-mail address" in r.output
+    assert run(cli, ["expert", "disable", "doc@example.org", *where]).exit_code == 0
+    r = run(cli, ["expert", "list", *where])
+    assert r.exit_code == 0 and "doc@example.org\tdisabled" in r.output
+    assert run(cli, ["expert", "enable", "doc@example.org", *where]).exit_code == 0
+    assert "doc@example.org\tactive" in run(cli, ["expert", "list", *where]).output
+    r = run(cli, ["expert", "disable", "nobody@example.org", *where])
+    assert r.exit_code == 1 and "no expert account" in r.output
+    from mpoxscan.web.db import make_engine, session_factory
+
+    engine = make_engine(database)
+    with session_factory(engine)() as db:
+        assert service.sign_in(db, "doc@example.org", PASSWORD) is not None
+    engine.dispose()
+
+
+def test_serve_and_expert_refuse_an_unreachable_database_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mpoxscan.cli import cli
+
+    bad = "postgresql://nobody:pw@/nothing?host=/nonexistent-socket-dir"
+    for args in (["expert", "list", "--db", bad], ["serve", "--db", bad, "--data-dir", str(tmp_path)]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and r.output.startswith("error: cannot open the database") and "pw" not in r.output
+        assert "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["serve", "--upload-limit", "lots", "--data-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "not a rate limit" in r.output
