@@ -26,24 +26,23 @@ RESULTS = HERE / "results" / "web"
 
 
 def main() -> None:
-    import uvicorn
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import Settings, create_app
+    from mpoxscan.web.app import Settings, create_app, make_server
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--photos", type=int, default=20)
     args = parser.parse_args()
     photos = sorted((args.data / "msld-v2").glob("*/*.jpg"))[:: max(1, 750 // args.photos)][: args.photos]
-    settings = Settings(model=bundled_model())
+    settings = Settings(model=bundled_model(), data_dir=Path(tempfile.mkdtemp(prefix="mpoxscan-web-bench-")))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = make_server(create_app(settings), "127.0.0.1", port)
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
