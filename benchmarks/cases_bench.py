@@ -90,6 +90,13 @@ def run_backend(label: str, db: str | None, bodies: list[dict], rounds: int) -> 
     from mpoxscan.web.tables import Case
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"mpoxscan-cases-{label}-"))
+    if db:
+        from sqlalchemy import inspect
+
+        engine = make_engine(database_url(db, data_dir))
+        if inspect(engine).get_table_names():
+            raise SystemExit(f"{label}: the database is not empty: give an empty one (the script counts every row)")
+        engine.dispose()
     port = _free_port()
     command = [sys.executable, "-m", "mpoxscan.cli", "serve", "--port", str(port), "--data-dir", str(data_dir),
                "--upload-limit", "100000/hour"] + (["--db", db] if db else [])

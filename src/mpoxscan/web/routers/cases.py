@@ -72,7 +72,7 @@ async def send_case(request: Request, settings: Settings = Depends(get_settings)
         data = base64.b64decode(submission.photo, validate=True)
     except (binascii.Error, ValueError):
         raise HTTPException(400, "photo is not valid base64") from None
-    photo = await run_in_threadpool(open_upload, data, settings, screener.input_size)
+    photo = await run_in_threadpool(open_upload, data, settings)  # full size: the expert sees the photo as sent
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, submission.probabilities, submission.computed,
         submission.model_sha256)

@@ -15,8 +15,9 @@ from mpoxscan.web.deps import get_screener, get_settings, rate_limit, read_body
 router = APIRouter()
 
 
-def open_upload(data: bytes, settings: Settings, min_side: int):
-    """The uploaded photo, or a 400/415 with the reason (the content decides, not a name or a declared type)."""
+def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
+    """The uploaded photo, or a 400/415 with the reason (the content decides, not a name or a declared type).
+    ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept)."""
     if not data:
         raise HTTPException(400, "empty upload: no photo in the request")
     try:
