@@ -2,14 +2,16 @@
 each submission took.
 
     .venv/bin/python benchmarks/cases_bench.py [--data ../shared/data] [--cases 50] [--rounds 3]
-                                               [--postgres postgresql://...]
+                                               [--postgres postgresql://...] [--phone-size 2048]
 
 Starts `mpoxscan serve` as its own process (one uvicorn worker, the bundled model, a fresh data folder, the upload
 limit raised for the run), prepares N distinct real MSLD v2.0 photos the way the phone page sends them (re-encoded
 JPEG, base64, with the on-device probabilities computed here by the same model), and posts all N at once from N
 concurrent connections, ROUNDS times. Then it reads the database and the photo folder back: N x ROUNDS cases, N x
 ROUNDS distinct case numbers and photo files, and every case number holding the photo its sender sent. SQLite always;
-PostgreSQL too with --postgres (an empty database: the script drops its tables afterwards).
+PostgreSQL too with --postgres (an empty database: the script drops its tables afterwards). MSLD's photos are small
+(most 224 x 224); a phone sends up to 2048 px, so each run is repeated with the same photos enlarged to 2048 x 2048
+(bicubic; --phone-size 0 skips it): the sizes, not the pixels, of a real phone's uploads.
 Results: benchmarks/results/web/cases.json, cases.md and cases.png.
 """
 
@@ -42,8 +44,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(data: Path, n: int) -> list[dict]:
-    """N distinct photos as the page sends them, each with its on-device answer."""
+def prepare(data: Path, n: int, side: int = 0) -> list[dict]:
+    """N distinct photos as the page sends them (enlarged to side x side if given), each with its on-device answer."""
     from PIL import Image
 
     from mpoxscan.deploy.runtime import Screener, bundled_model
@@ -54,6 +56,8 @@ def prepare(data: Path, n: int) -> list[dict]:
     bodies = []
     for path in paths:
         photo = load_image(path)
+        if side:
+            photo = photo.resize((side, side), Image.Resampling.BICUBIC)
         buf = io.BytesIO()
         Image.frombytes("RGB", photo.size, photo.tobytes()).save(buf, "JPEG", quality=90)
         answer = screener.screen(photo)
@@ -158,18 +162,49 @@ def run_backend(label: str, db: str | None, bodies: list[dict], rounds: int) -> 
             "latencies_s": [round(float(s), 4) for s in seconds]}
 
 
+def plot(runs: list[dict], path: Path) -> None:
+    """Cumulative share of submissions answered within a time, one line per photo size and database."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for r in runs:
+        s = np.sort(r["latencies_s"])
+        ax.plot(s, np.arange(1, len(s) + 1) / len(s), label=f"{r['backend']}, {r['photos']} (p95 {r['p95_s']:.2f} s)")
+    ax.set_xscale("log")
+    ax.set_xticks([0.1, 0.2, 0.5, 1, 2, 5])
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("response time of one submission (s)")
+    ax.set_ylabel("share of submissions")
+    r = runs[0]
+    ax.set_title(f"{r['cases_per_round']} concurrent submissions x {r['rounds']} rounds, one server process", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--cases", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--phone-size", type=int, default=2048)
     parser.add_argument("--postgres", default=os.environ.get("MPOXSCAN_TEST_POSTGRES"),
                         help="an empty PostgreSQL database to run against as well")
     args = parser.parse_args()
-    bodies = prepare(args.data, args.cases)
-    runs = [run_backend("sqlite", None, bodies, args.rounds)]
-    if args.postgres:
-        runs.append(run_backend("postgresql", args.postgres, bodies, args.rounds))
+    runs = []
+    for side in [0] + ([args.phone_size] if args.phone_size else []):
+        bodies = prepare(args.data, args.cases, side)
+        megabytes = np.mean([len(b["photo"]) for b in bodies]) / 1e6
+        photos = f"{side} x {side} px (enlarged)" if side else "as in MSLD (most 224 x 224 px)"
+        for backend, db in [("sqlite", None)] + ([("postgresql", args.postgres)] if args.postgres else []):
+            run = run_backend(backend, db, bodies, args.rounds)
+            runs.append({**run, "photos": photos, "mean_request_mb": round(float(megabytes), 3)})
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
     (RESULTS / "cases.json").write_text(json.dumps({"machine": machine, "runs": runs}, indent=1) + "\n")
@@ -177,12 +212,13 @@ def main() -> None:
              f"`.venv/bin/python benchmarks/cases_bench.py{' --postgres URL' if args.postgres else ''}` on "
              f"{machine['cpus']} CPUs. Each round posts {args.cases} distinct real photos (MSLD v2.0, re-encoded "
              "as the page does) at once from as many connections; afterwards the database and the photo folder "
-             "are read back.", "",
-             "| database | sent | accepted | rows stored | photo files | distinct numbers | numbers holding another "
-             "photo | median | p95 | max | round wall time | cases/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "are read back. Then the same photos enlarged to the size a phone sends (enlarged photos are smoother "
+             "than real ones of that size, so their files are smaller).", "",
+             "| photos (mean request) | database | sent | accepted | rows stored | photo files | distinct numbers | "
+             "numbers holding another photo | median | p95 | max | round wall time | cases/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| {r['backend']} | {r['sent']} | {r['accepted']} | {r['stored_rows']} | {r['photo_files']} | "
+        lines.append(f"| {r['photos']} ({r['mean_request_mb']:.2f} MB) | {r['backend']} | {r['sent']} | {r['accepted']} | {r['stored_rows']} | {r['photo_files']} | "
                      f"{r['distinct_numbers']} | {r['numbers_holding_another_photo']} | {r['median_s']:.2f} s | "
                      f"{r['p95_s']:.2f} s | {r['max_s']:.2f} s | "
                      f"{', '.join(f'{w:.1f}' for w in r['round_wall_s'])} s | {r['throughput_per_s']} |")
@@ -191,22 +227,7 @@ def main() -> None:
               "(fsync) and the database row. One uvicorn process serves them all; the screening runs in its thread "
               "pool, so the time grows with the number of requests waiting behind the 2 cores.", ""]
     (RESULTS / "cases.md").write_text("\n".join(lines))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for r in runs:
-        s = np.sort(r["latencies_s"])
-        ax.plot(s, np.arange(1, len(s) + 1) / len(s), label=f"{r['backend']} (p95 {r['p95_s']:.2f} s)")
-    ax.set_xlabel("response time of one submission (s)")
-    ax.set_ylabel("share of submissions")
-    ax.set_title(f"{args.cases} concurrent submissions x {args.rounds} rounds, one server process", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(RESULTS / "cases.png", dpi=120)
+    plot(runs, RESULTS / "cases.png")
     print((RESULTS / "cases.md").read_text())
 
 
