@@ -48,6 +48,11 @@ def test_page_model_and_headers(client):
     assert "not a diagnosis" in info["disclaimer"]
     sw = client.get("/sw.js")
     assert sw.status_code == 200 and "javascript" in sw.headers["content-type"] and "__VERSION__" not in sw.text
+    manifest = client.get("/static/manifest.webmanifest")
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    for icon in manifest.json()["icons"]:  # installable: its icons exist
+        assert client.get(icon["src"]).status_code == 200
+    assert 'rel="manifest"' in page.text
     model = client.get("/model.onnx")
     assert model.status_code == 200 and model.content == bundled_model().read_bytes()
 

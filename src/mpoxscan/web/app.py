@@ -3,6 +3,7 @@ answer, migrations on start."""
 
 from __future__ import annotations
 
+import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
 
+# The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
+mimetypes.add_type("application/manifest+json", ".webmanifest")
 HERE = Path(__file__).resolve().parent
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
 # The pages only ever load their own files; wasm needs 'wasm-unsafe-eval'; blob: for the downloaded heat map canvas.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 from sqlalchemy import case as sql_case
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -203,6 +203,7 @@ def sign_in(db: Session, email: str, password: str) -> tuple[Expert, str] | None
         audit(db, "login refused", email=(address or email.strip())[:320])
         return None
     token = new_token()
+    db.execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))  # forget expired sign-ins
     db.add(LoginSession(token_hash=token_hash(token), expert_id=expert.id, expires_at=utcnow() + LOGIN_LIFETIME))
     db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="signed in"))
     db.commit()

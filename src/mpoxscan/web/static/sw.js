@@ -1,9 +1,10 @@
 // Service worker: after the first visit the page, ONNX Runtime Web and the model come from the cache, so that
-// screening keeps working without a network. The cache name carries the model's checksum (filled in by the server),
-// so a new model replaces the old files.
+// screening keeps working without a network. The cache name carries a checksum of the model and the page's files
+// (filled in by the server), so a new model or page replaces the old files.
 "use strict";
 const CACHE = "mpoxscan-__VERSION__";
-const ASSETS = ["/", "/static/app.js", "/static/style.css", "/api/model", "/model.onnx",
+const ASSETS = ["/", "/static/app.js", "/static/style.css", "/static/manifest.webmanifest", "/static/icon.svg",
+                "/api/model", "/model.onnx",
                 "/ort/ort.wasm.min.js", "/ort/ort-wasm-simd-threaded.mjs", "/ort/ort-wasm-simd-threaded.wasm"];
 
 self.addEventListener("install", (event) => {
