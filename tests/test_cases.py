@@ -355,3 +355,7 @@ def test_serve_and_expert_refuse_an_unreachable_database_in_one_line(tmp_path):
         assert "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["serve", "--upload-limit", "lots", "--data-dir", str(tmp_path)])
     assert r.exit_code == 1 and "not a rate limit" in r.output
+    (tmp_path / "a-file").write_text("x")
+    for command in ("serve", "expert list"):
+        r = CliRunner().invoke(cli, [*command.split(), "--data-dir", str(tmp_path / "a-file" / "data")])
+        assert r.exit_code == 1 and r.output.startswith("error: cannot use") and "Traceback" not in r.output

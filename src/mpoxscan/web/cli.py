@@ -33,6 +33,19 @@ def _database_errors(url_hint: str):
         raise MpoxscanError(f"not a database URL: {url_hint} ({exc})") from None
 
 
+def _data_folder(path: Path | None) -> Path:
+    """The data folder, created (owner-only) if missing, or a one-line error."""
+    from mpoxscan.web.db import default_data_dir
+
+    folder = path or default_data_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (folder / "photos").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise MpoxscanError(f"cannot use {folder} as the data folder: {exc.strerror or exc}") from None
+    return folder
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     from sqlalchemy.engine import make_url
@@ -64,10 +77,10 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     at /expert. The database is migrated on start."""
     from mpoxscan.deploy.runtime import bundled_model
     from mpoxscan.web.app import ORT_DIST, Settings, create_app, make_server
-    from mpoxscan.web.db import database_url, default_data_dir
+    from mpoxscan.web.db import database_url
 
     _check_limits(upload_limit, login_limit)
-    settings = Settings(model=model_file or bundled_model(), data_dir=data_dir or default_data_dir(), db=db,
+    settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies)
     url = database_url(db, settings.data_dir)
     with _database_errors(_safe_url(url)):
@@ -100,11 +113,9 @@ def _check_limits(*values: str) -> None:
 
 @contextmanager
 def _session(data_dir: Path | None, db: str | None):
-    from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
+    from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
 
-    folder = data_dir or default_data_dir()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    url = database_url(db, folder)
+    url = database_url(db, _data_folder(data_dir))
     with _database_errors(_safe_url(url)):
         engine = make_engine(url)
         migrate(engine)
