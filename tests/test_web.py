@@ -229,3 +229,42 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     assert not any(token in m or "doc@example.org" in m or sent["number"] in m for m in server_logs)
     for name in ("phone-answer", "phone-sent", "dashboard-queue", "dashboard-case", "phone-follow-up"):
         assert (artefacts / f"{name}.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(settings, shared_data, tmp_path):
+    """A browser without WebAssembly (removed from every page before its scripts run): the page says so, screens
+    through /api/screen, and the case can be sent like any other."""
+    from selenium.webdriver.common.by import By
+
+    driver = chromium(tmp_path / "profile", window="412,915")
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete globalThis.WebAssembly;"})
+    app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
+    app = create_app(app_settings)
+    port = _free_port()
+    server = make_server(app, "127.0.0.1", port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        _wait(driver, "return document.body.dataset.ready")
+        assert driver.execute_script("return typeof WebAssembly") == "undefined"
+        assert "screened by the server" in driver.find_element(By.ID, "status").text
+        result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+        assert result and result["computed"] == "server"
+        driver.find_element(By.ID, "consent").click()
+        driver.find_element(By.ID, "send").click()
+        sent = _wait(driver, "return window.mpoxscanSent || null")
+        assert sent and sent["status"] == "waiting"
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert app_settings.counters["api_screen"] == 1
+    with app.state.sessions() as db:
+        from mpoxscan.web.cases import case_by_number
+
+        case = case_by_number(db, sent["number"])
+        assert case.computed == "server" and case.predicted == result["predicted"]

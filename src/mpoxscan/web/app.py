@@ -99,9 +99,15 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def make_server(app: FastAPI, host: str, port: int):
-    """The uvicorn server that `mpoxscan serve` runs (and the tests and benchmarks start in a thread)."""
+def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None = None):
+    """The uvicorn server that `mpoxscan serve` runs (and the tests and benchmarks start in a thread).
+
+    ``trusted_proxies``: addresses of reverse proxies whose X-Forwarded-For / -Proto headers are believed (the rate
+    limits then count the real client); without it no forwarded header is believed, so no client can pick the
+    address its uploads are counted under."""
     import uvicorn
 
     # No access log: its URLs would hold follow-up links (secrets) and case numbers.
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         proxy_headers=bool(trusted_proxies),
+                                         forwarded_allow_ips=trusted_proxies or None))

@@ -61,6 +61,7 @@ Example:
   mpoxscan serve                       # then open http://127.0.0.1:8000 on a phone-sized browser
   mpoxscan serve --host 0.0.0.0 --port 8080 --data-dir /srv/mpoxscan
   mpoxscan serve --db postgresql://mpoxscan:secret@localhost/mpoxscan --model export/model.int8.onnx
+  mpoxscan serve --proxy 127.0.0.1 --secure-cookies      # behind nginx / caddy serving https
 """)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -70,8 +71,11 @@ Example:
 @click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
 @click.option("--login-limit", default="10/15minutes", show_default=True, help="Expert sign-in attempts per address.")
 @click.option("--secure-cookies", is_flag=True, help="Mark the expert's cookie Secure (when served over https).")
+@click.option("--proxy", "trusted_proxies", metavar="ADDRESSES",
+              help="Behind a reverse proxy: its address(es), comma-separated, whose X-Forwarded-For is believed "
+                   "(so that rate limits count each client, not the proxy).")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool) -> None:
+              login_limit: str, secure_cookies: bool, trusted_proxies: str | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -98,7 +102,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
         if not experts(session):
             where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
             click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
-    make_server(app, host, port).run()
+    make_server(app, host, port, trusted_proxies).run()
 
 
 def _check_limits(*values: str) -> None:
