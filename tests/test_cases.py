@@ -247,6 +247,7 @@ def test_queue_order_case_view_answer_and_audit(app, client):
     _sign_in(client)
     page = client.get("/expert").text
     assert page.index("CCCC-CCCC") < page.index("BBBB-BBBB") < page.index("DDDD-DDDD")
+    assert "9 h ago" in page and "0 min ago" in page
     assert client.get("/expert?order=nonsense").status_code == 400
     view = client.get(f"/expert/cases/{sent['number']}")
     assert view.status_code == 200 and "Model output" in view.text and view.headers["cache-control"] == "no-store"
@@ -394,3 +395,29 @@ def test_forwarded_addresses_count_only_behind_a_trusted_proxy(tmp_path):
     assert limited_after_two("127.0.0.1", spoof=True) == [201, 201, 201]  # the proxy's clients are told apart
     assert limited_after_two(None, spoof=True) == [201, 201, 429]  # not trusted: the forged header changes nothing
 
+
+
+def test_purge_deletes_old_answered_cases_and_their_photos(app, client, database, tmp_path):
+    from click.testing import CliRunner
+
+    from mpoxscan.cli import cli
+
+    expert = _expert(app)
+    numbers = [_send(client, _photo_bytes(40 + k)).json()["number"] for k in range(3)]
+    with _db(app) as db:
+        for number, days in zip(numbers[:2], (100, 10)):
+            case = service.case_by_number(db, number)
+            service.answer_case(db, case, expert, "unlikely-mpox", "")
+            case.answered_at = utcnow() - timedelta(days=days)
+        db.commit()
+        old_photo = app.state.photos.path(service.case_by_number(db, numbers[0]).photo_file)
+    r = CliRunner().invoke(cli, ["cases", "purge", "--answered-days", "30", "--data-dir", str(tmp_path / "data"),
+                                 "--db", database])
+    assert r.exit_code == 0 and "1 answered case(s)" in r.output
+    assert not old_photo.exists()
+    with _db(app) as db:
+        assert service.case_by_number(db, numbers[0]) is None
+        assert service.case_by_number(db, numbers[1]).status == "answered"  # answered 10 days ago: kept
+        assert service.case_by_number(db, numbers[2]).status == "waiting"  # never purged while waiting
+        assert ("case purged", numbers[0]) in [(e.action, e.case_number) for e in service.audit_log(db)]
+    assert len(list(app.state.photos.root.glob("*.jpg"))) == 2

@@ -519,10 +519,11 @@ def explain_cmd(model, images, out, method, validate_manifest, onnx_files, limit
         sys.exit(1)
 
 
-from mpoxscan.web.cli import expert_group, serve_cmd  # noqa: E402  (the web commands live beside the app)
+from mpoxscan.web.cli import cases_group, expert_group, serve_cmd  # noqa: E402  (the web commands live beside the app)
 
 cli.add_command(serve_cmd)
 cli.add_command(expert_group)
+cli.add_command(cases_group)
 
 
 def main() -> None:

@@ -112,6 +112,20 @@ def withdraw_case(db: Session, store: PhotoStore, case: Case) -> None:
     store.delete(photo)
 
 
+def purge_answered(db: Session, store: PhotoStore, older_than: timedelta) -> list[str]:
+    """Delete cases answered more than ``older_than`` ago, with their photos (data kept no longer than needed);
+    the audit log keeps their numbers. Returns the numbers deleted."""
+    cutoff = utcnow() - older_than
+    old = list(db.scalars(select(Case).where(Case.status == "answered", Case.answered_at < cutoff)))
+    for case in old:
+        db.delete(case)
+        db.add(AuditEvent(action="case purged", case_number=case.number, detail=f"answered {case.answered_at:%Y-%m-%d}"))
+    db.commit()
+    for case in old:  # files after the commit: a failed commit leaves every case whole
+        store.delete(case.photo_file)
+    return [case.number for case in old]
+
+
 def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
     """Cases waiting for an answer. 'priority': screened positive first, then by probability (highest first),
     then the oldest first; 'age': the oldest first."""

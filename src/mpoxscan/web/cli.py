@@ -204,3 +204,28 @@ def expert_disable(email: str, data_dir: Path | None, db: str | None) -> None:
 def expert_enable(email: str, data_dir: Path | None, db: str | None) -> None:
     """Let a disabled account sign in again."""
     _set_active(email, True, data_dir, db)
+
+
+@click.group("cases", epilog="""\b
+Example:
+  mpoxscan cases purge --answered-days 90      # delete cases answered more than 90 days ago, with their photos
+""")
+def cases_group() -> None:
+    """Stored cases (same --data-dir / --db as `serve`)."""
+
+
+@cases_group.command("purge")
+@click.option("--answered-days", type=click.IntRange(0), required=True,
+              help="Delete cases answered more than this many days ago (their photos too; the audit log keeps numbers).")
+@_data_dir_option
+@_db_option
+def cases_purge(answered_days: int, data_dir: Path | None, db: str | None) -> None:
+    """Delete answered cases older than a number of days: keep people's photos no longer than needed."""
+    from datetime import timedelta
+
+    from mpoxscan.web.cases import PhotoStore, purge_answered
+
+    folder = _data_folder(data_dir)
+    with _session(folder, db) as session:
+        gone = purge_answered(session, PhotoStore(folder / "photos"), timedelta(days=answered_days))
+    click.echo(f"{len(gone)} answered case(s) older than {answered_days} days deleted")

@@ -15,6 +15,21 @@ from mpoxscan.web.cases import PhotoStore, signed_in_expert
 from mpoxscan.web.tables import Expert
 
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescaping on: case messages are user text
+
+
+def age(moment) -> str:
+    """How long ago, in the largest whole unit: '5 min', '3 h', '2 days'."""
+    from mpoxscan.web.tables import utcnow
+
+    minutes = int((utcnow() - moment).total_seconds() // 60)
+    if minutes < 60:
+        return f"{max(minutes, 0)} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} days"
+
+
+templates.env.filters["age"] = age
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
