@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,12 +23,11 @@ RESULTS = HERE / "results" / "web"
 
 
 def main() -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import Settings, create_app, make_server
+    from mpoxscan.web.app import Settings, create_app
+    from mpoxscan.web.testing import ServerThread, headless_chromium
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
@@ -39,20 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     photos = sorted((args.data / "msld-v2").glob("*/*.jpg"))[:: max(1, 750 // args.photos)][: args.photos]
     settings = Settings(model=bundled_model(), data_dir=Path(tempfile.mkdtemp(prefix="mpoxscan-web-bench-")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server(create_app(settings), "127.0.0.1", port)
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    profile = tempfile.mkdtemp(prefix="mpoxscan-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=412,915", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    server = ServerThread(create_app(settings)).start()
+    port = int(server.url.rsplit(":", 1)[1])
+    driver = headless_chromium(Path(tempfile.mkdtemp(prefix="mpoxscan-chromium-")), window="412,915")
     times, answers = [], []
     try:
         started = time.perf_counter()
@@ -77,7 +62,7 @@ def main() -> None:
             answers.append(result["computed"])
     finally:
         driver.quit()
-        server.should_exit = True
+        server.stop()
     total = sum(r[1] or r[2] for r in resources)
     out = {"first_visit_bytes": int(total), "first_visit_mb": round(total / 1e6, 2),
            "largest": sorted(([Path(r[0]).name, round((r[1] or r[2]) / 1e6, 2)] for r in resources), key=lambda x: -x[1])[:4],

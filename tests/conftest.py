@@ -138,24 +138,14 @@ def exported(checkpoint, squares_manifest, tmp_path_factory) -> Path:
 
 def chromium(profile: Path, window: str | None = None):
     """A headless Debian Chromium driven by Selenium, or a skip (a failure under MPOXSCAN_REQUIRE_BROWSER, as in CI)."""
-    import shutil
+    from mpoxscan.web.testing import chromium_available, headless_chromium
 
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+    if not chromium_available():
         message = "needs Debian's chromium and chromium-driver (.ci/run installs them)"
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    if window:
-        options.add_argument(f"--window-size={window}")
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return headless_chromium(profile, window)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

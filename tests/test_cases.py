@@ -364,32 +364,19 @@ def test_serve_and_expert_refuse_an_unreachable_database_in_one_line(tmp_path):
 
 def test_forwarded_addresses_count_only_behind_a_trusted_proxy(tmp_path):
     """Rate limits count the real client behind a proxy given with --proxy, and ignore forged headers otherwise."""
-    import socket
-    import threading
-    import time
-
     import httpx
 
-    from mpoxscan.web.app import make_server
+    from mpoxscan.web.testing import ServerThread
 
     def limited_after_two(trusted: str | None, spoof: bool) -> list[int]:
         app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / str(trusted) / str(spoof),
                                   upload_limit="2/minute"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = make_server(app, "127.0.0.1", port, trusted)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
         body = _case_body(_client(app))
         codes = []
-        for k in range(3):  # three clients, one upload each (or one client pretending to be three)
-            headers = {"x-forwarded-for": f"203.0.113.{k}"} if spoof else {}
-            codes.append(httpx.post(f"http://127.0.0.1:{port}/api/cases", json=body, headers=headers).status_code)
-        server.should_exit = True
-        thread.join(timeout=10)
+        with ServerThread(app, trusted) as server:
+            for k in range(3):  # three clients, one upload each (or one client pretending to be three)
+                headers = {"x-forwarded-for": f"203.0.113.{k}"} if spoof else {}
+                codes.append(httpx.post(server.url + "/api/cases", json=body, headers=headers).status_code)
         return codes
 
     assert limited_after_two("127.0.0.1", spoof=True) == [201, 201, 201]  # the proxy's clients are told apart

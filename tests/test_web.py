@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +14,8 @@ from PIL import Image
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
-from mpoxscan.web.app import ORT_DIST, Settings, create_app, make_server
+from mpoxscan.web.app import ORT_DIST, Settings, create_app
+from mpoxscan.web.testing import ServerThread
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +109,6 @@ def _screen(driver, photo: Path):
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 PASSWORD = "correct horse battery staple"
 
 
@@ -141,13 +134,8 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     app = create_app(app_settings)
     with app.state.sessions() as db:
         add_expert(db, "doc@example.org", PASSWORD)
-    port = _free_port()
-    server = make_server(app, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
+    server = ServerThread(app).start()
+    base = server.url
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     caplog.set_level("DEBUG")
     try:
@@ -201,9 +189,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.get(base + "/")
         _wait(driver, "return document.body.dataset.ready")
         assert _wait(driver, "return document.body.dataset.offline") == "1"
-        server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive()
+        server.stop()
         driver.refresh()
         _wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
@@ -211,8 +197,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         assert offline and offline["computed"] == "device" and offline["predicted"]
     finally:
         driver.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
     assert app_settings.counters["api_screen"] == 0  # the answers never came from the server
     expected = Screener(settings.model).predict_proba([Image.open(photo).convert("RGB")])[0]
     got = np.array([result["probabilities"][c] for c in Screener(settings.model).classes])
@@ -241,27 +226,20 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete globalThis.WebAssembly;"})
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
-    port = _free_port()
-    server = make_server(app, "127.0.0.1", port)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     try:
-        driver.get(f"http://127.0.0.1:{port}/")
-        _wait(driver, "return document.body.dataset.ready")
-        assert driver.execute_script("return typeof WebAssembly") == "undefined"
-        assert "screened by the server" in driver.find_element(By.ID, "status").text
-        result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
-        assert result and result["computed"] == "server"
-        driver.find_element(By.ID, "consent").click()
-        driver.find_element(By.ID, "send").click()
-        sent = _wait(driver, "return window.mpoxscanSent || null")
-        assert sent and sent["status"] == "waiting"
+        with ServerThread(app) as server:
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert driver.execute_script("return typeof WebAssembly") == "undefined"
+            assert "screened by the server" in driver.find_element(By.ID, "status").text
+            result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            assert result and result["computed"] == "server"
+            driver.find_element(By.ID, "consent").click()
+            driver.find_element(By.ID, "send").click()
+            sent = _wait(driver, "return window.mpoxscanSent || null")
+            assert sent and sent["status"] == "waiting"
     finally:
         driver.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
     assert app_settings.counters["api_screen"] == 1
     with app.state.sessions() as db:
         from mpoxscan.web.cases import case_by_number
