@@ -408,3 +408,46 @@ def test_purge_deletes_old_answered_cases_and_their_photos(app, client, database
         assert service.case_by_number(db, numbers[2]).status == "waiting"  # never purged while waiting
         assert ("case purged", numbers[0]) in [(e.action, e.case_number) for e in service.audit_log(db)]
     assert len(list(app.state.photos.root.glob("*.jpg"))) == 2
+
+
+def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
+    """A webhook receives the case number, the answer and the dashboard link; a webhook that is down costs only the
+    notification, and its failure is logged without the case."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hook.server_address[1]}/hook?secret=abc"
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", notify_url=url))
+    client = _client(app)
+    sent = _send(client).json()
+    hook.shutdown()
+    assert len(received) == 1
+    message = received[0]
+    assert message["case"] == sent["number"] and message["event"] == "case.waiting"
+    assert message["dashboard"] == f"http://testserver/expert/cases/{sent['number']}"
+    assert sent["number"] in message["text"] and 0 <= message["mpox_probability"] <= 1
+    token = sent["follow_up"].rsplit("/", 1)[1]
+    assert token not in json.dumps(message) and "photo" not in message
+    # The webhook is down: the case is stored all the same, and the log line names neither the URL nor the case.
+    hook.server_close()
+    with caplog.at_level(logging.WARNING, logger="mpoxscan.notify"):
+        r = _send(client, _photo_bytes(9))
+    assert r.status_code == 201
+    warnings = [rec.getMessage() for rec in caplog.records if rec.name == "mpoxscan.notify"]
+    assert warnings and "not delivered" in warnings[0]
+    assert r.json()["number"] not in warnings[0] and "secret" not in warnings[0]
+    app.state.engine.dispose()

@@ -38,6 +38,7 @@ class Settings:
     screen_limit: str = "120/hour"
     login_limit: str = "10/15minutes"
     secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
+    notify_url: str | None = None  # a webhook told of every new case (mpoxscan.web.notify)
     counters: dict = field(default_factory=lambda: {"api_screen": 0})
 
 

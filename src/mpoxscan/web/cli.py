@@ -74,8 +74,11 @@ Example:
 @click.option("--proxy", "trusted_proxies", metavar="ADDRESSES",
               help="Behind a reverse proxy: its address(es), comma-separated, whose X-Forwarded-For is believed "
                    "(so that rate limits count each client, not the proxy).")
+@click.option("--notify-url", metavar="URL", envvar="MPOXSCAN_NOTIFY_URL",
+              help="A webhook told of each new case (JSON with the case number, the screening answer and the dashboard "
+                   "link; never the photo). Slack / Mattermost incoming webhooks show its `text`. [env MPOXSCAN_NOTIFY_URL]")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool, trusted_proxies: str | None) -> None:
+              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -85,7 +88,10 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
 
     _check_limits(upload_limit, login_limit)
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
-                        upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies)
+                        upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
+                        notify_url=notify_url)
+    if notify_url and not notify_url.startswith(("http://", "https://")):
+        raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     url = database_url(db, settings.data_dir)
     with _database_errors(_safe_url(url)):
         app = create_app(settings)

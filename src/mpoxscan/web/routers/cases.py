@@ -7,7 +7,7 @@ import binascii
 import math
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web import cases as service
+from mpoxscan.web import notify
 from mpoxscan.web.app import Settings
 from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, rate_limit, read_body,
                                templates)
@@ -52,7 +53,7 @@ def case_status(case) -> dict:
 
 
 @router.post("/api/cases", status_code=201, dependencies=[Depends(rate_limit("uploads"))])
-async def send_case(request: Request, settings: Settings = Depends(get_settings),
+async def send_case(request: Request, background: BackgroundTasks, settings: Settings = Depends(get_settings),
                     screener: Screener = Depends(get_screener), db: Session = Depends(get_db),
                     photos: service.PhotoStore = Depends(get_photos)) -> dict:
     """Store a case for the experts: JSON {consent, photo, computed, probabilities, model_sha256}. Answers the case
@@ -76,6 +77,11 @@ async def send_case(request: Request, settings: Settings = Depends(get_settings)
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, submission.probabilities, submission.computed,
         submission.model_sha256)
+    if settings.notify_url:
+        case = submitted.case
+        dashboard = str(request.base_url).rstrip("/") + f"/expert/cases/{case.number}"
+        background.add_task(notify.post, settings.notify_url, notify.case_message(
+            case.number, case.screening_probability, case.screening_probability >= case.screening_threshold, dashboard))
     link = f"/c/{submitted.token}"
     return {**case_status(submitted.case), "follow_up": link,
             "model_matches": submission.model_sha256 == model_sha256(request)}
