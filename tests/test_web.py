@@ -112,6 +112,25 @@ def _screen(driver, photo: Path):
 PASSWORD = "correct horse battery staple"
 
 
+def _send_photos(url: str, photos: list[Path]) -> list[str]:
+    """Send real photos as cases through the API, with the answers ONNX Runtime gives here; their case numbers."""
+    import base64
+
+    import httpx
+
+    screener = Screener(bundled_model())
+    info = httpx.get(url + "/api/model").json()
+    numbers = []
+    for photo in photos:
+        answer = screener.screen(Image.open(photo).convert("RGB"))
+        body = {"consent": True, "photo": base64.b64encode(photo.read_bytes()).decode(), "computed": "device",
+                "probabilities": answer.probabilities, "model_sha256": info["sha256"]}
+        r = httpx.post(url + "/api/cases", json=body)
+        assert r.status_code == 201, r.text
+        numbers.append(r.json()["number"])
+    return numbers
+
+
 @pytest.mark.integration
 def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(settings, shared_data, tmp_path,
                                                                             artefacts, caplog):
@@ -160,6 +179,10 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         assert sent["number"] in driver.find_element(By.ID, "my-cases-list").text  # kept on the phone for later
         driver.execute_script("document.getElementById('sent').scrollIntoView({block: 'center'})")
         driver.save_screenshot(str(artefacts / "phone-sent.png"))
+        # Four more people send real photos (through the API, as their pages would), so the queue has an order.
+        others = _send_photos(server.url, [shared_data / "msld-v2" / c for c in
+                                           ("Chickenpox/CHP_01_01.jpg", "Measles/MSL_01_01.jpg", "Healthy/HEALTHY_02_01.jpg",
+                                            "Monkeypox/MKP_02_01.jpg")])
         # The expert, on a desktop browser.
         driver.set_window_size(1280, 1000)
         driver.get(base + "/expert")
@@ -168,7 +191,13 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
         driver.find_element(By.ID, "sign-in").click()
         _wait(driver, "return document.getElementById('queue') !== null")
-        assert sent["number"] in driver.find_element(By.ID, "queue").text
+        rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")]
+        assert len(rows) == 5 and {sent["number"], *others} == {r.split()[0] for r in rows}
+        probabilities = [float(r.split(" %")[0].split()[-1]) for r in rows]
+        positive = ["positive" in r for r in rows]
+        assert positive == sorted(positive, reverse=True)  # screened positive first, then by probability
+        assert all(a >= b for (a, pa), (b, pb) in zip(zip(probabilities, positive), zip(probabilities[1:], positive[1:]))
+                   if pa == pb)
         driver.save_screenshot(str(artefacts / "dashboard-queue.png"))
         driver.find_element(By.LINK_TEXT, sent["number"]).click()
         assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
