@@ -1,11 +1,13 @@
 """Measure the phone page's figures the README quotes: first-visit download and in-browser screening time.
 
-    .venv/bin/python benchmarks/web_bench.py [--data ../shared/data] [--photos 20]
+    .venv/bin/python benchmarks/web_bench.py [--data ../shared/data] [--photos 20] [--agreement 150]
 
 Starts `mpoxscan serve` on the bundled model in this process, opens the page in a phone-sized headless Chromium
 with an empty cache, and records (1) the bytes the first visit transferred (page, scripts, wasm, model: the
-Resource Timing API's transferSize), and (2) the on-device time of `session.run` for each of N real MSLD v2.0
-photos, one after another. Results: benchmarks/results/web/web.json and web.md.
+Resource Timing API's transferSize), (2) the on-device time of `session.run` for each of N real MSLD v2.0
+photos, one after another, and (3) how far the browser's answers are from ONNX Runtime in Python on the same files
+(another M photos; the page resizes with the browser's own filter, Python with Pillow's bicubic).
+Results: benchmarks/results/web/web.json and web.md.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--agreement", type=int, default=150, help="photos compared with Python (0: none)")
     args = parser.parse_args()
-    photos = sorted((args.data / "msld-v2").glob("*/*.jpg"))[:: max(1, 750 // args.photos)][: args.photos]
+    every = sorted((args.data / "msld-v2").glob("*/*.jpg"))
+    photos = every[:: max(1, 750 // args.photos)][: args.photos]
+    compared = [p for p in every[3::max(1, 750 // max(args.agreement, 1))] if p not in photos][: args.agreement]
     settings = Settings(model=bundled_model(), data_dir=Path(tempfile.mkdtemp(prefix="mpoxscan-web-bench-")))
     server = ServerThread(create_app(settings)).start()
     port = int(server.url.rsplit(":", 1)[1])
@@ -48,7 +53,8 @@ def main() -> None:
         resources = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => [e.name, e.transferSize, e.encodedBodySize])"
             ".concat([[location.href, performance.getEntriesByType('navigation')[0].transferSize, 0]])")
-        for photo in photos:
+        browser = {}
+        for photo in photos + compared:
             driver.execute_script("window.mpoxscanLast = null")
             driver.find_element(By.ID, "photo").send_keys(str(photo))
             while True:
@@ -58,18 +64,22 @@ def main() -> None:
                 if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
                     driver.find_element(By.ID, "anyway").click()
                 time.sleep(0.02)
-            times.append(result["ms"])
+            browser[photo] = result
+            if photo in photos:
+                times.append(result["ms"])
             answers.append(result["computed"])
     finally:
         driver.quit()
         server.stop()
+    agreement = compare_with_python(browser) if browser else None
     total = sum(r[1] or r[2] for r in resources)
     out = {"first_visit_bytes": int(total), "first_visit_mb": round(total / 1e6, 2),
            "largest": sorted(([Path(r[0]).name, round((r[1] or r[2]) / 1e6, 2)] for r in resources), key=lambda x: -x[1])[:4],
            "page_ready_s": round(ready_s, 2), "photos": len(times), "computed": sorted(set(answers)),
            "screen_ms": {"median": round(float(np.median(times)), 1), "p95": round(float(np.percentile(times, 95)), 1),
                          "first": round(times[0], 1)},
-           "api_screen_requests": settings.counters["api_screen"], "measured": time.strftime("%Y-%m-%d %H:%M")}
+           "api_screen_requests": settings.counters["api_screen"], "browser_vs_python": agreement,
+           "measured": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "web.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# Phone page: download and in-browser screening", "", "Measured by `benchmarks/web_bench.py` in headless "
@@ -79,9 +89,35 @@ def main() -> None:
           f"| page ready (model loaded) | {out['page_ready_s']} s |",
           f"| on-device screening, {out['photos']} real photos | median {out['screen_ms']['median']} ms, p95 "
           f"{out['screen_ms']['p95']} ms, first {out['screen_ms']['first']} ms |",
-          f"| requests to /api/screen | {out['api_screen_requests']} |", ""]
+          f"| requests to /api/screen | {out['api_screen_requests']} |"]
+    if agreement:
+        md.append(f"| browser vs ONNX Runtime in Python, {agreement['photos']} real photos | same top class "
+                  f"{agreement['same_top_class']}/{agreement['photos']}, same screening verdict "
+                  f"{agreement['same_verdict']}/{agreement['photos']}, class probabilities |dp| mean "
+                  f"{agreement['mean_abs_dp']:.4f}, max {agreement['max_abs_dp']:.3f} |")
+    md.append("")
     (RESULTS / "web.md").write_text("\n".join(md))
     print("\n".join(md))
+
+
+def compare_with_python(browser: dict) -> dict:
+    """The browser's answers against Screener (Pillow's bicubic resize, ONNX Runtime) on the same files."""
+    from mpoxscan.deploy.runtime import Screener, bundled_model
+    from mpoxscan.images import load_image
+
+    screener = Screener(bundled_model())
+    same_top = same_verdict = 0
+    diffs = []
+    for path, result in browser.items():
+        expected = screener.screen(load_image(path))
+        got = np.array([result["probabilities"][c] for c in screener.classes])
+        want = np.array([expected.probabilities[c] for c in screener.classes])
+        same_top += result["predicted"] == expected.predicted
+        same_verdict += result["screening"]["positive"] == expected.positive
+        diffs.append(np.abs(got - want))
+    diffs = np.array(diffs)
+    return {"photos": len(browser), "same_top_class": int(same_top), "same_verdict": int(same_verdict),
+            "mean_abs_dp": round(float(diffs.mean()), 5), "max_abs_dp": round(float(diffs.max()), 4)}
 
 
 if __name__ == "__main__":
