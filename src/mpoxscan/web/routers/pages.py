@@ -24,7 +24,7 @@ def service_worker(model: str = Depends(model_sha256)) -> Response:
     import hashlib
 
     digest = hashlib.sha256(model.encode())
-    for name in ("index.html", "app.js", "style.css", "manifest.webmanifest", "icon.svg"):
+    for name in ("index.html", "app.js", "resize.js", "style.css", "manifest.webmanifest", "icon.svg"):
         digest.update((HERE / "static" / name).read_bytes())
     script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", digest.hexdigest()[:16])
     return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})

@@ -31,7 +31,8 @@ async function start() {
 }
 
 function squareCrop(bitmap, size) {
-  // Resize the short side to `size` (high-quality smoothing), then cut the centre square: as mpoxscan.preprocess.
+  // A quick centre square with the browser's own filter: only for the quality check (the network's input is cut by
+  // networkInput, exactly as in Python).
   const scale = size / Math.min(bitmap.width, bitmap.height);
   const w = Math.max(size, Math.round(bitmap.width * scale)), h = Math.max(size, Math.round(bitmap.height * scale));
   const canvas = document.createElement("canvas");
@@ -163,15 +164,22 @@ function listMyCases() {
   }
 }
 
+function networkInput(bitmap) {
+  // Exactly Python's resize and crop (resize.js), drawn into a canvas: what the network sees, shown to the person.
+  const p = meta.preprocessing, seen = document.createElement("canvas");
+  seen.width = seen.height = p.input_size;
+  seen.getContext("2d").putImageData(MPOXSCAN_RESIZE.resizeCrop(bitmap, p.input_size, p.crop_pct ?? 1), 0, 0);
+  return seen;
+}
+
 async function screen(bitmap, file) {
   current = null;
-  const size = meta.preprocessing.input_size, seen = squareCrop(bitmap, size);
+  const t0 = performance.now(), seen = networkInput(bitmap), t1 = performance.now();
   if (session) {
-    const t0 = performance.now();
     const out = await session.run({ image: toTensor(seen) });
-    const ms = performance.now() - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
+    const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
     const best = proba.indexOf(Math.max(...proba));
-    show({ computed: "device", ms, predicted: meta.classes[best],
+    show({ computed: "device", ms, prepMs, predicted: meta.classes[best],
            probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
            screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
                         positive: proba[k] >= meta.screening_threshold },
