@@ -255,6 +255,11 @@ def test_queue_order_case_view_answer_and_audit(app, client):
     heat = client.get(f"/expert/cases/{sent['number']}/heatmap.png")
     assert heat.status_code == 200 and Image.open(io.BytesIO(heat.content)).size[0] == 448
     assert client.get("/expert/cases/ZZZZ-ZZZZ").status_code == 404
+    with _db(app) as db:  # a photo deleted by hand on the server: a 404 with the reason, not a crash
+        app.state.photos.path(service.case_by_number(db, "AAAA-AAAA").photo_file).unlink(missing_ok=True)
+    for suffix in ("photo.jpg", "heatmap.png"):
+        r = client.get(f"/expert/cases/AAAA-AAAA/{suffix}")
+        assert r.status_code == 404 and "missing" in r.json()["detail"]
     # Bad answers: an unknown verdict, a message too long, a post from another site.
     url = f"/expert/cases/{sent['number']}/answer"
     assert client.post(url, data={"verdict": "maybe"}).status_code == 400

@@ -80,7 +80,14 @@ def case_page(request: Request, number: str, db: Session = Depends(get_db), scre
 @router.get("/cases/{number}/photo.jpg")
 def case_photo(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
                expert: Expert = Depends(current_expert)):
-    return FileResponse(photos.path(_case(db, number).photo_file), media_type="image/jpeg")
+    return FileResponse(_photo_path(photos, _case(db, number)), media_type="image/jpeg")
+
+
+def _photo_path(photos: service.PhotoStore, case):
+    path = photos.path(case.photo_file)
+    if not path.is_file():  # removed on the server's disk by hand: say so rather than fail
+        raise HTTPException(404, f"the photo of case {case.number} is missing from the data folder")
+    return path
 
 
 @router.get("/cases/{number}/heatmap.png")
@@ -92,7 +99,7 @@ async def case_heatmap(number: str, db: Session = Depends(get_db), photos: servi
     case = _case(db, number)
 
     def draw() -> bytes:
-        answer, cam, seen = screener.screen_and_map(load_image(photos.path(case.photo_file)))
+        answer, cam, seen = screener.screen_and_map(load_image(_photo_path(photos, case)))
         if cam is None:
             raise HTTPException(404, "this model has no heat map output")
         buf = io.BytesIO()
