@@ -339,6 +339,10 @@ def test_expert_accounts_from_the_command_line(database, tmp_path):
     assert r.exit_code == 0 and "doc@example.org\tdisabled" in r.output
     assert run(cli, ["expert", "enable", "doc@example.org", *where]).exit_code == 0
     assert "doc@example.org\tactive" in run(cli, ["expert", "list", *where]).output
+    import json
+
+    listed = json.loads(run(cli, ["expert", "list", "--json", *where]).output)
+    assert [(e["email"], e["active"]) for e in listed] == [("doc@example.org", True)]
     r = run(cli, ["expert", "disable", "nobody@example.org", *where])
     assert r.exit_code == 1 and "no expert account" in r.output
     from mpoxscan.web.db import make_engine, session_factory
@@ -456,3 +460,35 @@ def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
     assert warnings and "not delivered" in warnings[0]
     assert r.json()["number"] not in warnings[0] and "secret" not in warnings[0]
     app.state.engine.dispose()
+
+
+def test_the_service_runs_without_pytorch(tmp_path):
+    """`serve` needs ONNX Runtime, not PyTorch: a fresh process sends a case, draws its heat map and screens on the
+    server, and has not imported torch (or scikit-learn, captum)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import base64, sys
+from pathlib import Path
+from fastapi.testclient import TestClient
+from mpoxscan.deploy.runtime import bundled_model
+from mpoxscan.web.app import Settings, create_app
+from mpoxscan.web import cases as service
+import mpoxscan.cli
+app = create_app(Settings(model=bundled_model(), data_dir=Path({str(tmp_path / 'data')!r})))
+client = TestClient(app)
+info = client.get("/api/model").json()
+photo = {_photo_bytes()!r}
+r = client.post("/api/cases", json={{"consent": True, "photo": base64.b64encode(photo).decode(), "computed": "device",
+                "probabilities": {{c: 1 / len(info["classes"]) for c in info["classes"]}}, "model_sha256": info["sha256"]}})
+with app.state.sessions() as db:
+    service.add_expert(db, "doc@example.org", {PASSWORD!r})
+client.post("/expert/login", data={{"email": "doc@example.org", "password": {PASSWORD!r}}})
+codes = [r.status_code, client.get("/expert/cases/" + r.json()["number"] + "/heatmap.png").status_code,
+         client.post("/api/screen", content=photo).status_code]
+print(codes, sorted(m for m in ("torch", "sklearn", "captum") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[201, 200, 200] []"

@@ -281,7 +281,6 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
 def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data, tmp_path):
     """resize.js against Preprocessing.resize_crop (Pillow) pixel for pixel: a real photo larger than the input, and
     phone-sized photos that take Pillow's reduce step, with odd sizes (partial blocks) and an EXIF orientation."""
-    from selenium.webdriver.common.by import By
 
     from conftest import make_photo
     from mpoxscan.images import load_image

@@ -169,14 +169,21 @@ def expert_add(email: str, password_stdin: bool, data_dir: Path | None, db: str 
 
 
 @expert_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 @_data_dir_option
 @_db_option
-def expert_list(data_dir: Path | None, db: str | None) -> None:
+def expert_list(as_json: bool, data_dir: Path | None, db: str | None) -> None:
     """The expert accounts."""
+    import json
+
     from mpoxscan.web.cases import experts
 
     with _session(data_dir, db) as session:
         rows = experts(session)
+        if as_json:
+            click.echo(json.dumps([{"email": e.email, "active": e.active,
+                                    "created_at": e.created_at.isoformat(timespec="seconds")} for e in rows]))
+            return
         for e in rows:
             click.echo(f"{e.email}\t{'active' if e.active else 'disabled'}\tsince {e.created_at:%Y-%m-%d}")
     if not rows:
