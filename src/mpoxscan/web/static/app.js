@@ -194,6 +194,12 @@ async function screen(bitmap, file) {
   }
 }
 
+async function screenSafely(bitmap, file) {
+  // Whatever goes wrong (a photo too large for this phone's memory, no network for the server fallback), say so.
+  try { await screen(bitmap, file); }
+  catch (err) { $("status").textContent = "This photo could not be screened: " + (err && err.message ? err.message : err); }
+}
+
 $("photo").addEventListener("change", async () => {
   const file = $("photo").files[0];
   if (!file) return;
@@ -208,9 +214,9 @@ $("photo").addEventListener("change", async () => {
     return;
   }
   $("quality").hidden = true;
-  await screen(bitmap, file);
+  await screenSafely(bitmap, file);
 });
 $("consent").addEventListener("change", () => { $("send").disabled = !$("consent").checked || !current; });
 $("send").addEventListener("click", sendCase);
-$("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screen(...pending); } });
+$("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screenSafely(...pending); } });
 start();

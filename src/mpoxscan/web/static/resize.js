@@ -53,7 +53,7 @@ const MPOXSCAN_RESIZE = (() => {
   // Pillow's multiplier for averaging n values: (sum + n/2) * m >> 24, with m computed in single precision.
   function multiplier(n) { return Math.trunc(Math.fround(4294967296 / Math.fround(256 * n))); }
 
-  // Average fx x fy blocks of an RGBA source read in strips by rows(y0, h) -> Uint8ClampedArray.
+  // Average fx x fy blocks of an RGBA source read one block row at a time by rows(y0, h).
   function reduce(rows, w, h, fx, fy) {
     const rw = Math.ceil(w / fx), rh = Math.ceil(h / fy), out = new Uint8ClampedArray(rw * rh * 4);
     const sums = new Float64Array(rw * 3);
@@ -119,20 +119,26 @@ const MPOXSCAN_RESIZE = (() => {
     const short = Math.max(1, roundHalfEven(size / cropPct)), scale = short / Math.min(w, h);
     const newW = Math.max(size, roundHalfEven(w * scale)), newH = Math.max(size, roundHalfEven(h * scale));
     const left = Math.floor((newW - size) / 2), top = Math.floor((newH - size) / 2);
-    const canvas = document.createElement("canvas");
-    canvas.width = w; canvas.height = h;
-    const ctx = canvas.getContext("2d", { willReadFrequently: true });
-    ctx.drawImage(bitmap, 0, 0);
     const fx = Math.trunc(w / newW / 3) || 1, fy = Math.trunc(h / newH / 3) || 1;
+    const canvas = document.createElement("canvas");
     let image, boxW = w, boxH = h;
     if (fx > 1 || fy > 1) {
-      // Read the photo in strips of whole blocks: a 48-MP photo never sits in JavaScript memory at once.
-      image = reduce((y0, bh) => ctx.getImageData(0, y0, w, bh).data, w, h, fx, fy);
+      // A large photo is copied into a canvas one strip of fy rows at a time (an unscaled copy: the pixels are
+      // unchanged), so that a 48-MP photo never needs a full-size canvas or a full-size array.
+      canvas.width = w; canvas.height = fy;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      image = reduce((y0, bh) => {
+        ctx.drawImage(bitmap, 0, y0, w, bh, 0, 0, w, bh);
+        return ctx.getImageData(0, 0, w, bh).data;
+      }, w, h, fx, fy);
       boxW = w / fx; boxH = h / fy;
     } else {
+      canvas.width = w; canvas.height = h;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      ctx.drawImage(bitmap, 0, 0);
       image = { data: ctx.getImageData(0, 0, w, h).data, w, h };
     }
-    canvas.width = canvas.height = 0;  // let the full-size pixels go
+    canvas.width = canvas.height = 0;
     return resampleCrop(image, boxW, boxH, newW, newH, left, top, size);
   }
 
