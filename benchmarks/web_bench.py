@@ -53,12 +53,11 @@ def main() -> None:
         Image.open(path).convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC).save(phone[-1], quality=92)
     settings = Settings(model=bundled_model(), data_dir=Path(tempfile.mkdtemp(prefix="mpoxscan-web-bench-")))
     server = ServerThread(create_app(settings)).start()
-    port = int(server.url.rsplit(":", 1)[1])
     driver = headless_chromium(Path(tempfile.mkdtemp(prefix="mpoxscan-chromium-")), window="412,915")
     times, prep, phone_times, answers = [], [], [], []
     try:
         started = time.perf_counter()
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(server.url + "/")
         while not driver.execute_script("return document.body.dataset.ready"):
             time.sleep(0.05)
         ready_s = time.perf_counter() - started

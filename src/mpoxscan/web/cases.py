@@ -96,10 +96,15 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
 
 
 def case_by_token(db: Session, token: str) -> Case | None:
+    """The case a follow-up link's token opens (None for no case, or for a string far longer than any token)."""
+    if len(token) > 64:
+        return None
     return db.scalar(select(Case).where(Case.token_hash == token_hash(token)))
 
 
 def case_by_number(db: Session, number: str) -> Case | None:
+    if len(number) > 16:  # longer than the column: no case, and no query
+        return None
     return db.scalar(select(Case).where(Case.number == number.upper()))
 
 

@@ -87,11 +87,11 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     from mpoxscan.web.db import database_url
 
     _check_limits(upload_limit, login_limit)
+    if notify_url and not notify_url.startswith(("http://", "https://")):
+        raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
                         notify_url=notify_url)
-    if notify_url and not notify_url.startswith(("http://", "https://")):
-        raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     url = database_url(db, settings.data_dir)
     with _database_errors(_safe_url(url)):
         app = create_app(settings)

@@ -10,6 +10,8 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import Screener
+from mpoxscan.errors import ImageError
+from mpoxscan.images import load_image
 from mpoxscan.web.app import HERE, LoginRequired, Settings
 from mpoxscan.web.cases import PhotoStore, signed_in_expert
 from mpoxscan.web.tables import Expert
@@ -49,6 +51,20 @@ def model_sha256(request: Request) -> str:
 
         state.model_sha256 = hashlib.sha256(state.settings.model.read_bytes()).hexdigest()
     return state.model_sha256
+
+
+def page_version(request: Request) -> str:
+    """A checksum of the model and the phone page's own files (computed once): the offline cache's name, so that a
+    new model or a new version of the page replaces the cached copy."""
+    state = request.app.state
+    if not hasattr(state, "page_version"):
+        import hashlib
+
+        digest = hashlib.sha256(model_sha256(request).encode())
+        for name in ("index.html", "app.js", "resize.js", "style.css", "manifest.webmanifest", "icon.svg"):
+            digest.update((HERE / "static" / name).read_bytes())
+        state.page_version = digest.hexdigest()[:16]
+    return state.page_version
 
 
 def get_photos(request: Request) -> PhotoStore:
@@ -96,6 +112,17 @@ def same_origin(request: Request) -> None:
             raise HTTPException(403, "cross-site form post refused")
     elif origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise HTTPException(403, "cross-site form post refused")
+
+
+def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
+    """The uploaded photo, or a 400/415 with the reason (the content decides, not a name or a declared type).
+    ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept)."""
+    if not data:
+        raise HTTPException(400, "empty upload: no photo in the request")
+    try:
+        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side)
+    except ImageError as exc:
+        raise HTTPException(415 if "format" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
 
 
 async def read_body(request: Request, limit: int, what: str = "upload") -> bytes:

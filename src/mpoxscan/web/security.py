@@ -66,12 +66,15 @@ class RateLimits:
     _limiter: MovingWindowRateLimiter = field(default_factory=lambda: MovingWindowRateLimiter(MemoryStorage()))
     _items: dict[str, RateLimitItem] = field(default_factory=dict)
 
+    def _item(self, kind: str) -> RateLimitItem:
+        if kind not in self._items:
+            self._items[kind] = parse(getattr(self, kind))
+        return self._items[kind]
+
     def allow(self, kind: str, key: str) -> bool:
         """Count one attempt of ``kind`` ('uploads', 'screens' or 'logins') by ``key``; False when over the limit."""
-        item = self._items.setdefault(kind, parse(getattr(self, kind)))
-        return self._limiter.hit(item, kind, key)
+        return self._limiter.hit(self._item(kind), kind, key)
 
     def retry_after(self, kind: str, key: str) -> int:
-        item = self._items.setdefault(kind, parse(getattr(self, kind)))
-        reset, _remaining = self._limiter.get_window_stats(item, kind, key)
+        reset, _remaining = self._limiter.get_window_stats(self._item(kind), kind, key)
         return max(1, int(reset - time.time()))

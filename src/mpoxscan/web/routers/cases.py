@@ -17,9 +17,8 @@ from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web import cases as service
 from mpoxscan.web import notify
 from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, rate_limit, read_body,
-                               templates)
-from mpoxscan.web.routers.screen import open_upload
+from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, open_upload, rate_limit,
+                               read_body, templates)
 
 router = APIRouter()
 
@@ -88,7 +87,7 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
 
 
 def _case_or_404(db: Session, token: str):
-    case = service.case_by_token(db, token) if len(token) <= 64 else None
+    case = service.case_by_token(db, token)
     if case is None:
         raise HTTPException(404, "no case with this link: it may have been withdrawn, or the link is incomplete")
     return case
@@ -101,7 +100,7 @@ def case_json(token: str, db: Session = Depends(get_db)) -> dict:
 
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
 def follow_up_page(request: Request, token: str, db: Session = Depends(get_db)):
-    case = service.case_by_token(db, token) if len(token) <= 64 else None
+    case = service.case_by_token(db, token)
     if case is None:
         return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
     return templates.TemplateResponse(request, "followup.html", {"case": case_status(case), "token": token})

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, Response
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web.app import HERE, ORT_DIST, Settings
-from mpoxscan.web.deps import get_screener, get_settings, model_sha256
+from mpoxscan.web.deps import get_screener, get_settings, model_sha256, page_version
 
 router = APIRouter()
 
@@ -18,15 +18,10 @@ def phone_page() -> FileResponse:
 
 
 @router.get("/sw.js", include_in_schema=False)
-def service_worker(model: str = Depends(model_sha256)) -> Response:
-    """The offline cache's worker, served from the root so that it controls the whole page. Its cache is named after
-    the model and the page's own files, so that a new model or a new version of the page replaces the cached copy."""
-    import hashlib
-
-    digest = hashlib.sha256(model.encode())
-    for name in ("index.html", "app.js", "resize.js", "style.css", "manifest.webmanifest", "icon.svg"):
-        digest.update((HERE / "static" / name).read_bytes())
-    script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", digest.hexdigest()[:16])
+def service_worker(version: str = Depends(page_version)) -> Response:
+    """The offline cache's worker, served from the root so that it controls the whole page; its cache is named after
+    the model and the page's files."""
+    script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", version)
     return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
-from mpoxscan.errors import ImageError
-from mpoxscan.images import load_image
 from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import get_screener, get_settings, rate_limit, read_body
+from mpoxscan.web.deps import get_screener, get_settings, open_upload, rate_limit, read_body
 
 router = APIRouter()
-
-
-def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
-    """The uploaded photo, or a 400/415 with the reason (the content decides, not a name or a declared type).
-    ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept)."""
-    if not data:
-        raise HTTPException(400, "empty upload: no photo in the request")
-    try:
-        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side)
-    except ImageError as exc:
-        raise HTTPException(415 if "format" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
 
 
 @router.post("/screen", dependencies=[Depends(rate_limit("screens"))])

@@ -175,23 +175,23 @@ function networkInput(bitmap) {
 async function screen(bitmap, file) {
   current = null;
   const t0 = performance.now(), seen = networkInput(bitmap), t1 = performance.now();
+  let result;
   if (session) {
     const out = await session.run({ image: toTensor(seen) });
     const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
     const best = proba.indexOf(Math.max(...proba));
-    show({ computed: "device", ms, prepMs, predicted: meta.classes[best],
-           probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
-           screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
-                        positive: proba[k] >= meta.screening_threshold },
-           cam: Array.from(out.cam.data) }, seen);
-    current = { bitmap, result: window.mpoxscanLast };
+    result = { computed: "device", ms, prepMs, predicted: meta.classes[best],
+               probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
+               screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
+                            positive: proba[k] >= meta.screening_threshold },
+               cam: Array.from(out.cam.data) };
   } else {
     const response = await fetch("/api/screen", { method: "POST", body: file });
-    const result = await response.json();
+    result = await response.json();
     if (!response.ok) { $("status").textContent = "The server could not screen this photo: " + result.detail; return; }
-    show(result, seen);
-    current = { bitmap, result };
   }
+  show(result, seen);
+  current = { bitmap, result };
 }
 
 async function screenSafely(bitmap, file) {
