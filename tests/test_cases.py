@@ -365,6 +365,9 @@ def test_serve_and_expert_refuse_an_unreachable_database_in_one_line(tmp_path):
         assert "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["serve", "--upload-limit", "lots", "--data-dir", str(tmp_path)])
     assert r.exit_code == 1 and "not a rate limit" in r.output
+    r = CliRunner().invoke(cli, ["serve", "--notify-url", "ftp://hooks.example.org/x", "--data-dir",
+                                 str(tmp_path / "never")])
+    assert r.exit_code == 1 and "--notify-url must be an http" in r.output and not (tmp_path / "never").exists()
     (tmp_path / "a-file").write_text("x")
     for command in ("serve", "expert list"):
         r = CliRunner().invoke(cli, [*command.split(), "--data-dir", str(tmp_path / "a-file" / "data")])
