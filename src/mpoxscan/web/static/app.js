@@ -1,8 +1,9 @@
-// The phone page: quality check, preprocessing and screening on the device (ONNX Runtime Web, WebAssembly);
-// the server's /api/screen is used only where WebAssembly is missing.
+// The phone page: preprocessing and screening on the device (ONNX Runtime Web, WebAssembly), then the answer rule
+// (answer.js: positive, negative or cannot tell, from the model file's own outputs and thresholds); the server's
+// /api/screen is used only where WebAssembly is missing.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let meta = null, session = null, pending = null, current = null;
+let meta = null, session = null, current = null;
 const MY_CASES = "mpoxscan-cases";  // this phone's own list of sent cases (number + follow-up link), nowhere else
 
 async function start() {
@@ -28,37 +29,6 @@ async function start() {
     navigator.serviceWorker.register("/sw.js").then(() => navigator.serviceWorker.ready)
       .then(() => { document.body.dataset.offline = "1"; }).catch(() => {});
   }
-}
-
-function squareCrop(bitmap, size) {
-  // A quick centre square with the browser's own filter: only for the quality check (the network's input is cut by
-  // networkInput, exactly as in Python).
-  const scale = size / Math.min(bitmap.width, bitmap.height);
-  const w = Math.max(size, Math.round(bitmap.width * scale)), h = Math.max(size, Math.round(bitmap.height * scale));
-  const canvas = document.createElement("canvas");
-  canvas.width = size; canvas.height = size;
-  const ctx = canvas.getContext("2d");
-  ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(bitmap, -Math.floor((w - size) / 2), -Math.floor((h - size) / 2), w, h);
-  return canvas;
-}
-
-function qualityProblems(bitmap) {
-  const small = squareCrop(bitmap, 128), px = small.getContext("2d").getImageData(0, 0, 128, 128).data;
-  const gray = new Float32Array(128 * 128);
-  let mean = 0;
-  for (let i = 0; i < gray.length; i++) { gray[i] = 0.299 * px[4 * i] + 0.587 * px[4 * i + 1] + 0.114 * px[4 * i + 2]; mean += gray[i]; }
-  mean /= gray.length;
-  let lap = 0, n = 0;  // variance of the Laplacian: low means blurred
-  for (let y = 1; y < 127; y++) for (let x = 1; x < 127; x++) {
-    const i = y * 128 + x, v = 4 * gray[i] - gray[i - 1] - gray[i + 1] - gray[i - 128] - gray[i + 128];
-    lap += v * v; n++;
-  }
-  const problems = [];
-  if (Math.min(bitmap.width, bitmap.height) < meta.preprocessing.input_size) problems.push("the photo is too small: come closer or use the camera");
-  if (mean < 40) problems.push("the photo is too dark: use daylight or the flash");
-  if (lap / n < 20) problems.push("the photo looks blurred: hold still and tap the lesion to focus");
-  return problems;
 }
 
 function toTensor(canvas) {
@@ -87,11 +57,15 @@ function drawHeat(seen, cam, side) {
 
 function show(result, seen) {
   $("result").hidden = false;
-  const s = result.screening;
-  $("verdict").className = s.positive ? "positive" : "";
-  $("verdict").textContent = s.positive
+  const s = result.screening, unsure = result.answer === "cannot tell";
+  $("verdict").className = result.answer === "positive" ? "positive" : unsure ? "unsure" : "";
+  // A photo the model cannot judge gets no verdict at all: only why, and how to take a better one.
+  $("verdict").textContent = unsure
+    ? `Cannot tell from this photo (${result.reason}): please retake it. ${meta.advice[result.reason] || ""}`
+    : result.answer === "positive"
     ? `Looks like it could be ${s.class === "Monkeypox" ? "mpox" : s.class} (${(100 * s.probability).toFixed(0)} %): please show this to a health worker.`
     : `No sign of mpox found (${(100 * s.probability).toFixed(1)} %, threshold ${(100 * s.threshold).toFixed(1)} %).`;
+  $("probabilities").hidden = unsure; $("heat").hidden = unsure;
   $("probabilities").innerHTML = "";
   for (const [name, p] of Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])) {
     const row = $("probabilities").insertRow();
@@ -179,11 +153,12 @@ async function screen(bitmap, file) {
   if (session) {
     const out = await session.run({ image: toTensor(seen) });
     const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
-    const best = proba.indexOf(Math.max(...proba));
-    result = { computed: "device", ms, prepMs, predicted: meta.classes[best],
+    const best = proba.indexOf(Math.max(...proba)), measures = MPOXSCAN_ANSWER.measuresOf(out);
+    const [answer, reason] = MPOXSCAN_ANSWER.decide(meta.answer_rule, proba[k], Math.min(bitmap.width, bitmap.height), measures);
+    result = { computed: "device", ms, prepMs, answer, reason, measures, predicted: meta.classes[best],
                probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
                screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
-                            positive: proba[k] >= meta.screening_threshold },
+                            positive: answer === "positive" },
                cam: Array.from(out.cam.data) };
   } else {
     const response = await fetch("/api/screen", { method: "POST", body: file });
@@ -206,17 +181,8 @@ $("photo").addEventListener("change", async () => {
   let bitmap;
   try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); }
   catch (err) { $("status").textContent = "This file is not a photo this browser can open."; return; }
-  const problems = qualityProblems(bitmap);
-  if (problems.length) {
-    pending = [bitmap, file];
-    $("quality").hidden = false;
-    $("quality-text").textContent = "Before screening: " + problems.join("; ") + ".";
-    return;
-  }
-  $("quality").hidden = true;
   await screenSafely(bitmap, file);
 });
 $("consent").addEventListener("change", () => { $("send").disabled = !$("consent").checked || !current; });
 $("send").addEventListener("click", sendCase);
-$("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screenSafely(...pending); } });
 start();
