@@ -65,6 +65,21 @@ def test_api_screen_answers_like_the_cli(client, settings):
     assert np.array(got["cam"]).shape == (7, 7)
 
 
+def test_api_screen_says_cannot_tell_with_a_reason(client):
+    """The server applies the model file's own answer rule: no verdict for a photo it cannot judge."""
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (0, 0, 0)).save(buf, "PNG")
+    got = client.post("/api/screen", content=buf.getvalue()).json()
+    assert got["answer"] == "cannot tell" and got["reason"] == "too dark" and got["screening"]["positive"] is False
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg())).resize((48, 40)).save(buf, "PNG")
+    got = client.post("/api/screen", content=buf.getvalue()).json()
+    assert (got["answer"], got["reason"]) == ("cannot tell", "too small")
+    assert set(got["measures"]) == {"brightness", "sharpness", "skin_share", "offtask"}
+    rule = client.get("/api/model").json()["answer_rule"]
+    assert rule["min_side"] == 64 and rule["max_offtask"] > 0
+
+
 @pytest.mark.parametrize("body, status, reason", [
     (b"", 400, "empty upload"),
     (b"%PDF-1.4 not a photo", 415, "not an image"),

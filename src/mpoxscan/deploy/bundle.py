@@ -69,11 +69,21 @@ def cv_estimate() -> dict:
                     "quantized like this file, scored on that fold's test images."}
 
 
+def training_manifest(data: Path, folder: Path) -> Path:
+    """Curate the bundle's training set (MSLD v2.0, its official folds) into ``folder``; the manifest's path.
+    Benchmarks of the shipped model call this too, to find its held-out photos."""
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.sources import Source
+
+    data = Path(data).resolve()
+    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
+    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), Path(folder), opts, force=True)
+    return Path(folder) / "manifest.csv"
+
+
 def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     import torch
 
-    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-    from mpoxscan.data.sources import Source
     from mpoxscan.deploy.export import export, outputs_of
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.errors import MpoxscanError
@@ -83,10 +93,7 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     from mpoxscan.training.train import inner_split, load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
-    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
-    folder = work / "msld2"
-    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), folder, opts, force=True)
-    manifest = folder / "manifest.csv"
+    manifest = training_manifest(data, work / "msld2")
     card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
                  seed=RECIPE["seed"], force=True)
     exported = work / "export"
