@@ -88,6 +88,34 @@ def test_migrations_run_on_start_and_again_as_a_no_op(database, tmp_path):
     engine.dispose()
 
 
+def test_migration_0002_gives_older_cases_their_answer(database):
+    """Cases stored before the answer rule keep their screening: positive at or above their threshold."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
+
+    engine = make_engine(database)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with engine.begin() as connection:
+        for number, p in (("OLDP-0001", 0.7), ("OLDN-0001", 0.1)):
+            connection.execute(text(
+                "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
+                "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, status) "
+                "VALUES (:n, :n, :t, 'x.jpg', '0', '0', 'device', '{}', 'Monkeypox', '{}', :p, 0.5, 'waiting')"),
+                {"n": number, "p": p, "t": utcnow()})
+    migrate(engine)
+    with engine.connect() as connection:
+        got = dict(connection.execute(text("SELECT number, answer FROM cases")).all())
+    assert got == {"OLDP-0001": "positive", "OLDN-0001": "negative"}
+    engine.dispose()
+
+
 def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app, client):
     exif = Image.Exif()
     exif[0x010F] = "PhoneMaker"  # Make
