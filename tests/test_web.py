@@ -430,7 +430,7 @@ def _damaged(path: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings, shared_data, tmp_path):
+def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings, shared_data, tmp_path, artefacts):
     """After a good photo: Send without consent says so (and looks disabled); a damaged file then clears the answer
     and the sending section (so the old photo cannot be sent) and shows one error line, gone after the next answer."""
     _browser_or_skip()
@@ -450,6 +450,8 @@ def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings
             disabled_colour = driver.execute_script(colour)
             send.click()
             assert "Tick the box" in driver.find_element(By.ID, "send-status").text
+            driver.execute_script("document.getElementById('send').scrollIntoView({block: 'center'})")
+            driver.save_screenshot(str(artefacts / "phone-send-without-consent.png"))
             assert driver.execute_script("return window.mpoxscanSent || null") is None
             driver.find_element(By.ID, "consent").click()
             assert driver.execute_script(colour) != disabled_colour  # the disabled look is visible
@@ -457,6 +459,7 @@ def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings
             driver.find_element(By.ID, "photo").send_keys(str(_damaged(tmp_path / "damaged.jpg")))
             assert _wait(driver, "return document.body.dataset.state === 'error'")
             assert "could not be opened" in driver.find_element(By.ID, "error").text
+            driver.save_screenshot(str(artefacts / "phone-error.png"))
             assert driver.find_element(By.ID, "verdict").text == ""
             assert not _shown(driver, "result") and not _shown(driver, "send-section")
             assert driver.execute_script("return window.mpoxscanLast") is None
@@ -471,7 +474,8 @@ def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings
 
 
 @pytest.mark.integration
-def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agreed(settings, shared_data, tmp_path):
+def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agreed(settings, shared_data, tmp_path,
+                                                                                   artefacts):
     """Chromium cannot decode HEIC: after an answer for another photo, the old answer goes, the page says the photo
     would be sent to the server and waits for the person; then /api/screen answers, the square the server screened
     is shown, and Send sends the file itself (the server strips its metadata)."""
@@ -495,6 +499,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
             driver.find_element(By.ID, "photo").send_keys(str(heic))
             assert _wait(driver, "return document.body.dataset.state === 'offer'")
             assert "sent to the server" in driver.find_element(By.ID, "server-offer").text
+            driver.save_screenshot(str(artefacts / "phone-heic-offer.png"))
             assert not _shown(driver, "result") and not _shown(driver, "send-section")
             assert app_settings.counters["api_screen"] == 0  # not before the person agrees
             driver.find_element(By.ID, "screen-on-server").click()
@@ -502,8 +507,9 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
             assert result and result["computed"] == "server" and "picture" in result
             assert driver.find_element(By.ID, "verdict").text and not _shown(driver, "error")
             assert _shown(driver, "seen-figure") and driver.execute_script(
-                "return Math.max(...document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data)") > 0
+                "return document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data.some(v => v > 0 && v < 255)")
             assert "server removes" in driver.find_element(By.ID, "send-what").text
+            driver.save_screenshot(str(artefacts / "phone-heic-answer.png"))
             driver.find_element(By.ID, "consent").click()
             driver.find_element(By.ID, "send").click()
             sent = _wait(driver, "return window.mpoxscanSent || null")
