@@ -390,6 +390,9 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             driver.get(server.url + "/")
             _wait(driver, "return document.body.dataset.ready")
             assert driver.find_element(By.ID, "answer").get_attribute("aria-live") == "polite"
+            # The photo picker is a real button: reachable and pressed from the keyboard.
+            assert driver.execute_script("const b = document.getElementById('pick'); b.focus(); "
+                                         "return document.activeElement === b && b.tagName === 'BUTTON'")
             result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result["answer"] == "positive"
             assert text("verdict") == "Show this to a health worker"
@@ -411,7 +414,8 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             assert "too small" in text("explain") and ADVICE["too small"] in text("explain")
             assert "health worker" not in text("verdict") + text("explain")
             assert not _shown(driver, "details") and not _shown(driver, "heat-figure") and not _shown(driver, "legend")
-            assert _shown(driver, "retake") and _shown(driver, "send-section")  # an expert may judge what the model cannot
+            # An expert may still judge what the model cannot.
+            assert _shown(driver, "retake") and _shown(driver, "send-section")
             driver.save_screenshot(str(artefacts / "phone-cannot-tell.png"))
         with ServerThread(create_app(Settings(model=never, data_dir=tmp_path / "b"))) as server:
             driver.get(server.url + "/")
@@ -507,7 +511,8 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
             assert result and result["computed"] == "server" and "picture" in result
             assert driver.find_element(By.ID, "verdict").text and not _shown(driver, "error")
             assert _shown(driver, "seen-figure") and driver.execute_script(
-                "return document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data.some(v => v > 0 && v < 255)")
+                "return document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data"
+                ".some(v => v > 0 && v < 255)")
             assert "server removes" in driver.find_element(By.ID, "send-what").text
             driver.save_screenshot(str(artefacts / "phone-heic-answer.png"))
             driver.find_element(By.ID, "consent").click()

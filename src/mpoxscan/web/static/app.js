@@ -156,7 +156,9 @@ function show(result, picture) {
 function updateSend() {
   const ready = !!current && $("consent").checked && !sending;
   $("send").setAttribute("aria-disabled", ready ? "false" : "true");
-  if (ready && $("send-status").dataset.hint) { $("send-status").textContent = ""; delete $("send-status").dataset.hint; }
+  if (ready && $("send-status").dataset.hint) {
+    $("send-status").textContent = ""; delete $("send-status").dataset.hint;
+  }
 }
 
 function offerSending(fromFile) {
@@ -164,7 +166,8 @@ function offerSending(fromFile) {
   $("send-what").textContent = fromFile
     ? "What is sent: the photo as you chose it (this browser cannot open it to remove its hidden data: place, " +
       "time, camera; the server removes them before storing it), and the answer."
-    : "What is sent: the photo, re-encoded on this phone without its hidden data (place, time, camera), and the answer.";
+    : "What is sent: the photo, re-encoded on this phone without its hidden data (place, time, camera), and the " +
+      "answer.";
   $("send-status").textContent = ""; $("sent").hidden = true;
   updateSend();
 }
@@ -206,17 +209,21 @@ async function sendCase() {
       body: JSON.stringify({ consent: true, photo, computed: theCase.result.computed,
                              probabilities: theCase.result.probabilities, model_sha256: meta.sha256 }) });
     const answer = await response.json();
+    const link = response.ok ? location.origin + answer.follow_up : null;
+    if (link) {  // kept in this phone's list even if another photo was picked meanwhile: the link is the only way back
+      const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
+      mine.unshift({ number: answer.number, link, sent: answer.sent_at });
+      localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
+      listMyCases();
+    }
     if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
-    if (!response.ok) { $("send-status").textContent = "Not sent: " + answer.detail; sending = false; updateSend(); return; }
-    const link = location.origin + answer.follow_up;
+    if (!response.ok) {
+      $("send-status").textContent = "Not sent: " + answer.detail; sending = false; updateSend(); return;
+    }
     $("send-status").textContent = "";
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
-    const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
-    mine.unshift({ number: answer.number, link, sent: answer.sent_at });
-    localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
-    listMyCases();
     window.mpoxscanSent = answer;
   } catch (err) {
     if (current !== theCase) return;
@@ -323,9 +330,15 @@ async function cannotOpen(file, pick) {
   let common = true;
   try { common = await looksCommon(file); } catch (err) { /* unreadable: damaged */ }
   if (pick !== picks) return;
-  if (common || file.size === 0) { fail("This file could not be opened: it is damaged or not a photo. Please choose another photo."); return; }
-  // Perhaps a format only the server reads (HEIC, AVIF, TIFF): the photo leaves the phone only if the person agrees.
-  offered = file; $("server-offer").hidden = false; setState("offer");
+  if (common || file.size === 0) {
+    fail("This file could not be opened: it is damaged or not a photo. Please choose another photo.");
+    return;
+  }
+  // Perhaps a format only the server reads (HEIC, AVIF, TIFF): the photo leaves the phone only if the person agrees
+  // (where the model cannot run here, the page said from the start that photos are screened by the server).
+  offered = file;
+  if (!session) { await screenOffered(); return; }
+  $("server-offer").hidden = false; setState("offer");
   $("screen-on-server").focus();
 }
 
