@@ -42,12 +42,14 @@ def onnx_bytes(module, input_size: int, output_names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def output_names(cam: bool = True, offtask: bool = False) -> list[str]:
+def output_names(cam: bool = True, offtask: bool = False, quality: bool = True) -> list[str]:
     """The outputs of an exported file, in order."""
-    return ["logits", "probabilities"] + (["cam"] if cam else []) + ["quality"] + (["offtask"] if offtask else [])
+    return (["logits", "probabilities"] + (["cam"] if cam else []) + (["quality"] if quality else [])
+            + (["offtask"] if offtask else []))
 
 
-def _deployable(model, temperature: float, preprocessing: dict, cam_output: bool = True, offtask=None):
+def _deployable(model, temperature: float, preprocessing: dict, cam_output: bool = True, offtask=None,
+                quality: bool = True):
     """The network plus its calibrated softmax, the class activation map of its answer, and the measurements behind
     "cannot tell" (``quality`` always; ``offtask`` when a fitted :class:`~mpoxscan.deploy.checks.OfftaskFit` is given),
     so that a phone needs no arithmetic besides the model, and can show where the network looked.
@@ -63,7 +65,7 @@ def _deployable(model, temperature: float, preprocessing: dict, cam_output: bool
         def __init__(self) -> None:
             super().__init__()
             self.backbone = model
-            self.quality = QualityMeasures(tuple(preprocessing["mean"]), tuple(preprocessing["std"]))
+            self.quality = QualityMeasures(tuple(preprocessing["mean"]), tuple(preprocessing["std"])) if quality else None
             self.offtask = OfftaskScore(offtask) if offtask is not None else None
 
         def forward(self, image):
@@ -78,7 +80,8 @@ def _deployable(model, temperature: float, preprocessing: dict, cam_output: bool
                 weights = self.backbone.get_classifier().weight[logits.argmax(1)]
                 cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, features))
                 outputs.append(cam / (cam.flatten(1).max(1).values.view(-1, 1, 1) + 1e-12))
-            outputs.append(self.quality(image))
+            if self.quality is not None:
+                outputs.append(self.quality(image))
             if self.offtask is not None:
                 outputs.append(self.offtask(h))
             return tuple(outputs)
@@ -304,11 +307,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     if "tflite" in formats:
         from mpoxscan.deploy.tflite import TFLiteRunner, to_tflite
 
-        # Without the off-task output (the TFLite file is for Android apps that bring their own checks), so its
+        # Without the measurement outputs (the TFLite file is for Android apps, which bring their own checks), so its
         # metadata carries no answer rule.
-        path = to_tflite(_deployable(model, card["temperature"], card["preprocessing"]), card["preprocessing"]["input_size"],
-                         out / "model.fp32.tflite", metadata(card, "fp32", {"format": "tflite"}))
-        got = TFLiteRunner(path, output_names(cam=True)).run(held_out)["probabilities"]
+        path = to_tflite(_deployable(model, card["temperature"], card["preprocessing"], quality=False),
+                         card["preprocessing"]["input_size"], out / "model.fp32.tflite",
+                         metadata(card, "fp32", {"format": "tflite"}))
+        got = TFLiteRunner(path, output_names(quality=False)).run(held_out)["probabilities"]
         entry = compare(ref_gate, got, labels)
         entry["failures"] = gate.failures(entry)
         failures += [f"tflite fp32: {r}" for r in entry["failures"]]
