@@ -127,6 +127,26 @@ def test_predict_says_cannot_tell_without_a_verdict(tmp_path):
     assert "CANNOT TELL (too dark)" in line and "retake" in line and "POSITIVE" not in line and "%" not in line
 
 
+def test_predict_gives_a_strip_an_error_line_and_screens_the_rest(tmp_path):
+    """Issue 14: a strip is refused by the loader (no minute-long resize); in `mpoxscan predict` it is one error line,
+    and the photos beside it are screened all the same."""
+    from PIL import Image
+
+    from conftest import make_photo
+    from mpoxscan.deploy.predict import expand_inputs, screen_files
+
+    make_photo(1, (320, 240)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (50000, 1), (200, 150, 150)).save(tmp_path / "b-strip.png")
+    make_photo(2, (1800, 120)).save(tmp_path / "c-banner.png")
+    make_photo(3, (240, 320)).save(tmp_path / "d.jpg")
+    paths, errors = expand_inputs([str(tmp_path)])
+    assert not errors and len(paths) == 4
+    got = {path.name: (answer, why) for path, answer, why in screen_files(Screener(bundled_model()), paths)}
+    assert "too small to be a photo (50000x1" in got["b-strip.png"][1] and got["b-strip.png"][0] is None
+    assert "extreme aspect ratio (1800x120" in got["c-banner.png"][1]
+    assert got["a.jpg"][0] is not None and got["d.jpg"][0] is not None and got["d.jpg"][1] is None
+
+
 @pytest.mark.integration
 def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
     """The int8 file's ``cam`` output against captum's Grad-CAM of the PyTorch model it came from (recorded when the

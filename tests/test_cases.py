@@ -157,6 +157,10 @@ def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app,
     ({"computed": "somewhere"}, 422, "computed"),
     ({"model_sha256": "abc"}, 422, "model_sha256"),
     ({"extra": "field"}, 422, "extra"),
+    # Issue 14: strips cost the server seconds and gigabytes once scaled up to the network's input; no photo has them.
+    ({"photo": base64.b64encode(encode(Image.new("RGB", (50000, 1)), "PNG")).decode()}, 400, "too small to be a photo"),
+    ({"photo": base64.b64encode(encode(make_photo(1, (600, 4)), "PNG")).decode()}, 400, "too small to be a photo"),
+    ({"photo": base64.b64encode(encode(make_photo(1, (900, 60)), "JPEG")).decode()}, 400, "extreme aspect ratio"),
 ])
 def test_bad_cases_are_refused_with_a_reason(client, change, status, reason):
     r = _send(client, **change)
@@ -184,6 +188,23 @@ def test_huge_cases_and_decompression_bombs_are_refused(client, app):
     with _db(app) as db:
         assert service.counts(db) == {"waiting": 0, "answered": 0}
     assert not list(app.state.photos.root.iterdir())  # nothing half-stored
+
+
+def test_heat_map_of_a_stored_strip_is_refused_with_a_reason(app, client):
+    """A photo stored before the loader's shape limits (or put there by hand) is not scaled up to the network's input:
+    the heat map answers 422 with the reason, the case page and the photo still open."""
+    _expert(app)
+    name = app.state.photos.save(encode(make_photo(2, (2048, 40)), "JPEG"))
+    with _db(app) as db:
+        db.add(Case(number="STRP-0001", token_hash="s" * 64, photo_file=name, photo_sha256="0" * 64,
+                    model_sha256="0" * 64, computed="device", device_probabilities={}, predicted="Monkeypox",
+                    probabilities={}, screening_probability=0.1, screening_threshold=0.5, answer="negative",
+                    status="waiting"))
+        db.commit()
+    _sign_in(client)
+    r = client.get("/expert/cases/STRP-0001/heatmap.png")
+    assert r.status_code == 422 and "extreme aspect ratio" in r.json()["detail"] and name not in r.json()["detail"]
+    assert client.get("/expert/cases/STRP-0001/photo.jpg").status_code == 200
 
 
 def test_uploads_and_logins_are_rate_limited(database, tmp_path):

@@ -130,6 +130,28 @@ def test_bad_images_are_rejected_with_a_reason(result, name, reason):
     assert r.fold == ""
 
 
+def test_strips_the_loader_refuses_are_rejected_with_their_size(tmp_path):
+    """Issue 14: the loader refuses strips from the header; curate still names them by its own, stricter rule (with the
+    size from the header), and one such file stops nothing."""
+    from mpoxscan.data.quality import QualityParams
+
+    root = tmp_path / "S"
+    for k in range(4):
+        save(make_photo(60 + k), root / ("Monkeypox", "Healthy")[k % 2] / f"p{k}.png")
+    save(make_photo(70, (600, 4)), root / "Monkeypox" / "strip.png")  # under the loader's 16 px
+    save(make_photo(71, (1200, 100)), root / "Healthy" / "banner.png")  # 12:1, over the loader's 8:1
+    got = curate([Source("S", root)], CurateOptions(n_folds=2, progress=False, jobs=1))
+    assert row(got, "strip.png").reason == "too small: 600x4 (short side < 64 px)"
+    assert row(got, "banner.png").reason == "extreme aspect ratio: 1200x100 (> 3:1)"
+    assert (row(got, "banner.png").width, row(got, "banner.png").height) == (1200, 100)
+    assert [row(got, f"p{k}.png").status for k in range(4)] == ["kept"] * 4
+    # With looser limits of its own, curate reports the loader's reason.
+    loose = curate([Source("S", root)], CurateOptions(n_folds=2, progress=False, jobs=1,
+                                                      quality=QualityParams(min_side=1, max_aspect=50)))
+    assert row(loose, "banner.png").reason.startswith("refused: extreme aspect ratio (1200x100, 12.0:1; limit 8:1)")
+    assert row(loose, "strip.png").status == "rejected"
+
+
 def test_patients_sharing_a_picture_become_one_group_and_one_fold(result):
     # B's Q1..Q4 copy A's P1; P1's other photo P1_2 must sit with them.
     assert len({row(result, n).group for n in ("P1_1.png", "P1_2.png", "Q1_1.png", "Q3_1.jpg", "Q4_1.png")}) == 1

@@ -87,6 +87,42 @@ def test_decompression_bomb_png_is_refused_before_decoding(tmp_path: Path):
     assert time.perf_counter() - start < 5  # refused from the header, not after decoding 900 MB
 
 
+def _strip_png(width: int, height: int, pixels: bool = True) -> bytes:
+    """A valid 1-bit PNG of ``width`` x ``height`` (the 50000 x 1 one is 225 bytes); ``pixels=False``: the header
+    with garbage for image data (only a loader that decodes would notice)."""
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    idat = zlib.compress(row * height, 9) if pixels else b"\x00" * 16
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height, reason", [
+    (50000, 1, "too small to be a photo"), (1, 50000, "too small to be a photo"), (5000, 1, "too small to be a photo"),
+    (15, 15, r"too small to be a photo \(15x15; short side under 16 px\)"),
+    (2000, 20, r"extreme aspect ratio \(2000x20, 100.0:1; limit 8:1\)"), (16, 129, "extreme aspect ratio"),
+    (20, 4000, "extreme aspect ratio"),
+])
+def test_strips_and_slivers_are_refused_from_the_header(width, height, reason):
+    """Issue 14: a 225-byte 50000 x 1 PNG cost the server 55 s and 10 GB once screening scaled its short side up to
+    224 px. No photo of a lesion is under 16 px high or over 8:1 (panoramas are 4-6:1): refused before decoding."""
+    from mpoxscan.errors import ImageShapeError
+
+    data = _strip_png(width, height)
+    err = assert_one_line_error(data, reason, name="strip.png")
+    assert isinstance(err, ImageShapeError) and err.size == (width, height)
+    assert str(err).startswith("strip.png: ")
+    # The same header with garbage for pixels: refused for its shape all the same, so nothing was decoded.
+    assert_one_line_error(_strip_png(width, height, pixels=False), reason)
+
+
+def test_photo_shapes_at_the_limits_load():
+    for width, height in [(16, 128), (128, 16), (600, 100), (16, 16)]:  # 8:1, a 6:1 panorama, the smallest square
+        assert load_image(_strip_png(width, height)).size == (width, height)
+    # Callers that know better may move the limits.
+    assert load_image(_strip_png(5000, 1), min_short_side=1, max_aspect=5000).size == (5000, 1)
+    assert_one_line_error(_strip_png(600, 100), "extreme aspect ratio", max_aspect=4)
+
+
 def test_configurable_pixel_and_byte_limits(photo):
     data = encode(photo, "PNG")
     assert_one_line_error(data, r"too large \(64x48 = 3,072 pixels; limit 1,000\)", max_pixels=1000)
@@ -127,7 +163,7 @@ def test_cmyk_jpeg_becomes_rgb(photo):
 
 
 def test_16bit_png_is_scaled_not_clipped():
-    arr = np.tile(np.array([0, 257 * 64, 32896, 65535], np.uint16), (4, 1))
+    arr = np.tile(np.array([0, 257 * 64, 32896, 65535], np.uint16), (16, 4))  # 16 x 16: the loader's smallest
     data = encode(Image.fromarray(arr), "PNG")  # uint16 -> mode I;16
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     img = load_image(data)
@@ -136,18 +172,18 @@ def test_16bit_png_is_scaled_not_clipped():
 
 
 def test_palette_png_with_transparency_is_composited_on_white():
-    pal = Image.new("P", (8, 8), 0)
+    pal = Image.new("P", (16, 16), 0)
     pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
-    pal.paste(1, (4, 0, 8, 8))  # right half blue, left half red ...
+    pal.paste(1, (8, 0, 16, 16))  # right half blue, left half red ...
     data = encode(pal, "PNG", transparency=0)  # ... and red is the transparent index
     img = load_image(data)
     assert img.mode == "RGB"
     assert img.getpixel((0, 0)) == (255, 255, 255)
-    assert img.getpixel((6, 4)) == (0, 0, 255)
+    assert img.getpixel((12, 8)) == (0, 0, 255)
 
 
 def test_rgba_half_transparent_is_blended_with_white():
-    img = load_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"))
+    img = load_image(encode(Image.new("RGBA", (16, 16), (0, 0, 0, 128)), "PNG"))
     assert close_to(img.getpixel((0, 0)), (127, 127, 127), tol=2)
 
 

@@ -90,6 +90,20 @@ def test_api_screen_refuses_bad_uploads_with_a_reason(client, body, status, reas
     assert r.status_code == status and reason in r.json()["detail"].lower()
 
 
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size, reason", [((50000, 1), "too small to be a photo"), ((1, 5000), "too small to be a photo"),
+                                          ((600, 4), "too small to be a photo"), ((900, 60), "extreme aspect ratio")])
+def test_api_screen_refuses_strips_before_any_resize(client, size, reason):
+    """Issue 14: a 225-byte 50000 x 1 PNG answered 200 after 55 s at 10.5 GB (its short side scaled up to 224 px)."""
+    r = client.post("/api/screen", content=_png(Image.new("RGB", size, (200, 150, 150))))
+    assert r.status_code == 400 and reason in r.json()["detail"]
+
+
 def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
     r = client.post("/api/screen", content=b"\xff" * (settings.max_upload_bytes + 1))
     assert r.status_code == 413 and "larger than" in r.json()["detail"]

@@ -11,6 +11,15 @@ class ImageError(MpoxscanError):
     """An input could not be opened as a usable photo (empty, truncated, not an image, too large, ...)."""
 
 
+class ImageShapeError(ImageError):
+    """An image refused for its declared shape (too thin a short side, too extreme an aspect ratio), read from the
+    header before decoding. ``size`` is the stored (width, height), so that callers can still report it."""
+
+    def __init__(self, message: str, size: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 class WeightsError(MpoxscanError):
     """Pretrained weights are missing, corrupted or do not fit their architecture."""
 

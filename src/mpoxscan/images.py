@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from mpoxscan.errors import ImageError
+from mpoxscan.errors import ImageError, ImageShapeError
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview]
 
@@ -23,6 +23,16 @@ ImageSource = Union[str, Path, bytes, bytearray, memoryview]
 DEFAULT_MAX_PIXELS = 50_000_000
 #: Larger files are refused before they are read into memory.
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+# Shapes that no photo of a lesion has, refused from the header before any decoding or resizing: a thin strip costs
+# far more than its few pixels suggest, because screening scales its short side up to the network's input (a 50000 x 1
+# PNG of 225 bytes became an 11-megapixel-wide resize and 10 GB of memory). Phone panoramas are about 4-6:1, a 21:9
+# screenshot 2.3:1, so 8:1 refuses no real photo; the answer rule already says "cannot tell: too small" below its own
+# floor (64 px on the bundled model), so 16 px is only the hard floor under that, for inputs that are no photo at all.
+# The curate tool's own quality filter is stricter (64 px, 3:1) and names these as too small / extreme aspect ratio.
+#: Images whose short side is under this many pixels are refused (no photo of a lesion is 15 pixels high).
+DEFAULT_MIN_SHORT_SIDE = 16
+#: Images longer than this many times their short side are refused (panoramas are 4-6:1).
+DEFAULT_MAX_ASPECT_RATIO = 8.0
 
 # Formats that phones, cameras and public datasets produce. Restricting Image.open to these also keeps
 # Pillow's rarer (and less hardened) parsers away from untrusted uploads.
@@ -77,8 +87,9 @@ def _read_bytes(source: ImageSource, max_bytes: int, name: str | None = None) ->
     return data, name
 
 
-def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Identify the format and check the declared size, without decoding the pixels."""
+def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT_MIN_SHORT_SIDE,
+          max_aspect: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
+    """Identify the format and check the declared size and shape, without decoding the pixels."""
     _register_heif()
     with warnings.catch_warnings():
         # We enforce our own pixel limit below; Pillow's warning band would only add noise.
@@ -100,6 +111,13 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise ImageError(
             f"{name}: image too large ({width}x{height} = {width * height:,} pixels; limit {max_pixels:,})"
         )
+    short, long = sorted((width, height))
+    if short < min_short_side:
+        raise ImageShapeError(f"{name}: image too small to be a photo ({width}x{height}; short side under "
+                              f"{min_short_side} px)", (width, height))
+    if long > max_aspect * short:
+        raise ImageShapeError(f"{name}: extreme aspect ratio ({width}x{height}, {long / short:.1f}:1; limit "
+                              f"{max_aspect:g}:1): not a photo of a lesion", (width, height))
     frames = getattr(img, "n_frames", 1)
     if img.format in _MULTI_FRAME_REFUSED and frames > 1:
         kind = "multi-page" if img.format == "TIFF" else "animated"
@@ -176,6 +194,8 @@ def load_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
     min_side: int | None = None,
     name: str | None = None,
+    min_short_side: int = DEFAULT_MIN_SHORT_SIDE,
+    max_aspect: float = DEFAULT_MAX_ASPECT_RATIO,
 ) -> Image.Image:
     """Open a path or bytes and return an upright 8-bit sRGB ``RGB`` image, fully decoded.
 
@@ -183,10 +203,12 @@ def load_image(
     reduced scale (1/2, 1/4, 1/8), which is several times faster and lighter for large phone photos.
     ``image.info["source_size"]`` keeps the upright size of the stored picture before any such reduction.
     ``name`` labels error messages when ``source`` is bytes.
+    ``min_short_side`` and ``max_aspect``: shapes no photo has are refused from the header (:class:`ImageShapeError`),
+    so that no caller ever resizes a thin strip up to a network's input.
     Raises :class:`~mpoxscan.errors.ImageError` with a one-line reason for anything that is not one usable photo.
     """
     data, name = _read_bytes(source, max_bytes, name)
-    img = _open(data, name, max_pixels)
+    img = _open(data, name, max_pixels, min_short_side, max_aspect)
     source_size = img.size
     if min_side and img.format in ("JPEG", "MPO"):
         short = min(img.size)

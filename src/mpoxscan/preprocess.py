@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+#: Shapes up to this aspect ratio are resized whole, then cropped (as the phone page does); thinner ones only where
+#: the crop needs (the image loader refuses anything over 8:1, so this path is for other callers only).
+EXACT_UP_TO_ASPECT = 8
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -29,14 +32,25 @@ class Preprocessing:
                    float(d.get("crop_pct", 1.0)))
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
-        """Resize the short side to ``input_size / crop_pct``, then cut the centre square of ``input_size``."""
+        """Resize the short side to ``input_size / crop_pct``, then cut the centre square of ``input_size``.
+
+        Never allocates more than a bounded image: for ordinary shapes (long side up to ``EXACT_UP_TO_ASPECT`` times
+        the short side: every photo ``load_image`` lets through) the whole photo is resized and then cropped, the
+        arithmetic that the phone page's ``resize.js`` reproduces exactly; for a thinner strip (only from callers
+        that bypass the loader) the centre square is resampled straight from its region of the source (Pillow's
+        ``box``), so that a 50000 x 1 strip costs one 224 x 224 image, not an 11-million-pixel-wide resize."""
         size = self.input_size
         short = max(1, round(size / self.crop_pct))
         w, h = image.size
         scale = short / min(w, h)
         new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        resized = image.resize((new_w, new_h), _RESAMPLE[self.interpolation], reducing_gap=3.0)
         left, top = (new_w - size) // 2, (new_h - size) // 2
+        resample = _RESAMPLE[self.interpolation]
+        if max(new_w, new_h) > EXACT_UP_TO_ASPECT * max(size, short):
+            sx, sy = w / new_w, h / new_h
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            return image.resize((size, size), resample, box=box, reducing_gap=3.0)
+        resized = image.resize((new_w, new_h), resample, reducing_gap=3.0)
         return resized.crop((left, top, left + size, top + size))
 
     def normalize(self, image: Image.Image) -> np.ndarray:

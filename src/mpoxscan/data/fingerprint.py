@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mpoxscan.errors import ImageError
+from mpoxscan.errors import ImageError, ImageShapeError
 from mpoxscan.images import load_image
 
 #: The 8 symmetries of the square (identity, flips, 90-degree rotations): augmentation copies use them.
@@ -70,6 +70,9 @@ def compute(path: Path) -> Fingerprint:
     sha = hashlib.sha256(data).hexdigest()
     try:
         image = load_image(data, min_side=WORK_SIDE, name=path.name)
+    except ImageShapeError as exc:  # refused for its shape: the size is known, and the quality filter names it
+        return Fingerprint(sha256=sha, error=str(exc).removeprefix(f"{path.name}: "), width=exc.size[0],
+                           height=exc.size[1])
     except ImageError as exc:
         return Fingerprint(sha256=sha, error=str(exc).removeprefix(f"{path.name}: "))
     width, height = image.info["source_size"]

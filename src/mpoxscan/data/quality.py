@@ -19,14 +19,17 @@ class QualityParams:
 
 
 def rejection_reason(fp: Fingerprint, params: QualityParams) -> str | None:
-    """Why this image is rejected, or None to keep it."""
-    if fp.error:
+    """Why this image is rejected, or None to keep it. An image the loader refused for its shape (it has a size but
+    no pixels) gets this filter's own size reason, which is stricter than the loader's limits."""
+    if fp.error and not (fp.width and fp.height):
         return f"unreadable: {fp.error}"
     short, long = sorted((fp.width, fp.height))
     if short < params.min_side:
         return f"too small: {fp.width}x{fp.height} (short side < {params.min_side} px)"
     if long / short > params.max_aspect:
         return f"extreme aspect ratio: {fp.width}x{fp.height} (> {params.max_aspect:g}:1)"
+    if fp.error:  # refused by the loader although within this filter's limits (looser ones were asked for)
+        return f"refused: {fp.error}"
     if fp.gray_std < params.min_contrast:
         return f"nearly uniform: contrast {fp.gray_std:.1f} < {params.min_contrast:g}"
     if fp.colourfulness < params.min_colourfulness:

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import Screener
+from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
 from mpoxscan.web.app import Settings
@@ -99,7 +100,11 @@ async def case_heatmap(number: str, db: Session = Depends(get_db), photos: servi
     case = _case(db, number)
 
     def draw() -> bytes:
-        answer, cam, seen = screener.screen_and_map(load_image(_photo_path(photos, case)))
+        try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
+            photo = load_image(_photo_path(photos, case).read_bytes(), name="the stored photo")
+        except ImageError as exc:
+            raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
+        answer, cam, seen = screener.screen_and_map(photo)
         if cam is None:
             raise HTTPException(404, "this model has no heat map output")
         buf = io.BytesIO()
