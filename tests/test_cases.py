@@ -342,6 +342,25 @@ def test_queue_order_case_view_answer_and_audit(app, client):
         assert service.counts(db) == {"waiting": 5, "answered": 1}
 
 
+def test_each_photo_and_heat_map_download_is_audited(app, client):
+    """Issue 14: one signed-in cookie fetched 30 photos and 5 heat maps and the audit log gained nothing. Each
+    download is a row (who, which case), like a case view; a refused one (no such case) is not."""
+    _expert(app)
+    numbers = [_send(client, _photo_bytes(60 + k)).json()["number"] for k in range(2)]
+    _sign_in(client)
+    for _ in range(3):
+        for number in numbers:
+            assert client.get(f"/expert/cases/{number}/photo.jpg").status_code == 200
+    assert client.get(f"/expert/cases/{numbers[0]}/heatmap.png").status_code == 200
+    assert client.get("/expert/cases/ZZZZ-ZZZZ/photo.jpg").status_code == 404
+    with _db(app) as db:
+        events = [(e.action, e.case_number, e.email) for e in service.audit_log(db) if e.action.startswith("viewed")]
+    assert sorted(events) == sorted([("viewed photo", n, "doc@example.org") for n in numbers] * 3
+                                    + [("viewed heat map", numbers[0], "doc@example.org")])
+    audit = client.get("/expert/audit").text
+    assert "viewed photo" in audit and "viewed heat map" in audit
+
+
 def test_nothing_personal_reaches_the_logs(app, client, caplog):
     _expert(app)
     with caplog.at_level(logging.DEBUG):

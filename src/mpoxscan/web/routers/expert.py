@@ -81,7 +81,10 @@ def case_page(request: Request, number: str, db: Session = Depends(get_db), scre
 @router.get("/cases/{number}/photo.jpg")
 def case_photo(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
                expert: Expert = Depends(current_expert)):
-    return FileResponse(_photo_path(photos, _case(db, number)), media_type="image/jpeg")
+    case = _case(db, number)
+    path = _photo_path(photos, case)
+    service.audit(db, "viewed photo", expert, case.number)  # each download: the case page is not the only way in
+    return FileResponse(path, media_type="image/jpeg")
 
 
 def _photo_path(photos: service.PhotoStore, case):
@@ -111,7 +114,9 @@ async def case_heatmap(number: str, db: Session = Depends(get_db), photos: servi
         overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(buf, "PNG")
         return buf.getvalue()
 
-    return Response(await run_in_threadpool(draw), media_type="image/png")
+    png = await run_in_threadpool(draw)
+    service.audit(db, "viewed heat map", expert, case.number)  # the map is drawn on the photo: it shows the photo
+    return Response(png, media_type="image/png")
 
 
 @router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])
