@@ -168,6 +168,46 @@ def test_bad_cases_are_refused_with_a_reason(client, change, status, reason):
     assert reason in r.json()["detail"].lower()
 
 
+@pytest.mark.parametrize("change, where", [
+    ({"consent": "yes"}, "consent"), ({"consent": 1}, "consent"), ({"consent": "true"}, "consent"),
+    ({"probabilities": "numeric strings"}, "probabilities"), ({"probabilities": "booleans"}, "probabilities"),
+    ({"computed": ["device"]}, "computed"), ({"model_sha256": 7}, "model_sha256"),
+])
+def test_loose_types_are_refused(client, change, where):
+    """Issue 14: consent is the JSON boolean true, probabilities are JSON numbers; nothing is coerced."""
+    body = _case_body(client)
+    if change.get("probabilities") == "numeric strings":
+        change = {"probabilities": {c: str(p) for c, p in body["probabilities"].items()}}
+    elif change.get("probabilities") == "booleans":
+        change = {"probabilities": {c: k == 0 for k, c in enumerate(body["probabilities"])}}
+    body.update(change)
+    r = client.post("/api/cases", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"not a case: {where}")
+    ints = _case_body(client)  # whole numbers are numbers all the same
+    ints["probabilities"] = {c: int(k == 0) for k, c in enumerate(ints["probabilities"])}
+    assert client.post("/api/cases", json=ints).status_code == 201
+
+
+@pytest.mark.parametrize("duplicate", ["consent", "probabilities"])
+def test_duplicate_json_keys_are_refused(app, client, duplicate):
+    """Issue 14: {"consent": false, ..., "consent": true} was read as consent (the last key wins); a key given twice,
+    at any depth, is refused with the reason."""
+    import json
+
+    body = _case_body(client)
+    text = json.dumps(body)
+    if duplicate == "consent":
+        text = text.replace('"consent": true', '"consent": false, "consent": true')
+    else:
+        first = next(iter(body["probabilities"]))
+        text = text.replace(f'"{first}": ', f'"{first}": 0.9, "{first}": ', 1)
+    r = client.post("/api/cases", content=text.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "duplicate key" in r.json()["detail"], r.text
+    with _db(app) as db:
+        assert service.counts(db) == {"waiting": 0, "answered": 0}
+
+
 def test_probabilities_that_are_not_probabilities_and_broken_bodies_are_refused(client):
     body = _case_body(client)
     body["probabilities"] = {c: 0.9 for c in body["probabilities"]}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from typing import Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
 from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
@@ -24,14 +25,27 @@ router = APIRouter()
 
 
 class CaseIn(BaseModel):
-    """What the page sends: consent, the photo (re-encoded on the phone, base64) and the answer the phone showed."""
+    """What the page sends: consent, the photo (re-encoded on the phone, base64) and the answer the phone showed.
+    Strict types: consent is the JSON boolean true (not "yes", 1 or "true"), probabilities are JSON numbers (not
+    numeric strings), and no field is coerced from another type."""
 
-    model_config = ConfigDict(extra="forbid")
-    consent: bool
-    photo: str = Field(description="the photo, base64 (JPEG re-encoded without metadata by the page)")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    consent: StrictBool
+    photo: StrictStr = Field(description="the photo, base64 (JPEG re-encoded without metadata by the page)")
     computed: Literal["device", "server"]
-    probabilities: dict[str, float]
-    model_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    probabilities: dict[StrictStr, StrictFloat]
+    model_sha256: StrictStr = Field(pattern="^[0-9a-f]{64}$")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads' object hook: a key given twice is refused (the parsers would silently keep the last one, so a
+    body could say consent twice and mean whichever a reader picks)."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise HTTPException(422, f"not a case: duplicate key {json.dumps(key)[:80]} in the JSON body")
+        seen[key] = value
+    return seen
 
 
 def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
@@ -65,6 +79,7 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
         first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise HTTPException(422, f"not a case: {where}: {first.get('msg')}") from None
+    json.loads(body, object_pairs_hook=_refuse_duplicate_keys)  # valid JSON by now; only its keys are looked at
     if not submission.consent:
         raise HTTPException(400, "no consent: a case is sent to an expert only when the person agrees")
     _check_probabilities(submission.probabilities, screener.classes)
