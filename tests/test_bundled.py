@@ -147,6 +147,28 @@ def test_predict_gives_a_strip_an_error_line_and_screens_the_rest(tmp_path):
     assert got["a.jpg"][0] is not None and got["d.jpg"][0] is not None and got["d.jpg"][1] is None
 
 
+def test_predict_and_curate_find_jfif_and_other_jpeg_and_heif_suffixes(tmp_path):
+    """Issue 14: `mpoxscan predict FOLDER` said "folder holds no photo" for .jfif files (JPEGs as Windows saves them).
+    Every real JPEG / HEIF suffix is looked at, in any case; the content decides the format."""
+    import pillow_heif
+
+    from conftest import make_photo
+    from mpoxscan.data.sources import Source, scan
+    from mpoxscan.deploy.predict import expand_inputs, screen_files
+
+    folder = tmp_path / "Healthy"
+    folder.mkdir()
+    names = ["a.jfif", "b.JFIF", "c.jpe", "d.jif", "e.jfi", "f.pjpeg", "g.pjp"]
+    for k, name in enumerate(names):
+        make_photo(k, (160, 120)).save(folder / name, format="JPEG")
+    pillow_heif.from_pillow(make_photo(9, (160, 120))).save(folder / "h.hif", quality=90)
+    (folder / "notes.txt").write_text("not a photo")
+    paths, errors = expand_inputs([str(folder)])
+    assert not errors and sorted(p.name for p in paths) == [*names, "h.hif"]
+    assert all(why is None for _path, _answer, why in screen_files(Screener(bundled_model()), paths))
+    assert sorted(r.path.name for r in scan(Source("S", tmp_path))) == [*names, "h.hif"]
+
+
 @pytest.mark.integration
 def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
     """The int8 file's ``cam`` output against captum's Grad-CAM of the PyTorch model it came from (recorded when the

@@ -40,8 +40,10 @@ DEFAULT_MAX_ASPECT_RATIO = 8.0
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "GIF", "BMP", "TIFF")
 # Formats where several frames mean an animation or a multi-page document rather than one photo.
 # MPO (phone JPEGs with a depth map) and HEIF (bursts, live photos) hold one primary photo: we take it.
-#: File name suffixes looked at when a folder of photos is given (the content decides, not the name).
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff", ".gif"}
+#: File name suffixes looked at when a folder of photos is given (the content decides, not the name). JPEGs also come
+#: as .jfif (Windows saves web photos so), .jpe, .jif, .jfi, .pjpeg / .pjp (progressive); HEIF as .hif (cameras).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".jfi", ".jif", ".pjpeg", ".pjp", ".png", ".webp", ".heic", ".heif",
+                  ".hif", ".avif", ".bmp", ".tif", ".tiff", ".gif"}
 _MULTI_FRAME_REFUSED = ("GIF", "PNG", "WEBP", "TIFF", "AVIF")
 # Errors Pillow's decoders raise on broken data (it has no single exception type for them).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError)
