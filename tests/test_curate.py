@@ -152,6 +152,29 @@ def test_strips_the_loader_refuses_are_rejected_with_their_size(tmp_path):
     assert row(loose, "strip.png").status == "rejected"
 
 
+def test_without_a_pattern_each_file_is_its_own_group(tmp_path):
+    """Issue 14: without --group, Chickenpox/16.jpg and Healthy/16.jpg both became ext:16, one leakage group of two
+    unrelated photos. Without a pattern (or for a file the pattern does not match) the file's relative path is its
+    group."""
+    from mpoxscan.data.sources import scan
+
+    root = tmp_path / "ext"
+    for k, cls in enumerate(("Chickenpox", "Healthy", "Measles")):
+        save(make_photo(80 + k), root / cls / "16.jpg")
+        save(make_photo(90 + k), root / cls / "sub" / "16.jpg")
+    save(make_photo(99), root / "Measles" / "P7_2.jpg")
+    records = scan(Source("ext", root))
+    groups = {r.relpath.replace("\\", "/"): r.group for r in records}
+    assert groups["Chickenpox/16.jpg"] == "ext:Chickenpox/16.jpg" and groups["Healthy/16.jpg"] == "ext:Healthy/16.jpg"
+    assert len(set(groups.values())) == len(records) == 7
+    got = curate([Source("ext", root)], CurateOptions(n_folds=3, progress=False, jobs=1))
+    assert len({r.group for r in got.rows if r.status == "kept"}) == 7
+    # With a pattern, matched files share their patient's id and unmatched ones stay alone.
+    with_pattern = {r.relpath.replace("\\", "/"): r.group for r in scan(Source("ext", root, r"^(P\d+)_"))}
+    assert with_pattern["Measles/P7_2.jpg"] == "ext:P7"
+    assert with_pattern["Chickenpox/16.jpg"] != with_pattern["Healthy/16.jpg"]
+
+
 def test_patients_sharing_a_picture_become_one_group_and_one_fold(result):
     # B's Q1..Q4 copy A's P1; P1's other photo P1_2 must sit with them.
     assert len({row(result, n).group for n in ("P1_1.png", "P1_2.png", "Q1_1.png", "Q3_1.jpg", "Q4_1.png")}) == 1

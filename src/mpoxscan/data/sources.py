@@ -19,7 +19,9 @@ class Source:
     """One folder of ``<class>/<image>`` files.
 
     ``group_regex``: applied to the file name; its first capture group (or whole match) is the patient id, so that
-    images of one patient stay together. Without it every image is its own group.
+    images of one patient stay together. Without it (or for a file it does not match) every image is its own group,
+    named by its path relative to the root: two different photos that share a file name in two class folders
+    (``Chickenpox/16.jpg``, ``Healthy/16.jpg``) are not one patient.
     ``label_map``: folder name -> labels. One label renames the class; several (``Others=Chickenpox|Measles``) mark the
     folder as a coarse class whose images are one of those finer classes.
     ``priority``: which source's label and copy win when the same picture is in two sources (higher wins).
@@ -42,7 +44,7 @@ class Record:
     folder: str  # the class sub-folder it was found in
     label: str  # after the label map (a coarse label keeps the folder's name)
     fine_labels: tuple[str, ...]  # the finer classes a coarse label stands for; (label,) when already fine
-    group: str  # "<source>:<patient id>"
+    group: str  # "<source>:<patient id>", or "<source>:<relative path>" for a file without a patient id
     group_matched: bool  # whether the group regex matched this file
 
 
@@ -106,8 +108,10 @@ def scan(source: Source) -> list[Record]:
         label = mapped[0] if len(mapped) == 1 else class_dir.name
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
             match = pattern.search(path.name) if pattern else None
-            patient = (match.group(1) if match.groups() else match.group(0)) if match else path.stem
-            records.append(Record(path=path, source=source.name, relpath=str(path.relative_to(root)),
+            relpath = path.relative_to(root)
+            # No patient id: the file alone (its relative path; a file name has no "/", so no id can collide).
+            patient = (match.group(1) if match.groups() else match.group(0)) if match else relpath.as_posix()
+            records.append(Record(path=path, source=source.name, relpath=str(relpath),
                                   folder=class_dir.name, label=label, fine_labels=mapped, group=f"{source.name}:{patient}",
                                   group_matched=bool(match)))
     if not records:
