@@ -25,7 +25,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # Shapes that no photo of a lesion has, refused from the header before any decoding or resizing: a thin strip costs
 # far more than its few pixels suggest, because screening scales its short side up to the network's input (a 50000 x 1
-# PNG of 225 bytes became an 11-megapixel-wide resize and 10 GB of memory). Phone panoramas are about 4-6:1, a 21:9
+# PNG of 225 bytes became an 11-million-pixel-wide resize and 10 GB of memory). Phone panoramas are about 4-6:1, a 21:9
 # screenshot 2.3:1, so 8:1 refuses no real photo; the answer rule already says "cannot tell: too small" below its own
 # floor (64 px on the bundled model), so 16 px is only the hard floor under that, for inputs that are no photo at all.
 # The curate tool's own quality filter is stricter (64 px, 3:1) and names these as too small / extreme aspect ratio.

@@ -48,6 +48,10 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return seen
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
 def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
     if sorted(probabilities) != sorted(classes):
         raise HTTPException(400, f"probabilities must name exactly the model's classes: {', '.join(classes)}")
@@ -79,7 +83,10 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
         first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise HTTPException(422, f"not a case: {where}: {first.get('msg')}") from None
-    json.loads(body, object_pairs_hook=_refuse_duplicate_keys)  # valid JSON by now; only its keys are looked at
+    try:  # valid JSON by now: only its keys are looked at
+        json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except ValueError as exc:  # a corner the two parsers read differently: refuse rather than guess
+        raise HTTPException(422, f"not a case: body: {_one_line(exc)}") from None
     if not submission.consent:
         raise HTTPException(400, "no consent: a case is sent to an expert only when the person agrees")
     _check_probabilities(submission.probabilities, screener.classes)
