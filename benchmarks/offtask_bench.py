@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from scipy.special import logsumexp
 from tqdm import tqdm
 
 from mpoxscan.deploy.answer import AnswerRule, fit_rule
@@ -173,7 +174,7 @@ def answers(screener: Screener, images: list[Image.Image], batch: int = 32, desc
             s = screener.verdict(outputs["probabilities"][j], min(im.size), screener.measures(outputs, j))
             out.append({"answer": s.answer, "reason": s.reason, "p_positive": s.positive_probability,
                         "max_probability": float(outputs["probabilities"][j].max()),
-                        "energy": float(np.log(np.exp(outputs["logits"][j]).sum())), **s.measures,
+                        "energy": float(logsumexp(outputs["logits"][j])), **s.measures,
                         "short_side": min(im.size)})
     return out
 
@@ -203,7 +204,10 @@ def cross_fitted_refusals(screener: Screener, held: list[dict], reference_qualit
 def auroc(real: list[float], off: list[float]) -> float:
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(off))], np.r_[real, off]))
+    # A non-finite score (an overflowing picture) ranks as the most unusual, as the rule treats it.
+    scores = np.nan_to_num(np.r_[real, off], nan=np.inf)
+    scores = np.clip(scores, -1e30, 1e30)
+    return float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(off))], scores))
 
 
 def run(model: Path, data: Path, work: Path) -> dict:
@@ -269,6 +273,8 @@ def run(model: Path, data: Path, work: Path) -> dict:
                                             ("skin_share", -1), ("sharpness", -1))},
         "degraded": {},
         "seconds": None,
+        "non_finite": {name: sum(not np.isfinite(a[name]) for a in all_off + real_scores)
+                       for name in ("offtask", "max_probability", "energy", "skin_share", "sharpness", "brightness")},
     }
     for name, got in degraded.items():
         same = [g["answer"] == "cannot tell" or g["answer"] == c["answer"] for g, c in zip(got, held)]

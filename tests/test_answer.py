@@ -38,6 +38,12 @@ def test_a_photo_the_model_cannot_judge_gets_no_verdict(side, change, reason):
     assert reason in REASONS.values()
 
 
+def test_a_measurement_that_is_not_a_number_refuses_the_photo():
+    assert RULE.decide(0.9, 500, {**GOOD, "offtask": float("nan")}) == ("cannot tell", REASONS["unfamiliar"])
+    assert RULE.decide(0.9, 500, {**GOOD, "offtask": float("inf")}) == ("cannot tell", REASONS["unfamiliar"])
+    assert RULE.decide(0.9, 500, {**GOOD, "sharpness": float("nan")}) == ("cannot tell", "blurred")
+
+
 def test_checks_without_a_threshold_or_a_measure_are_off():
     legacy = AnswerRule.from_meta({"classes": ["Healthy", "Monkeypox"], "positive_class": "Monkeypox",
                                    "screening_threshold": 0.4})

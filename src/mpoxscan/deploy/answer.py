@@ -68,11 +68,12 @@ class AnswerRule:
     def refusal(self, short_side: int, measures: dict[str, float]) -> str | None:
         """The reason this photo cannot be judged, or None. ``measures``: brightness, sharpness, skin_share, offtask
         (a missing measure is not checked)."""
+        # Written as "not within the limit", so that a measurement that is not a number (NaN) refuses the photo.
         def below(name: str, limit: float | None) -> bool:
-            return limit is not None and name in measures and measures[name] < limit
+            return limit is not None and name in measures and not measures[name] >= limit
 
         def above(name: str, limit: float | None) -> bool:
-            return limit is not None and name in measures and measures[name] > limit
+            return limit is not None and name in measures and not measures[name] <= limit
 
         if self.min_side and short_side < self.min_side:
             return REASONS["too_small"]

@@ -17,8 +17,9 @@ const MPOXSCAN_ANSWER = (() => {
 
   // The reason this photo cannot be judged, or null. `measures`: brightness, sharpness, skin_share, offtask.
   function refusal(rule, shortSide, measures) {
-    const below = (name, limit) => given(limit) && given(measures[name]) && measures[name] < limit;
-    const above = (name, limit) => given(limit) && given(measures[name]) && measures[name] > limit;
+    // Written as "not within the limit", so that a measurement that is not a number (NaN) refuses the photo.
+    const below = (name, limit) => given(limit) && given(measures[name]) && !(measures[name] >= limit);
+    const above = (name, limit) => given(limit) && given(measures[name]) && !(measures[name] <= limit);
     if (rule.min_side && shortSide < rule.min_side) return REASONS.too_small;
     if (below("brightness", rule.min_brightness)) return REASONS.too_dark;
     if (below("sharpness", rule.min_sharpness)) return REASONS.blurred;
