@@ -124,3 +124,84 @@ def friedman(scores: dict[str, Sequence[float]]) -> dict:
         return {"statistic": float("nan"), "p": float("nan")}
     res = stats.friedmanchisquare(*[np.asarray(v, float) for v in scores.values()])
     return {"statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
+    """Positive predictive value (Bayes' rule) of a test with this sensitivity and specificity at ``prevalence``:
+    a test set's own mix of classes says nothing about the share of mpox among the people who will use the tool."""
+    tp = sensitivity * prevalence
+    fp = (1.0 - specificity) * (1.0 - prevalence)
+    return float(tp / (tp + fp)) if tp + fp > 0 else float("nan")
+
+
+def pooled_point_metrics(y_idx: np.ndarray, proba: np.ndarray, flagged: np.ndarray | None, positive_idx: int | None,
+                         prevalences: Sequence[float] = (0.01, 0.10)) -> dict[str, float]:
+    """The figures reported over pooled out-of-fold predictions: accuracy, macro-F1, balanced accuracy, mpox AUC,
+    sensitivity / specificity of ``flagged`` (each image flagged at its own fold's threshold) and the PPV at each
+    prevalence."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    pred = proba.argmax(axis=1)
+    labels = list(range(proba.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a bootstrap draw may hold one class only: sklearn warns, the value stands
+        balanced = float(skm.balanced_accuracy_score(y_idx, pred)) if len(y_idx) else float("nan")
+    out = {"accuracy": float(np.mean(pred == y_idx)), "balanced_accuracy": balanced,
+           "macro_f1": float(skm.f1_score(y_idx, pred, labels=labels, average="macro", zero_division=0))}
+    if positive_idx is not None:
+        is_pos = y_idx == positive_idx
+        out["screening_auc"] = (float(skm.roc_auc_score(is_pos, proba[:, positive_idx]))
+                                if 0 < is_pos.sum() < len(is_pos) else float("nan"))
+        if flagged is not None:
+            sens = float(flagged[is_pos].mean()) if is_pos.any() else float("nan")
+            spec = float((~flagged[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+            out["sensitivity"], out["specificity"] = sens, spec
+            for prev in prevalences:
+                out[f"ppv_at_{prev:g}"] = ppv_at_prevalence(sens, spec, prev)
+    return out
+
+
+def patient_bootstrap(groups: Sequence[str], statistic,
+                      n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+    """Percentile confidence intervals of ``statistic(index) -> {name: value}`` over the pooled predictions, drawing
+    whole patient groups (``groups[i]``: image i's) with replacement: photos of one patient are not independent, so resampling photos would
+    give intervals that are too narrow. Returns {name: {"value", "ci95": [lo, hi], "n_boot"}}."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+    point = statistic(np.arange(len(groups)))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        for k, v in statistic(index).items():
+            draws[k].append(v)
+    alpha = (1 - confidence) / 2
+    out = {}
+    for k, v in point.items():
+        d = np.asarray(draws[k], float)
+        d = d[~np.isnan(d)]
+        lo, hi = (np.quantile(d, [alpha, 1 - alpha]).tolist() if len(d) else [float("nan"), float("nan")])
+        out[k] = {"value": v, "ci95": [float(lo), float(hi)], "n_boot": int(len(d))}
+    return out
+
+
+def pooled_summary(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], groups: Sequence[str],
+                   thresholds: np.ndarray | None = None, positive: str = POSITIVE, n_boot: int = 2000, seed: int = 0,
+                   prevalences: Sequence[float] = (0.01, 0.10)) -> dict:
+    """Honest statistics over all out-of-fold predictions pooled: each figure with a 95 % patient-level bootstrap
+    CI, and the ECE of the pooled predictions. ``thresholds``: per image, the screening threshold chosen on its own
+    fold's inner validation."""
+    classes = list(classes)
+    y_idx = np.array([classes.index(y) for y in y_true])
+    k = classes.index(positive) if positive in classes else None
+    flagged = proba[:, k] >= np.asarray(thresholds, float) if (k is not None and thresholds is not None) else None
+
+    def statistic(index: np.ndarray) -> dict[str, float]:
+        return pooled_point_metrics(y_idx[index], proba[index], None if flagged is None else flagged[index], k,
+                                    prevalences)
+
+    return {"n_images": int(len(y_idx)), "n_groups": int(len(set(groups))),
+            "ece": expected_calibration_error(y_idx, proba), "metrics": patient_bootstrap(groups, statistic, n_boot, seed)}
