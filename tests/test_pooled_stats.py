@@ -59,3 +59,19 @@ def test_pooled_summary_thresholds_ece_and_ppv():
     assert m["ppv_at_0.1"]["value"] == pytest.approx(ppv_at_prevalence(2 / 3, 2 / 3, 0.1))
     assert m["accuracy"]["value"] == pytest.approx(4 / 6)
     assert 0 < s["ece"] < 1 and s["n_groups"] == 6
+
+
+def test_point_metrics_match_scikit_learn():
+    from sklearn import metrics as skm
+
+    from mpoxscan.evaluation.metrics import pooled_point_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 200)
+    y[y == 3] = 2  # class 3 never true
+    proba = rng.dirichlet(np.ones(4), 200)
+    m = pooled_point_metrics(y, proba, None, None)
+    pred = proba.argmax(1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))

@@ -93,6 +93,9 @@ class FoldOutput:
     logits_valid: np.ndarray
     info: dict
     model: object = None  # the trained network, when config.exports asks for it
+    # Other predictions of the same fold, {suffix: (logits_test, logits_valid)}, each calibrated on its own and saved
+    # as <stem>__<suffix>: e.g. with and without TTA, or a distillation's teachers.
+    extra_outputs: dict = field(default_factory=dict)
 
 
 def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
@@ -117,7 +120,28 @@ def _finetune_fold(model, rows, split, classes, config, progress):
     return finetune_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
 
 
-STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold}
+def _full_fold(model, rows, split, classes, config, progress):
+    from mpoxscan.training.full import full_fold
+
+    return full_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+
+
+def _distill_fold(model, rows, split, classes, config, progress):
+    from mpoxscan.training.distill import distill_fold
+
+    return distill_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+
+
+STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold, "full": _full_fold, "distill": _distill_fold}
+
+
+def fit_calibration(logits_valid: np.ndarray, y_valid: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """(temperature, screening threshold for 95 % mpox sensitivity), both from inner-validation logits."""
+    temperature = fit_temperature(logits_valid, y_valid)
+    if POSITIVE not in classes:
+        return temperature, 0.5
+    p_val = softmax(logits_valid, temperature)
+    return temperature, screening_threshold(y_valid == classes.index(POSITIVE), p_val[:, classes.index(POSITIVE)])
 
 
 def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np.ndarray, info: dict) -> None:
@@ -187,22 +211,94 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
                 started = time.perf_counter()
                 result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
                 y_val = np.array([classes.index(rows[k].label) for k in split.valid])
-                temperature = fit_temperature(result.logits_valid, y_val)
-                p_val = softmax(result.logits_valid, temperature)
-                is_pos = y_val == classes.index(POSITIVE) if POSITIVE in classes else np.zeros(len(y_val), bool)
-                threshold = screening_threshold(is_pos, p_val[:, classes.index(POSITIVE)]) if POSITIVE in classes else 0.5
+                temperature, threshold = fit_calibration(result.logits_valid, y_val, classes)
                 info = {**result.info, "temperature": temperature, "threshold": threshold,
                         "seconds": round(time.perf_counter() - started, 2), "n_train": len(split.train),
                         "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
                         "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
                                                                    softmax(result.logits_test), classes)["ece"]}
+                for suffix, (z_test, z_valid) in result.extra_outputs.items():  # before the main file: it marks done
+                    t, th = fit_calibration(z_valid, y_val, classes)
+                    _write_fold(pred_dir, f"{stem}__{suffix}", rows, split, classes, softmax(z_test, t),
+                                {**info, "temperature": t, "threshold": th, "variant": suffix})
                 _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
                 if config.exports:
                     _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
             bar.update()
     results = summarise(out, config, classes, splits, rows)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_oof_predictions(out, config, classes, splits, rows)
     return results
+
+
+def _variants(pred_dir: Path, stem: str) -> list[str]:
+    """"" (the main predictions) and the suffixes of a fold's extra outputs saved beside them (not the exports)."""
+    extra = sorted(p.stem[len(stem) + 2:] for p in pred_dir.glob(f"{stem}__*.csv"))
+    return [""] + [v for v in extra if not v.startswith("onnx-")]
+
+
+def oof_table(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows, model: str,
+              variant: str = "") -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    """The pooled out-of-fold predictions of one model and variant: labels, probabilities, patient groups, each
+    image's screening threshold (its fold's) and fold names, over the folds that are done."""
+    labels, probas, groups, thresholds, folds = [], [], [], [], []
+    suffix = f"__{variant}" if variant else ""
+    for split in splits:
+        got = read_fold(out / "predictions", f"{model}__{config.strategy}__{split.name}{suffix}", classes)
+        if got is None:
+            continue
+        fold_labels, proba, info = got
+        labels += fold_labels
+        probas.append(proba)
+        groups += [rows[k].group for k in split.test]
+        thresholds += [info["threshold"]] * len(fold_labels)
+        folds += [split.name] * len(fold_labels)
+    proba = np.concatenate(probas) if probas else np.zeros((0, len(classes)))
+    return labels, proba, groups, np.array(thresholds, float), folds
+
+
+def pooled_statistics(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows,
+                      model: str) -> dict:
+    """{variant: pooled_summary} over all out-of-fold predictions of ``model`` (95 % patient-level bootstrap CIs,
+    pooled ECE, PPV at 1 % and 10 % prevalence); "main" is the run's own predictions."""
+    from mpoxscan.evaluation.metrics import pooled_summary
+
+    first = next((s for s in splits if read_fold(out / "predictions", f"{model}__{config.strategy}__{s.name}", classes)),
+                 None)
+    if first is None:
+        return {}
+    result = {}
+    for variant in _variants(out / "predictions", f"{model}__{config.strategy}__{first.name}"):
+        labels, proba, groups, thresholds, _ = oof_table(out, config, classes, splits, rows, model, variant)
+        if labels:
+            result[variant or "main"] = pooled_summary(labels, proba, classes, groups, thresholds,
+                                                       n_boot=int(config.extra.get("bootstrap", 2000)), seed=config.seed)
+    return result
+
+
+def write_oof_predictions(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows) -> Path:
+    """``out/oof_predictions.csv``: every out-of-fold prediction of the run (image, fold, true class, probabilities,
+    the fold's threshold), per model and variant, so that any figure can be re-scored from it."""
+    path = out / "oof_predictions.csv"
+    tmp = out / ".oof_predictions.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "sha256", "group", "fold", "model", "strategy", "variant", "label", "threshold"]
+                   + [f"p_{c}" for c in classes])
+        for model in config.models:
+            for split in splits:
+                stem = f"{model}__{config.strategy}__{split.name}"
+                for variant in _variants(out / "predictions", stem):
+                    got = read_fold(out / "predictions", f"{stem}__{variant}" if variant else stem, classes)
+                    if got is None:
+                        continue
+                    _, proba, info = got
+                    for k, p in zip(split.test, proba):
+                        r = rows[k]
+                        w.writerow([f"{r.source}/{r.relpath}", r.sha256, r.group, split.name, model, config.strategy,
+                                    variant or "main", r.label, f"{info['threshold']:.6f}"] + [f"{x:.6f}" for x in p])
+    tmp.replace(path)
+    return path
 
 
 def _export_names(config: CVConfig) -> list[str]:
@@ -217,9 +313,12 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     from mpoxscan.deploy.export import split_variant_probabilities
     from mpoxscan.training.features import task_preprocessing
 
+    prep = task_preprocessing(model_name)
+    if info.get("input_size"):  # whole-network strategies may train at another size than the backbone's own
+        prep = dataclasses.replace(prep, input_size=info["input_size"])
     card = {"architecture": model_name, "strategy": config.strategy, "classes": classes,
             "positive_class": POSITIVE if POSITIVE in classes else classes[0],
-            "preprocessing": dataclasses.asdict(task_preprocessing(model_name)), "temperature": info["temperature"],
+            "preprocessing": dataclasses.asdict(prep), "temperature": info["temperature"],
             "screening_threshold": info["threshold"]}
     probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
     # The fold's fp32 model is kept (about 14 MB): the review gallery explains each test image with the model that
@@ -288,6 +387,7 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
             summary[f"screening_{k}"] = mean_sd_ci([f["metrics"].get("screening", {}).get(k, float("nan")) for f in folds])
         models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
                          "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
+        models[model]["pooled"] = pooled_statistics(out, config, classes, splits, rows, model)
         exports = _summarise_exports(out, config, model, classes, splits)
         if exports:
             models[model]["exports"] = exports

@@ -39,7 +39,8 @@ def inner_split(rows, seed: int) -> FoldSplit:
 
 
 def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int = 4, seed: int = 0,
-          cache: Path | None = None, force: bool = False) -> dict:
+          cache: Path | None = None, force: bool = False, options: dict | None = None) -> dict:
+    """``options``: the strategies' typed options by strategy name, e.g. {"full": {"epochs": 30, "device": "cuda"}}."""
     import torch
 
     from mpoxscan.models import create_model
@@ -52,7 +53,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
     config = CVConfig(manifest=str(manifest), models=[model_name], strategy=strategy, protocol="final", views=views,
-                      seed=seed, extra={"cache": str(cache)} if cache else {})
+                      seed=seed, extra={**(options or {}), **({"cache": str(cache)} if cache else {})})
     split = inner_split(rows, seed)
     started = time.perf_counter()
     if strategy == "linear":
@@ -61,12 +62,24 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
         probe, _ = fit_on_split(model_name, rows, split, classes, config, progress=True)
         model = probe_into_model(create_model(model_name, pretrained=True), probe)
         info = {"C": probe.C_}
-    else:
+    elif strategy == "finetune":
         from mpoxscan.training.finetune import finetune_fold
 
         model, info = finetune_fold(model_name, rows, split, classes, config, progress=True, return_model=True)
+    elif strategy == "full":
+        from mpoxscan.training.full import full_fold
+
+        model, info = full_fold(model_name, rows, split, classes, config, progress=True, return_model=True)
+    else:
+        from mpoxscan.training.distill import distill_fold
+
+        model, info = distill_fold(model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
-    prep = task_preprocessing(model_name)
+    info = {k: v for k, v in info.items() if k != "timing"}  # device and speed: not facts of the weights
+    # Whole-network strategies may train at another input size than the backbone's own: the card (and so the
+    # exported file's metadata) carries the size the weights were trained at.
+    prep = dataclasses.replace(task_preprocessing(model_name), input_size=info.get("input_size") or
+                               task_preprocessing(model_name).input_size)
     logits_valid = _logits(model, [rows[k].path for k in split.valid], prep)
     y_valid = np.array([classes.index(rows[k].label) for k in split.valid])
     temperature = fit_temperature(logits_valid, y_valid)
@@ -74,7 +87,8 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     threshold = (screening_threshold(y_valid == classes.index(POSITIVE), p_valid[:, classes.index(POSITIVE)])
                  if POSITIVE in classes else 0.5)
     card = {
-        "architecture": model_name, "strategy": strategy, "classes": classes, "positive_class": POSITIVE,
+        "architecture": model_name, "strategy": strategy, "classes": classes,
+        "positive_class": POSITIVE if POSITIVE in classes else classes[0],  # as cv's exports write it
         "preprocessing": dataclasses.asdict(prep), "temperature": temperature, "screening_threshold": threshold,
         "training": {**info, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
                      "seconds": round(time.perf_counter() - started, 1)},
