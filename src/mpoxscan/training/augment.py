@@ -50,11 +50,11 @@ def colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: float =
 
 
 def augment_batch(images: torch.Tensor, size: int, generator: torch.Generator, min_scale: float = 0.5,
-                  jitter: float = 0.2) -> torch.Tensor:
+                  jitter: float = 0.2, ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """uint8 images (n, 3, S, S) -> float (n, 3, size, size) in [0, 1]: random resized crop, flip, quarter turn,
     colour jitter. ``generator`` is a CPU generator, so that the draws are the same on every device."""
     x = images.float() / 255.0
-    theta = crop_flip_turn_matrices(x.shape[0], generator, min_scale, device=x.device)
+    theta = crop_flip_turn_matrices(x.shape[0], generator, min_scale, ratio, device=x.device)
     grid = F.affine_grid(theta.to(x.dtype), [x.shape[0], 3, size, size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return colour_jitter(x, generator, jitter) if jitter > 0 else x
