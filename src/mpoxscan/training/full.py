@@ -192,6 +192,8 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
     generator = torch.Generator().manual_seed(seed)
     if device.type == "cpu" and params.threads:
         torch.set_num_threads(params.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
     channels_last = device.type == "cuda" and params.channels_last
     model = create_model(model_name, pretrained=True, num_classes=n_classes).to(device)
     if channels_last:
