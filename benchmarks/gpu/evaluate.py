@@ -189,7 +189,13 @@ def main() -> None:
     if (student / "model.pt").exists():
         shutil.copyfile(student / "model.pt", args.out / "student.pt")
         shutil.copyfile(student / "card.json", args.out / "student_card.json")
-    print(json.dumps(report["headline"], indent=1))
+    for protocol, head in report["headline"].items():
+        for variant, m in head.items():
+            if isinstance(m, dict):
+                print(f"{protocol:<8} {variant:<12} " + "  ".join(
+                    f"{k} {v[0]:.3f} [{v[1][0]:.3f}, {v[1][1]:.3f}]" for k, v in m.items() if isinstance(v, list))
+                      + f"  ece {m['ece']:.3f}")
+        print(f"{protocol:<8} folds done {head.get('folds')}, accuracy mean / sd over folds {head.get('fold_accuracy_mean_sd')}")
     print(f"done in {time.time() - started:.1f} s (training {trained_s:.1f} s)", flush=True)
 
 

@@ -110,8 +110,8 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
 def checkpoint_split(manifest: Path, card: dict):
     """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
     checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
-    from mpoxscan.training.cv import kept_rows, manifest_digest
-    from mpoxscan.training.train import inner_split
+    from mpoxscan.data.manifest import kept_rows, manifest_digest
+    from mpoxscan.data.splits import inner_split
 
     rows = kept_rows(Path(manifest))
     unseen = manifest_digest(Path(manifest)) == card.get("data", {}).get("manifest_sha256")
@@ -166,7 +166,7 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
            force: bool = False, log=print, formats: tuple[str, ...] = ("onnx",)) -> dict:
     """Write ``model.<precision>.onnx`` for each precision that passes the gate, plus ``export.json`` and
     ``card.json``; raise a clear error naming every variant that failed."""
-    from mpoxscan.training.train import load_checkpoint
+    from mpoxscan.models.checkpoint import load_checkpoint
 
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
@@ -192,7 +192,7 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     report: dict = {"checkpoint": str(Path(checkpoint).resolve()), "gate": gate.__dict__, "variants": {}}
     variants, failures = {"fp32": fp32}, []
     if needs_images:
-        from mpoxscan.training.train import inner_split
+        from mpoxscan.data.splits import inner_split
 
         rows, _, unseen = checkpoint_split(Path(calibration), card)
         if not unseen:

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.data.manifest import ManifestRow, read_manifest
+from mpoxscan.data.manifest import kept_rows, manifest_digest  # noqa: F401  (re-exported: older imports)
+from mpoxscan.data.splits import FoldSplit, group_leaks, make_splits  # noqa: F401
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
 from mpoxscan.training.calibration import fit_temperature, softmax
-
-
-@dataclass
-class FoldSplit:
-    name: str
-    train: list[int]
-    valid: list[int]  # inner validation: hyperparameters, early stopping, temperature, threshold
-    test: list[int]
 
 
 @dataclass
@@ -43,50 +35,6 @@ class CVConfig:
     extra: dict = field(default_factory=dict)
 
 
-def manifest_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def kept_rows(manifest: Path) -> list[ManifestRow]:
-    rows = [r for r in read_manifest(manifest) if r.status == "kept"]
-    if not rows:
-        raise MpoxscanError(f"{manifest}: no kept images")
-    return rows
-
-
-def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
-    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if protocol == "official":
-        n = {len(r.splits.split(",")) for r in rows if r.splits}
-        if not n:
-            raise MpoxscanError("the manifest has no imported splits: curate it with --folds-from, or use the k-fold protocol")
-        out = []
-        for f in range(max(n)):
-            side = {k: r.splits.split(",")[f] for k, r in enumerate(rows) if r.splits}
-            out.append(FoldSplit(f"fold{f + 1}", [k for k, s in side.items() if s == "train"],
-                                 [k for k, s in side.items() if s == "valid"], [k for k, s in side.items() if s == "test"]))
-        return out
-    folds = sorted({r.fold for r in rows if r.fold}, key=int)
-    if len(folds) < 2:
-        raise MpoxscanError("the manifest has no k-fold column: curate it without --folds-from, or use --protocol official")
-    out = []
-    for f in folds:
-        test = [k for k, r in enumerate(rows) if r.fold == f]
-        rest = [k for k, r in enumerate(rows) if r.fold and r.fold != f]
-        inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-        fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
-        out.append(FoldSplit(f"fold{f}", [rest[k] for k in fit_idx], [rest[k] for k in val_idx], test))
-    return out
-
-
-def group_leaks(rows: list[ManifestRow], split: FoldSplit) -> int:
-    """Leakage groups on both sides of a split (0 for folds made by curate; possible in imported ones)."""
-    fit = {rows[k].group for k in split.train + split.valid}
-    return len(fit & {rows[k].group for k in split.test})
-
-
 @dataclass
 class FoldOutput:
     logits_test: np.ndarray
@@ -98,41 +46,81 @@ class FoldOutput:
     extra_outputs: dict = field(default_factory=dict)
 
 
-def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
+# One registry for `cv` and `train`: each strategy trains on split.train and selects on split.valid, and returns the
+# fold's logits (cv) or, with return_model, (the trained network, its training facts) (train).
+def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool,
+                 return_model: bool = False):
     from mpoxscan.training.linear import fit_on_split
 
     probe, feats = fit_on_split(model, rows, split, classes, config, progress)
-    test_views = list(feats) if config.tta else [0]
-    # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
-    logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
     network = None
-    if config.exports:
+    if config.exports or return_model:
         from mpoxscan.models import create_model
         from mpoxscan.training.linear import probe_into_model
 
         network = probe_into_model(create_model(model, pretrained=True), probe)
+    if return_model:
+        return network, {"C": probe.C_}
+    test_views = list(feats) if config.tta else [0]
+    # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
+    logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
     return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_}, network)
 
 
-def _finetune_fold(model, rows, split, classes, config, progress):
+def _finetune_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.finetune import finetune_fold
 
-    return finetune_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+    return finetune_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                         keep_model=bool(config.exports))
 
 
-def _full_fold(model, rows, split, classes, config, progress):
+def _full_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.full import full_fold
 
-    return full_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+    return full_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                     keep_model=bool(config.exports))
 
 
-def _distill_fold(model, rows, split, classes, config, progress):
+def _distill_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.distill import distill_fold
 
-    return distill_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+    return distill_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                        keep_model=bool(config.exports))
 
 
 STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold, "full": _full_fold, "distill": _distill_fold}
+
+
+def _options_types() -> dict:
+    """The typed options each strategy reads from ``CVConfig.extra[name]`` (frozen dataclasses)."""
+    from mpoxscan.training.distill import DistillParams
+    from mpoxscan.training.finetune import FinetuneParams
+    from mpoxscan.training.full import FullParams
+
+    return {"finetune": FinetuneParams, "full": FullParams, "distill": DistillParams}
+
+
+#: Keys of ``CVConfig.extra`` besides the strategies' options.
+EXTRA_SETTINGS = ("cache", "bootstrap")
+
+
+def check_options(config: CVConfig) -> None:
+    """Refuse unknown keys and bad values in ``config.extra`` before any training starts (a typo must not pass)."""
+    types = _options_types()
+    unknown = set(config.extra) - set(types) - set(EXTRA_SETTINGS)
+    if unknown:
+        raise MpoxscanError(f"unknown setting(s) {', '.join(sorted(unknown))} (known: "
+                            f"{', '.join([*types, *EXTRA_SETTINGS])})")
+    for name, cls in types.items():
+        if name in config.extra:
+            d = dict(config.extra[name])
+            bad = set(d) - {f.name for f in fields(cls)}
+            if bad:
+                raise MpoxscanError(f"unknown option(s) of the {name} strategy: {', '.join(sorted(bad))}")
+            if name == "distill":
+                cls.from_dict(d).teacher_specs()
+            else:
+                cls(**d)
 
 
 def fit_calibration(logits_valid: np.ndarray, y_valid: np.ndarray, classes: list[str]) -> tuple[float, float]:
@@ -176,6 +164,7 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
 
     if config.strategy not in STRATEGIES:
         raise MpoxscanError(f"unknown strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
+    check_options(config)
     for m in config.models:
         get_spec(m)
     manifest = Path(config.manifest)
@@ -311,15 +300,14 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     import dataclasses
 
     from mpoxscan.deploy.export import split_variant_probabilities
+    from mpoxscan.models.checkpoint import card_core
     from mpoxscan.training.features import task_preprocessing
 
     prep = task_preprocessing(model_name)
     if info.get("input_size"):  # whole-network strategies may train at another size than the backbone's own
         prep = dataclasses.replace(prep, input_size=info["input_size"])
-    card = {"architecture": model_name, "strategy": config.strategy, "classes": classes,
-            "positive_class": POSITIVE if POSITIVE in classes else classes[0],
-            "preprocessing": dataclasses.asdict(prep), "temperature": info["temperature"],
-            "screening_threshold": info["threshold"]}
+    card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
+                     info["threshold"])
     probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
     # The fold's fp32 model is kept (about 14 MB): the review gallery explains each test image with the model that
     # never saw it.
