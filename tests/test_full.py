@@ -126,6 +126,9 @@ def test_full_cv_resumes_a_deleted_fold(full_run):
     preds[2].unlink()
     run_cv(CVConfig(**config.__dict__), out, progress=False)
     assert preds[0].stat().st_mtime_ns == stamp and preds[2].exists()
+    other = CVConfig(**{**config.__dict__, "extra": {**config.extra, "full": {**TINY, "input_size": 48}}})
+    with pytest.raises(MpoxscanError, match="other settings"):
+        run_cv(other, out, progress=False)  # another input size must not mix with these folds
 
 
 def test_distill_scores_teachers_and_student_on_the_same_fold(squares_manifest, tmp_path):
@@ -166,3 +169,24 @@ def test_train_full_at_another_input_size_exports_it(squares_manifest, tmp_path)
     probabilities = screener.predict_proba([square_photo((200, 40, 40), 7)])
     assert probabilities.shape == (1, 2) and abs(float(probabilities.sum()) - 1) < 1e-4
     assert json.loads((tmp_path / "m" / "card.json").read_text())["preprocessing"]["input_size"] == 40
+
+
+def test_cli_cv_full_and_its_option_checks(squares_manifest, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "mpoxscan.cli", "cv", "--manifest", str(squares_manifest), "--models", "mobilenetv2_100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd + ["--strategy", "full", "--device", "cpu", "--input-size", "32", "--epochs", "1",
+                                 "--batch-size", "8", "--folds", "fold1", "--out", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "run" / "predictions" / "mobilenetv2_100__full__fold1.json").read_text())
+    assert info["input_size"] == 32 and info["epochs"] == 1 and info["timing"]["device"] == "cpu"
+    bad = subprocess.run(cmd + ["--strategy", "linear", "--input-size", "32", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "options of the full and distill strategies" in bad.stderr
+    bad = subprocess.run(cmd + ["--strategy", "distill", "--teachers", "resnet@224", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "unknown model" in bad.stderr and "Traceback" not in bad.stderr

@@ -176,6 +176,9 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
         old = json.loads(cfg_path.read_text())
         same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
         new = {k: asdict(config)[k] for k in same}
+        # The strategies' options too: folds trained at another input size or epoch count must not be mixed.
+        same |= {n: old.get("extra", {}).get(n) for n in _options_types()}
+        new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in _options_types()}  # tuples as JSON lists
         if same != new:
             raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
                                 "another manifest or seed): choose another --out")
