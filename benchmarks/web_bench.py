@@ -72,8 +72,8 @@ def main() -> None:
                 result = driver.execute_script("return window.mpoxscanLast")
                 if result:
                     break
-                if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
-                    driver.find_element(By.ID, "anyway").click()
+                if driver.execute_script("return document.body.dataset.state") == "error":
+                    raise RuntimeError(f"{photo.name}: " + driver.find_element(By.ID, "error").text)
                 time.sleep(0.02)
             browser[photo] = result
             if photo in photos:

@@ -29,6 +29,29 @@ def test_bundled_file_matches_its_card():
     assert screener.meta["preprocessing"] == CARD["preprocessing"]
 
 
+def test_bundled_file_carries_its_answer_rule():
+    screener = Screener(BUNDLED / CARD["file"])
+    assert {"quality", "offtask"} <= set(screener.outputs)
+    assert screener.rule.as_dict() == CARD["answer_rule"]
+    rule = CARD["answer_rule"]
+    for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_offtask"):
+        assert rule[name] is not None, name  # every check is on in the shipped file
+    assert rule["notes"]["quality_photos"] >= 700 and rule["notes"]["offtask_photos"] >= 100
+
+
+def test_off_task_pictures_get_cannot_tell():
+    """The photo of a cat that once got "could be mpox, 77 %", a page of text, a black and a white picture."""
+    import skimage.data
+    from PIL import Image
+
+    screener = Screener(BUNDLED / CARD["file"])
+    pictures = {"cat": Image.fromarray(skimage.data.chelsea()), "text": Image.fromarray(skimage.data.page()).convert("RGB"),
+                "black": Image.new("RGB", (300, 300)), "white": Image.new("RGB", (300, 300), (255, 255, 255))}
+    for name, picture in pictures.items():
+        answer = screener.screen(picture)
+        assert answer.answer == "cannot tell" and answer.reason and not answer.positive, (name, answer)
+
+
 def test_card_says_what_a_user_must_know():
     assert "CC BY-NC 4.0" in CARD["data"]["licence"] and CARD["data"]["images"] >= 700
     cv = CARD["cross_validated_metrics"]
@@ -57,6 +80,29 @@ def test_shipped_model_agrees_with_its_fp32_model_on_real_images(shared_data):
 
 
 @pytest.mark.integration
+def test_shipped_checks_agree_with_fp32_and_refuse_few_real_photos(shared_data):
+    """The int8 file's off-task score and quality measures against the fp32 export's (recorded at build time), and
+    its answers on the held-out photos: few refused (their off-task limit was set on them, so this is a regression
+    check; benchmarks/results/offtask/ has the honest, cross-fitted figure)."""
+    from mpoxscan.images import load_image
+
+    items = json.loads((BUNDLED / "fidelity.json").read_text())["images"]
+    screener = Screener(BUNDLED / CARD["file"])
+    answers, offtask, quality = [], [], []
+    for k in range(0, len(items), 32):
+        images = [load_image(shared_data / it["path"], min_side=screener.input_size) for it in items[k:k + 32]]
+        out = screener.run(screener.preprocessing.batch(images))
+        offtask += out["offtask"].tolist()
+        quality += out["quality"].tolist()
+        answers += [screener.verdict(out["probabilities"][j], min(im.size), screener.measures(out, j)).answer
+                    for j, im in enumerate(images)]
+    ref = np.array([it["offtask"] for it in items])
+    assert np.corrcoef(offtask, ref)[0, 1] > 0.98 and np.median(np.abs(np.array(offtask) - ref) / ref) < 0.05
+    assert np.allclose(quality, [it["quality"] for it in items], rtol=1e-3, atol=1e-3)  # float32 nodes in int8 too
+    assert answers.count("cannot tell") <= 0.02 * len(items)
+
+
+@pytest.mark.integration
 def test_predict_uses_the_bundled_model_by_default(shared_data):
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "predict", str(photo), "--json"], capture_output=True,
@@ -65,7 +111,20 @@ def test_predict_uses_the_bundled_model_by_default(shared_data):
     out = json.loads(proc.stdout)
     assert out["model"]["precision"] == "int8" and out["model"]["file"].endswith("model.onnx")
     assert set(out["results"][0]["probabilities"]) == set(CARD["classes"])
+    assert out["results"][0]["answer"] in ("positive", "negative") and out["results"][0]["reason"] is None
     assert "not a diagnosis" in out["disclaimer"]
+
+
+def test_predict_says_cannot_tell_without_a_verdict(tmp_path):
+    from PIL import Image
+
+    dark = tmp_path / "dark.png"
+    Image.new("RGB", (400, 300), (12, 10, 9)).save(dark)
+    proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "predict", str(dark)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[0]
+    assert "CANNOT TELL (too dark)" in line and "retake" in line and "POSITIVE" not in line and "%" not in line
 
 
 @pytest.mark.integration

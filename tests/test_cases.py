@@ -88,6 +88,34 @@ def test_migrations_run_on_start_and_again_as_a_no_op(database, tmp_path):
     engine.dispose()
 
 
+def test_migration_0002_gives_older_cases_their_answer(database):
+    """Cases stored before the answer rule keep their screening: positive at or above their threshold."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
+
+    engine = make_engine(database)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    with engine.begin() as connection:
+        for number, p in (("OLDP-0001", 0.7), ("OLDN-0001", 0.1)):
+            connection.execute(text(
+                "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
+                "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, status) "
+                "VALUES (:n, :n, :t, 'x.jpg', '0', '0', 'device', '{}', 'Monkeypox', '{}', :p, 0.5, 'waiting')"),
+                {"n": number, "p": p, "t": utcnow()})
+    migrate(engine)
+    with engine.connect() as connection:
+        got = dict(connection.execute(text("SELECT number, answer FROM cases")).all())
+    assert got == {"OLDP-0001": "positive", "OLDN-0001": "negative"}
+    engine.dispose()
+
+
 def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app, client):
     exif = Image.Exif()
     exif[0x010F] = "PhoneMaker"  # Make
@@ -109,6 +137,7 @@ def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app,
         assert case.token_hash not in answer["follow_up"]  # only the token's hash is kept
         expected = Screener(bundled_model()).screen(load_image(stored))
         assert case.screening_probability == pytest.approx(expected.positive_probability, abs=1e-6)
+        assert (case.answer, case.answer_reason) == (expected.answer, expected.reason)
         assert case.device_probabilities == _case_body(client)["probabilities"]
     # The person's follow-up page and its JSON.
     page = client.get(answer["follow_up"])
@@ -233,20 +262,26 @@ def test_sign_in_refusals_sign_out_and_expiry(app, client):
 def test_queue_order_case_view_answer_and_audit(app, client):
     _expert(app)
     now = utcnow()
-    with _db(app) as db:  # four cases with chosen probabilities and ages (threshold 0.5)
-        for number, p, hours in [("AAAA-AAAA", 0.30, 5), ("BBBB-BBBB", 0.90, 1), ("CCCC-CCCC", 0.90, 3),
-                                 ("DDDD-DDDD", 0.55, 9)]:
+    with _db(app) as db:  # five cases with chosen answers, probabilities and ages (threshold 0.5)
+        for number, p, answer, hours in [("AAAA-AAAA", 0.30, "negative", 5), ("BBBB-BBBB", 0.90, "positive", 1),
+                                         ("CCCC-CCCC", 0.90, "positive", 3), ("DDDD-DDDD", 0.55, "positive", 9),
+                                         ("EEEE-EEEE", 0.70, "cannot tell", 2)]:
             db.add(Case(number=number, token_hash=number * 4, photo_file="none.jpg", photo_sha256="0" * 64,
                         model_sha256="0" * 64, computed="device", device_probabilities={}, predicted="Monkeypox",
-                        probabilities={}, screening_probability=p, screening_threshold=0.5, status="waiting",
+                        probabilities={}, screening_probability=p, screening_threshold=0.5, answer=answer,
+                        answer_reason="blurred" if answer == "cannot tell" else None, status="waiting",
                         created_at=now - timedelta(hours=hours)))
         db.commit()
-        assert [c.number for c in service.queue(db)] == ["CCCC-CCCC", "BBBB-BBBB", "DDDD-DDDD", "AAAA-AAAA"]
-        assert [c.number for c in service.queue(db, "age")] == ["DDDD-DDDD", "AAAA-AAAA", "CCCC-CCCC", "BBBB-BBBB"]
+        # Screened positive first, then those the model could not judge (a refused photo outranks no positive one,
+        # whatever its probability), then negative.
+        assert [c.number for c in service.queue(db)] == ["CCCC-CCCC", "BBBB-BBBB", "DDDD-DDDD", "EEEE-EEEE", "AAAA-AAAA"]
+        assert [c.number for c in service.queue(db, "age")] == ["DDDD-DDDD", "AAAA-AAAA", "CCCC-CCCC", "EEEE-EEEE",
+                                                                "BBBB-BBBB"]
     sent = _send(client, _photo_bytes(7)).json()
     _sign_in(client)
     page = client.get("/expert").text
-    assert page.index("CCCC-CCCC") < page.index("BBBB-BBBB") < page.index("DDDD-DDDD")
+    assert page.index("CCCC-CCCC") < page.index("BBBB-BBBB") < page.index("DDDD-DDDD") < page.index("EEEE-EEEE")
+    assert "cannot tell (blurred)" in page
     assert "9 h ago" in page and "0 min ago" in page
     assert client.get("/expert?order=nonsense").status_code == 400
     view = client.get(f"/expert/cases/{sent['number']}")
@@ -283,7 +318,7 @@ def test_queue_order_case_view_answer_and_audit(app, client):
         events = [(e.action, e.case_number, e.email) for e in service.audit_log(db)]
         assert events[0] == ("answered", sent["number"], "doc@example.org")
         assert ("viewed case", sent["number"], "doc@example.org") in events
-        assert service.counts(db) == {"waiting": 4, "answered": 1}
+        assert service.counts(db) == {"waiting": 5, "answered": 1}
 
 
 def test_nothing_personal_reaches_the_logs(app, client, caplog):
@@ -452,6 +487,7 @@ def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
     assert message["case"] == sent["number"] and message["event"] == "case.waiting"
     assert message["dashboard"] == f"http://testserver/expert/cases/{sent['number']}"
     assert sent["number"] in message["text"] and 0 <= message["mpox_probability"] <= 1
+    assert message["answer"] in ("positive", "negative", "cannot tell")
     token = sent["follow_up"].rsplit("/", 1)[1]
     assert token not in json.dumps(message) and "photo" not in message
     # The webhook is down: the case is stored all the same, and the log line names neither the URL nor the case.

@@ -65,6 +65,21 @@ def test_api_screen_answers_like_the_cli(client, settings):
     assert np.array(got["cam"]).shape == (7, 7)
 
 
+def test_api_screen_says_cannot_tell_with_a_reason(client):
+    """The server applies the model file's own answer rule: no verdict for a photo it cannot judge."""
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (0, 0, 0)).save(buf, "PNG")
+    got = client.post("/api/screen", content=buf.getvalue()).json()
+    assert got["answer"] == "cannot tell" and got["reason"] == "too dark" and got["screening"]["positive"] is False
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg())).resize((48, 40)).save(buf, "PNG")
+    got = client.post("/api/screen", content=buf.getvalue()).json()
+    assert (got["answer"], got["reason"]) == ("cannot tell", "too small")
+    assert set(got["measures"]) == {"brightness", "sharpness", "skin_share", "offtask"}
+    rule = client.get("/api/model").json()["answer_rule"]
+    assert rule["min_side"] == 64 and rule["max_offtask"] > 0
+
+
 @pytest.mark.parametrize("body, status, reason", [
     (b"", 400, "empty upload"),
     (b"%PDF-1.4 not a photo", 415, "not an image"),
@@ -84,6 +99,46 @@ def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
     assert r.status_code == 400 and "pixels" in r.json()["detail"]
 
 
+def _phone(driver):
+    """Emulate a phone's screen, 412 x 915 CSS pixels (a window cannot do it: Chromium's are at least 500 px wide)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 412, "height": 915, "deviceScaleFactor": 1, "mobile": True})
+    return driver
+
+
+def _desktop(driver):
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    driver.set_window_size(1280, 1000)
+
+
+def _model_with_rule(folder: Path, name: str, **rule) -> Path:
+    """A copy of the bundled model whose answer rule (in its metadata) is changed, e.g. a screening threshold of 0
+    (every photo positive) or 1 (none), and ``min_side`` (older files have no rule: no size check)."""
+    import json
+
+    import onnx
+
+    from mpoxscan.deploy.runtime import METADATA_KEY, read_metadata
+
+    model = onnx.load(str(bundled_model()))
+    meta = read_metadata(model)
+    meta["answer_rule"] = {**(meta.get("answer_rule") or {}), **rule}
+    if "screening_threshold" in rule:
+        meta["screening_threshold"] = rule["screening_threshold"]
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = json.dumps(meta)
+    path = folder / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _shown(driver, element_id: str) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
 def _wait(driver, script: str, tries: int = 300):
     """Poll a JavaScript expression until it is truthy (30 s at most); its last value."""
     for _ in range(tries):
@@ -95,18 +150,12 @@ def _wait(driver, script: str, tries: int = 300):
 
 
 def _screen(driver, photo: Path):
-    """Choose a photo on the page (past the quality advice if any) and return the answer the page computed."""
+    """Choose a photo on the page and return the answer the page computed."""
     from selenium.webdriver.common.by import By
 
+    driver.execute_script("window.mpoxscanLast = null")
     driver.find_element(By.ID, "photo").send_keys(str(photo))
-    for _ in range(300):
-        result = driver.execute_script("return window.mpoxscanLast || null")
-        if result:
-            return result
-        if not driver.find_element(By.ID, "quality").get_attribute("hidden"):
-            driver.find_element(By.ID, "anyway").click()
-        time.sleep(0.1)
-    return None
+    return _wait(driver, "return window.mpoxscanLast || null")
 
 
 PASSWORD = "correct horse battery staple"
@@ -148,7 +197,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
 
     from mpoxscan.web.cases import add_expert, case_by_number
 
-    driver = chromium(tmp_path / "profile", window="412,915")
+    driver = _phone(chromium(tmp_path / "profile"))
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
     with app.state.sessions() as db:
@@ -161,6 +210,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         # The person, on a phone.
         driver.get(base + "/")
         _wait(driver, "return document.body.dataset.ready")
+        assert driver.execute_script("return window.innerWidth") == 412
         assert "on this device" in driver.find_element(By.ID, "status").text
         result = _screen(driver, photo)
         assert result and result["computed"] == "device"
@@ -168,9 +218,9 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         assert "health worker" in verdict or "No sign" in verdict
         driver.save_screenshot(str(artefacts / "phone-answer.png"))
         send = driver.find_element(By.ID, "send")
-        assert not send.is_enabled()  # nothing leaves the phone without consent
+        assert send.get_attribute("aria-disabled") == "true"  # nothing leaves the phone without consent
         driver.find_element(By.ID, "consent").click()
-        assert send.is_enabled()
+        assert send.get_attribute("aria-disabled") == "false"
         send.click()
         sent = _wait(driver, "return window.mpoxscanSent || null")
         assert sent and sent["number"] in driver.find_element(By.ID, "sent").text
@@ -184,7 +234,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
                                            ("Chickenpox/CHP_01_01.jpg", "Measles/MSL_01_01.jpg", "Healthy/HEALTHY_02_01.jpg",
                                             "Monkeypox/MKP_02_01.jpg")])
         # The expert, on a desktop browser.
-        driver.set_window_size(1280, 1000)
+        _desktop(driver)
         driver.get(base + "/expert")
         assert driver.current_url == base + "/expert/login"
         driver.find_element(By.NAME, "email").send_keys("doc@example.org")
@@ -194,10 +244,10 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")]
         assert len(rows) == 5 and {sent["number"], *others} == {r.split()[0] for r in rows}
         probabilities = [float(r.split(" %")[0].split()[-1]) for r in rows]
-        positive = ["positive" in r for r in rows]
-        assert positive == sorted(positive, reverse=True)  # screened positive first, then by probability
-        assert all(a >= b for (a, pa), (b, pb) in zip(zip(probabilities, positive), zip(probabilities[1:], positive[1:]))
-                   if pa == pb)
+        rank = [0 if r.endswith("positive") else 1 if "cannot tell" in r else 2 for r in rows]
+        assert rank == sorted(rank)  # screened positive first, then cannot tell, then negative; each by probability
+        assert all(a >= b for (a, ra), (b, rb) in zip(zip(probabilities, rank), zip(probabilities[1:], rank[1:]))
+                   if ra == rb)
         driver.save_screenshot(str(artefacts / "dashboard-queue.png"))
         driver.find_element(By.LINK_TEXT, sent["number"]).click()
         assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
@@ -209,7 +259,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         _wait(driver, "return document.getElementById('answered-notice') !== null")
         assert sent["number"] in driver.find_element(By.ID, "answered-notice").text
         # The person opens the follow-up link.
-        driver.set_window_size(412, 915)
+        _phone(driver)
         driver.get(follow_up)
         assert "nurse at your health centre" in driver.find_element(By.ID, "expert-message").text
         assert "not enough to say" in driver.find_element(By.ID, "verdict-text").text
@@ -251,7 +301,7 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
     through /api/screen, and the case can be sent like any other."""
     from selenium.webdriver.common.by import By
 
-    driver = chromium(tmp_path / "profile", window="412,915")
+    driver = _phone(chromium(tmp_path / "profile"))
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete globalThis.WebAssembly;"})
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
@@ -295,7 +345,7 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     make_photo(7, (160, 120)).resize((1999, 1501), Image.Resampling.BICUBIC).save(photos[-1], quality=92,
                                                                                  exif=exif.tobytes())
     preprocessing = Screener(settings.model).preprocessing
-    driver = chromium(tmp_path / "profile", window="412,915")
+    driver = _phone(chromium(tmp_path / "profile"))
     try:
         with ServerThread(create_app(Settings(model=settings.model, data_dir=tmp_path / "data"))) as server:
             driver.get(server.url + "/")
@@ -310,3 +360,185 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
                 assert np.abs(got - expected).max() == 0, photo.name
     finally:
         driver.quit()
+
+
+def test_api_screen_returns_the_screened_square_on_request(client):
+    """?picture=1: the square the network saw, for a page that cannot decode the photo itself (HEIC)."""
+    import base64
+
+    plain = client.post("/api/screen", content=_jpeg()).json()
+    assert "picture" not in plain
+    got = client.post("/api/screen?picture=1", content=_jpeg()).json()
+    prefix = "data:image/jpeg;base64,"
+    assert got["picture"].startswith(prefix)
+    square = Image.open(io.BytesIO(base64.b64decode(got["picture"][len(prefix):])))
+    assert square.size == (224, 224) and not square.getexif()
+
+
+def _browser_or_skip():
+    if not ORT_DIST.is_dir():
+        message = "needs onnxruntime-web (make setup runs npm ci)"
+        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.mark.integration
+def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, artefacts):
+    """Positive: show it to a health worker, most positives are false alarms; negative: no sign found; cannot tell
+    (a photo under the rule's min_side): retake it, why and how, with no verdict, numbers or map. The numbers go
+    under Details, with the diseases' full names; the map has a caption and a legend. Answers are forced by copies of
+    the model whose threshold is 0 (all positive) or 1 (none)."""
+    _browser_or_skip()
+    from selenium.webdriver.common.by import By
+
+    from mpoxscan.deploy.answer import ADVICE
+
+    always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)
+    never = _model_with_rule(tmp_path, "never", screening_threshold=1.0, min_side=64)
+    small = tmp_path / "small.jpg"
+    Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg").convert("RGB").resize((60, 60)).save(small)
+    driver = _phone(chromium(tmp_path / "profile"))
+    text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
+    try:
+        with ServerThread(create_app(Settings(model=always, data_dir=tmp_path / "a"))) as server:
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert driver.find_element(By.ID, "answer").get_attribute("aria-live") == "polite"
+            # The photo picker is a real button: reachable and pressed from the keyboard.
+            assert driver.execute_script("const b = document.getElementById('pick'); b.focus(); "
+                                         "return document.activeElement === b && b.tagName === 'BUTTON'")
+            result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            assert result["answer"] == "positive"
+            assert text("verdict") == "Show this to a health worker"
+            assert "Most positive screenings are false alarms" in text("explain")
+            assert _shown(driver, "heat-figure") and "Where the model looked" in text("heat-figure")
+            assert _shown(driver, "legend") and "less" in text("legend") and "more" in text("legend")
+            assert not _shown(driver, "probabilities") and not _shown(driver, "retake")  # folded under Details
+            driver.find_element(By.CSS_SELECTOR, "#details summary").click()
+            names = [r.find_elements(By.TAG_NAME, "td")[0].text
+                     for r in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")]
+            assert sorted(names) == sorted(["Mpox (monkeypox)", "Chickenpox (varicella)", "Cowpox",
+                                            "Hand, foot and mouth disease", "Measles", "Healthy skin"])
+            driver.execute_script("document.getElementById('result').scrollIntoView()")
+            driver.save_screenshot(str(artefacts / "phone-details.png"))
+            # A photo too small to judge: no verdict, no numbers, no map; why, how, and another try.
+            result = _screen(driver, small)
+            assert result["answer"] == "cannot tell" and result["reason"] == "too small"
+            assert text("verdict") == "Retake the photo"
+            assert "too small" in text("explain") and ADVICE["too small"] in text("explain")
+            assert "health worker" not in text("verdict") + text("explain")
+            assert not _shown(driver, "details") and not _shown(driver, "heat-figure") and not _shown(driver, "legend")
+            # An expert may still judge what the model cannot.
+            assert _shown(driver, "retake") and _shown(driver, "send-section")
+            driver.save_screenshot(str(artefacts / "phone-cannot-tell.png"))
+        with ServerThread(create_app(Settings(model=never, data_dir=tmp_path / "b"))) as server:
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            result = _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
+            assert result["answer"] == "negative"
+            assert text("verdict") == "No sign of mpox found" and "not a diagnosis" in text("explain")
+            assert _shown(driver, "details") and not _shown(driver, "retake")
+    finally:
+        driver.quit()
+
+
+def _damaged(path: Path) -> Path:
+    path.write_bytes(b"\xff\xd8\xff\xe0" + bytes(np.random.default_rng(1).integers(0, 255, 4000, dtype=np.uint8)))
+    return path
+
+
+@pytest.mark.integration
+def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings, shared_data, tmp_path, artefacts):
+    """After a good photo: Send without consent says so (and looks disabled); a damaged file then clears the answer
+    and the sending section (so the old photo cannot be sent) and shows one error line, gone after the next answer."""
+    _browser_or_skip()
+    from selenium.webdriver.common.by import By
+
+    photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
+    app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
+    app = create_app(app_settings)
+    driver = _phone(chromium(tmp_path / "profile"))
+    colour = "return getComputedStyle(document.getElementById('send')).backgroundColor"
+    try:
+        with ServerThread(app) as server:
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert _screen(driver, photo)
+            send = driver.find_element(By.ID, "send")
+            disabled_colour = driver.execute_script(colour)
+            send.click()
+            assert "Tick the box" in driver.find_element(By.ID, "send-status").text
+            driver.execute_script("document.getElementById('send').scrollIntoView({block: 'center'})")
+            driver.save_screenshot(str(artefacts / "phone-send-without-consent.png"))
+            assert driver.execute_script("return window.mpoxscanSent || null") is None
+            driver.find_element(By.ID, "consent").click()
+            assert driver.execute_script(colour) != disabled_colour  # the disabled look is visible
+            assert driver.find_element(By.ID, "send-status").text == ""
+            driver.find_element(By.ID, "photo").send_keys(str(_damaged(tmp_path / "damaged.jpg")))
+            assert _wait(driver, "return document.body.dataset.state === 'error'")
+            assert "could not be opened" in driver.find_element(By.ID, "error").text
+            driver.save_screenshot(str(artefacts / "phone-error.png"))
+            assert driver.find_element(By.ID, "verdict").text == ""
+            assert not _shown(driver, "result") and not _shown(driver, "send-section")
+            assert driver.execute_script("return window.mpoxscanLast") is None
+            assert _screen(driver, photo)
+            assert not _shown(driver, "error") and _shown(driver, "send-section")
+    finally:
+        driver.quit()
+    with app.state.sessions() as db:
+        from mpoxscan.web.cases import counts
+
+        assert sum(counts(db).values()) == 0  # nothing was sent
+
+
+@pytest.mark.integration
+def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agreed(settings, shared_data, tmp_path,
+                                                                                   artefacts):
+    """Chromium cannot decode HEIC: after an answer for another photo, the old answer goes, the page says the photo
+    would be sent to the server and waits for the person; then /api/screen answers, the square the server screened
+    is shown, and Send sends the file itself (the server strips its metadata)."""
+    _browser_or_skip()
+    import pillow_heif
+    from selenium.webdriver.common.by import By
+
+    from mpoxscan.web.cases import case_by_number
+
+    pillow_heif.register_heif_opener()
+    heic = tmp_path / "photo.heic"
+    Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_02_01.jpg").convert("RGB").save(heic, format="HEIF")
+    app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
+    app = create_app(app_settings)
+    driver = _phone(chromium(tmp_path / "profile"))
+    try:
+        with ServerThread(app) as server:
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
+            driver.find_element(By.ID, "photo").send_keys(str(heic))
+            assert _wait(driver, "return document.body.dataset.state === 'offer'")
+            assert "sent to the server" in driver.find_element(By.ID, "server-offer").text
+            driver.save_screenshot(str(artefacts / "phone-heic-offer.png"))
+            assert not _shown(driver, "result") and not _shown(driver, "send-section")
+            assert app_settings.counters["api_screen"] == 0  # not before the person agrees
+            driver.find_element(By.ID, "screen-on-server").click()
+            result = _wait(driver, "return window.mpoxscanLast || null")
+            assert result and result["computed"] == "server" and "picture" in result
+            assert driver.find_element(By.ID, "verdict").text and not _shown(driver, "error")
+            assert _shown(driver, "seen-figure") and driver.execute_script(
+                "return document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data"
+                ".some(v => v > 0 && v < 255)")
+            assert "server removes" in driver.find_element(By.ID, "send-what").text
+            driver.save_screenshot(str(artefacts / "phone-heic-answer.png"))
+            driver.find_element(By.ID, "consent").click()
+            driver.find_element(By.ID, "send").click()
+            sent = _wait(driver, "return window.mpoxscanSent || null")
+            assert sent and sent["status"] == "waiting"
+    finally:
+        driver.quit()
+    assert app_settings.counters["api_screen"] == 1
+    expected = Screener(settings.model).screen(Image.open(heic).convert("RGB"))
+    assert result["predicted"] == expected.predicted
+    with app.state.sessions() as db:
+        case = case_by_number(db, sent["number"])
+        assert case.computed == "server" and case.predicted == expected.predicted

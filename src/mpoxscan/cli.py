@@ -417,8 +417,9 @@ Examples:
 @click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 def predict_cmd(images, model_file, threads, as_json) -> None:
-    """Screen photos for mpox with an exported model: class probabilities and the screening verdict at the
-    model's threshold. Needs ONNX Runtime only. Exit status 1 if any photo could not be screened."""
+    """Screen photos for mpox with an exported model: positive, negative, or CANNOT TELL (with the reason: too small,
+    too dark, blurred, not a skin close-up, unlike the photos the model learned from), with the class probabilities
+    and the model's threshold. Needs ONNX Runtime only. Exit status 1 if any photo could not be read."""
     from mpoxscan.deploy.predict import expand_inputs, screen_files
     from mpoxscan.deploy.runtime import DISCLAIMER, Screener, bundled_model
 
@@ -434,10 +435,7 @@ def predict_cmd(images, model_file, threads, as_json) -> None:
             continue
         results.append({"image": str(path), **answer.as_dict()})
         if not as_json:
-            verdict = ("POSITIVE: please show this to a health worker" if answer.positive else "negative")
-            click.echo(f"{path}: {answer.predicted} ({100 * answer.probabilities[answer.predicted]:.0f} %)   "
-                       f"{answer.positive_class} {100 * answer.positive_probability:.1f} % "
-                       f"(threshold {100 * answer.threshold:.1f} %): {verdict}")
+            click.echo(_answer_line(path, answer))
     failed = sum("error" in r for r in results)
     if as_json:
         meta = screener.meta
@@ -448,6 +446,18 @@ def predict_cmd(images, model_file, threads, as_json) -> None:
         click.echo(DISCLAIMER)
     if failed:
         sys.exit(1)
+
+
+def _answer_line(path, answer) -> str:
+    """One photo's answer for people: what to do first; no verdict at all for a photo the model cannot judge."""
+    from mpoxscan.deploy.answer import ADVICE
+
+    if answer.answer == "cannot tell":
+        return f"{path}: CANNOT TELL ({answer.reason}): retake the photo. {ADVICE[answer.reason]}"
+    verdict = "POSITIVE: please show this to a health worker" if answer.positive else "negative"
+    return (f"{path}: {answer.predicted} ({100 * answer.probabilities[answer.predicted]:.0f} %)   "
+            f"{answer.positive_class} {100 * answer.positive_probability:.1f} % "
+            f"(threshold {100 * answer.threshold:.1f} %): {verdict}")
 
 
 @cli.command("bench", epilog="""\b

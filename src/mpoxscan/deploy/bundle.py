@@ -35,8 +35,11 @@ LIMITS = [
     "Not a diagnosis and not a medical device: a negative answer does not rule mpox out.",
     "Trained on 750 public photos of 6 classes (mpox, chickenpox, cowpox, HFMD, measles, healthy); any other skin "
     "condition will be forced into one of them.",
-    "Public images are mostly of lighter skin and of typical presentations; accuracy on other skin tones, early "
-    "lesions, mucosal lesions or unusual photos is unknown.",
+    "Public images are mostly of typical presentations; accuracy on early lesions, mucosal lesions or unusual photos "
+    "is unknown. Figures per skin tone (ITA bins) are in cross_validated_metrics where measured.",
+    "Photos the model cannot judge get 'cannot tell' (too small, too dark, blurred, not a skin close-up, unlike its "
+    "training photos: answer_rule); the off-task check learned only what skin close-ups look like, so a picture of "
+    "skin that is not a lesion close-up (a face, a hand) may still be screened.",
     "The screening threshold was set for 95 % mpox sensitivity on 150 held-out photos: it gives many false "
     "positives by design.",
 ]
@@ -66,12 +69,22 @@ def cv_estimate() -> dict:
                     "quantized like this file, scored on that fold's test images."}
 
 
+def training_manifest(data: Path, folder: Path) -> Path:
+    """Curate the bundle's training set (MSLD v2.0, its official folds) into ``folder``; the manifest's path.
+    Benchmarks of the shipped model call this too, to find its held-out photos."""
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.sources import Source
+
+    data = Path(data).resolve()
+    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
+    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), Path(folder), opts, force=True)
+    return Path(folder) / "manifest.csv"
+
+
 def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     import torch
 
-    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-    from mpoxscan.data.sources import Source
-    from mpoxscan.deploy.export import export, probabilities
+    from mpoxscan.deploy.export import export, outputs_of
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.errors import MpoxscanError
     from mpoxscan.images import load_image
@@ -80,10 +93,7 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     from mpoxscan.training.train import inner_split, load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
-    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
-    folder = work / "msld2"
-    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), folder, opts, force=True)
-    manifest = folder / "manifest.csv"
+    manifest = training_manifest(data, work / "msld2")
     card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
                  seed=RECIPE["seed"], force=True)
     exported = work / "export"
@@ -106,17 +116,19 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
     held = [rows[k] for k in inner_split(rows, RECIPE["seed"]).valid]
     ref = Screener(exported / "model.fp32.onnx")
     images = np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held])
-    p_ref = probabilities(ref, images)
+    out_ref = outputs_of(ref, images)
+    p_ref = out_ref["probabilities"]
     # captum's Grad-CAM of the fp32 answer on the PyTorch model: what the shipped file's on-device map must match.
     model, _ = load_checkpoint(work / "checkpoint")
     cams = np.concatenate([gradcam_maps(model, torch.from_numpy(images[k:k + 16]),
                                         torch.from_numpy(p_ref[k:k + 16].argmax(1))).detach().numpy()
                            for k in range(0, len(images), 16)])
-    fidelity = {"reference": "fp32: probabilities of the fp32 ONNX export of the same checkpoint; gradcam: captum "
-                              "LayerGradCam of the PyTorch checkpoint for the fp32 answer (last feature map)", "images": [
+    fidelity = {"reference": "fp32, offtask, quality: outputs of the fp32 ONNX export of the same checkpoint; gradcam: "
+                              "captum LayerGradCam of the PyTorch checkpoint for the fp32 answer (last feature map)", "images": [
         {"path": f"{DATASET['folder']}/{r.relpath}", "sha256": r.sha256, "label": r.label,
-         "fp32": [round(float(x), 6) for x in p], "gradcam": np.round(c, 5).tolist()}
-        for r, p, c in zip(held, p_ref, cams)]}
+         "fp32": [round(float(x), 6) for x in p], "gradcam": np.round(c, 5).tolist(),
+         "offtask": round(float(o), 5), "quality": [round(float(x), 5) for x in q]}
+        for r, p, c, o, q in zip(held, p_ref, cams, out_ref["offtask"], out_ref["quality"])]}
     (PACKAGE_DIR / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
 
     variants = {p: {k: v for k, v in e.items() if k != "failures" or v} for p, e in report["variants"].items()}
@@ -126,6 +138,7 @@ def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
         "mpoxscan_version": __version__,
         "architecture": card["architecture"], "strategy": card["strategy"], "classes": card["classes"],
         "positive_class": card["positive_class"], "screening_threshold": card["screening_threshold"],
+        "answer_rule": Screener(target).rule.as_dict(),
         "temperature": card["temperature"], "preprocessing": card["preprocessing"],
         "data": {**{k: v for k, v in DATASET.items() if k != "folder"}, "images": card["data"]["images"],
                  "manifest_sha256": card["data"]["manifest_sha256"]},

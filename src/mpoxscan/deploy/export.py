@@ -42,31 +42,72 @@ def onnx_bytes(module, input_size: int, output_names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def _deployable(model, temperature: float, cam_output: bool = True):
-    """The network plus its calibrated softmax and the class activation map of its answer, so that a phone needs no
-    arithmetic besides the model, and can show where the network looked.
+def output_names(cam: bool = True, offtask: bool = False, quality: bool = True) -> list[str]:
+    """The outputs of an exported file, in order."""
+    return (["logits", "probabilities"] + (["cam"] if cam else []) + (["quality"] if quality else [])
+            + (["offtask"] if offtask else []))
+
+
+def _deployable(model, temperature: float, preprocessing: dict, cam_output: bool = True, offtask=None,
+                quality: bool = True):
+    """The network plus its calibrated softmax, the class activation map of its answer, and the measurements behind
+    "cannot tell" (``quality`` always; ``offtask`` when a fitted :class:`~mpoxscan.deploy.checks.OfftaskFit` is given),
+    so that a phone needs no arithmetic besides the model, and can show where the network looked.
 
     With global average pooling and a linear classifier, Grad-CAM of class k equals ReLU(sum_c w[k, c] F_c) / (h w)
     (the gradient of the score with respect to F_c is w[k, c] / (h w) at every position): one small product with
     the last feature map, normalised here to a peak of 1."""
     import torch
 
+    from mpoxscan.deploy.checks import OfftaskScore, QualityMeasures
+
     class Deployable(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = model
+            self.quality = QualityMeasures(tuple(preprocessing["mean"]), tuple(preprocessing["std"])) if quality else None
+            self.offtask = OfftaskScore(offtask) if offtask is not None else None
 
         def forward(self, image):
-            features = self.backbone.forward_features(image)
+            if self.offtask is not None:
+                h = self.backbone.forward_until(image, self.offtask.block)
+                features = self.backbone.forward_from(h, self.offtask.block)
+            else:
+                features = self.backbone.forward_features(image)
             logits = self.backbone.forward_head(self.backbone.pool(features))
-            if not cam_output:
-                return logits, torch.softmax(logits / temperature, dim=1)
-            weights = self.backbone.get_classifier().weight[logits.argmax(1)]
-            cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, features))
-            cam = cam / (cam.flatten(1).max(1).values.view(-1, 1, 1) + 1e-12)
-            return logits, torch.softmax(logits / temperature, dim=1), cam
+            outputs = [logits, torch.softmax(logits / temperature, dim=1)]
+            if cam_output:
+                weights = self.backbone.get_classifier().weight[logits.argmax(1)]
+                cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, features))
+                outputs.append(cam / (cam.flatten(1).max(1).values.view(-1, 1, 1) + 1e-12))
+            if self.quality is not None:
+                outputs.append(self.quality(image))
+            if self.offtask is not None:
+                outputs.append(self.offtask(h))
+            return tuple(outputs)
 
     return Deployable().eval()
+
+
+def offtask_block(model, card: dict) -> int:
+    """The block whose incoming activation feeds the off-task score: the deepest one that fine-tuning leaves at its
+    ImageNet weights (chosen by measurement: benchmarks/results/offtask/)."""
+    trained = card.get("training", {}).get("train_blocks") or 5
+    return max(1, model.num_blocks - int(trained))
+
+
+def fit_offtask_on(model, card: dict, images: np.ndarray, batch: int = 32):
+    """Fit the off-task subspace on training photos (preprocessed, plain view)."""
+    import torch
+
+    from mpoxscan.deploy.checks import fit_offtask, pooled_moments
+
+    block = offtask_block(model, card)
+    parts = []
+    with torch.inference_mode():
+        for k in range(0, len(images), batch):
+            parts.append(pooled_moments(model.forward_until(torch.from_numpy(images[k:k + batch]), block)).numpy())
+    return fit_offtask(np.concatenate(parts), block)
 
 
 def metadata(card: dict, precision: str, extra: dict | None = None) -> dict:
@@ -82,15 +123,42 @@ def metadata(card: dict, precision: str, extra: dict | None = None) -> dict:
             **(extra or {})}
 
 
-def to_onnx_fp32(model, card: dict, cam: bool = True):
-    """The deployable fp32 graph: ``image`` -> ``logits``, ``probabilities`` and (unless ``cam=False``) ``cam``."""
+def to_onnx_fp32(model, card: dict, cam: bool = True, offtask=None):
+    """The deployable fp32 graph: ``image`` -> ``logits``, ``probabilities``, ``cam`` (unless ``cam=False``),
+    ``quality`` and, with a fitted off-task subspace, ``offtask``."""
     import onnx
 
-    outputs = ["logits", "probabilities"] + (["cam"] if cam else [])
-    proto = onnx.load_model_from_string(onnx_bytes(_deployable(model, card["temperature"], cam),
-                                                   card["preprocessing"]["input_size"], outputs))
-    write_metadata(proto, metadata(card, "fp32"))
+    outputs = output_names(cam, offtask is not None)
+    module = _deployable(model, card["temperature"], card["preprocessing"], cam, offtask)
+    proto = onnx.load_model_from_string(onnx_bytes(module, card["preprocessing"]["input_size"], outputs))
+    write_metadata(proto, metadata(card, "fp32", _offtask_meta(offtask)))
     return proto
+
+
+def _offtask_meta(offtask) -> dict | None:
+    return {"offtask": offtask.describe()} if offtask is not None else None
+
+
+def outputs_of(model, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
+    """Every output of a model (an ``onnx.ModelProto`` or a :class:`Screener`) for preprocessed images."""
+    screener = model if isinstance(model, Screener) else Screener(model.SerializeToString())
+    parts = [screener.run(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
+
+
+def with_answer_rule(proto, reference: np.ndarray, held_out: np.ndarray) -> dict:
+    """Set the "cannot tell" thresholds of an exported variant from its own outputs (the file that is measured is
+    the file that ships): quality limits from ``reference`` photos, the off-task limit from ``held_out`` photos that
+    the off-task subspace was not fitted on. Returns the rule (also written into the file's metadata)."""
+    from mpoxscan.deploy.answer import AnswerRule, fit_rule
+    from mpoxscan.deploy.runtime import read_metadata
+
+    meta = read_metadata(proto)
+    ref, held = outputs_of(proto, reference), outputs_of(proto, held_out)
+    rule = fit_rule(AnswerRule.from_meta(meta), ref.get("quality"), held.get("offtask"))
+    meta["answer_rule"] = rule.as_dict()
+    write_metadata(proto, meta)
+    return meta["answer_rule"]
 
 
 def preprocessed(rows, indices, card: dict) -> np.ndarray:
@@ -137,7 +205,10 @@ def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndar
                    int8_settings: str = "auto", log=print) -> tuple[dict, dict]:
     """{precision: onnx.ModelProto} for fp32 and the requested fp16 / int8, each with its metadata, and the record
     of how the int8 settings were chosen (the smallest mean |dp| against fp32 on the selection images)."""
+    from mpoxscan.deploy.runtime import read_metadata
+
     variants, selection_report = {"fp32": fp32}, {}
+    base = read_metadata(fp32)  # the fp32 file's metadata (off-task description included), per precision below
     if "fp16" in precisions:
         variants["fp16"] = to_fp16(fp32)
     if "int8" in precisions:
@@ -156,8 +227,8 @@ def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndar
         selection_report = {"chosen": best, "settings": INT8_CANDIDATES[best].describe(),
                             "trials": {n: r for n, (r, _) in trials.items()}}
     for precision, proto in variants.items():
-        write_metadata(proto, metadata(card, precision, {"int8_settings": selection_report["settings"]}
-                                       if precision == "int8" else None))
+        write_metadata(proto, {**base, "precision": precision,
+                               **({"int8_settings": selection_report["settings"]} if precision == "int8" else {})})
     return variants, selection_report
 
 
@@ -188,10 +259,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     model, card = load_checkpoint(checkpoint)
     card.setdefault("parameters", int(sum(p.numel() for p in model.parameters())))
     started = time.perf_counter()
-    fp32 = to_onnx_fp32(model, card)
     report: dict = {"checkpoint": str(Path(checkpoint).resolve()), "gate": gate.__dict__, "variants": {}}
-    variants, failures = {"fp32": fp32}, []
-    if needs_images:
+    failures: list[str] = []
+    if calibration is None:
+        log("note: without --calibration the file cannot say 'cannot tell' (no off-task subspace, no quality limits)")
+        variants = {"fp32": to_onnx_fp32(model, card)}
+    else:
         from mpoxscan.data.splits import inner_split
 
         rows, _, unseen = checkpoint_split(Path(calibration), card)
@@ -200,14 +273,22 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
                 "may include training images")
         split = inner_split(rows, card.get("training", {}).get("seed", 0))
         cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
+        train_images = preprocessed(rows, split.train, card)
+        at = {k: i for i, k in enumerate(split.train)}
         held_out = preprocessed(rows, split.valid, card)
         labels = np.array([card["classes"].index(rows[k].label) if rows[k].label in card["classes"] else -1
                            for k in split.valid])
         report["images"] = {"calibration": len(cal_idx), "selection": len(sel_idx), "held_out": len(split.valid),
-                            "held_out_is_unseen": unseen}
-        variants, report["int8_selection"] = build_variants(fp32, card, precisions, preprocessed(rows, cal_idx, card),
-                                                            preprocessed(rows, sel_idx, card), int8_settings, log)
-        ref_gate = probabilities(fp32, held_out)
+                            "held_out_is_unseen": unseen, "offtask_fit": len(split.train)}
+        fp32 = to_onnx_fp32(model, card, offtask=fit_offtask_on(model, card, train_images))
+        variants, report["int8_selection"] = build_variants(fp32, card, precisions, train_images[[at[k] for k in cal_idx]],
+                                                            train_images[[at[k] for k in sel_idx]], int8_settings, log)
+        # Quality limits from every photo of the manifest (the measures do not depend on training), the off-task
+        # limit from the held-out photos (the subspace was fitted on the training ones).
+        reference = np.concatenate([train_images, held_out])
+        report["answer_rule"] = {p: with_answer_rule(v, reference, held_out) for p, v in variants.items()}
+        ref_gate = probabilities(variants["fp32"], held_out)
+        del train_images, reference
     out.mkdir(parents=True, exist_ok=True)
     for precision in [p for p in PRECISIONS if p in precisions or p == "fp32"]:
         proto = variants[precision]
@@ -226,9 +307,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     if "tflite" in formats:
         from mpoxscan.deploy.tflite import TFLiteRunner, to_tflite
 
-        path = to_tflite(_deployable(model, card["temperature"]), card["preprocessing"]["input_size"],
-                         out / "model.fp32.tflite", metadata(card, "fp32", {"format": "tflite"}))
-        got = TFLiteRunner(path, ["logits", "probabilities", "cam"]).run(held_out)["probabilities"]
+        # Without the measurement outputs (the TFLite file is for Android apps, which bring their own checks), so its
+        # metadata carries no answer rule.
+        path = to_tflite(_deployable(model, card["temperature"], card["preprocessing"], quality=False),
+                         card["preprocessing"]["input_size"], out / "model.fp32.tflite",
+                         metadata(card, "fp32", {"format": "tflite"}))
+        got = TFLiteRunner(path, output_names(quality=False)).run(held_out)["probabilities"]
         entry = compare(ref_gate, got, labels)
         entry["failures"] = gate.failures(entry)
         failures += [f"tflite fp32: {r}" for r in entry["failures"]]

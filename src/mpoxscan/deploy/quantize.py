@@ -17,11 +17,21 @@ from pathlib import Path
 import numpy as np
 
 
+#: Name prefixes of the graph's measurement nodes (deploy/checks.py), which stay float32 in every variant: the
+#: variance of the Laplacian overflows fp16 (it reaches 10^5 on noise), and 8-bit rounding would move thresholds.
+CHECK_PREFIXES = ("/quality/", "/offtask/")
+
+
+def check_nodes(nodes) -> list[str]:
+    return [n.name for n in nodes if n.name.startswith(CHECK_PREFIXES)]
+
+
 def to_fp16(model):
-    """fp16 weights and activations, float32 input and outputs (so that callers need not change)."""
+    """fp16 weights and activations, float32 input and outputs (so that callers need not change); the measurement
+    nodes stay float32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True)
+    return convert_float_to_float16(model, keep_io_types=True, node_block_list=check_nodes(model.graph.node) or None)
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,8 @@ def to_int8(model, calibration: np.ndarray, settings: Int8Settings):
         onnx.save(model, src)
         quant_pre_process(src, pre, skip_symbolic_shape=True)
         nodes = onnx.load(pre).graph.node
-        exclude = (_head_nodes(nodes) if settings.keep_head_float else []) + _leading_nodes(nodes, settings.float_leading_convs)
+        exclude = ((_head_nodes(nodes) if settings.keep_head_float else []) + _leading_nodes(nodes, settings.float_leading_convs)
+                   + check_nodes(nodes))
         logging.disable(logging.WARNING)  # ORT logs one line per clipped bias to the root logger: dozens per model
         try:
             quantize_static(pre, dst, _Batches(calibration), quant_format=QuantFormat.QDQ, per_channel=True,

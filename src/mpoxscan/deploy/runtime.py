@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.preprocess import Preprocessing
 
@@ -27,19 +28,28 @@ DISCLAIMER = ("This is a screening aid, not a diagnosis: whatever the answer, se
 
 @dataclass
 class Screening:
-    """One photo's answer."""
+    """One photo's answer: "positive", "negative" or "cannot tell" (with a reason), and the numbers behind it."""
 
     probabilities: dict[str, float]
     predicted: str
     positive_class: str
     positive_probability: float
     threshold: float
-    positive: bool  # the screening verdict: positive_probability >= threshold
+    answer: str  # "positive" | "negative" | "cannot tell" (deploy/answer.py)
+    reason: str | None = None  # why "cannot tell" (None otherwise)
+    measures: dict[str, float] = field(default_factory=dict)  # brightness, sharpness, skin_share, offtask
+
+    @property
+    def positive(self) -> bool:
+        """Screened positive (never for a photo the model cannot judge)."""
+        return self.answer == "positive"
 
     def as_dict(self) -> dict:
-        return {"predicted": self.predicted, "probabilities": self.probabilities,
+        return {"answer": self.answer, "reason": self.reason, "predicted": self.predicted,
+                "probabilities": self.probabilities,
                 "screening": {"class": self.positive_class, "probability": self.positive_probability,
-                              "threshold": self.threshold, "positive": self.positive}}
+                              "threshold": self.threshold, "positive": self.positive},
+                "measures": self.measures}
 
 
 def _metadata(session, source) -> dict:
@@ -77,6 +87,7 @@ class Screener:
         self.classes: list[str] = list(self.meta["classes"])
         self.positive_class: str = self.meta.get("positive_class", self.classes[0])
         self.threshold: float = float(self.meta["screening_threshold"])
+        self.rule = AnswerRule.from_meta(self.meta)
         p = self.meta["preprocessing"]
         self.preprocessing = Preprocessing.from_dict(p)
         self.outputs = [o.name for o in self.session.get_outputs()]
@@ -93,15 +104,27 @@ class Screener:
         """Calibrated class probabilities (N, classes) for RGB photos (PIL images)."""
         return self.run(self.preprocessing.batch(images))["probabilities"]
 
-    def verdict(self, proba: np.ndarray) -> Screening:
-        """The answer for one row of class probabilities."""
+    @staticmethod
+    def measures(outputs: dict[str, np.ndarray], k: int) -> dict[str, float]:
+        """The measurements the answer rule reads, for row ``k`` of a batch's outputs (those the file has)."""
+        m = {}
+        if "quality" in outputs:
+            m.update({name: round(float(v), 6) for name, v in zip(QUALITY_MEASURES, outputs["quality"][k])})
+        if "offtask" in outputs:
+            m["offtask"] = round(float(outputs["offtask"][k]), 6)
+        return m
+
+    def verdict(self, proba: np.ndarray, short_side: int | None = None, measures: dict[str, float] | None = None) -> Screening:
+        """The answer for one row of class probabilities, the photo's short side and the file's measurements."""
         k = self.classes.index(self.positive_class)
         p = float(proba[k])
+        measures = measures or {}
+        answer, reason = self.rule.decide(p, short_side if short_side is not None else 10**9, measures)
         return Screening({c: round(float(v), 6) for c, v in zip(self.classes, proba)}, self.classes[int(np.argmax(proba))],
-                         self.positive_class, round(p, 6), self.threshold, p >= self.threshold)
+                         self.positive_class, round(p, 6), self.threshold, answer, reason, measures)
 
     def screen(self, image) -> Screening:
-        return self.verdict(self.predict_proba([image])[0])
+        return self.screen_and_map(image)[0]
 
     def screen_and_map(self, image) -> tuple[Screening, np.ndarray | None, Image.Image]:
         """The answer, the model's own map of where it looked (None if the file has no ``cam`` output), and the
@@ -109,7 +132,8 @@ class Screener:
         seen = self.preprocessing.resize_crop(image)
         outputs = self.run(self.preprocessing.normalize(seen)[None])
         cam = outputs["cam"][0] if "cam" in outputs else None
-        return self.verdict(outputs["probabilities"][0]), cam, seen
+        answer = self.verdict(outputs["probabilities"][0], min(image.size), self.measures(outputs, 0))
+        return answer, cam, seen
 
 
 def bundled_model() -> Path:
@@ -118,6 +142,14 @@ def bundled_model() -> Path:
     if not path.is_file():
         raise MpoxscanError("no bundled model in this installation: run `make model`, or pass --model FILE")
     return path
+
+
+def read_metadata(model) -> dict:
+    """The ``mpoxscan`` metadata of an ``onnx.ModelProto`` ({} when it has none)."""
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            return json.loads(p.value)
+    return {}
 
 
 def write_metadata(model, meta: dict) -> None:

@@ -17,6 +17,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
     file (its on-device ``cam`` output, which equals Grad-CAM for these networks)."""
     from tqdm import tqdm
 
+    from mpoxscan.deploy.answer import AnswerRule
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.explain.overlay import overlay
     from mpoxscan.images import load_image
@@ -28,7 +29,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
                             "checkpoint (model.pt) and PyTorch")
     if onnx:
         screener = Screener(model_path)
-        classes, prep, threshold, positive = screener.classes, screener.preprocessing, screener.threshold, screener.positive_class
+        classes, prep, rule = screener.classes, screener.preprocessing, screener.rule
     else:
         import torch
 
@@ -40,7 +41,9 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
         model, card = load_checkpoint(model_path)
         p = card["preprocessing"]
         prep = Preprocessing.from_dict(p)
-        classes, threshold, positive = card["classes"], card["screening_threshold"], card["positive_class"]
+        # A checkpoint has no off-task subspace or quality limits (export adds them): its answers are positive or
+        # negative only.
+        classes, rule = card["classes"], AnswerRule.from_meta(card)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -52,22 +55,25 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
             continue
         seen = prep.resize_crop(photo)
         x = prep.normalize(seen)[None]
+        measures = {}
         if onnx:
             outputs = screener.run(x)
-            proba, heat = outputs["probabilities"][0], outputs["cam"][0]
+            proba, heat, measures = outputs["probabilities"][0], outputs["cam"][0], screener.measures(outputs, 0)
         else:
             with torch.no_grad():
                 proba = softmax(model(torch.from_numpy(x)).numpy(), card["temperature"])[0]
             heat = attribute(model, torch.from_numpy(x), int(np.argmax(proba)), method)[0]
         k = int(np.argmax(proba))
+        positive = rule.positive_class
         p_pos = float(proba[classes.index(positive)])
+        answer, reason = rule.decide(p_pos, min(photo.size), measures)
         caption = " · ".join([f"{classes[k]} {100 * proba[k]:.0f} %"]
                              + ([f"{positive} {100 * p_pos:.0f} %"] if classes[k] != positive else [])
-                             + (["flagged"] if p_pos >= threshold else []) + [method]
-                             + (["no positive evidence to map"] if float(np.max(heat)) <= 0 else []))
+                             + ([f"cannot tell: {reason}"] if reason else ["flagged"] if answer == "positive" else [])
+                             + [method] + (["no positive evidence to map"] if float(np.max(heat)) <= 0 else []))
         target = out / f"{Path(path).stem}.{method}.png"
         overlay(seen, np.asarray(heat, np.float32), caption).save(target)
         records.append({"image": str(path), "explanation": str(target), "predicted": classes[k],
                         "probability": round(float(proba[k]), 4), "positive_probability": round(p_pos, 4),
-                        "flagged": p_pos >= threshold, "method": method})
+                        "flagged": answer == "positive", "answer": answer, "reason": reason, "method": method})
     return records

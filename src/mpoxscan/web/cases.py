@@ -82,7 +82,8 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         photo_sha256=hashlib.sha256(jpeg).hexdigest(), model_sha256=model_sha256, computed=computed,
                         device_probabilities=device_probabilities, predicted=answer.predicted,
                         probabilities=answer.probabilities, screening_probability=answer.positive_probability,
-                        screening_threshold=answer.threshold, status="waiting")
+                        screening_threshold=answer.threshold, answer=answer.answer, answer_reason=answer.reason,
+                        status="waiting")
             db.add(case)
             try:
                 db.commit()
@@ -132,14 +133,15 @@ def purge_answered(db: Session, store: PhotoStore, older_than: timedelta) -> lis
 
 
 def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
-    """Cases waiting for an answer. 'priority': screened positive first, then by probability (highest first),
-    then the oldest first; 'age': the oldest first."""
+    """Cases waiting for an answer. 'priority': screened positive first, then those the model could not judge (the
+    expert is their only reader), then negative; within each by probability (highest first), then the oldest first;
+    'age': the oldest first."""
     query = select(Case).where(Case.status == "waiting")
     if order == "age":
         query = query.order_by(Case.created_at, Case.id)
     else:
-        flagged = sql_case((Case.screening_probability >= Case.screening_threshold, 0), else_=1)
-        query = query.order_by(flagged, Case.screening_probability.desc(), Case.created_at, Case.id)
+        rank = sql_case((Case.answer == "positive", 0), (Case.answer == "cannot tell", 1), else_=2)
+        query = query.order_by(rank, Case.screening_probability.desc(), Case.created_at, Case.id)
     return list(db.scalars(query.limit(limit)))
 
 

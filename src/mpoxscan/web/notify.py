@@ -15,12 +15,13 @@ import urllib.request
 log = logging.getLogger("mpoxscan.notify")
 
 
-def case_message(number: str, probability: float, positive: bool, dashboard: str) -> dict:
-    text = (f"New mpoxscan case {number}: mpox probability {probability:.0%} "
-            f"({'screened positive' if positive else 'screened negative'}). Review it: {dashboard}")
+def case_message(number: str, probability: float, answer: str, reason: str | None, dashboard: str) -> dict:
+    said = {"positive": "screened positive", "negative": "screened negative"}.get(answer, f"model cannot tell: {reason}")
+    text = f"New mpoxscan case {number}: mpox probability {probability:.0%} ({said}). Review it: {dashboard}"
     # "text" is what Slack- and Mattermost-style incoming webhooks show; the other fields are for programs.
     return {"event": "case.waiting", "case": number, "mpox_probability": round(probability, 4),
-            "screened_positive": positive, "dashboard": dashboard, "text": text}
+            "screened_positive": answer == "positive", "answer": answer, "reason": reason, "dashboard": dashboard,
+            "text": text}
 
 
 def post(url: str, message: dict, timeout: float = 10.0) -> bool:

@@ -79,6 +79,9 @@ class Case(Base):
     probabilities: Mapped[dict] = mapped_column(JSON)
     screening_probability: Mapped[float] = mapped_column(Float, index=True)
     screening_threshold: Mapped[float] = mapped_column(Float)
+    # The server's answer (deploy/answer.py): "positive", "negative" or "cannot tell", and why it cannot tell.
+    answer: Mapped[str] = mapped_column(String(12), index=True)
+    answer_reason: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(12), default="waiting", index=True)
     verdict: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)

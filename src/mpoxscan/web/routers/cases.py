@@ -80,7 +80,7 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
         case = submitted.case
         dashboard = str(request.base_url).rstrip("/") + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
-            case.number, case.screening_probability, case.screening_probability >= case.screening_threshold, dashboard))
+            case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
     link = f"/c/{submitted.token}"
     return {**case_status(submitted.case), "follow_up": link,
             "model_matches": submission.model_sha256 == model_sha256(request)}

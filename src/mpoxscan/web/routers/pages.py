@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, Response
 
+from mpoxscan.deploy.answer import ADVICE
 from mpoxscan.deploy.runtime import DISCLAIMER, Screener
 from mpoxscan.web.app import HERE, ORT_DIST, Settings
 from mpoxscan.web.deps import get_screener, get_settings, model_sha256, page_version
@@ -33,9 +34,11 @@ def model_file(settings: Settings = Depends(get_settings)) -> FileResponse:
 
 @router.get("/api/model")
 def model_info(screener: Screener = Depends(get_screener), sha256: str = Depends(model_sha256)) -> dict:
-    """What the page needs to preprocess and answer: classes, preprocessing, threshold, the disclaimer."""
+    """What the page needs to preprocess and answer: classes, preprocessing, threshold, the answer rule (the same
+    thresholds the server applies, read from the model file), the disclaimer."""
     meta = screener.meta
     return {"classes": meta["classes"], "positive_class": meta["positive_class"],
-            "screening_threshold": meta["screening_threshold"], "preprocessing": meta["preprocessing"],
+            "screening_threshold": meta["screening_threshold"], "answer_rule": screener.rule.as_dict(),
+            "advice": ADVICE, "preprocessing": meta["preprocessing"],
             "architecture": meta["architecture"], "precision": meta["precision"], "disclaimer": DISCLAIMER,
             "on_device_runtime": ORT_DIST.is_dir(), "sha256": sha256}

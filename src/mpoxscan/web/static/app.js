@@ -1,9 +1,24 @@
-// The phone page: quality check, preprocessing and screening on the device (ONNX Runtime Web, WebAssembly);
-// the server's /api/screen is used only where WebAssembly is missing.
+// The phone page: preprocessing and screening on the device (ONNX Runtime Web, WebAssembly), then the answer rule
+// (answer.js: positive, negative or cannot tell, from the model file's own outputs and thresholds). The server's
+// /api/screen is used where WebAssembly is missing, and, when the person agrees, for a photo this browser cannot
+// open (an iPhone's HEIC photo in most browsers other than Safari).
 "use strict";
 const $ = (id) => document.getElementById(id);
-let meta = null, session = null, pending = null, current = null;
+let meta = null, session = null;
+// The photo on screen and its answer: {result, bitmap} (decoded here) or {result, file} (screened by the server).
+// null whenever no answer is on screen, so that "Send" can never send another photo than the one answered.
+let current = null;
+let picks = 0;  // which pick is the latest: an answer that arrives after a newer pick is dropped
+let offered = null;  // the file waiting for the person's go-ahead to be screened by the server
+let sending = false;
+let readyStatus = "";  // the status line once the model is loaded (restored after each screening)
 const MY_CASES = "mpoxscan-cases";  // this phone's own list of sent cases (number + follow-up link), nowhere else
+// The diseases' names for people; the model's class names stay in the data and on the expert's dashboard.
+const FULL_NAMES = { Monkeypox: "Mpox (monkeypox)", Chickenpox: "Chickenpox (varicella)", Cowpox: "Cowpox",
+                     HFMD: "Hand, foot and mouth disease", Measles: "Measles", Healthy: "Healthy skin" };
+// The heat map's colours: the dashboard's ramp (mpoxscan.explain.overlay._RAMP) and its blending, mirrored.
+const RAMP = [[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.9], [1, 0.95, 0], [1, 0.4, 0], [0.75, 0, 0]];
+const HEAT_ALPHA = 0.45;
 
 async function start() {
   meta = await (await fetch("/api/model")).json();
@@ -21,6 +36,7 @@ async function start() {
   } else {
     $("status").textContent = "This browser cannot run the model: photos will be screened by the server.";
   }
+  readyStatus = $("status").textContent;
   listMyCases();
   document.body.dataset.ready = "1";
   if ("serviceWorker" in navigator) {
@@ -30,35 +46,22 @@ async function start() {
   }
 }
 
-function squareCrop(bitmap, size) {
-  // A quick centre square with the browser's own filter: only for the quality check (the network's input is cut by
-  // networkInput, exactly as in Python).
-  const scale = size / Math.min(bitmap.width, bitmap.height);
-  const w = Math.max(size, Math.round(bitmap.width * scale)), h = Math.max(size, Math.round(bitmap.height * scale));
-  const canvas = document.createElement("canvas");
-  canvas.width = size; canvas.height = size;
-  const ctx = canvas.getContext("2d");
-  ctx.imageSmoothingEnabled = true; ctx.imageSmoothingQuality = "high";
-  ctx.drawImage(bitmap, -Math.floor((w - size) / 2), -Math.floor((h - size) / 2), w, h);
-  return canvas;
+function setState(state) { document.body.dataset.state = state; }
+
+// A new photo was picked (or a pick failed): nothing of the previous photo stays on screen or can be sent.
+function clearAnswer() {
+  current = null; offered = null; window.mpoxscanLast = null;
+  $("result").hidden = true; $("send-section").hidden = true; $("server-offer").hidden = true;
+  $("verdict").textContent = ""; $("explain").textContent = ""; $("verdict").className = "";
+  $("error").hidden = true; $("error").textContent = "";
+  $("consent").checked = false; sending = false; updateSend();
+  $("send-status").textContent = ""; $("sent").hidden = true;
 }
 
-function qualityProblems(bitmap) {
-  const small = squareCrop(bitmap, 128), px = small.getContext("2d").getImageData(0, 0, 128, 128).data;
-  const gray = new Float32Array(128 * 128);
-  let mean = 0;
-  for (let i = 0; i < gray.length; i++) { gray[i] = 0.299 * px[4 * i] + 0.587 * px[4 * i + 1] + 0.114 * px[4 * i + 2]; mean += gray[i]; }
-  mean /= gray.length;
-  let lap = 0, n = 0;  // variance of the Laplacian: low means blurred
-  for (let y = 1; y < 127; y++) for (let x = 1; x < 127; x++) {
-    const i = y * 128 + x, v = 4 * gray[i] - gray[i - 1] - gray[i + 1] - gray[i - 128] - gray[i + 128];
-    lap += v * v; n++;
-  }
-  const problems = [];
-  if (Math.min(bitmap.width, bitmap.height) < meta.preprocessing.input_size) problems.push("the photo is too small: come closer or use the camera");
-  if (mean < 40) problems.push("the photo is too dark: use daylight or the flash");
-  if (lap / n < 20) problems.push("the photo looks blurred: hold still and tap the lesion to focus");
-  return problems;
+function fail(message) {
+  clearAnswer();
+  $("error").textContent = message; $("error").hidden = false;
+  setState("error");
 }
 
 function toTensor(canvas) {
@@ -68,43 +71,105 @@ function toTensor(canvas) {
   return new ort.Tensor("float32", data, [1, 3, s, s]);
 }
 
-function drawHeat(seen, cam, side) {
-  const heat = $("heat"), ctx = heat.getContext("2d"), k = cam.length;
-  ctx.drawImage(seen, 0, 0, heat.width, heat.height);
-  const small = document.createElement("canvas");
-  small.width = side; small.height = side;
-  const img = small.getContext("2d").createImageData(side, side);
-  for (let i = 0; i < side * side; i++) {
-    const v = Math.max(0, Math.min(1, cam[i]));
-    img.data[4 * i] = 255; img.data[4 * i + 1] = Math.round(255 * (1 - v)); img.data[4 * i + 2] = 0;
-    img.data[4 * i + 3] = Math.round(200 * Math.sqrt(v));
-  }
-  small.getContext("2d").putImageData(img, 0, 0);
-  ctx.imageSmoothingEnabled = true;
-  ctx.drawImage(small, 0, 0, heat.width, heat.height);
-  return k;
+function rampColour(v) {
+  const pos = Math.max(0, Math.min(1, v)) * (RAMP.length - 1), low = Math.min(Math.floor(pos), RAMP.length - 2);
+  const f = pos - low;
+  return RAMP[low].map((c, j) => 255 * (c * (1 - f) + RAMP[low + 1][j] * f));
 }
 
-function show(result, seen) {
-  $("result").hidden = false;
-  const s = result.screening;
-  $("verdict").className = s.positive ? "positive" : "";
-  $("verdict").textContent = s.positive
-    ? `Looks like it could be ${s.class === "Monkeypox" ? "mpox" : s.class} (${(100 * s.probability).toFixed(0)} %): please show this to a health worker.`
-    : `No sign of mpox found (${(100 * s.probability).toFixed(1)} %, threshold ${(100 * s.threshold).toFixed(1)} %).`;
-  $("probabilities").innerHTML = "";
-  for (const [name, p] of Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])) {
-    const row = $("probabilities").insertRow();
-    row.insertCell().textContent = name; row.insertCell().textContent = (100 * p).toFixed(1) + " %";
+// The photo the network saw with the model's map over it, as the dashboard draws it (explain/overlay.py): the map
+// resized bilinearly, coloured with the same ramp, blended where it is strong (weak evidence stays see-through).
+function drawHeat(cam) {
+  const heat = $("heat"), ctx = heat.getContext("2d"), w = heat.width, h = heat.height, k = cam.length;
+  ctx.drawImage($("seen"), 0, 0, w, h);
+  const img = ctx.getImageData(0, 0, w, h), d = img.data;
+  const at = (y, x) => cam[Math.max(0, Math.min(k - 1, y))][Math.max(0, Math.min(k - 1, x))];
+  for (let y = 0; y < h; y++) {
+    const sy = (y + 0.5) * k / h - 0.5, y0 = Math.floor(sy), fy = sy - y0;
+    for (let x = 0; x < w; x++) {
+      const sx = (x + 0.5) * k / w - 0.5, x0 = Math.floor(sx), fx = sx - x0;
+      const v = Math.max(0, Math.min(1, (at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx) * (1 - fy)
+                                        + (at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx) * fy));
+      const c = rampColour(v), a = HEAT_ALPHA * Math.sqrt(v), o = 4 * (y * w + x);
+      for (let j = 0; j < 3; j++) d[o + j] = d[o + j] * (1 - a) + c[j] * a;
+    }
   }
-  const side = Math.round(Math.sqrt(result.cam.length));
-  $("seen").getContext("2d").drawImage(seen, 0, 0);
-  drawHeat(seen, result.cam, side);
-  $("timing").textContent = result.computed === "device" ? `Computed on this device in ${result.ms.toFixed(0)} ms.` : "Computed by the server.";
+  ctx.putImageData(img, 0, 0);
+}
+
+// The cam as rows: the device gives a flat k*k array, the server a list of rows.
+function camRows(cam) {
+  if (!cam || !cam.length) return null;
+  if (Array.isArray(cam[0])) return cam;
+  const k = Math.round(Math.sqrt(cam.length));
+  return Array.from({ length: k }, (_, i) => Array.from(cam.slice(i * k, (i + 1) * k)));
+}
+
+const percent = (p, digits = 1) => (100 * p).toFixed(digits) + " %";
+
+// What to do first, then why; the numbers go under "Details".
+function headline(result) {
+  if (result.answer === "cannot tell") {
+    return ["unsure", "Retake the photo",
+            `The model cannot tell from this photo: it is ${result.reason}. ${meta.advice[result.reason] || ""} ` +
+            "You can also send this photo to a medical expert below."];
+  }
+  if (result.answer === "positive") {
+    return ["positive", "Show this to a health worker",
+            "The screening found signs that could be mpox. Most positive screenings are false alarms: this is not " +
+            "a diagnosis, and only a health worker (and a test) can tell. Until then, avoid close contact and " +
+            "keep the lesions covered."];
+  }
+  return ["negative", "No sign of mpox found",
+          "This is not a diagnosis. If the lesion changes or spreads, or you have a fever, see a health worker."];
+}
+
+function show(result, picture) {
+  const unsure = result.answer === "cannot tell", s = result.screening;
+  const [kind, title, text] = headline(result);
+  $("verdict").className = kind; $("verdict").textContent = title; $("explain").textContent = text;
+  $("result").hidden = false; $("retake").hidden = !unsure;
+  // A photo the model cannot judge gets no verdict at all: no numbers, no map, only why and how to retake it.
+  $("details").hidden = unsure;
+  const cam = unsure ? null : camRows(result.cam);
+  $("heat-figure").hidden = !cam; $("legend").hidden = !cam;
+  $("seen-figure").hidden = !picture;
+  const ctx = $("seen").getContext("2d");
+  ctx.clearRect(0, 0, $("seen").width, $("seen").height);
+  if (picture) ctx.drawImage(picture, 0, 0, $("seen").width, $("seen").height);
+  if (cam && picture) drawHeat(cam); else { $("heat-figure").hidden = true; $("legend").hidden = true; }
+  $("screening-line").textContent = `Mpox screening: ${percent(s.probability)} (the answer is "positive" from ` +
+    `${percent(s.threshold)}; set so that few mpox photos are missed, which makes false alarms common).`;
+  const table = $("probabilities");
+  while (table.rows.length) table.deleteRow(0);
+  for (const [name, p] of Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])) {
+    const row = table.insertRow();
+    row.insertCell().textContent = FULL_NAMES[name] || name; row.insertCell().textContent = percent(p);
+  }
+  $("timing").textContent = result.computed === "device" ? `Computed on this device in ${result.ms.toFixed(0)} ms.`
+    : "Computed by the server.";
   window.mpoxscanLast = result;
-  // A new answer: consent is asked again for this photo.
-  $("send-section").hidden = false; $("consent").checked = false; $("send").disabled = true;
-  $("sent").hidden = true; $("send-status").textContent = "";
+  setState("answer");
+}
+
+// Consent is asked again for each photo; the button looks disabled until it is given, and says why when pressed.
+function updateSend() {
+  const ready = !!current && $("consent").checked && !sending;
+  $("send").setAttribute("aria-disabled", ready ? "false" : "true");
+  if (ready && $("send-status").dataset.hint) {
+    $("send-status").textContent = ""; delete $("send-status").dataset.hint;
+  }
+}
+
+function offerSending(fromFile) {
+  $("send-section").hidden = false; $("consent").checked = false; sending = false; $("send").hidden = false;
+  $("send-what").textContent = fromFile
+    ? "What is sent: the photo as you chose it (this browser cannot open it to remove its hidden data: place, " +
+      "time, camera; the server removes them before storing it), and the answer."
+    : "What is sent: the photo, re-encoded on this phone without its hidden data (place, time, camera), and the " +
+      "answer.";
+  $("send-status").textContent = ""; $("sent").hidden = true;
+  updateSend();
 }
 
 function reencode(bitmap, maxSide) {
@@ -126,30 +191,44 @@ function base64(blob) {
 }
 
 async function sendCase() {
-  if (!current || !$("consent").checked) return;
-  $("send").disabled = true;  // one photo, one case: no double sending
+  if (sending) return;
+  if (!current) return;
+  if (!$("consent").checked) {
+    $("send-status").textContent = "Tick the box above first: nothing is sent without your agreement.";
+    $("send-status").dataset.hint = "1";
+    $("consent").focus();
+    return;
+  }
+  const theCase = current;  // this photo and its answer, whatever is picked while sending
+  sending = true; updateSend();  // one photo, one case: no double sending
   $("send-status").textContent = "Sending…";
   try {
-    const photo = await base64(await reencode(current.bitmap, 2048));
+    const photo = await base64(theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file);
     const response = await fetch("/api/cases", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ consent: true, photo, computed: current.result.computed,
-                             probabilities: current.result.probabilities, model_sha256: meta.sha256 }) });
+      body: JSON.stringify({ consent: true, photo, computed: theCase.result.computed,
+                             probabilities: theCase.result.probabilities, model_sha256: meta.sha256 }) });
     const answer = await response.json();
-    if (!response.ok) { $("send-status").textContent = "Not sent: " + answer.detail; $("send").disabled = false; return; }
-    const link = location.origin + answer.follow_up;
+    const link = response.ok ? location.origin + answer.follow_up : null;
+    if (link) {  // kept in this phone's list even if another photo was picked meanwhile: the link is the only way back
+      const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
+      mine.unshift({ number: answer.number, link, sent: answer.sent_at });
+      localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
+      listMyCases();
+    }
+    if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
+    if (!response.ok) {
+      $("send-status").textContent = "Not sent: " + answer.detail; sending = false; updateSend(); return;
+    }
     $("send-status").textContent = "";
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
-    $("sent").hidden = false;
-    const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
-    mine.unshift({ number: answer.number, link, sent: answer.sent_at });
-    localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
-    listMyCases();
+    $("sent").hidden = false; $("send").hidden = true;
     window.mpoxscanSent = answer;
   } catch (err) {
+    if (current !== theCase) return;
     $("send-status").textContent = "Not sent: no connection to the server. Try again when you are online.";
-    $("send").disabled = false;
+    sending = false; updateSend();
   }
 }
 
@@ -172,51 +251,127 @@ function networkInput(bitmap) {
   return seen;
 }
 
-async function screen(bitmap, file) {
-  current = null;
+async function screenOnDevice(bitmap) {
   const t0 = performance.now(), seen = networkInput(bitmap), t1 = performance.now();
-  let result;
-  if (session) {
-    const out = await session.run({ image: toTensor(seen) });
-    const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
-    const best = proba.indexOf(Math.max(...proba));
-    result = { computed: "device", ms, prepMs, predicted: meta.classes[best],
-               probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
-               screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
-                            positive: proba[k] >= meta.screening_threshold },
-               cam: Array.from(out.cam.data) };
-  } else {
-    const response = await fetch("/api/screen", { method: "POST", body: file });
+  const out = await session.run({ image: toTensor(seen) });
+  const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
+  const best = proba.indexOf(Math.max(...proba)), measures = MPOXSCAN_ANSWER.measuresOf(out);
+  const [answer, reason] = MPOXSCAN_ANSWER.decide(meta.answer_rule, proba[k], Math.min(bitmap.width, bitmap.height), measures);
+  const result = { computed: "device", ms, prepMs, answer, reason, measures, predicted: meta.classes[best],
+                   probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
+                   screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
+                                positive: answer === "positive" },
+                   cam: out.cam ? Array.from(out.cam.data) : null };
+  return [result, seen];
+}
+
+// The server's answer for the photo's bytes; with `picture`, also the square it screened (as a JPEG data URL).
+async function screenOnServer(file, picture) {
+  let response, result;
+  try {
+    response = await fetch("/api/screen" + (picture ? "?picture=1" : ""), { method: "POST", body: file });
     result = await response.json();
-    if (!response.ok) { $("status").textContent = "The server could not screen this photo: " + result.detail; return; }
+  } catch (err) {
+    throw new Error("no connection to the server. Try again when you are online.");
   }
-  show(result, seen);
-  current = { bitmap, result };
+  if (!response.ok) throw new Error(result.detail || `the server answered ${response.status}`);
+  return result;
 }
 
-async function screenSafely(bitmap, file) {
-  // Whatever goes wrong (a photo too large for this phone's memory, no network for the server fallback), say so.
-  try { await screen(bitmap, file); }
-  catch (err) { $("status").textContent = "This photo could not be screened: " + (err && err.message ? err.message : err); }
+function loadPicture(dataUrl) {
+  return new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => resolve(img); img.onerror = () => resolve(null);
+    img.src = dataUrl;
+  });
 }
 
-$("photo").addEventListener("change", async () => {
-  const file = $("photo").files[0];
-  if (!file) return;
+const message = (err) => (err && err.message ? err.message : String(err));
+
+async function screenPicked(file) {
+  const pick = ++picks;
+  clearAnswer();
+  setState("busy");
+  $("status").textContent = session ? "Screening on this device…" : "Screening on the server…";
   let bitmap;
   try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); }
-  catch (err) { $("status").textContent = "This file is not a photo this browser can open."; return; }
-  const problems = qualityProblems(bitmap);
-  if (problems.length) {
-    pending = [bitmap, file];
-    $("quality").hidden = false;
-    $("quality-text").textContent = "Before screening: " + problems.join("; ") + ".";
+  catch (err) { bitmap = null; }
+  if (pick !== picks) return;
+  if (!bitmap) { restoreStatus(); await cannotOpen(file, pick); return; }
+  try {
+    let result, picture;
+    if (session) [result, picture] = await screenOnDevice(bitmap);
+    else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
+    if (pick !== picks) return;
+    restoreStatus();
+    show(result, picture);
+    current = { result, bitmap };
+    offerSending(false);
+  } catch (err) {
+    // Whatever goes wrong (a photo too large for this phone's memory, no network for the server), say so.
+    if (pick !== picks) return;
+    restoreStatus();
+    fail("This photo could not be screened: " + message(err));
+  }
+}
+
+function restoreStatus() { $("status").textContent = readyStatus; }
+
+// Formats every browser opens: when one fails to open, the file is damaged, and the server would fail too.
+async function looksCommon(file) {
+  const b = new Uint8Array(await file.slice(0, 12).arrayBuffer());
+  const starts = (...bytes) => bytes.every((v, i) => b[i] === v);
+  return starts(0xff, 0xd8, 0xff) || starts(0x89, 0x50, 0x4e, 0x47) || starts(0x47, 0x49, 0x46) ||
+    (starts(0x52, 0x49, 0x46, 0x46) && b[8] === 0x57 && b[9] === 0x45 && b[10] === 0x42 && b[11] === 0x50) ||
+    starts(0x42, 0x4d);
+}
+
+async function cannotOpen(file, pick) {
+  let common = true;
+  try { common = await looksCommon(file); } catch (err) { /* unreadable: damaged */ }
+  if (pick !== picks) return;
+  if (common || file.size === 0) {
+    fail("This file could not be opened: it is damaged or not a photo. Please choose another photo.");
     return;
   }
-  $("quality").hidden = true;
-  await screenSafely(bitmap, file);
+  // Perhaps a format only the server reads (HEIC, AVIF, TIFF): the photo leaves the phone only if the person agrees
+  // (where the model cannot run here, the page said from the start that photos are screened by the server).
+  offered = file;
+  if (!session) { await screenOffered(); return; }
+  $("server-offer").hidden = false; setState("offer");
+  $("screen-on-server").focus();
+}
+
+async function screenOffered() {
+  const file = offered, pick = picks;
+  if (!file) return;
+  $("server-offer").hidden = true; offered = null; setState("busy");
+  $("status").textContent = "Screening on the server…";
+  try {
+    const result = await screenOnServer(file, true);
+    if (pick !== picks) return;
+    restoreStatus();
+    show(result, result.picture ? await loadPicture(result.picture) : null);
+    if (pick !== picks) { clearAnswer(); return; }
+    $("timing").textContent = "Computed by the server: this photo was sent to it to be screened, and not kept.";
+    current = { result, file };
+    offerSending(true);
+  } catch (err) {
+    if (pick !== picks) return;
+    restoreStatus();
+    fail("This photo could not be screened: " + message(err));
+  }
+}
+
+$("pick").addEventListener("click", () => $("photo").click());
+$("retake").addEventListener("click", () => $("photo").click());
+$("photo").addEventListener("change", () => {
+  const file = $("photo").files[0];
+  if (!file) return;  // the picker was closed without a choice: what is on screen stays
+  screenPicked(file);
+  $("photo").value = "";  // picking the same file again screens it again
 });
-$("consent").addEventListener("change", () => { $("send").disabled = !$("consent").checked || !current; });
+$("screen-on-server").addEventListener("click", screenOffered);
+$("consent").addEventListener("change", updateSend);
 $("send").addEventListener("click", sendCase);
-$("anyway").addEventListener("click", async () => { if (pending) { $("quality").hidden = true; await screenSafely(...pending); } });
 start();

@@ -1,0 +1,143 @@
+"""The answer rule (positive / negative / cannot tell), its JavaScript mirror, and the measurements in the graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpoxscan.deploy.answer import REASONS, AnswerRule, conformal_limit, fit_rule
+
+ANSWER_JS = Path(__file__).resolve().parents[1] / "src" / "mpoxscan" / "web" / "static" / "answer.js"
+RULE = AnswerRule(screening_threshold=0.3, positive_class="Monkeypox", min_side=64, min_brightness=0.2,
+                  min_sharpness=3.0, min_skin_share=0.05, max_offtask=2.0)
+GOOD = {"brightness": 0.5, "sharpness": 50.0, "skin_share": 0.6, "offtask": 1.0}
+
+
+def test_a_good_photo_is_screened_at_the_threshold():
+    assert RULE.decide(0.3, 500, GOOD) == ("positive", None)
+    assert RULE.decide(0.2999, 500, GOOD) == ("negative", None)
+
+
+@pytest.mark.parametrize("side, change, reason", [
+    (63, {}, "too small"),
+    (500, {"brightness": 0.1}, "too dark"),
+    (500, {"sharpness": 1.0}, "blurred"),
+    (500, {"skin_share": 0.0}, "not a skin close-up"),
+    (500, {"offtask": 2.5}, "unlike the photos the model learned from"),
+    # The first reason that applies is given: a dark photo is also blurred and holds no skin colour.
+    (500, {"brightness": 0.1, "sharpness": 1.0, "skin_share": 0.0, "offtask": 9.0}, "too dark"),
+])
+def test_a_photo_the_model_cannot_judge_gets_no_verdict(side, change, reason):
+    # Even with P(mpox) = 1: a refused photo never shows a screening verdict.
+    assert RULE.decide(1.0, side, {**GOOD, **change}) == ("cannot tell", reason)
+    assert reason in REASONS.values()
+
+
+def test_checks_without_a_threshold_or_a_measure_are_off():
+    legacy = AnswerRule.from_meta({"classes": ["Healthy", "Monkeypox"], "positive_class": "Monkeypox",
+                                   "screening_threshold": 0.4})
+    assert legacy.decide(0.5, 10, {"brightness": 0.0, "offtask": 99.0}) == ("positive", None)
+    assert RULE.decide(0.1, 500, {}) == ("negative", None)  # a file without the measurement outputs
+
+
+def test_rule_round_trips_through_model_metadata():
+    meta = {"classes": ["Healthy", "Monkeypox"], "screening_threshold": 0.3, "answer_rule": RULE.as_dict()}
+    assert AnswerRule.from_meta(json.loads(json.dumps(meta))) == RULE
+
+
+def test_conformal_limit_refuses_at_most_alpha_of_exchangeable_photos():
+    values = np.arange(1, 200, dtype=float)  # 199 values
+    assert conformal_limit(values, 0.05, lower=True) == 10.0  # k = floor(200 * 0.05) = 10: the 10th smallest
+    assert conformal_limit(values, 0.05, lower=False) == 190.0
+    assert conformal_limit(values[:50], 0.01, lower=True) is None  # too few photos to promise 1 %: the check is off
+    rng = np.random.default_rng(0)
+    refused = []
+    for _ in range(300):  # fresh photos from the same distribution: refused at most alpha of the time, on average
+        sample = rng.normal(size=400)
+        limit = conformal_limit(sample, 0.02, lower=False)
+        refused.append((rng.normal(size=2000) > limit).mean())
+    assert 0.01 < np.mean(refused) <= 0.021
+
+
+def test_fit_rule_sets_each_limit_from_its_own_photos():
+    rng = np.random.default_rng(1)
+    quality = np.column_stack([rng.uniform(0.2, 0.9, 800), rng.uniform(5, 500, 800), rng.uniform(0.1, 1, 800)])
+    offtask = rng.uniform(0.5, 2.0, 150)
+    rule = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask)
+    assert rule.min_side == 64 and rule.max_offtask == offtask.max()  # 150 photos at 1 %: the largest
+    assert rule.min_brightness == np.sort(quality[:, 0])[3] and rule.min_sharpness == np.sort(quality[:, 1])[3]
+    assert rule.notes["quality_photos"] == 800 and rule.notes["offtask_photos"] == 150
+    assert (quality[:, 0] < rule.min_brightness).sum() == 3
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")
+def test_the_page_decides_exactly_as_python():
+    """answer.js against deploy/answer.py on many random cases, thresholds on and off."""
+    rng = np.random.default_rng(2)
+    cases = []
+    for _ in range(400):
+        rule = RULE.as_dict()
+        for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_offtask"):
+            if rng.random() < 0.2:
+                rule[name] = None
+        measures = {"brightness": float(rng.uniform(0, 0.5)), "sharpness": float(rng.uniform(0, 8)),
+                    "skin_share": float(rng.uniform(0, 0.1)), "offtask": float(rng.uniform(1, 3))}
+        if rng.random() < 0.2:
+            measures.pop("offtask")
+        cases.append({"rule": rule, "p": float(rng.uniform(0, 0.6)), "side": int(rng.integers(40, 100)), "m": measures})
+    script = (f"const A = require({json.dumps(str(ANSWER_JS))});"
+              "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(cases.map(c => A.decide(c.rule, c.p, c.side, c.m))));")
+    out = subprocess.run(["node", "-e", script], input=json.dumps(cases), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    js = [tuple(x) for x in json.loads(out.stdout)]
+    py = [AnswerRule(**{k: v for k, v in c["rule"].items() if k != "notes"}).decide(c["p"], c["side"], c["m"])
+          for c in cases]
+    assert js == py
+    assert {a for a, _ in py} == {"positive", "negative", "cannot tell"} and len({r for _, r in py}) == 6
+
+
+def test_quality_measures_in_the_graph():
+    import torch
+    from scipy import ndimage
+
+    from mpoxscan.deploy.checks import QualityMeasures
+
+    rng = np.random.default_rng(3)
+    skin = np.full((64, 64, 3), (200, 150, 120), np.float32) + rng.normal(0, 20, (64, 64, 1))
+    dark_skin = np.full((64, 64, 3), (90, 60, 45), np.float32) + rng.normal(0, 8, (64, 64, 1))
+    blue = np.full((64, 64, 3), (40, 60, 200), np.float32)
+    rgb = np.clip(np.stack([skin, dark_skin, blue]), 0, 255).round()
+    x = torch.from_numpy(((rgb / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2).astype(np.float32))
+    got = QualityMeasures((0.5,) * 3, (0.5,) * 3)(x).numpy()
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    assert np.allclose(got[:, 0], luma.mean((1, 2)) / 255, atol=1e-5)
+    lap = np.stack([ndimage.laplace(v)[1:-1, 1:-1] for v in luma])
+    assert np.allclose(got[:, 1], lap.var((1, 2)), rtol=1e-4)
+    assert got[0, 2] > 0.9 and got[1, 2] > 0.9 and got[2, 2] == 0  # light and dark skin alike; blue is not skin
+    assert got[2, 1] == pytest.approx(0, abs=1e-6)  # a flat colour has no detail
+
+
+def test_offtask_score_in_the_graph_matches_its_fit():
+    import torch
+
+    from mpoxscan.deploy.checks import OfftaskScore, fit_offtask, pooled_moments
+
+    rng = np.random.default_rng(4)
+    # Training activations: 8 channels driven by 3 hidden factors; an off-task one breaks that structure.
+    factors = rng.normal(size=(200, 3))
+    mixing = rng.normal(size=(3, 8))
+    train = torch.from_numpy((factors @ mixing)[:, :, None, None] + rng.normal(0, 0.05, (200, 8, 4, 4))).float()
+    fit = fit_offtask(pooled_moments(train).numpy(), block=5, components=6)
+    module = OfftaskScore(fit)
+    odd = torch.from_numpy(rng.normal(0, 3, (5, 8, 4, 4))).float()
+    with torch.no_grad():
+        scores = module(torch.cat([train[:20], odd])).numpy()
+    assert np.allclose(scores, fit.score(pooled_moments(torch.cat([train[:20], odd])).numpy()), rtol=1e-4)
+    assert np.median(module(train).detach().numpy()) == pytest.approx(1.0, rel=1e-3)  # in units of the median
+    assert scores[20:].min() > 3 * scores[:20].max()
