@@ -141,6 +141,7 @@ def test_distill_scores_teachers_and_student_on_the_same_fold(squares_manifest, 
     results = run_cv(config, tmp_path / "run", progress=False)
     model = results["models"]["efficientnet_lite0"]
     assert {"main", "tta", "teacher", "teacher-tta", "teacher1"} <= set(model["pooled"])
+    assert model["folds"][0]["info"]["teachers"][0]["timing"]["device"] == "cpu"  # cv keeps the cost of each
     info = model["folds"][0]["info"]
     assert info["teachers"][0]["teacher"] == "mobilenetv2_100@32"
     split = make_splits(kept_rows(squares_manifest), "kfold", 0)[0]
@@ -193,3 +194,12 @@ def test_cli_cv_full_and_its_option_checks(squares_manifest, tmp_path):
     bad = subprocess.run(cmd + ["--strategy", "distill", "--teachers", "resnet@224", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "unknown model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_train_distill_card_has_no_timing(squares_manifest, tmp_path):
+    from mpoxscan.training.train import train
+
+    card = train(squares_manifest, "mobilenetv2_100", "distill", tmp_path / "d",
+                 options={"full": TINY, "distill": {"teachers": ["mobilenetv2_100@32"]}})
+    assert card["strategy"] == "distill" and card["training"]["teachers"][0]["teacher"] == "mobilenetv2_100@32"
+    assert "timing" not in json.dumps(card["training"])  # the exported file must depend on the weights alone

@@ -48,7 +48,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     check_options(config)
     model, info = STRATEGIES[strategy](model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
-    info = {k: v for k, v in info.items() if k != "timing"}  # device and speed: not facts of the weights
+    info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
     # Whole-network strategies may train at another input size than the backbone's own: the card (and so the
     # exported file's metadata) carries the size the weights were trained at.
     prep = dataclasses.replace(task_preprocessing(model_name), input_size=info.get("input_size") or
@@ -73,6 +73,13 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     torch.save({"card": card, "state_dict": model.state_dict()}, out / CHECKPOINT)
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def _without_timing(value):
+    """``value`` without any "timing" entry, however deep (so that an exported file depends on the weights alone)."""
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k != "timing"}
+    return [_without_timing(v) for v in value] if isinstance(value, list) else value
 
 
 def _logits(model, paths: list[str], prep, batch: int = 32) -> np.ndarray:
