@@ -186,6 +186,7 @@ def test_cli_cv_full_and_its_option_checks(squares_manifest, tmp_path):
                                  "--batch-size", "8", "--folds", "fold1", "--out", str(tmp_path / "run"), "--quiet"],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
+    assert "pooled out-of-fold accuracy" in proc.stdout and "patient-level bootstrap" in proc.stdout
     info = json.loads((tmp_path / "run" / "predictions" / "mobilenetv2_100__full__fold1.json").read_text())
     assert info["input_size"] == 32 and info["epochs"] == 1 and info["timing"]["device"] == "cpu"
     bad = subprocess.run(cmd + ["--strategy", "linear", "--input-size", "32", "--out", str(tmp_path / "x")],

@@ -314,6 +314,11 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
         click.echo(f"{model:<20} accuracy {100 * s['accuracy']['mean']:.2f} +- {100 * s['accuracy']['sd']:.2f} %   "
                    f"macro-F1 {100 * s['macro_f1']['mean']:.2f} +- {100 * s['macro_f1']['sd']:.2f} %   "
                    f"mpox AUC {s['screening_auc']['mean']:.3f}   ({len(r['folds'])} folds)")
+        pooled = r.get("pooled", {}).get("main")
+        if pooled:
+            a = pooled["metrics"]["accuracy"]
+            click.echo(f"{'':<20} pooled out-of-fold accuracy {100 * a['value']:.2f} % (95 % CI {100 * a['ci95'][0]:.2f} "
+                       f"to {100 * a['ci95'][1]:.2f}, patient-level bootstrap), ECE {pooled['ece']:.3f}")
         for precision, e in r.get("exports", {}).items():
             click.echo(f"  ONNX {precision:<5} accuracy {100 * e['accuracy']['mean']:.2f} +- {100 * e['accuracy']['sd']:.2f} %   "
                        f"agreement with fp32 {100 * e['agreement_with_fp32']['mean']:.2f} %")
