@@ -38,6 +38,42 @@ def _image_error(image, why: str) -> None:
     click.echo(f"error: {why}" if str(image) in why else f"error: {image}: {why}", err=True)
 
 
+def _strategy_options(strategy: str, device: str | None, input_size: int | None, epochs: int | None,
+                      batch_size: int | None, teachers: str | None) -> dict:
+    """The whole-network strategies' typed options from the command line ({} for the others)."""
+    full = {k: v for k, v in {"device": device, "input_size": input_size, "epochs": epochs,
+                              "batch_size": batch_size}.items() if v is not None}
+    if strategy not in ("full", "distill"):
+        if full or teachers:
+            raise MpoxscanError(f"--device, --input-size, --epochs, --batch-size and --teachers are options of the "
+                                f"full and distill strategies, not of {strategy}")
+        return {}
+    options: dict = {"full": full} if full else {}
+    if teachers:
+        if strategy != "distill":
+            raise MpoxscanError("--teachers is an option of the distill strategy")
+        options["distill"] = {"teachers": _split_names(teachers)}
+    from mpoxscan.training.distill import DistillParams
+    from mpoxscan.training.full import FullParams
+
+    FullParams.from_dict(options.get("full"))  # refuse bad values now, not after the first fold
+    DistillParams.from_dict(options.get("distill")).teacher_specs()
+    return options
+
+
+def _whole_network_options(f):
+    """--device, --input-size, --epochs, --batch-size and --teachers (full and distill strategies)."""
+    for option in reversed([
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="full / distill: where to train (default auto: CUDA if available; bf16 and channels-last there)."),
+        click.option("--input-size", type=click.IntRange(32, 1024), help="full / distill: train and screen at this input size (default: the backbone's own)."),
+        click.option("--epochs", type=click.IntRange(1, 1000), help="full / distill: epochs (default 40)."),
+        click.option("--batch-size", type=click.IntRange(2, 4096), help="full / distill: batch size (default 32)."),
+        click.option("--teachers", metavar="MODEL@SIZE,...", help="distill: the teachers (default efficientnet_lite0@320,efficientnet_lite2@260)."),
+    ]):
+        f = option(f)
+    return f
+
+
 def _split_names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -239,7 +275,7 @@ Examples:
 """)
 @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
 @click.option("--models", "model_names", default="all", show_default=True, metavar="A,B|all", help="Backbones of the zoo.")
-@click.option("--strategy", default="linear", show_default=True, help="linear (frozen features + logistic regression) or finetune (last blocks).")
+@click.option("--strategy", default="linear", show_default=True, help="linear (frozen features + logistic regression), finetune (last blocks), full (every layer) or distill (full teachers -> student).")
 @click.option("--protocol", type=click.Choice(["kfold", "official"]), default="kfold", show_default=True,
               help="kfold: the manifest's fold column; official: its imported splits (curate --folds-from).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
@@ -250,7 +286,9 @@ Examples:
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet) -> None:
+@_whole_network_options
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet,
+           device, input_size, epochs, batch_size, teachers) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -265,7 +303,8 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
-                      extra={"cache": str(cache)} if cache else {})
+                      extra={**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
+                             **({"cache": str(cache)} if cache else {})})
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
@@ -275,6 +314,11 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
         click.echo(f"{model:<20} accuracy {100 * s['accuracy']['mean']:.2f} +- {100 * s['accuracy']['sd']:.2f} %   "
                    f"macro-F1 {100 * s['macro_f1']['mean']:.2f} +- {100 * s['macro_f1']['sd']:.2f} %   "
                    f"mpox AUC {s['screening_auc']['mean']:.3f}   ({len(r['folds'])} folds)")
+        pooled = r.get("pooled", {}).get("main")
+        if pooled:
+            a = pooled["metrics"]["accuracy"]
+            click.echo(f"{'':<20} pooled out-of-fold accuracy {100 * a['value']:.2f} % (95 % CI {100 * a['ci95'][0]:.2f} "
+                       f"to {100 * a['ci95'][1]:.2f}, patient-level bootstrap), ECE {pooled['ece']:.3f}")
         for precision, e in r.get("exports", {}).items():
             click.echo(f"  ONNX {precision:<5} accuracy {100 * e['accuracy']['mean']:.2f} +- {100 * e['accuracy']['sd']:.2f} %   "
                        f"agreement with fp32 {100 * e['agreement_with_fp32']['mean']:.2f} %")
@@ -287,13 +331,15 @@ Example:
 """)
 @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
 @click.option("--model", "model_name", required=True, help="Backbone of the zoo.")
-@click.option("--strategy", default="linear", show_default=True, help="linear or finetune (the recipe that mpoxscan cv measured).")
+@click.option("--strategy", default="linear", show_default=True, help="linear, finetune, full or distill (the recipe that mpoxscan cv measured).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
-def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force) -> None:
+@_whole_network_options
+def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, device, input_size, epochs, batch_size,
+              teachers) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
     from mpoxscan.data.manifest import manifest_path
@@ -302,7 +348,8 @@ def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force) ->
 
     get_spec(model_name)
     manifest = manifest_path(manifest)
-    card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force)
+    options = _strategy_options(strategy, device, input_size, epochs, batch_size, teachers)
+    card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "
                f"temperature {card['temperature']:.2f}, screening threshold {card['screening_threshold']:.3f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -71,3 +72,16 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
         raise MpoxscanError(f"{path}: no such manifest") from None
     except UnicodeDecodeError:
         raise MpoxscanError(f"{path}: not a text CSV file") from None
+
+
+def manifest_digest(path: Path) -> str:
+    """SHA-256 of the manifest file: what a checkpoint and a run record of the data they came from."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def kept_rows(manifest: Path) -> list[ManifestRow]:
+    """The rows curation kept (what training, cross-validation and export use); an error if there are none."""
+    rows = [r for r in read_manifest(manifest) if r.status == "kept"]
+    if not rows:
+        raise MpoxscanError(f"{manifest}: no kept images")
+    return rows

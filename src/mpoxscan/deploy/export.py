@@ -178,8 +178,8 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
 def checkpoint_split(manifest: Path, card: dict):
     """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
     checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
-    from mpoxscan.training.cv import kept_rows, manifest_digest
-    from mpoxscan.training.train import inner_split
+    from mpoxscan.data.manifest import kept_rows, manifest_digest
+    from mpoxscan.data.splits import inner_split
 
     rows = kept_rows(Path(manifest))
     unseen = manifest_digest(Path(manifest)) == card.get("data", {}).get("manifest_sha256")
@@ -237,7 +237,7 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
            force: bool = False, log=print, formats: tuple[str, ...] = ("onnx",)) -> dict:
     """Write ``model.<precision>.onnx`` for each precision that passes the gate, plus ``export.json`` and
     ``card.json``; raise a clear error naming every variant that failed."""
-    from mpoxscan.training.train import load_checkpoint
+    from mpoxscan.models.checkpoint import load_checkpoint
 
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
@@ -265,7 +265,7 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         log("note: without --calibration the file cannot say 'cannot tell' (no off-task subspace, no quality limits)")
         variants = {"fp32": to_onnx_fp32(model, card)}
     else:
-        from mpoxscan.training.train import inner_split
+        from mpoxscan.data.splits import inner_split
 
         rows, _, unseen = checkpoint_split(Path(calibration), card)
         if not unseen:

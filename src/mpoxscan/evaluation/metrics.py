@@ -124,3 +124,87 @@ def friedman(scores: dict[str, Sequence[float]]) -> dict:
         return {"statistic": float("nan"), "p": float("nan")}
     res = stats.friedmanchisquare(*[np.asarray(v, float) for v in scores.values()])
     return {"statistic": float(res.statistic), "p": float(res.pvalue)}
+
+
+def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
+    """Positive predictive value (Bayes' rule) of a test with this sensitivity and specificity at ``prevalence``:
+    a test set's own mix of classes says nothing about the share of mpox among the people who will use the tool."""
+    tp = sensitivity * prevalence
+    fp = (1.0 - specificity) * (1.0 - prevalence)
+    return float(tp / (tp + fp)) if tp + fp > 0 else float("nan")
+
+
+def pooled_point_metrics(y_idx: np.ndarray, proba: np.ndarray, flagged: np.ndarray | None, positive_idx: int | None,
+                         prevalences: Sequence[float] = (0.01, 0.10)) -> dict[str, float]:
+    """The figures reported over pooled out-of-fold predictions: accuracy, macro-F1, balanced accuracy, mpox AUC,
+    sensitivity / specificity of ``flagged`` (each image flagged at its own fold's threshold) and the PPV at each
+    prevalence."""
+    from sklearn import metrics as skm
+
+    # Accuracy, balanced accuracy and macro-F1 from one confusion matrix in NumPy: the bootstrap calls this
+    # thousands of times. Same conventions as scikit-learn (F1 of a class never predicted nor present: 0).
+    n_classes = proba.shape[1]
+    pred = proba.argmax(axis=1)
+    cm = np.bincount(y_idx * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    tp, support, predicted = np.diag(cm).astype(float), cm.sum(1), cm.sum(0)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=precision + recall > 0)
+    out = {"accuracy": float(tp.sum() / max(1, len(y_idx))),
+           "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else float("nan"),
+           "macro_f1": float(f1.mean())}
+    if positive_idx is not None:
+        is_pos = y_idx == positive_idx
+        out["screening_auc"] = (float(skm.roc_auc_score(is_pos, proba[:, positive_idx]))
+                                if 0 < is_pos.sum() < len(is_pos) else float("nan"))
+        if flagged is not None:
+            sens = float(flagged[is_pos].mean()) if is_pos.any() else float("nan")
+            spec = float((~flagged[~is_pos]).mean()) if (~is_pos).any() else float("nan")
+            out["sensitivity"], out["specificity"] = sens, spec
+            for prev in prevalences:
+                out[f"ppv_at_{prev:g}"] = ppv_at_prevalence(sens, spec, prev)
+    return out
+
+
+def patient_bootstrap(groups: Sequence[str], statistic,
+                      n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+    """Percentile confidence intervals of ``statistic(index) -> {name: value}`` over the pooled predictions, drawing
+    whole patient groups (``groups[i]``: image i's) with replacement: photos of one patient are not independent, so resampling photos would
+    give intervals that are too narrow. Returns {name: {"value", "ci95": [lo, hi], "n_boot"}}."""
+    groups = np.asarray(groups)
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+    point = statistic(np.arange(len(groups)))
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        index = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        for k, v in statistic(index).items():
+            draws[k].append(v)
+    alpha = (1 - confidence) / 2
+    out = {}
+    for k, v in point.items():
+        d = np.asarray(draws[k], float)
+        d = d[~np.isnan(d)]
+        lo, hi = (np.quantile(d, [alpha, 1 - alpha]).tolist() if len(d) else [float("nan"), float("nan")])
+        out[k] = {"value": v, "ci95": [float(lo), float(hi)], "n_boot": int(len(d))}
+    return out
+
+
+def pooled_summary(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], groups: Sequence[str],
+                   thresholds: np.ndarray | None = None, positive: str = POSITIVE, n_boot: int = 2000, seed: int = 0,
+                   prevalences: Sequence[float] = (0.01, 0.10)) -> dict:
+    """Honest statistics over all out-of-fold predictions pooled: each figure with a 95 % patient-level bootstrap
+    CI, and the ECE of the pooled predictions. ``thresholds``: per image, the screening threshold chosen on its own
+    fold's inner validation."""
+    classes = list(classes)
+    y_idx = np.array([classes.index(y) for y in y_true])
+    k = classes.index(positive) if positive in classes else None
+    flagged = proba[:, k] >= np.asarray(thresholds, float) if (k is not None and thresholds is not None) else None
+
+    def statistic(index: np.ndarray) -> dict[str, float]:
+        return pooled_point_metrics(y_idx[index], proba[index], None if flagged is None else flagged[index], k,
+                                    prevalences)
+
+    return {"n_images": int(len(y_idx)), "n_groups": int(len(set(groups))),
+            "ece": expected_calibration_error(y_idx, proba), "metrics": patient_bootstrap(groups, statistic, n_boot, seed)}

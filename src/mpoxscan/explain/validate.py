@@ -139,7 +139,7 @@ def validate(checkpoint, manifest, out, onnx_files=(), limit: int | None = None,
     from mpoxscan.deploy.export import checkpoint_split, preprocessed, to_onnx_fp32
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.explain.attribution import attribute
-    from mpoxscan.training.train import load_checkpoint
+    from mpoxscan.models.checkpoint import load_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

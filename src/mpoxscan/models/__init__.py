@@ -22,7 +22,15 @@ def create_model(name: str, pretrained: bool = True, num_classes: int = 1000):
     if pretrained:
         state = load_state_dict(spec.weights)
         try:
-            model.load_state_dict(state, strict=True)
+            head = classifier_keys(model)
+            if num_classes != model.num_classes and not head & set(state):
+                # A slim weight file (no ImageNet classifier): strict for everything but the classifier, which is
+                # replaced below anyway.
+                missing, unexpected = model.load_state_dict(state, strict=False)
+                if set(missing) != head or unexpected:
+                    raise RuntimeError(f"missing {sorted(set(missing) - head)[:3]}, unexpected {unexpected[:3]}")
+            else:
+                model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise WeightsError(f"{spec.weights.path} does not fit {name}: {first}") from None
@@ -31,6 +39,12 @@ def create_model(name: str, pretrained: bool = True, num_classes: int = 1000):
     model.eval()
     model.spec = spec  # lets later stages find the preprocessing from the model alone
     return model
+
+
+def classifier_keys(model) -> set[str]:
+    """The state-dict keys of a backbone's ImageNet classifier."""
+    ids = {id(p) for p in model.get_classifier().parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def count_parameters(name: str) -> int:

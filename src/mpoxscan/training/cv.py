@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.data.manifest import ManifestRow, read_manifest
+from mpoxscan.data.manifest import kept_rows, manifest_digest  # noqa: F401  (re-exported: older imports)
+from mpoxscan.data.splits import FoldSplit, group_leaks, make_splits  # noqa: F401
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
 from mpoxscan.training.calibration import fit_temperature, softmax
-
-
-@dataclass
-class FoldSplit:
-    name: str
-    train: list[int]
-    valid: list[int]  # inner validation: hyperparameters, early stopping, temperature, threshold
-    test: list[int]
 
 
 @dataclass
@@ -43,81 +35,101 @@ class CVConfig:
     extra: dict = field(default_factory=dict)
 
 
-def manifest_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def kept_rows(manifest: Path) -> list[ManifestRow]:
-    rows = [r for r in read_manifest(manifest) if r.status == "kept"]
-    if not rows:
-        raise MpoxscanError(f"{manifest}: no kept images")
-    return rows
-
-
-def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
-    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if protocol == "official":
-        n = {len(r.splits.split(",")) for r in rows if r.splits}
-        if not n:
-            raise MpoxscanError("the manifest has no imported splits: curate it with --folds-from, or use the k-fold protocol")
-        out = []
-        for f in range(max(n)):
-            side = {k: r.splits.split(",")[f] for k, r in enumerate(rows) if r.splits}
-            out.append(FoldSplit(f"fold{f + 1}", [k for k, s in side.items() if s == "train"],
-                                 [k for k, s in side.items() if s == "valid"], [k for k, s in side.items() if s == "test"]))
-        return out
-    folds = sorted({r.fold for r in rows if r.fold}, key=int)
-    if len(folds) < 2:
-        raise MpoxscanError("the manifest has no k-fold column: curate it without --folds-from, or use --protocol official")
-    out = []
-    for f in folds:
-        test = [k for k, r in enumerate(rows) if r.fold == f]
-        rest = [k for k, r in enumerate(rows) if r.fold and r.fold != f]
-        inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-        fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
-        out.append(FoldSplit(f"fold{f}", [rest[k] for k in fit_idx], [rest[k] for k in val_idx], test))
-    return out
-
-
-def group_leaks(rows: list[ManifestRow], split: FoldSplit) -> int:
-    """Leakage groups on both sides of a split (0 for folds made by curate; possible in imported ones)."""
-    fit = {rows[k].group for k in split.train + split.valid}
-    return len(fit & {rows[k].group for k in split.test})
-
-
 @dataclass
 class FoldOutput:
     logits_test: np.ndarray
     logits_valid: np.ndarray
     info: dict
     model: object = None  # the trained network, when config.exports asks for it
+    # Other predictions of the same fold, {suffix: (logits_test, logits_valid)}, each calibrated on its own and saved
+    # as <stem>__<suffix>: e.g. with and without TTA, or a distillation's teachers.
+    extra_outputs: dict = field(default_factory=dict)
 
 
-def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool) -> FoldOutput:
+# One registry for `cv` and `train`: each strategy trains on split.train and selects on split.valid, and returns the
+# fold's logits (cv) or, with return_model, (the trained network, its training facts) (train).
+def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config: CVConfig, progress: bool,
+                 return_model: bool = False):
     from mpoxscan.training.linear import fit_on_split
 
     probe, feats = fit_on_split(model, rows, split, classes, config, progress)
-    test_views = list(feats) if config.tta else [0]
-    # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
-    logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
     network = None
-    if config.exports:
+    if config.exports or return_model:
         from mpoxscan.models import create_model
         from mpoxscan.training.linear import probe_into_model
 
         network = probe_into_model(create_model(model, pretrained=True), probe)
+    if return_model:
+        return network, {"C": probe.C_}
+    test_views = list(feats) if config.tta else [0]
+    # With TTA the logits of each view are averaged (a geometric mean of the softmax outputs).
+    logits_test = np.mean([probe.decision_function(feats[v][split.test]) for v in test_views], axis=0)
     return FoldOutput(logits_test, probe.decision_function(feats[0][split.valid]), {"C": probe.C_}, network)
 
 
-def _finetune_fold(model, rows, split, classes, config, progress):
+def _finetune_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.finetune import finetune_fold
 
-    return finetune_fold(model, rows, split, classes, config, progress, keep_model=bool(config.exports))
+    return finetune_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                         keep_model=bool(config.exports))
 
 
-STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold}
+def _full_fold(model, rows, split, classes, config, progress, return_model=False):
+    from mpoxscan.training.full import full_fold
+
+    return full_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                     keep_model=bool(config.exports))
+
+
+def _distill_fold(model, rows, split, classes, config, progress, return_model=False):
+    from mpoxscan.training.distill import distill_fold
+
+    return distill_fold(model, rows, split, classes, config, progress, return_model=return_model,
+                        keep_model=bool(config.exports))
+
+
+STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold, "full": _full_fold, "distill": _distill_fold}
+
+
+def _options_types() -> dict:
+    """The typed options each strategy reads from ``CVConfig.extra[name]`` (frozen dataclasses)."""
+    from mpoxscan.training.distill import DistillParams
+    from mpoxscan.training.finetune import FinetuneParams
+    from mpoxscan.training.full import FullParams
+
+    return {"finetune": FinetuneParams, "full": FullParams, "distill": DistillParams}
+
+
+#: Keys of ``CVConfig.extra`` besides the strategies' options.
+EXTRA_SETTINGS = ("cache", "bootstrap")
+
+
+def check_options(config: CVConfig) -> None:
+    """Refuse unknown keys and bad values in ``config.extra`` before any training starts (a typo must not pass)."""
+    types = _options_types()
+    unknown = set(config.extra) - set(types) - set(EXTRA_SETTINGS)
+    if unknown:
+        raise MpoxscanError(f"unknown setting(s) {', '.join(sorted(unknown))} (known: "
+                            f"{', '.join([*types, *EXTRA_SETTINGS])})")
+    for name, cls in types.items():
+        if name in config.extra:
+            d = dict(config.extra[name])
+            bad = set(d) - {f.name for f in fields(cls)}
+            if bad:
+                raise MpoxscanError(f"unknown option(s) of the {name} strategy: {', '.join(sorted(bad))}")
+            if name == "distill":
+                cls.from_dict(d).teacher_specs()
+            else:
+                cls(**d)
+
+
+def fit_calibration(logits_valid: np.ndarray, y_valid: np.ndarray, classes: list[str]) -> tuple[float, float]:
+    """(temperature, screening threshold for 95 % mpox sensitivity), both from inner-validation logits."""
+    temperature = fit_temperature(logits_valid, y_valid)
+    if POSITIVE not in classes:
+        return temperature, 0.5
+    p_val = softmax(logits_valid, temperature)
+    return temperature, screening_threshold(y_valid == classes.index(POSITIVE), p_val[:, classes.index(POSITIVE)])
 
 
 def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np.ndarray, info: dict) -> None:
@@ -152,6 +164,7 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
 
     if config.strategy not in STRATEGIES:
         raise MpoxscanError(f"unknown strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
+    check_options(config)
     for m in config.models:
         get_spec(m)
     manifest = Path(config.manifest)
@@ -163,6 +176,9 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
         old = json.loads(cfg_path.read_text())
         same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
         new = {k: asdict(config)[k] for k in same}
+        # The strategies' options too: folds trained at another input size or epoch count must not be mixed.
+        same |= {n: old.get("extra", {}).get(n) for n in _options_types()}
+        new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in _options_types()}  # tuples as JSON lists
         if same != new:
             raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
                                 "another manifest or seed): choose another --out")
@@ -187,22 +203,94 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
                 started = time.perf_counter()
                 result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
                 y_val = np.array([classes.index(rows[k].label) for k in split.valid])
-                temperature = fit_temperature(result.logits_valid, y_val)
-                p_val = softmax(result.logits_valid, temperature)
-                is_pos = y_val == classes.index(POSITIVE) if POSITIVE in classes else np.zeros(len(y_val), bool)
-                threshold = screening_threshold(is_pos, p_val[:, classes.index(POSITIVE)]) if POSITIVE in classes else 0.5
+                temperature, threshold = fit_calibration(result.logits_valid, y_val, classes)
                 info = {**result.info, "temperature": temperature, "threshold": threshold,
                         "seconds": round(time.perf_counter() - started, 2), "n_train": len(split.train),
                         "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
                         "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
                                                                    softmax(result.logits_test), classes)["ece"]}
+                for suffix, (z_test, z_valid) in result.extra_outputs.items():  # before the main file: it marks done
+                    t, th = fit_calibration(z_valid, y_val, classes)
+                    _write_fold(pred_dir, f"{stem}__{suffix}", rows, split, classes, softmax(z_test, t),
+                                {**info, "temperature": t, "threshold": th, "variant": suffix})
                 _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
                 if config.exports:
                     _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
             bar.update()
     results = summarise(out, config, classes, splits, rows)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_oof_predictions(out, config, classes, splits, rows)
     return results
+
+
+def _variants(pred_dir: Path, stem: str) -> list[str]:
+    """"" (the main predictions) and the suffixes of a fold's extra outputs saved beside them (not the exports)."""
+    extra = sorted(p.stem[len(stem) + 2:] for p in pred_dir.glob(f"{stem}__*.csv"))
+    return [""] + [v for v in extra if not v.startswith("onnx-")]
+
+
+def oof_table(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows, model: str,
+              variant: str = "") -> tuple[list[str], np.ndarray, list[str], np.ndarray, list[str]]:
+    """The pooled out-of-fold predictions of one model and variant: labels, probabilities, patient groups, each
+    image's screening threshold (its fold's) and fold names, over the folds that are done."""
+    labels, probas, groups, thresholds, folds = [], [], [], [], []
+    suffix = f"__{variant}" if variant else ""
+    for split in splits:
+        got = read_fold(out / "predictions", f"{model}__{config.strategy}__{split.name}{suffix}", classes)
+        if got is None:
+            continue
+        fold_labels, proba, info = got
+        labels += fold_labels
+        probas.append(proba)
+        groups += [rows[k].group for k in split.test]
+        thresholds += [info["threshold"]] * len(fold_labels)
+        folds += [split.name] * len(fold_labels)
+    proba = np.concatenate(probas) if probas else np.zeros((0, len(classes)))
+    return labels, proba, groups, np.array(thresholds, float), folds
+
+
+def pooled_statistics(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows,
+                      model: str) -> dict:
+    """{variant: pooled_summary} over all out-of-fold predictions of ``model`` (95 % patient-level bootstrap CIs,
+    pooled ECE, PPV at 1 % and 10 % prevalence); "main" is the run's own predictions."""
+    from mpoxscan.evaluation.metrics import pooled_summary
+
+    first = next((s for s in splits if read_fold(out / "predictions", f"{model}__{config.strategy}__{s.name}", classes)),
+                 None)
+    if first is None:
+        return {}
+    result = {}
+    for variant in _variants(out / "predictions", f"{model}__{config.strategy}__{first.name}"):
+        labels, proba, groups, thresholds, _ = oof_table(out, config, classes, splits, rows, model, variant)
+        if labels:
+            result[variant or "main"] = pooled_summary(labels, proba, classes, groups, thresholds,
+                                                       n_boot=int(config.extra.get("bootstrap", 2000)), seed=config.seed)
+    return result
+
+
+def write_oof_predictions(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows) -> Path:
+    """``out/oof_predictions.csv``: every out-of-fold prediction of the run (image, fold, true class, probabilities,
+    the fold's threshold), per model and variant, so that any figure can be re-scored from it."""
+    path = out / "oof_predictions.csv"
+    tmp = out / ".oof_predictions.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "sha256", "group", "fold", "model", "strategy", "variant", "label", "threshold"]
+                   + [f"p_{c}" for c in classes])
+        for model in config.models:
+            for split in splits:
+                stem = f"{model}__{config.strategy}__{split.name}"
+                for variant in _variants(out / "predictions", stem):
+                    got = read_fold(out / "predictions", f"{stem}__{variant}" if variant else stem, classes)
+                    if got is None:
+                        continue
+                    _, proba, info = got
+                    for k, p in zip(split.test, proba):
+                        r = rows[k]
+                        w.writerow([f"{r.source}/{r.relpath}", r.sha256, r.group, split.name, model, config.strategy,
+                                    variant or "main", r.label, f"{info['threshold']:.6f}"] + [f"{x:.6f}" for x in p])
+    tmp.replace(path)
+    return path
 
 
 def _export_names(config: CVConfig) -> list[str]:
@@ -215,12 +303,14 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     import dataclasses
 
     from mpoxscan.deploy.export import split_variant_probabilities
+    from mpoxscan.models.checkpoint import card_core
     from mpoxscan.training.features import task_preprocessing
 
-    card = {"architecture": model_name, "strategy": config.strategy, "classes": classes,
-            "positive_class": POSITIVE if POSITIVE in classes else classes[0],
-            "preprocessing": dataclasses.asdict(task_preprocessing(model_name)), "temperature": info["temperature"],
-            "screening_threshold": info["threshold"]}
+    prep = task_preprocessing(model_name)
+    if info.get("input_size"):  # whole-network strategies may train at another size than the backbone's own
+        prep = dataclasses.replace(prep, input_size=info["input_size"])
+    card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
+                     info["threshold"])
     probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
     # The fold's fp32 model is kept (about 14 MB): the review gallery explains each test image with the model that
     # never saw it.
@@ -288,6 +378,7 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
             summary[f"screening_{k}"] = mean_sd_ci([f["metrics"].get("screening", {}).get(k, float("nan")) for f in folds])
         models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
                          "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
+        models[model]["pooled"] = pooled_statistics(out, config, classes, splits, rows, model)
         exports = _summarise_exports(out, config, model, classes, splits)
         if exports:
             models[model]["exports"] = exports

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mpoxscan.data.manifest import kept_rows, manifest_digest
+from mpoxscan.data.splits import inner_split  # noqa: F401  (re-exported: older imports)
 from mpoxscan.errors import MpoxscanError
-from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
-from mpoxscan.training.calibration import fit_temperature, softmax
-from mpoxscan.training.cv import STRATEGIES, CVConfig, FoldSplit, kept_rows, manifest_digest
+from mpoxscan.evaluation.metrics import classification_metrics
+from mpoxscan.models.checkpoint import CARD, CHECKPOINT, card_core, load_checkpoint  # noqa: F401  (re-exported)
+from mpoxscan.training.calibration import softmax
+from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration
 from mpoxscan.training.features import task_preprocessing
 
-CHECKPOINT = "model.pt"
-CARD = "card.json"
 
 
 def _git_commit() -> str:
@@ -28,21 +29,10 @@ def _git_commit() -> str:
         return ""
 
 
-def inner_split(rows, seed: int) -> FoldSplit:
-    """All kept images: 80 % to fit, 20 % (whole patient groups, stratified) for early stopping and calibration."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    idx = np.arange(len(rows))
-    fit, valid = next(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-                      .split(idx, [r.label for r in rows], [r.group for r in rows]))
-    return FoldSplit("final", fit.tolist(), valid.tolist(), valid.tolist())
-
-
 def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int = 4, seed: int = 0,
-          cache: Path | None = None, force: bool = False) -> dict:
+          cache: Path | None = None, force: bool = False, options: dict | None = None) -> dict:
+    """``options``: the strategies' typed options by strategy name, e.g. {"full": {"epochs": 30, "device": "cuda"}}."""
     import torch
-
-    from mpoxscan.models import create_model
 
     out = Path(out)
     if (out / CHECKPOINT).exists() and not force:
@@ -52,30 +42,23 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
     config = CVConfig(manifest=str(manifest), models=[model_name], strategy=strategy, protocol="final", views=views,
-                      seed=seed, extra={"cache": str(cache)} if cache else {})
+                      seed=seed, extra={**(options or {}), **({"cache": str(cache)} if cache else {})})
     split = inner_split(rows, seed)
     started = time.perf_counter()
-    if strategy == "linear":
-        from mpoxscan.training.linear import fit_on_split, probe_into_model
-
-        probe, _ = fit_on_split(model_name, rows, split, classes, config, progress=True)
-        model = probe_into_model(create_model(model_name, pretrained=True), probe)
-        info = {"C": probe.C_}
-    else:
-        from mpoxscan.training.finetune import finetune_fold
-
-        model, info = finetune_fold(model_name, rows, split, classes, config, progress=True, return_model=True)
+    check_options(config)
+    model, info = STRATEGIES[strategy](model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
-    prep = task_preprocessing(model_name)
+    info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
+    # Whole-network strategies may train at another input size than the backbone's own: the card (and so the
+    # exported file's metadata) carries the size the weights were trained at.
+    prep = dataclasses.replace(task_preprocessing(model_name), input_size=info.get("input_size") or
+                               task_preprocessing(model_name).input_size)
     logits_valid = _logits(model, [rows[k].path for k in split.valid], prep)
     y_valid = np.array([classes.index(rows[k].label) for k in split.valid])
-    temperature = fit_temperature(logits_valid, y_valid)
+    temperature, threshold = fit_calibration(logits_valid, y_valid, classes)  # as cv calibrates each fold
     p_valid = softmax(logits_valid, temperature)
-    threshold = (screening_threshold(y_valid == classes.index(POSITIVE), p_valid[:, classes.index(POSITIVE)])
-                 if POSITIVE in classes else 0.5)
     card = {
-        "architecture": model_name, "strategy": strategy, "classes": classes, "positive_class": POSITIVE,
-        "preprocessing": dataclasses.asdict(prep), "temperature": temperature, "screening_threshold": threshold,
+        **card_core(model_name, strategy, classes, dataclasses.asdict(prep), temperature, threshold),
         "training": {**info, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
                      "seconds": round(time.perf_counter() - started, 1)},
         "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest), "images": len(rows)},
@@ -92,6 +75,13 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     return card
 
 
+def _without_timing(value):
+    """``value`` without any "timing" entry, however deep (so that an exported file depends on the weights alone)."""
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k != "timing"}
+    return [_without_timing(v) for v in value] if isinstance(value, list) else value
+
+
 def _logits(model, paths: list[str], prep, batch: int = 32) -> np.ndarray:
     import torch
 
@@ -103,24 +93,3 @@ def _logits(model, paths: list[str], prep, batch: int = 32) -> np.ndarray:
             x = prep.batch([load_image(p, min_side=prep.input_size) for p in paths[start:start + batch]])
             outs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(outs) if outs else np.zeros((0, model.num_classes), np.float32)
-
-
-def load_checkpoint(path: Path):
-    """(model, card) from a checkpoint written by :func:`train`; a clear error for anything else."""
-    import torch
-
-    from mpoxscan.models import create_model
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        card = data["card"]
-        model = create_model(card["architecture"], pretrained=False, num_classes=len(card["classes"]))
-        model.load_state_dict(data["state_dict"], strict=True)
-    except FileNotFoundError:
-        raise MpoxscanError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # torch.load raises many types (UnpicklingError, RuntimeError, ...) for a foreign file
-        raise MpoxscanError(f"{path}: not an mpoxscan checkpoint ({str(exc).splitlines()[0][:120]})") from None
-    return model.eval(), card

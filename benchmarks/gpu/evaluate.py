@@ -1,0 +1,203 @@
+"""The whole GPU evaluation of issue 12 in one go: teachers and student on MSLD v2.0's 5 official splits and its
+10 patient-grouped folds, and the student that ships, trained on every photo. See benchmarks/gpu/README.md.
+
+    PYTHONPATH=src python3 benchmarks/gpu/evaluate.py --out $OUT            # on the GPU machine (run.sh)
+    PYTHONPATH=src .venv/bin/python benchmarks/gpu/evaluate.py --preset smoke --out /tmp/gpu-smoke   # here, CPU
+
+Each fold is one task (fold-local teachers, then the student, all with `mpoxscan.training.distill`); tasks run in
+parallel processes that share the GPU (the probe found per-step overhead, not GPU arithmetic, to be the limit).
+A task that would start too close to the time budget is skipped, and the pool is stopped at the budget: whatever
+finished is scored. Writes to --out (at most 8 files, as the device tool returns them): results.json,
+oof_predictions.csv, student.pt, student_card.json (and log.txt through run.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+GPU = REPO / ".gpu"
+PROTOCOLS = {"official": GPU / "curated" / "official" / "manifest.csv", "kfold": GPU / "curated" / "10fold" / "manifest.csv"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    student: str = "efficientnet_lite0"
+    student_size: int = 320
+    teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
+    epochs: int = 20
+    batch_size: int = 64
+    device: str = "cuda"
+    workers: int = 8  # 16 tasks: two rounds
+    budget_s: float = 420.0  # training stops here (the summary, bootstrap and copying follow: about 30 s)
+    min_task_s: float = 75.0  # no task starts with less time than this left
+    n_boot: int = 1000
+    folds_per_protocol: int = 0  # 0: all
+    final_student: bool = True
+    threads: int = 0
+    seed: int = 0
+
+    def full(self) -> dict:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
+                "input_size": self.student_size, "threads": self.threads}
+
+
+PRESETS = {
+    "gpu": Settings(),
+    # Here, on the CPU: the same code path on every photo, at 32 px for one epoch, one fold per protocol.
+    "smoke": Settings(student_size=32, teachers=("efficientnet_lite0@32",), epochs=1, batch_size=16, device="cpu",
+                      workers=2, budget_s=1500, min_task_s=0, n_boot=50, folds_per_protocol=1, threads=1),
+}
+
+
+def _task(args: tuple) -> dict:
+    """One fold (or the final student) in a worker process: {task, seconds, status}."""
+    kind, fold, settings, work, deadline = args
+    started = time.time()
+    durations = Path(work) / "durations.txt"  # each finished task appends its seconds: the estimate of the next
+    done = [float(x) for x in durations.read_text().split()] if durations.exists() else []
+    expected = max(settings.min_task_s, sum(done) / len(done)) if done else settings.min_task_s
+    if started + expected > deadline:
+        return {"task": f"{kind}:{fold}", "status": f"skipped (time budget: {expected:.0f} s expected)", "seconds": 0.0}
+    from mpoxscan.training.cv import CVConfig, run_cv
+
+    options = {"full": settings.full(), "distill": {"teachers": list(settings.teachers)}}
+    if kind == "final":
+        from mpoxscan.training.train import train
+
+        train(PROTOCOLS["kfold"], settings.student, "distill", Path(work) / "student", seed=settings.seed, force=True,
+              options=options)
+    else:
+        config = CVConfig(manifest=str(PROTOCOLS[kind]), models=[settings.student], strategy="distill", protocol=kind,
+                          views=0, seed=settings.seed, only_folds=[fold], extra={**options, "bootstrap": 1})
+        run_cv(config, Path(work) / kind / fold, progress=False)  # one folder per task: no two processes share a file
+    seconds = round(time.time() - started, 1)
+    with open(durations, "a") as fh:  # one short line per write: appends of concurrent processes do not mix
+        fh.write(f"{seconds}\n")
+    return {"task": f"{kind}:{fold}", "status": "done", "seconds": seconds}
+
+
+def _tasks(settings: Settings) -> list[tuple[str, str]]:
+    """Official folds first (comparable with the probe), then the shipped student, then the 10 grouped folds."""
+    from mpoxscan.training.cv import kept_rows, make_splits
+
+    out = []
+    for protocol, manifest in PROTOCOLS.items():
+        names = [s.name for s in make_splits(kept_rows(manifest), protocol, settings.seed)]
+        out += [(protocol, n) for n in names[:settings.folds_per_protocol or None]]
+        if protocol == "official" and settings.final_student:
+            out.append(("final", "all"))
+    return out
+
+
+def _summarise(protocol: str, settings: Settings, work: Path) -> tuple[dict, list[list[str]]]:
+    """Merge the folds of one protocol, then the cv summary (per-fold metrics, pooled bootstrap statistics) and the
+    rows of its out-of-fold predictions."""
+    from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, summarise, write_oof_predictions
+
+    merged = work / protocol / "all"
+    (merged / "predictions").mkdir(parents=True, exist_ok=True)
+    for f in (work / protocol).glob("fold*/predictions/*"):
+        shutil.copyfile(f, merged / "predictions" / f.name)
+    rows = kept_rows(PROTOCOLS[protocol])
+    classes = sorted({r.label for r in rows})
+    splits = make_splits(rows, protocol, settings.seed)
+    config = CVConfig(manifest=str(PROTOCOLS[protocol]), models=[settings.student], strategy="distill", protocol=protocol,
+                      views=0, seed=settings.seed, extra={"bootstrap": settings.n_boot})
+    results = summarise(merged, config, classes, splits, rows)
+    with open(write_oof_predictions(merged, config, classes, splits, rows), newline="") as fh:
+        table = list(csv.reader(fh))
+    return results, [["protocol", *table[0]]] + [[protocol, *r] for r in table[1:]]
+
+
+def _headline(results: dict) -> dict:
+    """Pooled accuracy, mpox AUC, sensitivity / specificity and PPV with their 95 % CIs, per variant."""
+    model = next(iter(results["models"].values()), None)
+    if model is None:
+        return {}
+    keep = ("accuracy", "macro_f1", "screening_auc", "sensitivity", "specificity", "ppv_at_0.01", "ppv_at_0.1")
+    return {v: {"ece": round(s["ece"], 4), **{k: [round(s["metrics"][k]["value"], 4), [round(x, 4) for x in s["metrics"][k]["ci95"]]]
+                                              for k in keep if k in s["metrics"]}}
+            for v, s in model["pooled"].items()} | {"folds": len(model["folds"]),
+                                                   "fold_accuracy_mean_sd": [round(model["summary"]["accuracy"]["mean"], 4),
+                                                                             round(model["summary"]["accuracy"]["sd"], 4)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mpoxscan-gpu-work"))
+    for name in ("epochs", "batch_size", "workers", "student_size"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int)
+    parser.add_argument("--budget-s", type=float)
+    args = parser.parse_args()
+    settings = PRESETS[args.preset]
+    settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
+                                                                  "budget_s") if getattr(args, k) is not None})
+    os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))
+    missing = [p for p in PROTOCOLS.values() if not p.exists()]
+    if missing:
+        sys.exit(f"missing {missing[0]}: run benchmarks/gpu/prepare.py and carry .gpu")
+    started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    import torch
+
+    facts = {"preset": args.preset, "settings": asdict(settings), "python": sys.version.split()[0],
+             "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    print(json.dumps(facts), flush=True)
+    tasks = _tasks(settings)
+    deadline = started + settings.budget_s
+    log = []
+    # spawn: CUDA cannot be used in forked children.
+    with mp.get_context("spawn").Pool(settings.workers) as pool:
+        pending = [pool.apply_async(_task, ((k, f, settings, str(args.work), deadline),)) for k, f in tasks]
+        for (kind, fold), result in zip(tasks, pending):
+            try:
+                got = result.get(timeout=max(1.0, deadline - time.time()))
+            except mp.TimeoutError:
+                got = {"task": f"{kind}:{fold}", "status": "stopped at the time budget", "seconds": None}
+            except Exception as exc:  # one failed fold must not lose the others: recorded, and visible in the log
+                got = {"task": f"{kind}:{fold}", "status": f"failed: {type(exc).__name__}: {exc}"[:300], "seconds": None}
+            log.append(got)
+            print(f"[{time.time() - started:6.1f} s] {got}", flush=True)
+        pool.terminate()
+    trained_s = time.time() - started
+    results, table = {}, []
+    for protocol in PROTOCOLS:
+        if (args.work / protocol).exists():
+            results[protocol], rows = _summarise(protocol, settings, args.work)
+            table += rows if not table else rows[1:]
+    report = {**facts, "seconds": {"training": round(trained_s, 1), "total": round(time.time() - started, 1)},
+              "tasks": log, "headline": {p: _headline(r) for p, r in results.items()}, "results": results}
+    (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    with open(args.out / "oof_predictions.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(table)
+    student = args.work / "student"
+    if (student / "model.pt").exists():
+        shutil.copyfile(student / "model.pt", args.out / "student.pt")
+        shutil.copyfile(student / "card.json", args.out / "student_card.json")
+    for protocol, head in report["headline"].items():
+        for variant, m in head.items():
+            if isinstance(m, dict):
+                print(f"{protocol:<8} {variant:<12} " + "  ".join(
+                    f"{k} {v[0]:.3f} [{v[1][0]:.3f}, {v[1][1]:.3f}]" for k, v in m.items() if isinstance(v, list))
+                      + f"  ece {m['ece']:.3f}")
+        print(f"{protocol:<8} folds done {head.get('folds')}, accuracy mean / sd over folds {head.get('fold_accuracy_mean_sd')}")
+    print(f"done in {time.time() - started:.1f} s (training {trained_s:.1f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

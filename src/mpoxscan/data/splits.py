@@ -1,0 +1,64 @@
+"""Train / inner-validation / test indices of a manifest's kept rows: cross-validation folds and the final split.
+
+Shared by `cv`, `train` and `export` (which recomputes a checkpoint's held-out patients), so it lives with the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpoxscan.data.manifest import ManifestRow
+from mpoxscan.errors import MpoxscanError
+
+
+@dataclass
+class FoldSplit:
+    name: str
+    train: list[int]
+    valid: list[int]  # inner validation: hyperparameters, early stopping, temperature, threshold
+    test: list[int]
+
+
+def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
+    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if protocol == "official":
+        n = {len(r.splits.split(",")) for r in rows if r.splits}
+        if not n:
+            raise MpoxscanError("the manifest has no imported splits: curate it with --folds-from, or use the k-fold protocol")
+        out = []
+        for f in range(max(n)):
+            side = {k: r.splits.split(",")[f] for k, r in enumerate(rows) if r.splits}
+            out.append(FoldSplit(f"fold{f + 1}", [k for k, s in side.items() if s == "train"],
+                                 [k for k, s in side.items() if s == "valid"], [k for k, s in side.items() if s == "test"]))
+        return out
+    folds = sorted({r.fold for r in rows if r.fold}, key=int)
+    if len(folds) < 2:
+        raise MpoxscanError("the manifest has no k-fold column: curate it without --folds-from, or use --protocol official")
+    out = []
+    for f in folds:
+        test = [k for k, r in enumerate(rows) if r.fold == f]
+        rest = [k for k, r in enumerate(rows) if r.fold and r.fold != f]
+        inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+        fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
+        out.append(FoldSplit(f"fold{f}", [rest[k] for k in fit_idx], [rest[k] for k in val_idx], test))
+    return out
+
+
+def group_leaks(rows: list[ManifestRow], split: FoldSplit) -> int:
+    """Leakage groups on both sides of a split (0 for folds made by curate; possible in imported ones)."""
+    fit = {rows[k].group for k in split.train + split.valid}
+    return len(fit & {rows[k].group for k in split.test})
+
+
+def inner_split(rows, seed: int) -> FoldSplit:
+    """All kept images: 80 % to fit, 20 % (whole patient groups, stratified) for early stopping and calibration."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    idx = np.arange(len(rows))
+    fit, valid = next(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+                      .split(idx, [r.label for r in rows], [r.group for r in rows]))
+    return FoldSplit("final", fit.tolist(), valid.tolist(), valid.tolist())
