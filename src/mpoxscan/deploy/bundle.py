@@ -81,21 +81,26 @@ def training_manifest(data: Path, folder: Path) -> Path:
     return Path(folder) / "manifest.csv"
 
 
-def build(data: Path, work: Path, gate: Gate = Gate()) -> dict:
+def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = False) -> dict:
     import torch
 
     from mpoxscan.deploy.export import export, outputs_of
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.errors import MpoxscanError
     from mpoxscan.images import load_image
-    from mpoxscan.training.cv import kept_rows
+    from mpoxscan.data.manifest import kept_rows, manifest_digest
     from mpoxscan.explain.attribution import gradcam_maps
     from mpoxscan.training.train import inner_split, load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
     manifest = training_manifest(data, work / "msld2")
-    card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
-                 seed=RECIPE["seed"], force=True)
+    if reuse_checkpoint and (work / "checkpoint" / "model.pt").exists():
+        _, card = load_checkpoint(work / "checkpoint")
+        if card["data"]["manifest_sha256"] != manifest_digest(manifest):
+            raise SystemExit(f"{work / 'checkpoint'} was trained on another manifest: build without --reuse-checkpoint")
+    else:
+        card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
+                     seed=RECIPE["seed"], force=True)
     exported = work / "export"
     report, rejected = None, {}
     for precisions in (["fp32", "int8"], ["fp32", "fp16"], ["fp32"]):  # the smallest variant that passes the gate
@@ -160,8 +165,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bundle")
+    parser.add_argument("--reuse-checkpoint", action="store_true",
+                        help="export the checkpoint a previous build left in --work again, without training (after a "
+                             "change to export, quantization or the answer rule)")
     args = parser.parse_args()
-    card = build(args.data, args.work)
+    card = build(args.data, args.work, reuse_checkpoint=args.reuse_checkpoint)
     print(f"wrote {PACKAGE_DIR / card['file']} ({card['precision']}, {card['bytes'] / 1e6:.2f} MB) and its card")
 
 
