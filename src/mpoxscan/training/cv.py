@@ -144,6 +144,44 @@ def read_fold(out: Path, stem: str, classes: list[str]) -> tuple[list[str], np.n
     return labels, proba, json.loads(json_path.read_text())
 
 
+@dataclass
+class OutOfFold:
+    """A model's pooled out-of-fold predictions, one entry per test image, with each fold's threshold."""
+
+    sha256: list[str]
+    path: list[str]
+    fold: list[str]
+    labels: list[str]
+    proba: np.ndarray
+    threshold: np.ndarray
+    ita: list[float | None]
+
+
+def out_of_fold(out: Path, strategy: str, model: str, classes: list[str], splits: list[FoldSplit],
+                rows: list[ManifestRow]) -> OutOfFold | None:
+    """The finished folds' test predictions of ``model``, joined (by checksum) to the manifest rows' skin tone."""
+    from mpoxscan.data.manifest import row_ita
+
+    tone = {r.sha256: row_ita(r) for r in rows}
+    parts = []
+    for split in splits:
+        stem = f"{model}__{strategy}__{split.name}"
+        got = read_fold(out / "predictions", stem, classes)
+        if got is None:
+            continue
+        with open(out / "predictions" / f"{stem}.csv", newline="") as fh:
+            keys = [(d["sha256"], d["path"]) for d in csv.DictReader(fh)]
+        parts.append((split.name, keys, got))
+    if not parts:
+        return None
+    keys = [k for _, ks, _ in parts for k in ks]
+    return OutOfFold(sha256=[k[0] for k in keys], path=[k[1] for k in keys],
+                     fold=[name for name, ks, _ in parts for _ in ks], labels=[lab for _, _, g in parts for lab in g[0]],
+                     proba=np.concatenate([g[1] for _, _, g in parts]),
+                     threshold=np.concatenate([np.full(len(g[0]), g[2]["threshold"]) for _, _, g in parts]),
+                     ita=[tone.get(k[0]) for k in keys])
+
+
 def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
     """Run (or resume) a cross-validation; returns and writes ``results.json``."""
     from tqdm import tqdm
@@ -163,6 +201,9 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
         old = json.loads(cfg_path.read_text())
         same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
         new = {k: asdict(config)[k] for k in same}
+        # The finetune options (skin tone) change the model too; runs written before they existed had none.
+        same["finetune"] = (old.get("extra") or {}).get("finetune", {})
+        new["finetune"] = config.extra.get("finetune", {})
         if same != new:
             raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
                                 "another manifest or seed): choose another --out")
@@ -288,6 +329,12 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
             summary[f"screening_{k}"] = mean_sd_ci([f["metrics"].get("screening", {}).get(k, float("nan")) for f in folds])
         models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
                          "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
+        oof = out_of_fold(out, config.strategy, model, classes, splits, rows)
+        if any(v is not None for v in oof.ita):  # manifests curated before the ita column have no tones
+            from mpoxscan.evaluation.metrics import tone_metrics
+
+            # Pooled over folds, each test image screened at its own fold's threshold (as it would be).
+            models[model]["tone"] = tone_metrics(oof.labels, oof.proba, classes, oof.ita, threshold=oof.threshold)
         exports = _summarise_exports(out, config, model, classes, splits)
         if exports:
             models[model]["exports"] = exports

@@ -39,7 +39,7 @@ def inner_split(rows, seed: int) -> FoldSplit:
 
 
 def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int = 4, seed: int = 0,
-          cache: Path | None = None, force: bool = False) -> dict:
+          cache: Path | None = None, force: bool = False, finetune: dict | None = None) -> dict:
     import torch
 
     from mpoxscan.models import create_model
@@ -52,7 +52,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
     config = CVConfig(manifest=str(manifest), models=[model_name], strategy=strategy, protocol="final", views=views,
-                      seed=seed, extra={"cache": str(cache)} if cache else {})
+                      seed=seed, extra={**({"cache": str(cache)} if cache else {}), **({"finetune": finetune} if finetune else {})})
     split = inner_split(rows, seed)
     started = time.perf_counter()
     if strategy == "linear":
