@@ -77,7 +77,7 @@ def test_tone_views_are_cached_apart_and_view_zero_is_shared(squares_manifest, t
     cache = tmp_path / "cache"
     config = CVConfig(manifest=str(tmp_path / "manifest.csv"), models=["mobilenetv2_100"], strategy="finetune",
                       protocol="kfold", views=1, only_folds=["fold1"],
-                      extra={"cache": str(cache), "finetune": {"epochs": 6, "batch_size": 8, "tone_balance": True,
+                      extra={"cache": str(cache), "finetune": {"epochs": 2, "batch_size": 16, "tone_balance": True,
                                                                "tone_views": True}})
     results = run_cv(config, tmp_path / "run", progress=False)
     model = results["models"]["mobilenetv2_100"]
@@ -108,3 +108,17 @@ def test_tone_options_belong_to_finetune(squares_manifest, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "cv", "--manifest", str(squares_manifest), "--models",
                            "mobilenetv2_100", "--tone-balance", "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert proc.returncode == 1 and "options of --strategy finetune" in proc.stderr
+
+
+def test_tone_balance_refuses_a_manifest_without_tones(squares_manifest):
+    from mpoxscan.errors import MpoxscanError
+    from mpoxscan.training.cv import CVConfig, kept_rows, make_splits
+    from mpoxscan.training.finetune import finetune_fold
+
+    rows = kept_rows(squares_manifest)
+    for r in rows:
+        r.ita = ""
+    config = CVConfig(manifest=str(squares_manifest), models=[], strategy="finetune", protocol="kfold",
+                      extra={"finetune": {"tone_balance": True}})
+    with pytest.raises(MpoxscanError, match="needs skin tones"):
+        finetune_fold("mobilenetv2_100", rows, make_splits(rows, "kfold", 0)[0], ["Healthy", "Monkeypox"], config)

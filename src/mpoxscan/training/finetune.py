@@ -98,6 +98,10 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from mpoxscan.training.cv import FoldOutput
 
     params = params or FinetuneParams(**config.extra.get("finetune", {}))
+    if params.tone_balance and not any(r.ita for r in rows):
+        from mpoxscan.errors import MpoxscanError
+
+        raise MpoxscanError("tone balancing needs skin tones: curate the images again (this manifest has no ita column)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
