@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mpoxscan.errors import MpoxscanError
-from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
+from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold, tone_metrics
 from mpoxscan.training.calibration import fit_temperature, softmax
 from mpoxscan.training.cv import STRATEGIES, CVConfig, FoldSplit, kept_rows, manifest_digest
 from mpoxscan.training.features import task_preprocessing
@@ -85,6 +85,11 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
                 "recipe (mpoxscan cv) is the estimate of its accuracy.",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if any(rows[k].ita for k in split.valid):  # per skin tone (issue 13); a few photos per bin: see the cv figures
+        from mpoxscan.data.manifest import row_ita
+
+        card["validation_tone"] = tone_metrics([rows[k].label for k in split.valid], p_valid, classes,
+                                               [row_ita(rows[k]) for k in split.valid], threshold=threshold)
     card = json.loads(json.dumps(card))  # plain JSON types, identical in the checkpoint and in card.json
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"card": card, "state_dict": model.state_dict()}, out / CHECKPOINT)
