@@ -26,7 +26,7 @@ import numpy as np
 from mpoxscan.data.skin import BIN_NAMES, ita_bin
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold, tone_metrics
 from mpoxscan.evaluation.report import plot_tone
-from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold
+from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold, read_fold
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tone"
@@ -48,11 +48,17 @@ def _bootstrap(oof, groups: np.ndarray, classes: list[str], threshold, n: int = 
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in (("gap", gaps), ("rho", rhos))}
 
 
-def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int) -> tuple[dict, list[dict]]:
+def finished_folds(run: Path, model: str) -> set[str]:
+    cfg = json.loads((run / "config.json").read_text())
+    return {p.stem.rsplit("__", 1)[1] for p in (run / "predictions").glob(f"{model}__{cfg['strategy']}__fold*.csv")}
+
+
+def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, folds: set[str]) -> tuple[dict, list[dict]]:
+    """The figures of one run on ``folds`` (the folds every compared run has finished)."""
     cfg = json.loads((run / "config.json").read_text())
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
-    splits = make_splits(rows, "kfold", cfg["seed"])
+    splits = [s for s in make_splits(rows, "kfold", cfg["seed"]) if s.name in folds]
     oof = out_of_fold(run, cfg["strategy"], model, classes, splits, rows)
     if oof is None:
         raise SystemExit(f"{run}: no finished folds of {model}")
@@ -77,12 +83,16 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int) ->
         t["targets_met"] = {"gap": abs(t["specificity_gap"]["gap"]) <= TARGET_GAP,
                             "rho": abs(t["ita_vs_p_positive"]["pooled_within_class"]["rho"]) <= TARGET_RHO}
         points[point] = t
-    results = json.loads((run / "results.json").read_text()) if (run / "results.json").exists() else {}
-    summary = results.get("models", {}).get(model, {}).get("summary", {})
-    fold_mean = {k: summary[k]["mean"] for k in ("accuracy", "macro_f1", "screening_sensitivity", "screening_specificity")
-                 if k in summary}
+    per_fold = []
+    for split in splits:  # the mean over folds, each at its own threshold, as `mpoxscan cv` summarises
+        labels, proba, info = read_fold(run / "predictions", f"{model}__{cfg['strategy']}__{split.name}", classes)
+        m = classification_metrics(labels, proba, classes, threshold=info["threshold"])
+        per_fold.append({"accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                         "screening_sensitivity": m["screening"]["sensitivity"],
+                         "screening_specificity": m["screening"]["specificity"]})
+    fold_mean = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
     out = {"run": str(run), "finetune": (cfg.get("extra") or {}).get("finetune", {}), "n": len(oof.labels),
-           "folds": len(set(oof.fold)), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
+           "folds": sorted(set(oof.fold), key=lambda f: int(f[4:])), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
     per_image = [{"sha256": s, "relpath": by_sha[s].relpath, "fold": f, "label": y,
                   **{f"p_{c}": f"{p:.6f}" for c, p in zip(classes, pr)}, "fold_threshold": f"{th:.6f}",
                   "ita": "" if v is None else f"{v:.2f}", "tone": ita_bin(v) or ""}
@@ -95,8 +105,10 @@ def _pct(x: float) -> str:
 
 
 def markdown(measured: dict, manifest: Path) -> str:
-    lines = ["# Skin tone: baseline and mitigations (EfficientNet-Lite0, finetune, MSLD v2.0, 10 patient-grouped folds)",
-             "", f"Written by `benchmarks/tone_bench.py` from the runs' out-of-fold predictions (`oof_<run>.csv` beside "
+    first_run = next(iter(measured.values()))
+    lines = ["# Skin tone: baseline and mitigations (EfficientNet-Lite0, finetune, MSLD v2.0, patient-grouped folds)",
+             "", f"Folds scored (those every run finished): {', '.join(first_run['folds'])} of 10; {first_run['n']} "
+             "test photos.", "", f"Written by `benchmarks/tone_bench.py` from the runs' out-of-fold predictions (`oof_<run>.csv` beside "
              f"this file) and the ITA column of `{manifest.name}` (curate; skin mask: Chai & Ngan YCbCr; ITA from the "
              "median L*, b* of the skin leaving out its reddest quarter). Bins: Del Bino / Chardon. Targets (issue 13): "
              "specificity gap lightest - darkest <= 10 points at >= 95 % sensitivity, |pooled within-class Spearman of "
@@ -106,7 +118,7 @@ def markdown(measured: dict, manifest: Path) -> str:
         lines += [f"## {title}", "",
                   "| run | accuracy % | sensitivity % | specificity % | " + " | ".join(f"spec. {b} %" for b in BIN_NAMES)
                   + " | gap (points) [95 % CI] | pooled rho [95 % CI] | targets met |",
-                  "|" + "---|" * (6 + len(BIN_NAMES))]
+                  "|" + "---|" * (7 + len(BIN_NAMES))]
         for name, m in measured.items():
             t = m[point]
             ci = t.get("bootstrap95", {})
@@ -132,7 +144,7 @@ def markdown(measured: dict, manifest: Path) -> str:
         c = m["pooled_95_sensitivity"]["ita_vs_p_positive"]
         lines.append(f"| {name} | " + " | ".join(f"{v['rho']:+.2f} (n={v['n']})" for v in c["per_class"].values())
                      + f" | {c['pooled_within_class']['rho']:+.3f} |")
-    lines += ["", "Mean over folds (each fold's threshold), from each run's results.json:", "",
+    lines += ["", "Mean over the scored folds (each fold's threshold):", "",
               "| run | finetune options | accuracy % | macro-F1 % | sensitivity % | specificity % |", "|---|---|---|---|---|---|"]
     for name, m in measured.items():
         f = m["fold_mean"]
@@ -169,10 +181,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    runs = dict(spec.split("=", 1) for spec in args.run)
+    folds = set.intersection(*(finished_folds(Path(f), args.model) for f in runs.values()))
+    if not folds:
+        raise SystemExit("the runs have no finished fold in common")
     measured = {}
-    for spec in args.run:
-        name, folder = spec.split("=", 1)
-        measured[name], per_image = measure(name, Path(folder), args.manifest, args.model, args.bootstrap)
+    for name, folder in runs.items():
+        measured[name], per_image = measure(name, Path(folder), args.manifest, args.model, args.bootstrap, folds)
         with open(args.out / f"oof_{name}.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(per_image[0]))
             w.writeheader()
