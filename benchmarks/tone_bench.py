@@ -164,7 +164,7 @@ def plot(measured: dict, path: Path) -> None:
     for ax, (point, title) in zip(axes, (("pooled_95_sensitivity", "one pooled threshold, >= 95 % sensitivity"),
                                          ("fold_thresholds", "each fold's threshold (as shipped)"))):
         for k, (name, m) in enumerate(measured.items()):
-            plot_tone(ax, m[point], name, style=("-", "--", ":", "-.")[k % 4])
+            plot_tone(ax, m[point], name, color=f"C{k}")
         ax.set_title(f"mpox screening per skin tone: {title}", fontsize=10)
     axes[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -30,12 +30,14 @@ def _predictions(run: Path, results: dict, model: str) -> tuple[list[str], np.nd
     return labels, (np.concatenate(probas) if probas else np.zeros((0, len(results["classes"]))))
 
 
-def plot_tone(ax, tone: dict, label: str, style: str = "-") -> None:
-    """Sensitivity (circles) and specificity (squares) per skin-tone bin, lightest first, from ``tone_metrics``."""
+def plot_tone(ax, tone: dict, label: str, color: str | None = None) -> None:
+    """Sensitivity (dashed, circles) and specificity (solid, squares) per skin-tone bin, lightest first, in one
+    colour per model or run, from ``tone_metrics``."""
     names = list(tone["bins"])
     x = np.arange(len(names))
-    for key, marker in (("sensitivity", "o"), ("specificity", "s")):
-        ax.plot(x, [100 * tone["bins"][b][key] for b in names], style, marker=marker, label=f"{label}: {key}")
+    for key, style in (("sensitivity", "--o"), ("specificity", "-s")):
+        (line,) = ax.plot(x, [100 * tone["bins"][b][key] for b in names], style, color=color, label=f"{label}: {key}")
+        color = line.get_color()  # the specificity line takes the sensitivity line's colour
     ax.set_xticks(x, [f"{b}\n(n={tone['bins'][b]['n']})" for b in names], fontsize=8)
     ax.set(xlabel="skin tone (ITA bin, Del Bino)", ylabel="%", ylim=(0, 102))
     ax.grid(alpha=0.3)
