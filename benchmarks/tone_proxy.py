@@ -79,7 +79,7 @@ def main() -> None:
              (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
              "Pooled out-of-fold, 10 folds, one threshold for >= 95 % sensitivity.", "",
              "| variant | accuracy % | " + " | ".join(f"spec. {b} %" for b in BIN_NAMES) + " | gap (points) | pooled rho | "
-             + " | ".join(f"rho {c}" for c in classes if c != POSITIVE) + " |", "|" + "---|" * (5 + len(BIN_NAMES) + len(classes) - 1)]
+             + " | ".join(f"rho {c}" for c in classes if c != POSITIVE) + " |", "|" + "---|" * (4 + len(BIN_NAMES) + len(classes) - 1)]
     for name, m in measured.items():
         c = m["ita_vs_p_positive"]
         lines.append(f"| {name} | {100 * m['accuracy']:.1f} | " + " | ".join(f"{100 * m['bins'][b]['specificity']:.1f}" for b in BIN_NAMES)
