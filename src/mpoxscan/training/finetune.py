@@ -30,7 +30,7 @@ class FinetuneParams:
     label_smoothing: float = 0.1
     patience: int = 8
     freeze_batchnorm: bool = True  # keep the pretrained statistics: batches of 32 from ~500 images are noisy
-    # Skin tone (issue 13): in MSLD v2.0 mpox is 62 % of the dark photos but 26-32 % of the lighter ones, and a
+    # Skin tone (issue 13): in MSLD v2.0 mpox is 62 % of the dark photos but 26-32 % of the three lightest bins; a
     # network learns that shortcut. tone_balance re-weights the training images so that, within each ITA bin, the
     # class mix is the overall one; tone_views moves the skin of every augmented view to a random tone.
     tone_balance: bool = False
