@@ -4,10 +4,10 @@
 
 Not the shipped recipe: a class-balanced logistic regression (scikit-learn, fixed C) on the channel means and
 standard deviations of the frozen activations that `finetune` caches (EfficientNet-Lite0, entering block 11; no
-network is trained, so it runs in seconds). Same 10 patient-grouped folds; trained on the plain view and view 1
-(plain or skin-toned), tested on the plain view. Compares: none, tone_balance (re-weighting), tone_views, both.
-Needs the activation caches of a `cv --strategy finetune` run and of a `--tone-views` one (view 1 at least).
-Writes benchmarks/results/tone/proxy.md and proxy.json.
+network is trained: minutes, not hours). Same 10 patient-grouped folds; trained on the plain view and --views
+augmented views (plain or skin-toned), tested on the plain view. Compares: none, tone_balance (re-weighting),
+tone_views, both. Needs the activation caches of a `cv --strategy finetune` run and of a `--tone-views` one.
+Writes benchmarks/results/tone/proxy.md and proxy.json (proxy-views4.* with --views 4).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--block", type=int, default=11)
     ap.add_argument("--C", type=float, default=0.05)
+    ap.add_argument("--views", type=int, default=1, help="augmented training views (the finetune recipe uses 4)")
+    ap.add_argument("--variants", default="none,tone_balance,tone_views,both")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "tone")
     args = ap.parse_args()
     rows = kept_rows(args.manifest)
@@ -51,21 +53,25 @@ def main() -> None:
     shas = [r.sha256 for r in rows]
     cache = FeatureCache(args.cache)
     stem = f"activations/efficientnet_lite0/block{args.block}-view"
-    x0, x1, x1t = (pooled(cache, f"{stem}{v}", shas) for v in ("0-seed0", "1-seed0", "1-seed0-tone"))
+    x0 = pooled(cache, f"{stem}0-seed0", shas)
+    plain = [pooled(cache, f"{stem}{v}-seed0", shas) for v in range(1, args.views + 1)]
+    toned = [pooled(cache, f"{stem}{v}-seed0-tone", shas) for v in range(1, args.views + 1)]
     y = np.array([classes.index(r.label) for r in rows])
     ita = [row_ita(r) for r in rows]
     bins = [ita_bin(v) for v in ita]
     folds = np.array([r.fold for r in rows])
     variants = {"none": (False, False), "tone_balance": (True, False), "tone_views": (False, True), "both": (True, True)}
+    variants = {k: variants[k] for k in args.variants.split(",")}
     measured = {}
-    for name, (balance, toned) in variants.items():
+    for name, (balance, tone) in variants.items():
         proba = np.zeros((len(rows), len(classes)))
         for f in sorted(set(folds), key=int):
             tr, te = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
             w = tone_balance_weights([rows[k].label for k in tr], [bins[k] for k in tr]) if balance else np.ones(len(tr))
-            X = np.concatenate([x0[tr], (x1t if toned else x1)[tr]])
+            X = np.concatenate([x0[tr]] + [x[tr] for x in (toned if tone else plain)])
+            n_views = 1 + args.views
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=args.C, class_weight="balanced", max_iter=3000))
-            clf.fit(X, np.concatenate([y[tr]] * 2), logisticregression__sample_weight=np.concatenate([w, w]))
+            clf.fit(X, np.concatenate([y[tr]] * n_views), logisticregression__sample_weight=np.concatenate([w] * n_views))
             proba[te] = clf.predict_proba(x0[te])
         labels = [r.label for r in rows]
         is_pos = np.array([lab == POSITIVE for lab in labels])
@@ -74,12 +80,13 @@ def main() -> None:
         m["accuracy"] = float((proba.argmax(1) == y).mean())
         measured[name] = m
     (args.out).mkdir(parents=True, exist_ok=True)
-    (args.out / "proxy.json").write_text(json.dumps(measured, indent=2))
-    (args.out / "proxy.md").write_text(markdown(measured, classes))
-    print(markdown(measured, classes))
+    stem = "proxy" if args.views == 1 else f"proxy-views{args.views}"
+    (args.out / f"{stem}.json").write_text(json.dumps(measured, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(measured, classes, args.views))
+    print(markdown(measured, classes, args.views))
 
 
-def markdown(measured: dict, classes: list[str]) -> str:
+def markdown(measured: dict, classes: list[str], views: int = 1) -> str:
     """proxy.md from the measured figures (also: ``markdown(json.load(proxy.json), classes)``)."""
     first = next(iter(measured.values()))["bins"]
     lines = ["# Skin-tone mitigations: quick proxy (logistic regression on pooled frozen activations)", "",
@@ -87,7 +94,8 @@ def markdown(measured: dict, classes: list[str]) -> str:
              "The data: " + ", ".join(f"{b} {v['n']} photos ({100 * v['n_positive'] / max(v['n'], 1):.0f} % mpox)"
                                       for b, v in first.items()) + ". With about 35 non-mpox dark photos, a bin's "
              "specificity has a standard error near 8 points: differences of a few points between variants are noise.", "",
-             "Pooled out-of-fold, 10 folds, one threshold for >= 95 % sensitivity.", "",
+             f"Trained on the plain view and {views} augmented view(s) (plain or skin-toned); pooled out-of-fold, 10 "
+             "folds, one threshold for >= 95 % sensitivity.", "",
              "| variant | accuracy % | " + " | ".join(f"spec. {b} %" for b in BIN_NAMES) + " | gap (points) | pooled rho | "
              + " | ".join(f"rho {c}" for c in classes if c != POSITIVE) + " |", "|" + "---|" * (4 + len(BIN_NAMES) + len(classes) - 1)]
     for name, m in measured.items():
