@@ -82,7 +82,8 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
 
     rows = [
         ManifestRow(path=str(r.path.resolve()), source=r.source, relpath=r.relpath, label=r.label, source_label=r.folder,
-                    group=r.group, sha256=fp.sha256, width=fp.width, height=fp.height, status="kept")
+                    group=r.group, sha256=fp.sha256, width=fp.width, height=fp.height, status="kept",
+                    ita="" if fp.ita is None else f"{fp.ita:.2f}")
         for r, fp in zip(records, prints)
     ]
     for k, reason in enumerate(reasons):

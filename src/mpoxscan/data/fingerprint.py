@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from mpoxscan.data.skin import ita
 from mpoxscan.errors import ImageError, ImageShapeError
 from mpoxscan.images import load_image
 
@@ -43,6 +44,7 @@ class Fingerprint:
     texture: np.ndarray | None = None  # float16 (64, 64): grayscale minus its blur, the fine texture
     gray_std: float = 0.0  # contrast, 0-255 scale
     colourfulness: float = 0.0  # mean |R-G| + |G-B|, 0 for a grayscale picture
+    ita: float | None = None  # skin tone (Individual Typology Angle, degrees); None when too little skin
 
 
 def texture_map(image: Image.Image) -> np.ndarray:
@@ -84,7 +86,7 @@ def compute(path: Path) -> Fingerprint:
     gray = np.asarray(image.convert("L"), np.float32)
     colour = np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean()
     return Fingerprint(sha256=sha, width=width, height=height, phash=hashes, quadrants=quadrants, texture=texture_map(image),
-                       gray_std=float(gray.std()), colourfulness=float(colour))
+                       gray_std=float(gray.std()), colourfulness=float(colour), ita=ita(image))
 
 
 def compute_all(paths: list[Path], jobs: int | None = None, progress: bool = True) -> list[Fingerprint]:

@@ -30,9 +30,12 @@ class ManifestRow:
     fold: str = ""  # 1..k for kept images; empty otherwise
     splits: str = ""  # imported folds (--folds-from): the split in each, e.g. "train,valid,test,train,train"
     export_path: str = ""  # normalised square copy, relative to the manifest's folder
+    ita: str = ""  # skin tone: Individual Typology Angle in degrees (mpoxscan.data.skin); empty when too little skin
 
 
 COLUMNS = tuple(f.name for f in fields(ManifestRow))
+#: Columns added after the first manifests were written: older files without them still read (as empty).
+OPTIONAL_COLUMNS = ("ita",)
 
 
 def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
@@ -55,7 +58,7 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            missing = set(COLUMNS) - set(reader.fieldnames or ())
+            missing = set(COLUMNS) - set(OPTIONAL_COLUMNS) - set(reader.fieldnames or ())
             if missing:
                 raise MpoxscanError(f"{path}: not an mpoxscan manifest (missing columns: {', '.join(sorted(missing))})")
             rows = []
@@ -66,7 +69,7 @@ def read_manifest(path: Path | str) -> list[ManifestRow]:
                     raise MpoxscanError(f"{path}:{line}: width/height are not integers") from None
                 if raw["status"] not in STATUSES:
                     raise MpoxscanError(f"{path}:{line}: unknown status '{raw['status']}'")
-                rows.append(ManifestRow(**{k: raw[k] for k in COLUMNS}))
+                rows.append(ManifestRow(**{k: raw.get(k, "") for k in COLUMNS}))
             return rows
     except FileNotFoundError:
         raise MpoxscanError(f"{path}: no such manifest") from None
@@ -85,3 +88,8 @@ def kept_rows(manifest: Path) -> list[ManifestRow]:
     if not rows:
         raise MpoxscanError(f"{manifest}: no kept images")
     return rows
+
+
+def row_ita(row: ManifestRow) -> float | None:
+    """The row's skin tone (ITA, degrees) as a number; None when the photo showed too little skin."""
+    return float(row.ita) if row.ita else None

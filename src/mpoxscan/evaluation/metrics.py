@@ -208,3 +208,59 @@ def pooled_summary(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[s
 
     return {"n_images": int(len(y_idx)), "n_groups": int(len(set(groups))),
             "ece": expected_calibration_error(y_idx, proba), "metrics": patient_bootstrap(groups, statistic, n_boot, seed)}
+
+
+def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], ita: Sequence[float | None],
+                 threshold: float | np.ndarray = 0.5, positive: str = POSITIVE) -> dict:
+    """Fairness across skin tones (issue 13). ``ita``: each photo's Individual Typology Angle (None: unknown);
+    ``threshold``: the screening threshold on P(positive), one number or one per photo (each fold's own).
+
+    ``bins``: per Del Bino bin, n, accuracy, sensitivity and specificity (mpox vs rest) at the threshold;
+    ``specificity_gap``: specificity of the lightest minus that of the darkest bin holding non-positive photos;
+    ``ita_vs_p_positive``: among non-positive photos, Spearman's rho of ITA with P(positive) within each class, and
+    pooled within classes as the Pearson correlation of within-class fractional ranks (centred per class), which
+    is Spearman's rho with the class differences removed; every class weighs by its size.
+    """
+    from scipy import stats
+
+    from mpoxscan.data.skin import BIN_NAMES, ita_bin
+
+    classes = list(classes)
+    y = np.asarray(list(y_true), object)
+    pred = np.asarray(classes, object)[proba.argmax(axis=1)]
+    has_pos = positive in classes
+    score = proba[:, classes.index(positive)] if has_pos else np.zeros(len(y))
+    flagged = score >= np.broadcast_to(np.asarray(threshold, float), score.shape)
+    is_pos = y == positive
+    tone = np.array([np.nan if v is None else float(v) for v in ita])
+    bins = np.asarray([ita_bin(None if np.isnan(v) else v) for v in tone], object)
+    per_bin: dict = {}
+    for name in BIN_NAMES:
+        m = bins == name
+        pos, neg = m & is_pos, m & ~is_pos
+        per_bin[name] = {"n": int(m.sum()), "n_positive": int(pos.sum()),
+                         "accuracy": float((pred[m] == y[m]).mean()) if m.any() else float("nan"),
+                         "sensitivity": float(flagged[pos].mean()) if pos.any() else float("nan"),
+                         "specificity": float((~flagged[neg]).mean()) if neg.any() else float("nan")}
+    with_neg = [b for b in BIN_NAMES if not math.isnan(per_bin[b]["specificity"])]
+    gap = per_bin[with_neg[0]]["specificity"] - per_bin[with_neg[-1]]["specificity"] if len(with_neg) > 1 else float("nan")
+
+    per_class: dict = {}
+    pooled_ita, pooled_p = [], []
+    for c in classes:
+        m = (y == c) & ~is_pos & ~np.isnan(tone)
+        if c == positive or m.sum() < 3:
+            continue
+        rho, p = stats.spearmanr(tone[m], score[m])
+        per_class[c] = {"n": int(m.sum()), "rho": float(rho), "p": float(p)}
+        for values, into in ((tone[m], pooled_ita), (score[m], pooled_p)):
+            into.append(stats.rankdata(values) / m.sum() - (m.sum() + 1) / (2 * m.sum()))
+    pooled: dict = {"n": int(sum(len(v) for v in pooled_ita)), "rho": float("nan"), "p": float("nan")}
+    if pooled["n"] >= 3:
+        r = stats.pearsonr(np.concatenate(pooled_ita), np.concatenate(pooled_p))
+        pooled.update(rho=float(r.statistic), p=float(r.pvalue))
+    return {"bins": per_bin, "n_unknown": int((bins == None).sum()),  # noqa: E711 - element-wise
+            "specificity_gap": {"lightest": with_neg[0] if with_neg else None, "darkest": with_neg[-1] if with_neg else None,
+                                "gap": float(gap)},
+            "ita_vs_p_positive": {"per_class": per_class, "pooled_within_class": pooled,
+                                  "pooled_method": "Pearson of within-class centred fractional ranks"}}

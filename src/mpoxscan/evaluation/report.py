@@ -30,6 +30,62 @@ def _predictions(run: Path, results: dict, model: str) -> tuple[list[str], np.nd
     return labels, (np.concatenate(probas) if probas else np.zeros((0, len(results["classes"]))))
 
 
+def plot_tone(ax, tone: dict, label: str, color: str | None = None) -> None:
+    """Sensitivity (dashed, circles) and specificity (solid, squares) per skin-tone bin, lightest first, in one
+    colour per model or run, from ``tone_metrics``."""
+    names = list(tone["bins"])
+    x = np.arange(len(names))
+    for key, style in (("sensitivity", "--o"), ("specificity", "-s")):
+        (line,) = ax.plot(x, [100 * tone["bins"][b][key] for b in names], style, color=color, label=f"{label}: {key}")
+        color = line.get_color()  # the specificity line takes the sensitivity line's colour
+    ax.set_xticks(x, [f"{b}\n(n={tone['bins'][b]['n']})" for b in names], fontsize=8)
+    ax.set(xlabel="skin tone (ITA bin, Del Bino)", ylabel="%", ylim=(0, 102))
+    ax.grid(alpha=0.3)
+
+
+def _tone_plot(run: Path, results: dict) -> str | None:
+    import matplotlib.pyplot as plt
+
+    toned = {m: r["tone"] for m, r in results["models"].items() if "tone" in r}
+    if not toned:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for m, tone in toned.items():
+        plot_tone(ax, tone, m)
+    ax.set_title(f"{POSITIVE} screening per skin tone (pooled folds, each fold's threshold)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run / "plots" / "tone.png", dpi=110)
+    plt.close(fig)
+    return "plots/tone.png"
+
+
+def tone_sections(models: dict) -> list[tuple]:
+    """Report sections of the per-skin-tone figures (``results["models"][m]["tone"]``), if any."""
+    toned = {m: r["tone"] for m, r in models.items() if "tone" in r}
+    if not toned:
+        return []
+    out: list[tuple] = [("h2", "Skin tone (ITA bins, Del Bino; pooled out-of-fold, each fold's screening threshold)")]
+    body = []
+    for m, t in toned.items():
+        for b, v in t["bins"].items():
+            body.append([m, b, v["n"], f"{100 * v['n_positive'] / v['n']:.0f}" if v["n"] else "-",
+                         *(f"{100 * v[k]:.1f}" if not np.isnan(v[k]) else "-" for k in ("accuracy", "sensitivity", "specificity"))])
+    out.append(("table", ["model", "skin tone", "n", f"{POSITIVE} %", "accuracy %", "sensitivity %", "specificity %"], body))
+    corr = []
+    for m, t in toned.items():
+        c = t["ita_vs_p_positive"]
+        gap = t["specificity_gap"]
+        corr.append([m, f"{100 * gap['gap']:+.1f} ({gap['lightest']} − {gap['darkest']})",
+                     f"{c['pooled_within_class']['rho']:+.3f} (n={c['pooled_within_class']['n']})",
+                     ", ".join(f"{k} {v['rho']:+.2f}" for k, v in c["per_class"].items())])
+    out += [("p", f"Spearman's rho of ITA with P({POSITIVE}) among photos of the other classes: per class, and pooled "
+                  "within classes (Pearson of within-class centred ranks). Negative: darker skin, higher P("
+                  f"{POSITIVE}) within a class."),
+            ("table", ["model", "specificity gap, points", "pooled within-class rho", "per class rho"], corr)]
+    return out
+
+
 def _plots(run: Path, results: dict) -> dict[str, str]:
     import matplotlib
 
@@ -97,6 +153,9 @@ def _plots(run: Path, results: dict) -> dict[str, str]:
         fig.savefig(folder / "roc_reliability.png", dpi=110)
         plt.close(fig)
         files["roc"] = "plots/roc_reliability.png"
+    tone = _tone_plot(run, results)
+    if tone:
+        files["tone"] = tone
     return files
 
 
@@ -148,6 +207,9 @@ def _sections(results: dict, plots: dict[str, str]) -> list[tuple]:
                       "when the run used it)."),
                 ("table", ["model", "precision", "accuracy %", "macro-F1 %", "top-1 agreement with fp32 %", "size (MB)",
                            "PyTorch accuracy %"], export_rows)]
+    out += tone_sections(models)
+    if "tone" in plots:
+        out.append(("img", plots["tone"], "Sensitivity and specificity per skin tone"))
     for key, title in (("boxplot", "Per-fold scores"), ("confusion", "Confusion matrices (all test folds)"),
                        ("roc", "Screening ROC and reliability")):
         if key in plots:

@@ -156,6 +156,44 @@ def read_fold(out: Path, stem: str, classes: list[str]) -> tuple[list[str], np.n
     return labels, proba, json.loads(json_path.read_text())
 
 
+@dataclass
+class OutOfFold:
+    """A model's pooled out-of-fold predictions, one entry per test image, with each fold's threshold."""
+
+    sha256: list[str]
+    path: list[str]
+    fold: list[str]
+    labels: list[str]
+    proba: np.ndarray
+    threshold: np.ndarray
+    ita: list[float | None]
+
+
+def out_of_fold(out: Path, strategy: str, model: str, classes: list[str], splits: list[FoldSplit],
+                rows: list[ManifestRow]) -> OutOfFold | None:
+    """The finished folds' test predictions of ``model``, joined (by checksum) to the manifest rows' skin tone."""
+    from mpoxscan.data.manifest import row_ita
+
+    tone = {r.sha256: row_ita(r) for r in rows}
+    parts = []
+    for split in splits:
+        stem = f"{model}__{strategy}__{split.name}"
+        got = read_fold(out / "predictions", stem, classes)
+        if got is None:
+            continue
+        with open(out / "predictions" / f"{stem}.csv", newline="") as fh:
+            keys = [(d["sha256"], d["path"]) for d in csv.DictReader(fh)]
+        parts.append((split.name, keys, got))
+    if not parts:
+        return None
+    keys = [k for _, ks, _ in parts for k in ks]
+    return OutOfFold(sha256=[k[0] for k in keys], path=[k[1] for k in keys],
+                     fold=[name for name, ks, _ in parts for _ in ks], labels=[lab for _, _, g in parts for lab in g[0]],
+                     proba=np.concatenate([g[1] for _, _, g in parts]),
+                     threshold=np.concatenate([np.full(len(g[0]), g[2]["threshold"]) for _, _, g in parts]),
+                     ita=[tone.get(k[0]) for k in keys])
+
+
 def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
     """Run (or resume) a cross-validation; returns and writes ``results.json``."""
     from tqdm import tqdm
@@ -379,6 +417,12 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
         models[model] = {"parameters": count_parameters(model), "folds": folds, "summary": summary,
                          "confusion_matrix": np.sum([f["metrics"]["confusion_matrix"] for f in folds], axis=0).tolist()}
         models[model]["pooled"] = pooled_statistics(out, config, classes, splits, rows, model)
+        oof = out_of_fold(out, config.strategy, model, classes, splits, rows)
+        if any(v is not None for v in oof.ita):  # manifests curated before the ita column have no tones
+            from mpoxscan.evaluation.metrics import tone_metrics
+
+            # Pooled over folds, each test image screened at its own fold's threshold (as it would be).
+            models[model]["tone"] = tone_metrics(oof.labels, oof.proba, classes, oof.ita, threshold=oof.threshold)
         exports = _summarise_exports(out, config, model, classes, splits)
         if exports:
             models[model]["exports"] = exports

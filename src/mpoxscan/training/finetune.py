@@ -30,17 +30,44 @@ class FinetuneParams:
     label_smoothing: float = 0.1
     patience: int = 8
     freeze_batchnorm: bool = True  # keep the pretrained statistics: batches of 32 from ~500 images are noisy
+    # Skin tone (issue 13): in MSLD v2.0 mpox is 62 % of the dark photos but 26-32 % of the three lightest bins; a
+    # network learns that shortcut. tone_balance re-weights the training images so that, within each ITA bin, the
+    # class mix is the overall one; tone_views moves the skin of every augmented view to a random tone.
+    tone_balance: bool = False
+    tone_views: bool = False
+
+
+#: Largest factor by which tone balancing up- or down-weights an image: a bin with one Measles photo must not make
+#: that photo count as ten.
+TONE_WEIGHT_CLIP = 4.0
+
+
+def tone_balance_weights(labels: list[str], bins: list[str | None], clip: float = TONE_WEIGHT_CLIP) -> np.ndarray:
+    """Per-image weights w = P(class) / P(class | tone bin), clipped to [1/clip, clip]: within each bin the weighted
+    class mix equals the overall class mix, which removes the correlation of tone with the label (images without
+    a tone form their own bin)."""
+    labels_a, bins_a = np.asarray(labels, object), np.asarray([b or "" for b in bins], object)
+    overall = {c: np.mean(labels_a == c) for c in set(labels)}
+    w = np.ones(len(labels_a))
+    for b in set(bins_a.tolist()):
+        in_bin = bins_a == b
+        for c in set(labels_a[in_bin].tolist()):
+            cell = in_bin & (labels_a == c)
+            w[cell] = overall[c] / (cell.sum() / in_bin.sum())
+    return np.clip(w, 1 / clip, clip)
 
 
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
-                       seed: int, cache: FeatureCache, batch: int = 32, progress: bool = False) -> dict[int, np.ndarray]:
+                       seed: int, cache: FeatureCache, batch: int = 32, progress: bool = False,
+                       tone: bool = False) -> dict[int, np.ndarray]:
     """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
-    Runtime) and kept on disk."""
+    Runtime) and kept on disk (``tone``: the skin-tone views, cached under their own name)."""
     prep = task_preprocessing(model_name)
     session = None
     out = {}
     for v in views:
-        name = f"activations/{model_name}/block{block}-view{v}-seed{seed}"
+        # View 0 is the same with or without tone; the others differ, so their cache entries must too.
+        name = f"activations/{model_name}/block{block}-view{v}-seed{seed}" + ("-tone" if tone and v else "")
         table = cache.load(name)
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
@@ -50,7 +77,8 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
             for start in tqdm(range(0, len(missing), batch), desc=f"activations {model_name} view {v}", unit="batch",
                               disable=not progress):
                 chunk = missing[start:start + batch]
-                x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed))
+                x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed,
+                                                           tone=tone))
                               for sha, p in chunk])
                 table.update(zip([sha for sha, _ in chunk], session.run(None, {"image": x})[0].astype(np.float16)))
             cache.save(name, table)
@@ -70,6 +98,10 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from mpoxscan.training.cv import FoldOutput
 
     params = params or FinetuneParams(**config.extra.get("finetune", {}))
+    if params.tone_balance and not any(r.ita for r in rows):
+        from mpoxscan.errors import MpoxscanError
+
+        raise MpoxscanError("tone balancing needs skin tones: curate the images again (this manifest has no ita column)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -77,7 +109,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
     acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed,
-                              FeatureCache(config.extra.get("cache")), progress=progress)
+                              FeatureCache(config.extra.get("cache")), progress=progress, tone=params.tone_views)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
@@ -88,6 +120,24 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     counts = np.bincount(y[split.train].numpy(), minlength=len(classes)).astype(float)
     weights = torch.tensor(len(split.train) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing)
+    sample_w = None
+    if params.tone_balance:
+        from mpoxscan.data.manifest import row_ita
+        from mpoxscan.data.skin import ita_bin
+
+        sample_w = torch.ones(len(rows))
+        sample_w[split.train] = torch.tensor(tone_balance_weights([rows[k].label for k in split.train],
+                                                                  [ita_bin(row_ita(rows[k])) for k in split.train]),
+                                             dtype=torch.float32)
+        per_image = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing, reduction="none")
+
+    def batch_loss(out: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        if sample_w is None:
+            return loss_fn(out, y[idx])
+        # The class-weighted mean as CrossEntropyLoss computes it, each image also weighted by its tone weight.
+        target, w = y[idx], sample_w[idx]
+        return (per_image(out, target) * w).sum() / (weights[target] * w).sum()
+
     optim = torch.optim.AdamW(trainable.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = -(-len(split.train) // params.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=params.lr, total_steps=params.epochs * steps_per_epoch,
@@ -117,7 +167,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
                     if isinstance(m, nn.BatchNorm2d):
                         m.eval()
             out = model.forward_head(model.pool(model.forward_from(h, block)))
-            loss = loss_fn(out, y[idx])
+            loss = batch_loss(out, idx)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -131,7 +181,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     bar.close()
     trainable.load_state_dict(best[2])
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
-            "best_valid_loss": round(best[0], 4)}
+            "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views}
     if return_model:
         for p in model.parameters():
             p.requires_grad_(True)

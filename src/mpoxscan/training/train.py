@@ -13,7 +13,7 @@ import numpy as np
 from mpoxscan.data.manifest import kept_rows, manifest_digest
 from mpoxscan.data.splits import inner_split  # noqa: F401  (re-exported: older imports)
 from mpoxscan.errors import MpoxscanError
-from mpoxscan.evaluation.metrics import classification_metrics
+from mpoxscan.evaluation.metrics import classification_metrics, tone_metrics
 from mpoxscan.models.checkpoint import CARD, CHECKPOINT, card_core, load_checkpoint  # noqa: F401  (re-exported)
 from mpoxscan.training.calibration import softmax
 from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration
@@ -68,6 +68,11 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
                 "recipe (mpoxscan cv) is the estimate of its accuracy.",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    if any(rows[k].ita for k in split.valid):  # per skin tone (issue 13); a few photos per bin: see the cv figures
+        from mpoxscan.data.manifest import row_ita
+
+        card["validation_tone"] = tone_metrics([rows[k].label for k in split.valid], p_valid, classes,
+                                               [row_ita(rows[k]) for k in split.valid], threshold=threshold)
     card = json.loads(json.dumps(card))  # plain JSON types, identical in the checkpoint and in card.json
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"card": card, "state_dict": model.state_dict()}, out / CHECKPOINT)

@@ -1,7 +1,9 @@
 """Augmented views of a photo, for skin lesions (which have no up, no left and vary in light and zoom).
 
 View 0 is the plain view (short side resized, centre crop). View k > 0 is a random view whose randomness comes
-from the image's checksum and k, so that each view is the same every time it is made (and can be cached).
+from the image's checksum and k, so that each view is the same every time it is made (and can be cached). With
+``tone`` a view's skin is also moved to a random skin tone (ITA drawn uniformly over the Del Bino range), so that
+the network cannot tell the class from the skin's colour.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from mpoxscan.preprocess import Preprocessing
+
+#: Skin-tone views draw their target ITA uniformly from this range (degrees): from dark (< -30) to very light (> 55).
+TONE_RANGE = (-50.0, 65.0)
 
 
 def view_rng(sha256: str, view: int, seed: int = 0) -> np.random.Generator:
@@ -44,8 +49,16 @@ def random_view(image: Image.Image, size: int, rng: np.random.Generator, min_sca
     return ImageEnhance.Color(out).enhance(rng.uniform(0.8, 1.2))
 
 
-def make_view(image: Image.Image, prep: Preprocessing, sha256: str, view: int, seed: int = 0) -> Image.Image:
-    """View ``view`` of a photo at the network's input size (view 0: resize and centre crop, no randomness)."""
+def make_view(image: Image.Image, prep: Preprocessing, sha256: str, view: int, seed: int = 0,
+              tone: bool = False) -> Image.Image:
+    """View ``view`` of a photo at the network's input size (view 0: resize and centre crop, no randomness;
+    ``tone``: views k > 0 also get a random skin tone)."""
     if view == 0:
         return prep.resize_crop(image)
-    return random_view(image, prep.input_size, view_rng(sha256, view, seed))
+    rng = view_rng(sha256, view, seed)
+    out = random_view(image, prep.input_size, rng)
+    if tone:
+        from mpoxscan.data.skin import retone
+
+        out = retone(out, float(rng.uniform(*TONE_RANGE)))
+    return out
