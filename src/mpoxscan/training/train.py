@@ -73,7 +73,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
 
         card["validation_tone"] = tone_metrics([rows[k].label for k in split.valid], p_valid, classes,
                                                [row_ita(rows[k]) for k in split.valid], threshold=threshold)
-    card = json.loads(json.dumps(card))  # plain JSON types, identical in the checkpoint and in card.json
+    card = _plain_json(card)  # plain JSON types, identical in the checkpoint and in card.json
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"card": card, "state_dict": model.state_dict()}, out / CHECKPOINT)
     (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
@@ -98,3 +98,20 @@ def _logits(model, paths: list[str], prep, batch: int = 32) -> np.ndarray:
             x = prep.batch([load_image(p, min_side=prep.input_size) for p in paths[start:start + batch]])
             outs.append(model(torch.from_numpy(x)).numpy())
     return np.concatenate(outs) if outs else np.zeros((0, model.num_classes), np.float32)
+
+
+def _plain_json(value):
+    """Plain JSON types with null for NaN (an empty skin-tone bin has no accuracy): strict JSON, and a card equal
+    to itself after a round trip (NaN != NaN)."""
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(json.loads(json.dumps(value)))
