@@ -401,6 +401,28 @@ def test_each_photo_and_heat_map_download_is_audited(app, client):
     assert "viewed photo" in audit and "viewed heat map" in audit
 
 
+def test_nul_characters_are_refused_before_the_database(app, client, caplog):
+    """PostgreSQL refuses NUL in text: a sign-in address, an answer message or a case number holding one is a 4xx,
+    never a 500, and no statement's parameters reach a log line (the engine hides them)."""
+    _expert(app)
+    assert app.state.engine.hide_parameters
+    with caplog.at_level(logging.DEBUG):
+        r = client.post("/expert/login", data={"email": "doc\x00@example.org", "password": PASSWORD},
+                        follow_redirects=False)
+        assert r.status_code in (400, 401), r.text
+        assert _sign_in(client).status_code == 303
+        sent = _send(client).json()
+        assert client.get(f"/expert/cases/{sent['number'][:4]}%00").status_code == 404
+        r = client.post(f"/expert/cases/{sent['number']}/answer", data={"verdict": "see-health-worker",
+                                                                       "message": "call\x00me"},
+                        headers={"origin": "http://testserver"})
+        assert r.status_code == 400 and "NUL" in r.json()["detail"]
+        assert client.get(f"/c/abc%00def").status_code == 404
+    assert "doc" not in caplog.text and "call" not in caplog.text
+    with _db(app) as db:
+        assert any(e.action == "login refused" and e.email == "doc@example.org" for e in service.audit_log(db))
+
+
 def test_nothing_personal_reaches_the_logs(app, client, caplog):
     _expert(app)
     with caplog.at_level(logging.DEBUG):

@@ -98,13 +98,13 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
 
 def case_by_token(db: Session, token: str) -> Case | None:
     """The case a follow-up link's token opens (None for no case, or for a string far longer than any token)."""
-    if len(token) > 64:
+    if len(token) > 64 or "\x00" in token:
         return None
     return db.scalar(select(Case).where(Case.token_hash == token_hash(token)))
 
 
 def case_by_number(db: Session, number: str) -> Case | None:
-    if len(number) > 16:  # longer than the column: no case, and no query
+    if len(number) > 16 or "\x00" in number:  # no case can have it (PostgreSQL refuses NUL in text): no query
         return None
     return db.scalar(select(Case).where(Case.number == number.upper()))
 
@@ -157,6 +157,8 @@ def counts(db: Session) -> dict[str, int]:
 def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str) -> None:
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+    if "\x00" in message:
+        raise ValueError("the message holds a NUL character")
     again = case.status == "answered"
     case.verdict, case.message = verdict, message.strip() or None
     case.status, case.answered_at, case.answered_by = "answered", utcnow(), expert
@@ -180,7 +182,8 @@ def audit_log(db: Session, limit: int = 500) -> list[AuditEvent]:
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
+    if ("@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@")
+            or any(ord(c) < 32 for c in email)):  # control characters (NUL: PostgreSQL refuses it in text)
         raise ValueError(f"not an e-mail address: {email!r}")
     return email
 
@@ -221,7 +224,8 @@ def sign_in(db: Session, email: str, password: str) -> tuple[Expert, str] | None
     if expert is None:
         dummy_verify()
     if expert is None or not verify_password(expert.password_hash, password) or not expert.active:
-        audit(db, "login refused", email=(address or email.strip())[:320])
+        # PostgreSQL refuses NUL characters in text: the address typed is kept without them.
+        audit(db, "login refused", email=(address or email.strip()).replace("\x00", "")[:320])
         return None
     token = new_token()
     db.execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))  # forget expired sign-ins

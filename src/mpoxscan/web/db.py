@@ -27,10 +27,12 @@ def database_url(db: str | None, data_dir: Path) -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """``hide_parameters``: a failed statement's log line and exception never carry the values bound to it (an
+    e-mail address, an expert's message)."""
     if url.startswith("sqlite"):
         # Concurrent uploads each write a row: wait for the lock instead of failing, and let readers run beside the
         # writer (write-ahead log). Foreign keys are off by default in SQLite.
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -41,7 +43,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 def migrate(engine: Engine) -> str:

@@ -125,6 +125,8 @@ def answer(number: str, verdict: str = Form(), message: str = Form("", max_lengt
     case = _case(db, number)
     if verdict not in service.VERDICTS:
         raise HTTPException(400, f"unknown verdict: one of {', '.join(service.VERDICTS)}")
+    if "\x00" in message:
+        raise HTTPException(400, "the message holds a NUL character (a control character no text needs)")
     service.answer_case(db, case, expert, verdict, message)
     return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
 
