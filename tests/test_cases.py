@@ -401,6 +401,34 @@ def test_each_photo_and_heat_map_download_is_audited(app, client):
     assert "viewed photo" in audit and "viewed heat map" in audit
 
 
+def test_health_check_says_what_cannot_work(app, client):
+    """/healthz: 200 when the database takes a write, the photo folder takes a file and the model is loaded; 503
+    naming what failed (with the security headers), and nothing written is kept."""
+    import shutil
+
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "checks": {"database": "ok", "photos": "ok", "model": "ok"}}
+    assert "content-security-policy" in r.headers and r.headers["cache-control"] == "no-store"
+    assert not list(app.state.photos.root.glob(".healthz-*"))  # the probe file is removed
+    with _db(app) as db:
+        assert service.counts(db) == {"waiting": 0, "answered": 0}
+    shutil.rmtree(app.state.photos.root)  # the data folder's photos deleted under a running server
+    r = client.get("/healthz")
+    assert r.status_code == 503 and r.json()["checks"]["photos"] == "failed: missing"
+    assert "content-security-policy" in r.headers
+
+    class Broken:
+        def connect(self):
+            raise OSError("disk I/O error")
+
+    engine, app.state.engine = app.state.engine, Broken()
+    try:
+        r = client.get("/healthz")
+    finally:
+        app.state.engine = engine
+    assert r.status_code == 503 and r.json()["checks"]["database"] == "failed: OSError"
+
+
 def test_nul_characters_are_refused_before_the_database(app, client, caplog):
     """PostgreSQL refuses NUL in text: a sign-in address, an answer message or a case number holding one is a 4xx,
     never a 500, and no statement's parameters reach a log line (the engine hides them)."""

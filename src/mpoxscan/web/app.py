@@ -48,7 +48,7 @@ class LoginRequired(Exception):
 
 def create_app(settings: Settings) -> FastAPI:
     from mpoxscan.web.cases import PhotoStore
-    from mpoxscan.web.routers import cases, expert, pages, screen
+    from mpoxscan.web.routers import cases, expert, health, pages, screen
     from mpoxscan.web.security import RateLimits
 
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "; ".join(reasons)}, status_code=422)
 
     app.include_router(pages.router)
+    app.include_router(health.router)
     app.include_router(screen.router, prefix="/api")
     app.include_router(cases.router)
     app.include_router(expert.router, prefix="/expert")
