@@ -146,16 +146,16 @@ def outputs_of(model, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarr
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def with_answer_rule(proto, reference: np.ndarray, held_out: np.ndarray) -> dict:
+def with_answer_rule(proto, reference: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) -> dict:
     """Set the "cannot tell" thresholds of an exported variant from its own outputs (the file that is measured is
-    the file that ships): quality limits from ``reference`` photos, the off-task limit from ``held_out`` photos that
-    the off-task subspace was not fitted on. Returns the rule (also written into the file's metadata)."""
+    the file that ships): quality limits from the ``reference`` photos' outputs, the off-task limit from the outputs
+    of ``held_out`` photos that the off-task subspace was not fitted on. Returns the rule (also written into the
+    file's metadata)."""
     from mpoxscan.deploy.answer import AnswerRule, fit_rule
     from mpoxscan.deploy.runtime import read_metadata
 
     meta = read_metadata(proto)
-    ref, held = outputs_of(proto, reference), outputs_of(proto, held_out)
-    rule = fit_rule(AnswerRule.from_meta(meta), ref.get("quality"), held.get("offtask"))
+    rule = fit_rule(AnswerRule.from_meta(meta), reference.get("quality"), held_out.get("offtask"))
     meta["answer_rule"] = rule.as_dict()
     write_metadata(proto, meta)
     return meta["answer_rule"]
@@ -197,8 +197,8 @@ def calibration_split(train: list[int], n_calibration: int, n_selection: int, se
 def probabilities(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """Calibrated probabilities of a model (an ``onnx.ModelProto`` or a :class:`Screener`) for preprocessed images."""
     screener = model if isinstance(model, Screener) else Screener(model.SerializeToString())
-    parts = [screener.run(images[i:i + batch])["probabilities"] for i in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(screener.classes)), np.float32)
+    got = outputs_of(screener, images, batch)
+    return got["probabilities"] if got else np.zeros((0, len(screener.classes)), np.float32)
 
 
 def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndarray, selection: np.ndarray,
@@ -283,18 +283,24 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         fp32 = to_onnx_fp32(model, card, offtask=fit_offtask_on(model, card, train_images))
         variants, report["int8_selection"] = build_variants(fp32, card, precisions, train_images[[at[k] for k in cal_idx]],
                                                             train_images[[at[k] for k in sel_idx]], int8_settings, log)
-        # Quality limits from every photo of the manifest (the measures do not depend on training), the off-task
-        # limit from the held-out photos (the subspace was fitted on the training ones).
-        reference = np.concatenate([train_images, held_out])
-        report["answer_rule"] = {p: with_answer_rule(v, reference, held_out) for p, v in variants.items()}
-        ref_gate = probabilities(variants["fp32"], held_out)
-        del train_images, reference
+        # Each variant runs once over every photo of the manifest, the held-out ones last: quality limits from all
+        # of them (the measures do not depend on training), the off-task limit and the gate from the held-out ones
+        # (the subspace was fitted on the training ones).
+        photos, n = np.concatenate([train_images, held_out]), len(held_out)
+        del train_images
+        held_outputs, report["answer_rule"] = {}, {}
+        for p, v in variants.items():
+            every = outputs_of(v, photos)
+            held_outputs[p] = {name: values[len(values) - n:] for name, values in every.items()}
+            report["answer_rule"][p] = with_answer_rule(v, every, held_outputs[p])
+        ref_gate = held_outputs["fp32"]["probabilities"]
+        del photos
     out.mkdir(parents=True, exist_ok=True)
     for precision in [p for p in PRECISIONS if p in precisions or p == "fp32"]:
         proto = variants[precision]
         entry: dict = {}
         if precision != "fp32":
-            entry = compare(ref_gate, probabilities(proto, held_out), labels)
+            entry = compare(ref_gate, held_outputs[precision]["probabilities"], labels)
             entry["failures"] = gate.failures(entry)
             failures += [f"{precision}: {r}" for r in entry["failures"]]
         path = out / f"model.{precision}.onnx"
