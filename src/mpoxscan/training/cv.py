@@ -6,7 +6,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import numpy as np
 from mpoxscan.data.manifest import kept_rows, manifest_digest  # noqa: F401  (re-exported: older imports)
 from mpoxscan.data.splits import FoldSplit, group_leaks, make_splits  # noqa: F401
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.training.options import refuse_unknown
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
 from mpoxscan.training.calibration import fit_temperature, softmax
 
@@ -114,9 +115,7 @@ def check_options(config: CVConfig) -> None:
     for name, cls in types.items():
         if name in config.extra:
             d = dict(config.extra[name])
-            bad = set(d) - {f.name for f in fields(cls)}
-            if bad:
-                raise MpoxscanError(f"unknown option(s) of the {name} strategy: {', '.join(sorted(bad))}")
+            refuse_unknown(cls, d, name)
             if name == "distill":
                 cls.from_dict(d).teacher_specs()
             else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.training.options import refuse_unknown
 from mpoxscan.training.full import FullParams
 
 
@@ -27,9 +28,7 @@ class DistillParams:
     @classmethod
     def from_dict(cls, d: dict | None) -> "DistillParams":
         d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise MpoxscanError(f"unknown option(s) of the distill strategy: {', '.join(sorted(unknown))}")
+        refuse_unknown(cls, d, "distill")
         if "teachers" in d:
             d["teachers"] = tuple(d["teachers"])
         return cls(**d)

@@ -21,6 +21,7 @@ from functools import lru_cache
 import numpy as np
 
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.training.options import refuse_unknown
 from mpoxscan.preprocess import Preprocessing
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -66,9 +67,7 @@ class FullParams:
     def from_dict(cls, d: dict | None) -> "FullParams":
         """From a CVConfig's ``extra["full"]``, refusing names that are not options (a typo must not pass)."""
         d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise MpoxscanError(f"unknown option(s) of the full strategy: {', '.join(sorted(unknown))}")
+        refuse_unknown(cls, d, "full")
         return cls(**d)
 
 
