@@ -49,6 +49,7 @@ def test_checks_without_a_threshold_or_a_measure_are_off():
                                    "screening_threshold": 0.4})
     assert legacy.decide(0.5, 10, {"brightness": 0.0, "offtask": 99.0}) == ("positive", None)
     assert RULE.decide(0.1, 500, {}) == ("negative", None)  # a file without the measurement outputs
+    assert RULE.decide(0.9, None, GOOD) == ("positive", None)  # a caller that does not know the photo's size
 
 
 def test_rule_round_trips_through_model_metadata():

@@ -65,9 +65,9 @@ class AnswerRule:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def refusal(self, short_side: int, measures: dict[str, float]) -> str | None:
+    def refusal(self, short_side: int | None, measures: dict[str, float]) -> str | None:
         """The reason this photo cannot be judged, or None. ``measures``: brightness, sharpness, skin_share, offtask
-        (a missing measure is not checked)."""
+        (a missing measure is not checked, nor the size when ``short_side`` is None)."""
         # Written as "not within the limit", so that a measurement that is not a number (NaN) refuses the photo.
         def below(name: str, limit: float | None) -> bool:
             return limit is not None and name in measures and not measures[name] >= limit
@@ -75,7 +75,7 @@ class AnswerRule:
         def above(name: str, limit: float | None) -> bool:
             return limit is not None and name in measures and not measures[name] <= limit
 
-        if self.min_side and short_side < self.min_side:
+        if self.min_side and short_side is not None and short_side < self.min_side:
             return REASONS["too_small"]
         if below("brightness", self.min_brightness):
             return REASONS["too_dark"]
@@ -87,7 +87,8 @@ class AnswerRule:
             return REASONS["unfamiliar"]
         return None
 
-    def decide(self, positive_probability: float, short_side: int, measures: dict[str, float]) -> tuple[str, str | None]:
+    def decide(self, positive_probability: float, short_side: int | None,
+               measures: dict[str, float]) -> tuple[str, str | None]:
         """(answer, reason): "cannot tell" with its reason, else "positive" when P(positive) >= the threshold."""
         reason = self.refusal(short_side, measures)
         if reason is not None:

@@ -119,7 +119,7 @@ class Screener:
         k = self.classes.index(self.positive_class)
         p = float(proba[k])
         measures = measures or {}
-        answer, reason = self.rule.decide(p, short_side if short_side is not None else 10**9, measures)
+        answer, reason = self.rule.decide(p, short_side, measures)
         return Screening({c: round(float(v), 6) for c, v in zip(self.classes, proba)}, self.classes[int(np.argmax(proba))],
                          self.positive_class, round(p, 6), self.threshold, answer, reason, measures)
 
