@@ -172,6 +172,17 @@ def _screen(driver, photo: Path):
     return _wait(driver, "return window.mpoxscanLast || null")
 
 
+def _consent_and_send(driver) -> dict:
+    """Tick consent, press Send, and return the stored case the page received (checked to be waiting)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "consent").click()
+    driver.find_element(By.ID, "send").click()
+    sent = _wait(driver, "return window.mpoxscanSent || null")
+    assert sent and sent["status"] == "waiting"
+    return sent
+
+
 PASSWORD = "correct horse battery staple"
 
 
@@ -327,10 +338,7 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
             assert "screened by the server" in driver.find_element(By.ID, "status").text
             result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result and result["computed"] == "server"
-            driver.find_element(By.ID, "consent").click()
-            driver.find_element(By.ID, "send").click()
-            sent = _wait(driver, "return window.mpoxscanSent || null")
-            assert sent and sent["status"] == "waiting"
+            sent = _consent_and_send(driver)
     finally:
         driver.quit()
     assert app_settings.counters["api_screen"] == 1
@@ -544,10 +552,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
                 ".some(v => v > 0 && v < 255)")
             assert "server removes" in driver.find_element(By.ID, "send-what").text
             driver.save_screenshot(str(artefacts / "phone-heic-answer.png"))
-            driver.find_element(By.ID, "consent").click()
-            driver.find_element(By.ID, "send").click()
-            sent = _wait(driver, "return window.mpoxscanSent || null")
-            assert sent and sent["status"] == "waiting"
+            sent = _consent_and_send(driver)
     finally:
         driver.quit()
     assert app_settings.counters["api_screen"] == 1
