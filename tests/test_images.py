@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import encode
-from mpoxscan.errors import ImageError
+from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image, strip_metadata
 
 RED = np.array([255, 0, 0])
@@ -146,6 +146,17 @@ def test_animated_png_is_refused(photo):
 
 def test_unsupported_format_is_named(photo):
     assert_one_line_error(encode(photo, "ICO"), "unsupported image format ICO")
+
+
+def test_unsupported_content_has_its_own_error_class(photo):
+    """Callers (the service's 415) tell unsupported content by the class, not by the message's words; a broken photo
+    in a supported format is another ImageError."""
+    for data in (encode(photo, "ICO"), b"%PDF-1.4 not a photo" * 10):
+        with pytest.raises(UnsupportedImageError):
+            load_image(data)
+    with pytest.raises(ImageError) as broken:
+        load_image(encode(photo, "JPEG")[:200])
+    assert not isinstance(broken.value, UnsupportedImageError)
 
 
 def test_missing_file_and_directory(tmp_path: Path):

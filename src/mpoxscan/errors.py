@@ -11,6 +11,11 @@ class ImageError(MpoxscanError):
     """An input could not be opened as a usable photo (empty, truncated, not an image, too large, ...)."""
 
 
+class UnsupportedImageError(ImageError):
+    """Content that is no image, or an image in a format mpoxscan does not open (a service answers 415 for it, where
+    other image errors are a 400): raised by the one image loader, so that no caller reads its message to tell."""
+
+
 class ImageShapeError(ImageError):
     """An image refused for its declared shape (too thin a short side, too extreme an aspect ratio), read from the
     header before decoding. ``size`` is the stored (width, height), so that callers can still report it."""

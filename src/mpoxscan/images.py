@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from mpoxscan.errors import ImageError, ImageShapeError
+from mpoxscan.errors import ImageError, ImageShapeError, UnsupportedImageError
 
 ImageSource = Union[str, Path, bytes, bytearray, memoryview]
 
@@ -103,7 +103,7 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
                 f"{name}: image too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; possible decompression bomb)"
             ) from None
         except UnidentifiedImageError:
-            raise ImageError(f"{name}: {_unsupported_reason(data)}") from None
+            raise UnsupportedImageError(f"{name}: {_unsupported_reason(data)}") from None
         except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: corrupt image header ({_one_line(exc)})") from None
     width, height = img.size

@@ -10,7 +10,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import Screener
-from mpoxscan.errors import ImageError
+from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web.app import HERE, LoginRequired, Settings
 from mpoxscan.web.cases import PhotoStore, signed_in_expert
@@ -122,7 +122,7 @@ def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
     try:
         return load_image(data, max_pixels=settings.max_pixels, min_side=min_side)
     except ImageError as exc:
-        raise HTTPException(415 if "format" in str(exc) or "not an image" in str(exc) else 400, str(exc)) from None
+        raise HTTPException(415 if isinstance(exc, UnsupportedImageError) else 400, str(exc)) from None
 
 
 async def read_body(request: Request, limit: int, what: str = "upload") -> bytes:
