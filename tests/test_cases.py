@@ -19,7 +19,8 @@ from conftest import encode, make_photo
 from mpoxscan.deploy.runtime import Screener, bundled_model
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
-from mpoxscan.web.app import Settings, create_app
+from mpoxscan.web.app import create_app
+from mpoxscan.web.settings import Settings
 from mpoxscan.web.tables import Case, LoginSession, utcnow
 
 PASSWORD = "correct horse battery staple"
@@ -33,17 +34,18 @@ def _client(app):
 
 
 @pytest.fixture
-def app(database, tmp_path):
+def client(database, tmp_path):
+    """A client of a new app, its lifespan running (database engine and migrations; the engine disposed after)."""
     app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data", db=database,
                               max_upload_bytes=2 * 1024 * 1024, max_pixels=4_000_000, upload_limit="1000/hour",
                               login_limit="1000/hour"))
-    yield app
-    app.state.engine.dispose()
+    with _client(app) as client:
+        yield client
 
 
 @pytest.fixture
-def client(app):
-    return _client(app)
+def app(client):
+    return client.app
 
 
 def _db(app):
@@ -114,6 +116,22 @@ def test_migration_0002_gives_older_cases_their_answer(database):
         got = dict(connection.execute(text("SELECT number, answer FROM cases")).all())
     assert got == {"OLDP-0001": "positive", "OLDN-0001": "negative"}
     engine.dispose()
+
+
+def test_the_lifespan_opens_migrates_and_closes_the_database(database, tmp_path):
+    """The engine and the migrations belong to the app's lifespan: opened before the first request, the engine's
+    connections closed on shutdown (a pooled connection would otherwise outlive the app)."""
+    from mpoxscan.web.db import make_engine, migrate
+
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data", db=database))
+    with _client(app) as client:
+        assert client.get("/healthz").status_code == 200
+        engine = app.state.engine
+        assert engine.pool.checkedin() >= 1  # the request's connection, back in the pool
+    assert engine.pool.checkedin() == 0
+    check = make_engine(database)
+    assert app.state.schema == migrate(check)  # migrated to the head on start
+    check.dispose()
 
 
 def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app, client):
@@ -250,15 +268,14 @@ def test_heat_map_of_a_stored_strip_is_refused_with_a_reason(app, client):
 def test_uploads_and_logins_are_rate_limited(database, tmp_path):
     app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", db=database, upload_limit="2/minute",
                               login_limit="3/minute"))
-    client = _client(app)
-    assert [_send(client, _photo_bytes(k)).status_code for k in range(2)] == [201, 201]
-    r = _send(client, _photo_bytes(5))
-    assert r.status_code == 429 and "too many uploads" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
-    _expert(app)
-    assert [_sign_in(client, password="wrong password x").status_code for _ in range(3)] == [401, 401, 401]
-    r = _sign_in(client)  # even the right password waits now
-    assert r.status_code == 429 and "too many logins" in r.json()["detail"]
-    app.state.engine.dispose()
+    with _client(app) as client:
+        assert [_send(client, _photo_bytes(k)).status_code for k in range(2)] == [201, 201]
+        r = _send(client, _photo_bytes(5))
+        assert r.status_code == 429 and "too many uploads" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
+        _expert(app)
+        assert [_sign_in(client, password="wrong password x").status_code for _ in range(3)] == [401, 401, 401]
+        r = _sign_in(client)  # even the right password waits now
+        assert r.status_code == 429 and "too many logins" in r.json()["detail"]
 
 
 def test_follow_up_links_unknown_and_withdrawn(app, client):
@@ -609,26 +626,25 @@ def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{hook.server_address[1]}/hook?secret=abc"
     app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", notify_url=url))
-    client = _client(app)
-    sent = _send(client).json()
-    hook.shutdown()
-    assert len(received) == 1
-    message = received[0]
-    assert message["case"] == sent["number"] and message["event"] == "case.waiting"
-    assert message["dashboard"] == f"http://testserver/expert/cases/{sent['number']}"
-    assert sent["number"] in message["text"] and 0 <= message["mpox_probability"] <= 1
-    assert message["answer"] in ("positive", "negative", "cannot tell")
-    token = sent["follow_up"].rsplit("/", 1)[1]
-    assert token not in json.dumps(message) and "photo" not in message
-    # The webhook is down: the case is stored all the same, and the log line names neither the URL nor the case.
-    hook.server_close()
-    with caplog.at_level(logging.WARNING, logger="mpoxscan.notify"):
-        r = _send(client, _photo_bytes(9))
-    assert r.status_code == 201
-    warnings = [rec.getMessage() for rec in caplog.records if rec.name == "mpoxscan.notify"]
-    assert warnings and "not delivered" in warnings[0]
-    assert r.json()["number"] not in warnings[0] and "secret" not in warnings[0]
-    app.state.engine.dispose()
+    with _client(app) as client:
+        sent = _send(client).json()
+        hook.shutdown()
+        assert len(received) == 1
+        message = received[0]
+        assert message["case"] == sent["number"] and message["event"] == "case.waiting"
+        assert message["dashboard"] == f"http://testserver/expert/cases/{sent['number']}"
+        assert sent["number"] in message["text"] and 0 <= message["mpox_probability"] <= 1
+        assert message["answer"] in ("positive", "negative", "cannot tell")
+        token = sent["follow_up"].rsplit("/", 1)[1]
+        assert token not in json.dumps(message) and "photo" not in message
+        # The webhook is down: the case is stored all the same, and the log line names neither the URL nor the case.
+        hook.server_close()
+        with caplog.at_level(logging.WARNING, logger="mpoxscan.notify"):
+            r = _send(client, _photo_bytes(9))
+        assert r.status_code == 201
+        warnings = [rec.getMessage() for rec in caplog.records if rec.name == "mpoxscan.notify"]
+        assert warnings and "not delivered" in warnings[0]
+        assert r.json()["number"] not in warnings[0] and "secret" not in warnings[0]
 
 
 def test_the_service_runs_without_pytorch(tmp_path):
@@ -642,11 +658,12 @@ import base64, sys
 from pathlib import Path
 from fastapi.testclient import TestClient
 from mpoxscan.deploy.runtime import bundled_model
-from mpoxscan.web.app import Settings, create_app
+from mpoxscan.web.app import create_app
+from mpoxscan.web.settings import Settings
 from mpoxscan.web import cases as service
 import mpoxscan.cli
 app = create_app(Settings(model=bundled_model(), data_dir=Path({str(tmp_path / 'data')!r})))
-client = TestClient(app)
+client = TestClient(app).__enter__()  # the lifespan: database and migrations
 info = client.get("/api/model").json()
 photo = {_photo_bytes()!r}
 r = client.post("/api/cases", json={{"consent": True, "photo": base64.b64encode(photo).decode(), "computed": "device",

@@ -14,8 +14,9 @@ from PIL import Image
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
-from mpoxscan.web.app import ORT_DIST, Settings, create_app
-from mpoxscan.web.testing import ServerThread
+from mpoxscan.web.app import create_app
+from mpoxscan.web.settings import ORT_DIST, Settings
+from mpoxscan.web.testing import ServerThread, count_requests
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def settings(tmp_path_factory) -> Settings:
 def client(settings):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(settings))
+    with TestClient(create_app(settings)) as client:  # the lifespan runs: database and migrations
+        yield client
 
 
 def _jpeg(size=(320, 240), seed=0) -> bytes:
@@ -225,9 +227,10 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     driver = _phone(chromium(tmp_path / "profile"))
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
-    with app.state.sessions() as db:
-        add_expert(db, "doc@example.org", PASSWORD)
+    requests = count_requests(app)
     server = ServerThread(app).start()
+    with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
+        add_expert(db, "doc@example.org", PASSWORD)
     base = server.url
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     caplog.set_level("DEBUG")
@@ -302,7 +305,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     finally:
         driver.quit()
         server.stop()
-    assert app_settings.counters["api_screen"] == 0  # the answers never came from the server
+    assert requests["/api/screen"] == 0  # the answers never came from the server
     expected = Screener(settings.model).predict_proba([Image.open(photo).convert("RGB")])[0]
     got = np.array([result["probabilities"][c] for c in Screener(settings.model).classes])
     assert int(np.argmax(got)) == int(np.argmax(expected))
@@ -330,6 +333,7 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete globalThis.WebAssembly;"})
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
+    requests = count_requests(app)
     try:
         with ServerThread(app) as server:
             driver.get(server.url + "/")
@@ -341,7 +345,7 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
             sent = _consent_and_send(driver)
     finally:
         driver.quit()
-    assert app_settings.counters["api_screen"] == 1
+    assert requests["/api/screen"] == 1
     with app.state.sessions() as db:
         from mpoxscan.web.cases import case_by_number
 
@@ -531,6 +535,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
     Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_02_01.jpg").convert("RGB").save(heic, format="HEIF")
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
+    requests = count_requests(app)
     driver = _phone(chromium(tmp_path / "profile"))
     try:
         with ServerThread(app) as server:
@@ -542,7 +547,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
             assert "sent to the server" in driver.find_element(By.ID, "server-offer").text
             driver.save_screenshot(str(artefacts / "phone-heic-offer.png"))
             assert not _shown(driver, "result") and not _shown(driver, "send-section")
-            assert app_settings.counters["api_screen"] == 0  # not before the person agrees
+            assert requests["/api/screen"] == 0  # not before the person agrees
             driver.find_element(By.ID, "screen-on-server").click()
             result = _wait(driver, "return window.mpoxscanLast || null")
             assert result and result["computed"] == "server" and "picture" in result
@@ -555,7 +560,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
             sent = _consent_and_send(driver)
     finally:
         driver.quit()
-    assert app_settings.counters["api_screen"] == 1
+    assert requests["/api/screen"] == 1
     expected = Screener(settings.model).screen(Image.open(heic).convert("RGB"))
     assert result["predicted"] == expected.predicted
     with app.state.sessions() as db:

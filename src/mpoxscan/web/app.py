@@ -4,7 +4,8 @@ answer, migrations on start."""
 from __future__ import annotations
 
 import mimetypes
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -14,36 +15,33 @@ from fastapi.staticfiles import StaticFiles
 
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
-from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
+from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
+from mpoxscan.web.deps import LoginRequired
+from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
+
+__all__ = ["Settings", "create_app", "lifespan", "make_server"]
 
 # The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
 mimetypes.add_type("application/manifest+json", ".webmanifest")
-HERE = Path(__file__).resolve().parent
-ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
 # The pages only ever load their own files; wasm needs 'wasm-unsafe-eval'; blob: for the downloaded heat map canvas.
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob: data:; "
        "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
 
 
-@dataclass
-class Settings:
-    model: Path
-    data_dir: Path = field(default_factory=default_data_dir)
-    db: str | None = None  # a SQLAlchemy / PostgreSQL URL; SQLite in data_dir when None
-    max_upload_bytes: int = 15 * 1024 * 1024
-    max_pixels: int = 50_000_000
-    # Rate limits per client address (`limits` notation): cases sent, server-side screenings, login attempts.
-    upload_limit: str = "20/hour"
-    screen_limit: str = "120/hour"
-    login_limit: str = "10/15minutes"
-    secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
-    notify_url: str | None = None  # a webhook told of every new case (mpoxscan.web.notify)
-    counters: dict = field(default_factory=lambda: {"api_screen": 0})
-
-
-class LoginRequired(Exception):
-    """Raised by the current-expert dependency: a sign-in page for browsers, a 401 for everything else."""
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The database for the app's life: the engine and the migrations before the first request (uvicorn, or a
+    ``with TestClient(app)``), the engine's connections closed on shutdown."""
+    settings: Settings = app.state.settings
+    app.state.db_url = database_url(settings.db, settings.data_dir)
+    app.state.engine = make_engine(app.state.db_url)
+    try:
+        app.state.schema = migrate(app.state.engine)
+        app.state.sessions = session_factory(app.state.engine)
+        yield
+    finally:
+        app.state.engine.dispose()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -51,15 +49,12 @@ def create_app(settings: Settings) -> FastAPI:
     from mpoxscan.web.routers import cases, expert, health, pages, screen
     from mpoxscan.web.security import RateLimits
 
-    app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  lifespan=lifespan)
     app.state.settings = settings
     app.state.screener = Screener(settings.model)
     settings.data_dir = Path(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    app.state.db_url = database_url(settings.db, settings.data_dir)
-    app.state.engine = make_engine(app.state.db_url)
-    app.state.schema = migrate(app.state.engine)
-    app.state.sessions = session_factory(app.state.engine)
     app.state.photos = PhotoStore(settings.data_dir / "photos")
     app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
                                   logins=settings.login_limit)
@@ -95,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(screen.router, prefix="/api")
     app.include_router(cases.router)
     app.include_router(expert.router, prefix="/expert")
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if ORT_DIST.is_dir():
         app.mount("/ort", StaticFiles(directory=ORT_DIST), name="ort")
     return app

@@ -83,8 +83,10 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
     from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import ORT_DIST, Settings, create_app, make_server
-    from mpoxscan.web.db import database_url
+    from mpoxscan.web.app import create_app, make_server
+    from mpoxscan.web.cases import experts
+    from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
+    from mpoxscan.web.settings import ORT_DIST, Settings
 
     _check_limits(upload_limit, login_limit)
     if notify_url and not notify_url.startswith(("http://", "https://")):
@@ -93,21 +95,28 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
                         notify_url=notify_url)
     url = database_url(db, settings.data_dir)
+    app = create_app(settings)
+    # The database is opened and migrated here, before listening, so that one that cannot be used is one line here
+    # rather than a traceback from uvicorn's start-up; the app's lifespan then opens it for the requests (its
+    # migration finds nothing left to do).
     with _database_errors(_safe_url(url)):
-        app = create_app(settings)
+        engine = make_engine(url)
+        try:
+            schema = migrate(engine)
+            with session_factory(engine)() as session:
+                no_expert = not experts(session)
+        finally:
+            engine.dispose()
     if not ORT_DIST.is_dir():
         click.echo("note: onnxruntime-web is not installed (make setup runs npm ci): the page will screen on the server",
                    err=True)
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {app.state.schema})")
+    click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {schema})")
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
                f"--host 0.0.0.0); experts sign in at {address}/expert")
-    with app.state.sessions() as session:
-        from mpoxscan.web.cases import experts
-
-        if not experts(session):
-            where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
-            click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
+    if no_expert:
+        where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
+        click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
     make_server(app, host, port, trusted_proxies).run()
 
 

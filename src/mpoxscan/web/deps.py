@@ -1,9 +1,11 @@
 """Dependencies shared by the routers: the model, the settings, a database session per request, the signed-in
-expert, the rate limits, request bodies read within a size limit, and the page templates."""
+expert, the rate limits, request bodies read within a size limit, and the page templates. Routers name them by their
+``Annotated`` types (``db: DbSession``, ``expert: CurrentExpert``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
@@ -12,11 +14,11 @@ from sqlalchemy.orm import Session
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
-from mpoxscan.web.app import HERE, LoginRequired, Settings
 from mpoxscan.web.cases import PhotoStore, signed_in_expert
+from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
-templates = Jinja2Templates(directory=HERE / "templates")  # autoescaping on: case messages are user text
+templates = Jinja2Templates(directory=TEMPLATES)  # autoescaping on: case messages are user text
 
 
 def age(moment) -> str:
@@ -35,12 +37,22 @@ templates.env.filters["age"] = age
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
+class LoginRequired(Exception):
+    """Raised by the current-expert dependency: the app answers a sign-in page for browsers, a 401 for the rest."""
+
+
 def get_screener(request: Request) -> Screener:
     return request.app.state.screener
 
 
+ModelScreener = Annotated[Screener, Depends(get_screener)]
+
+
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 def model_sha256(request: Request) -> str:
@@ -53,6 +65,9 @@ def model_sha256(request: Request) -> str:
     return state.model_sha256
 
 
+ModelSha256 = Annotated[str, Depends(model_sha256)]
+
+
 def page_version(request: Request) -> str:
     """A checksum of the model and the phone page's own files (computed once): the offline cache's name, so that a
     new model or a new version of the page replaces the cached copy."""
@@ -62,18 +77,27 @@ def page_version(request: Request) -> str:
 
         digest = hashlib.sha256(model_sha256(request).encode())
         for name in ("index.html", "app.js", "resize.js", "answer.js", "style.css", "manifest.webmanifest", "icon.svg"):
-            digest.update((HERE / "static" / name).read_bytes())
+            digest.update((STATIC / name).read_bytes())
         state.page_version = digest.hexdigest()[:16]
     return state.page_version
+
+
+PageVersion = Annotated[str, Depends(page_version)]
 
 
 def get_photos(request: Request) -> PhotoStore:
     return request.app.state.photos
 
 
+Photos = Annotated[PhotoStore, Depends(get_photos)]
+
+
 def get_db(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
+
+
+DbSession = Annotated[Session, Depends(get_db)]
 
 
 def client_key(request: Request) -> str:
@@ -94,12 +118,15 @@ def rate_limit(kind: str):
     return check
 
 
-def current_expert(request: Request, db: Session = Depends(get_db)) -> Expert:
+def current_expert(request: Request, db: DbSession) -> Expert:
     token = request.cookies.get(LOGIN_COOKIE)
     expert = signed_in_expert(db, token) if token else None
     if expert is None:
         raise LoginRequired()
     return expert
+
+
+CurrentExpert = Annotated[Expert, Depends(current_expert)]
 
 
 def same_origin(request: Request) -> None:
@@ -137,3 +164,4 @@ async def read_body(request: Request, limit: int, what: str = "upload") -> bytes
         if len(body) > limit:
             raise HTTPException(413, message)
     return bytes(body)
+

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -22,6 +23,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def count_requests(app: FastAPI) -> Counter[str]:
+    """A counter of the requests ``app`` receives, by path, e.g. ``counts["/api/screen"]`` (to check that the page
+    screened on the device). Call it before the app serves its first request. The service itself counts nothing."""
+    counts: Counter[str] = Counter()
+
+    class CountRequests:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "http":
+                counts[scope["path"]] += 1
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(CountRequests)
+    return counts
 
 
 class ServerThread:

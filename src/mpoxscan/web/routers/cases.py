@@ -14,11 +14,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
 from sqlalchemy.orm import Session
 
-from mpoxscan.deploy.runtime import DISCLAIMER, Screener
+from mpoxscan.deploy.runtime import DISCLAIMER
 from mpoxscan.web import cases as service
 from mpoxscan.web import notify
-from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, open_upload, rate_limit,
+from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, open_upload, rate_limit,
                                read_body, templates)
 
 router = APIRouter()
@@ -70,9 +69,8 @@ def case_status(case) -> dict:
 
 
 @router.post("/api/cases", status_code=201, dependencies=[Depends(rate_limit("uploads"))])
-async def send_case(request: Request, background: BackgroundTasks, settings: Settings = Depends(get_settings),
-                    screener: Screener = Depends(get_screener), db: Session = Depends(get_db),
-                    photos: service.PhotoStore = Depends(get_photos)) -> dict:
+async def send_case(request: Request, background: BackgroundTasks, settings: AppSettings, screener: ModelScreener,
+                    db: DbSession, photos: Photos, served_sha256: ModelSha256) -> dict:
     """Store a case for the experts: JSON {consent, photo, computed, probabilities, model_sha256}. Answers the case
     number and the follow-up link (its secret is shown this once)."""
     # base64 makes the photo a third larger; the JSON around it is small.
@@ -105,7 +103,7 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
             case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
     link = f"/c/{submitted.token}"
     return {**case_status(submitted.case), "follow_up": link,
-            "model_matches": submission.model_sha256 == model_sha256(request)}
+            "model_matches": submission.model_sha256 == served_sha256}
 
 
 def _case_or_404(db: Session, token: str):
@@ -116,12 +114,12 @@ def _case_or_404(db: Session, token: str):
 
 
 @router.get("/api/cases/{token}")
-def case_json(token: str, db: Session = Depends(get_db)) -> dict:
+def case_json(token: str, db: DbSession) -> dict:
     return case_status(_case_or_404(db, token))
 
 
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
-def follow_up_page(request: Request, token: str, db: Session = Depends(get_db)):
+def follow_up_page(request: Request, token: str, db: DbSession):
     case = service.case_by_token(db, token)
     if case is None:
         return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
@@ -129,8 +127,7 @@ def follow_up_page(request: Request, token: str, db: Session = Depends(get_db)):
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)
-def withdraw(request: Request, token: str, db: Session = Depends(get_db),
-             photos: service.PhotoStore = Depends(get_photos)):
+def withdraw(request: Request, token: str, db: DbSession, photos: Photos):
     """The person deletes their case: the photo and the case go; the audit log keeps the number only."""
     case = _case_or_404(db, token)
     number = case.number

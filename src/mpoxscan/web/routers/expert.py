@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
-from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import (LOGIN_COOKIE, current_expert, get_db, get_photos, get_screener, get_settings,
-                               rate_limit, same_origin, templates)
-from mpoxscan.web.tables import Expert
+from mpoxscan.web.deps import (LOGIN_COOKIE, AppSettings, CurrentExpert, DbSession, ModelScreener, Photos, rate_limit,
+                               same_origin, templates)
 
 router = APIRouter(include_in_schema=False)
 
@@ -28,8 +26,8 @@ def login_page(request: Request):
 
 @router.post("/login", response_class=HTMLResponse,
              dependencies=[Depends(same_origin), Depends(rate_limit("logins"))])
-def login(request: Request, email: str = Form(max_length=320), password: str = Form(max_length=1024),
-          db: Session = Depends(get_db), settings: Settings = Depends(get_settings)):
+def login(request: Request, email: Annotated[str, Form(max_length=320)],
+          password: Annotated[str, Form(max_length=1024)], db: DbSession, settings: AppSettings):
     signed = service.sign_in(db, email, password)
     if signed is None:
         return templates.TemplateResponse(request, "login.html", {"error": "Wrong e-mail address or password."},
@@ -42,7 +40,7 @@ def login(request: Request, email: str = Form(max_length=320), password: str = F
 
 
 @router.post("/logout", dependencies=[Depends(same_origin)])
-def logout(request: Request, db: Session = Depends(get_db)):
+def logout(request: Request, db: DbSession):
     token = request.cookies.get(LOGIN_COOKIE)
     if token:
         service.sign_out(db, token)
@@ -52,8 +50,7 @@ def logout(request: Request, db: Session = Depends(get_db)):
 
 
 @router.get("", response_class=HTMLResponse)
-def queue_page(request: Request, order: str = "priority", db: Session = Depends(get_db),
-               expert: Expert = Depends(current_expert)):
+def queue_page(request: Request, db: DbSession, expert: CurrentExpert, order: str = "priority"):
     if order not in ("priority", "age"):
         raise HTTPException(400, "order must be 'priority' or 'age'")
     return templates.TemplateResponse(request, "queue.html", {
@@ -69,8 +66,7 @@ def _case(db: Session, number: str):
 
 
 @router.get("/cases/{number}", response_class=HTMLResponse)
-def case_page(request: Request, number: str, db: Session = Depends(get_db), screener: Screener = Depends(get_screener),
-              expert: Expert = Depends(current_expert)):
+def case_page(request: Request, number: str, db: DbSession, screener: ModelScreener, expert: CurrentExpert):
     case = _case(db, number)
     service.audit(db, "viewed case", expert, case.number)
     rows = [(c, case.probabilities.get(c), case.device_probabilities.get(c)) for c in screener.classes]
@@ -79,8 +75,7 @@ def case_page(request: Request, number: str, db: Session = Depends(get_db), scre
 
 
 @router.get("/cases/{number}/photo.jpg")
-def case_photo(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
-               expert: Expert = Depends(current_expert)):
+def case_photo(number: str, db: DbSession, photos: Photos, expert: CurrentExpert):
     case = _case(db, number)
     path = _photo_path(photos, case)
     service.audit(db, "viewed photo", expert, case.number)  # each download: the case page is not the only way in
@@ -95,8 +90,7 @@ def _photo_path(photos: service.PhotoStore, case):
 
 
 @router.get("/cases/{number}/heatmap.png")
-async def case_heatmap(number: str, db: Session = Depends(get_db), photos: service.PhotoStore = Depends(get_photos),
-                       screener: Screener = Depends(get_screener), expert: Expert = Depends(current_expert)):
+async def case_heatmap(number: str, db: DbSession, photos: Photos, screener: ModelScreener, expert: CurrentExpert):
     """Where the model looked, drawn by the server on the stored photo (the same map the phone drew)."""
     from mpoxscan.explain.overlay import overlay
 
@@ -120,8 +114,8 @@ async def case_heatmap(number: str, db: Session = Depends(get_db), photos: servi
 
 
 @router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])
-def answer(number: str, verdict: str = Form(), message: str = Form("", max_length=4000),
-           db: Session = Depends(get_db), expert: Expert = Depends(current_expert)):
+def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: CurrentExpert,
+           message: Annotated[str, Form(max_length=4000)] = ""):
     case = _case(db, number)
     if verdict not in service.VERDICTS:
         raise HTTPException(400, f"unknown verdict: one of {', '.join(service.VERDICTS)}")
@@ -132,5 +126,5 @@ def answer(number: str, verdict: str = Form(), message: str = Form("", max_lengt
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, db: Session = Depends(get_db), expert: Expert = Depends(current_expert)):
+def audit_page(request: Request, db: DbSession, expert: CurrentExpert):
     return templates.TemplateResponse(request, "audit.html", {"expert": expert, "events": service.audit_log(db)})

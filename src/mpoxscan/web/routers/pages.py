@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
 from mpoxscan.deploy.answer import ADVICE
-from mpoxscan.deploy.runtime import DISCLAIMER, Screener
-from mpoxscan.web.app import HERE, ORT_DIST, Settings
-from mpoxscan.web.deps import get_screener, get_settings, model_sha256, page_version
+from mpoxscan.deploy.runtime import DISCLAIMER
+from mpoxscan.web.deps import AppSettings, ModelScreener, ModelSha256, PageVersion
+from mpoxscan.web.settings import ORT_DIST, STATIC
 
 router = APIRouter()
 
 
 @router.get("/", include_in_schema=False)
 def phone_page() -> FileResponse:
-    return FileResponse(HERE / "static" / "index.html", media_type="text/html")
+    return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
 @router.get("/sw.js", include_in_schema=False)
-def service_worker(version: str = Depends(page_version)) -> Response:
+def service_worker(version: PageVersion) -> Response:
     """The offline cache's worker, served from the root so that it controls the whole page; its cache is named after
     the model and the page's files."""
-    script = (HERE / "static" / "sw.js").read_text().replace("__VERSION__", version)
+    script = (STATIC / "sw.js").read_text().replace("__VERSION__", version)
     return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/model.onnx", include_in_schema=False)
-def model_file(settings: Settings = Depends(get_settings)) -> FileResponse:
+def model_file(settings: AppSettings) -> FileResponse:
     return FileResponse(settings.model, media_type="application/octet-stream",
                         headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/api/model")
-def model_info(screener: Screener = Depends(get_screener), sha256: str = Depends(model_sha256)) -> dict:
+def model_info(screener: ModelScreener, sha256: ModelSha256) -> dict:
     """What the page needs to preprocess and answer: classes, preprocessing, threshold, the answer rule (the same
     thresholds the server applies, read from the model file), the disclaimer."""
     meta = screener.meta

@@ -10,9 +10,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from mpoxscan.deploy.runtime import DISCLAIMER, Screener
-from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import get_screener, get_settings, open_upload, rate_limit, read_body
+from mpoxscan.deploy.runtime import DISCLAIMER
+from mpoxscan.web.deps import AppSettings, ModelScreener, open_upload, rate_limit, read_body
 
 router = APIRouter()
 
@@ -25,11 +24,9 @@ def _data_url(seen) -> str:
 
 
 @router.post("/screen", dependencies=[Depends(rate_limit("screens"))])
-async def screen(request: Request, picture: bool = False, screener: Screener = Depends(get_screener),
-                 settings: Settings = Depends(get_settings)) -> dict:
+async def screen(request: Request, screener: ModelScreener, settings: AppSettings, picture: bool = False) -> dict:
     """The raw photo bytes as the request body (any phone format). ``?picture=1`` adds ``picture``: the square the
     network saw, as a JPEG data URL (for a page that cannot decode the photo itself)."""
-    settings.counters["api_screen"] += 1
     body = await read_body(request, settings.max_upload_bytes, "photo")
     photo = await run_in_threadpool(open_upload, body, settings, screener.input_size)
     answer, cam, seen = await run_in_threadpool(screener.screen_and_map, photo)

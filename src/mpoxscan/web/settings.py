@@ -1,0 +1,30 @@
+"""The service's settings and the paths of its own files: one module that the app, the dependencies and the routers
+all import (so that no router imports the app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpoxscan.web.db import default_data_dir
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+TEMPLATES = HERE / "templates"
+#: onnxruntime-web, installed from npm by `make setup`; without it the page screens on the server.
+ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
+
+
+@dataclass
+class Settings:
+    model: Path
+    data_dir: Path = field(default_factory=default_data_dir)
+    db: str | None = None  # a SQLAlchemy / PostgreSQL URL; SQLite in data_dir when None
+    max_upload_bytes: int = 15 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    # Rate limits per client address (`limits` notation): cases sent, server-side screenings, login attempts.
+    upload_limit: str = "20/hour"
+    screen_limit: str = "120/hour"
+    login_limit: str = "10/15minutes"
+    secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
+    notify_url: str | None = None  # a webhook told of every new case (mpoxscan.web.notify)
