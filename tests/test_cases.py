@@ -57,16 +57,26 @@ def _photo_bytes(seed: int = 0, size=(320, 256), **save) -> bytes:
 
 
 def _case_body(client, jpeg: bytes | None = None, **changes) -> dict:
+    """The form fields of a case as the page sends them (probabilities as a dict here: see _form), ``photo`` the
+    file's bytes."""
     info = client.get("/api/model").json()
-    body = {"consent": True, "photo": base64.b64encode(jpeg if jpeg is not None else _photo_bytes()).decode(),
-            "computed": "device", "probabilities": {c: 1 / len(info["classes"]) for c in info["classes"]},
-            "model_sha256": info["sha256"]}
+    body = {"consent": "true", "photo": jpeg if jpeg is not None else _photo_bytes(), "computed": "device",
+            "probabilities": {c: 1 / len(info["classes"]) for c in info["classes"]}, "model_sha256": info["sha256"]}
     body.update(changes)
     return body
 
 
+def _form(body: dict) -> dict:
+    """httpx's multipart arguments for a case body: bytes go as files, the probabilities as JSON text."""
+    import json
+
+    data = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in body.items() if not isinstance(v, bytes)}
+    files = {k: ("photo", v, "application/octet-stream") for k, v in body.items() if isinstance(v, bytes)}
+    return {"data": data, "files": files}
+
+
 def _send(client, jpeg: bytes | None = None, **changes):
-    return client.post("/api/cases", json=_case_body(client, jpeg, **changes))
+    return client.post("/api/cases", **_form(_case_body(client, jpeg, **changes)))
 
 
 def _expert(app, email="doc@example.org"):
@@ -166,62 +176,71 @@ def test_a_case_is_stored_without_metadata_and_screened_again_by_the_server(app,
 
 
 @pytest.mark.parametrize("change, status, reason", [
-    ({"consent": False}, 400, "no consent"),
-    ({"photo": "not base64!"}, 400, "not valid base64"),
-    ({"photo": ""}, 400, "empty upload"),
-    ({"photo": base64.b64encode(b"%PDF-1.4 not a photo").decode()}, 415, "not an image"),
-    ({"photo": base64.b64encode(_photo_bytes()[:300]).decode()}, 400, "truncated"),
+    ({"consent": "false"}, 422, "consent"),
+    ({"consent": None}, 422, "consent: field required"),
+    ({"photo": "a text field, not a file"}, 422, "photo"),
+    ({"photo": b""}, 400, "empty upload"),
+    ({"photo": b"%PDF-1.4 not a photo"}, 415, "not an image"),
+    ({"photo": _photo_bytes()[:300]}, 400, "truncated"),
     ({"probabilities": {"Monkeypox": 1.0}}, 400, "exactly the model's classes"),
+    ({"probabilities": "{not json"}, 422, "probabilities: invalid json"),
     ({"computed": "somewhere"}, 422, "computed"),
     ({"model_sha256": "abc"}, 422, "model_sha256"),
     ({"extra": "field"}, 422, "extra"),
     # Issue 14: strips cost the server seconds and gigabytes once scaled up to the network's input; no photo has them.
-    ({"photo": base64.b64encode(encode(Image.new("RGB", (50000, 1)), "PNG")).decode()}, 400, "too small to be a photo"),
-    ({"photo": base64.b64encode(encode(make_photo(1, (600, 4)), "PNG")).decode()}, 400, "too small to be a photo"),
-    ({"photo": base64.b64encode(encode(make_photo(1, (900, 60)), "JPEG")).decode()}, 400, "extreme aspect ratio"),
+    ({"photo": encode(Image.new("RGB", (50000, 1)), "PNG")}, 400, "too small to be a photo"),
+    ({"photo": encode(make_photo(1, (600, 4)), "PNG")}, 400, "too small to be a photo"),
+    ({"photo": encode(make_photo(1, (900, 60)), "JPEG")}, 400, "extreme aspect ratio"),
 ])
 def test_bad_cases_are_refused_with_a_reason(client, change, status, reason):
-    r = _send(client, **change)
+    body = {k: v for k, v in _case_body(client, **change).items() if v is not None}  # None: the field left out
+    r = client.post("/api/cases", **_form(body))
     assert r.status_code == status, r.text
     assert reason in r.json()["detail"].lower()
 
 
 @pytest.mark.parametrize("change, where", [
-    ({"consent": "yes"}, "consent"), ({"consent": 1}, "consent"), ({"consent": "true"}, "consent"),
+    ({"consent": "yes"}, "consent"), ({"consent": "1"}, "consent"), ({"consent": "True"}, "consent"),
+    ({"consent": "on"}, "consent"),
     ({"probabilities": "numeric strings"}, "probabilities"), ({"probabilities": "booleans"}, "probabilities"),
-    ({"computed": ["device"]}, "computed"), ({"model_sha256": 7}, "model_sha256"),
+    ({"computed": "Device"}, "computed"), ({"model_sha256": "7"}, "model_sha256"),
 ])
 def test_loose_types_are_refused(client, change, where):
-    """Issue 14: consent is the JSON boolean true, probabilities are JSON numbers; nothing is coerced."""
+    """Issue 14: consent is exactly the text "true" (as the JSON boolean true was), probabilities are JSON numbers;
+    nothing is coerced."""
     body = _case_body(client)
     if change.get("probabilities") == "numeric strings":
         change = {"probabilities": {c: str(p) for c, p in body["probabilities"].items()}}
     elif change.get("probabilities") == "booleans":
         change = {"probabilities": {c: k == 0 for k, c in enumerate(body["probabilities"])}}
     body.update(change)
-    r = client.post("/api/cases", json=body)
+    r = client.post("/api/cases", **_form(body))
     assert r.status_code == 422, r.text
-    assert r.json()["detail"].startswith(f"not a case: {where}")
+    assert r.json()["detail"].startswith(where)
     ints = _case_body(client)  # whole numbers are numbers all the same
     ints["probabilities"] = {c: int(k == 0) for k, c in enumerate(ints["probabilities"])}
-    assert client.post("/api/cases", json=ints).status_code == 201
+    assert client.post("/api/cases", **_form(ints)).status_code == 201
 
 
-@pytest.mark.parametrize("duplicate", ["consent", "probabilities"])
-def test_duplicate_json_keys_are_refused(app, client, duplicate):
-    """Issue 14: {"consent": false, ..., "consent": true} was read as consent (the last key wins); a key given twice,
-    at any depth, is refused with the reason."""
-    import json
-
+@pytest.mark.parametrize("duplicate", ["consent", "photo", "probabilities"])
+def test_duplicate_fields_and_json_keys_are_refused(app, client, duplicate):
+    """Issue 14: {"consent": false, ..., "consent": true} was read as consent (the last key wins). A form field given
+    twice (consent "false" then "true", or two photos), or a key given twice in the probabilities' JSON, is refused
+    with the reason."""
     body = _case_body(client)
-    text = json.dumps(body)
+    form = _form(body)
+    fields, files = form["data"], list(form["files"].items())
     if duplicate == "consent":
-        text = text.replace('"consent": true', '"consent": false, "consent": true')
+        fields["consent"] = ["false", "true"]
+    elif duplicate == "photo":
+        files.append(("photo", ("photo", _photo_bytes(1), "image/jpeg")))
     else:
         first = next(iter(body["probabilities"]))
-        text = text.replace(f'"{first}": ', f'"{first}": 0.9, "{first}": ', 1)
-    r = client.post("/api/cases", content=text.encode(), headers={"content-type": "application/json"})
-    assert r.status_code == 422 and "duplicate key" in r.json()["detail"], r.text
+        fields["probabilities"] = fields["probabilities"].replace(f'"{first}": ', f'"{first}": 0.9, "{first}": ', 1)
+    r = client.post("/api/cases", data=fields, files=files)
+    assert r.status_code == 422, r.text
+    assert ("duplicate key" if duplicate == "probabilities" else "given more than once") in r.json()["detail"]
+    assert r.json()["detail"].startswith(duplicate)
     with _db(app) as db:
         assert service.counts(db) == {"waiting": 0, "answered": 0}
 
@@ -229,16 +248,27 @@ def test_duplicate_json_keys_are_refused(app, client, duplicate):
 def test_probabilities_that_are_not_probabilities_and_broken_bodies_are_refused(client):
     body = _case_body(client)
     body["probabilities"] = {c: 0.9 for c in body["probabilities"]}
-    r = client.post("/api/cases", json=body)
+    r = client.post("/api/cases", **_form(body))
     assert r.status_code == 400 and "sum to 1" in r.json()["detail"]
-    r = client.post("/api/cases", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and "json" in r.json()["detail"].lower()
+    # The base64 JSON body of before, and no body at all: the form's fields are missing.
+    r = client.post("/api/cases", json={**body, "photo": base64.b64encode(_photo_bytes()).decode()})
+    assert r.status_code == 422 and "photo: Field required" in r.json()["detail"]
     r = client.post("/api/cases", content=b"")
     assert r.status_code == 422
 
 
 def test_huge_cases_and_decompression_bombs_are_refused(client, app):
     r = client.post("/api/cases", content=b"x" * (3 * 1024 * 1024))
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    assert "content-security-policy" in r.headers
+    r = _send(client, b"\xff" * (2 * 1024 * 1024 + 1))  # within the request's room for the form, over the photo's
+    assert r.status_code == 413 and r.json()["detail"] == "photo larger than 2 MB"
+
+    def stream():  # no Content-Length: counted as it arrives, refused once past the limit
+        for _ in range(64):
+            yield b"-" * (64 * 1024)
+
+    r = client.post("/api/cases", content=stream(), headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     bomb = encode(Image.new("RGB", (4000, 4000), (200, 150, 150)), "PNG")  # 16 MP of one colour: a small file
     r = _send(client, bomb)
@@ -570,7 +600,7 @@ def test_forwarded_addresses_count_only_behind_a_trusted_proxy(tmp_path):
         with ServerThread(app, trusted) as server:
             for k in range(3):  # three clients, one upload each (or one client pretending to be three)
                 headers = {"x-forwarded-for": f"203.0.113.{k}"} if spoof else {}
-                codes.append(httpx.post(server.url + "/api/cases", json=body, headers=headers).status_code)
+                codes.append(httpx.post(server.url + "/api/cases", **_form(body), headers=headers).status_code)
         return codes
 
     assert limited_after_two("127.0.0.1", spoof=True) == [201, 201, 201]  # the proxy's clients are told apart
@@ -654,7 +684,7 @@ def test_the_service_runs_without_pytorch(tmp_path):
     import sys
 
     script = f"""
-import base64, sys
+import json, sys
 from pathlib import Path
 from fastapi.testclient import TestClient
 from mpoxscan.deploy.runtime import bundled_model
@@ -666,13 +696,14 @@ app = create_app(Settings(model=bundled_model(), data_dir=Path({str(tmp_path / '
 client = TestClient(app).__enter__()  # the lifespan: database and migrations
 info = client.get("/api/model").json()
 photo = {_photo_bytes()!r}
-r = client.post("/api/cases", json={{"consent": True, "photo": base64.b64encode(photo).decode(), "computed": "device",
-                "probabilities": {{c: 1 / len(info["classes"]) for c in info["classes"]}}, "model_sha256": info["sha256"]}})
+r = client.post("/api/cases", files={{"photo": ("photo", photo)}}, data={{"consent": "true", "computed": "device",
+                "probabilities": json.dumps({{c: 1 / len(info["classes"]) for c in info["classes"]}}),
+                "model_sha256": info["sha256"]}})
 with app.state.sessions() as db:
     service.add_expert(db, "doc@example.org", {PASSWORD!r})
 client.post("/expert/login", data={{"email": "doc@example.org", "password": {PASSWORD!r}}})
 codes = [r.status_code, client.get("/expert/cases/" + r.json()["number"] + "/heatmap.png").status_code,
-         client.post("/api/screen", content=photo).status_code]
+         client.post("/api/screen", files={{"photo": ("photo", photo)}}).status_code]
 print(codes, sorted(m for m in ("torch", "sklearn", "captum") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

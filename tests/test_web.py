@@ -39,6 +39,11 @@ def _jpeg(size=(320, 240), seed=0) -> bytes:
     return buf.getvalue()
 
 
+def _post_photo(client, path: str, data: bytes):
+    """Post a photo as the page does: a multipart form with one file field, ``photo``."""
+    return client.post(path, files={"photo": ("photo", data, "application/octet-stream")})
+
+
 def test_page_model_and_headers(client):
     page = client.get("/")
     assert page.status_code == 200 and "mpoxscan" in page.text and "/static/app.js" in page.text
@@ -58,9 +63,29 @@ def test_page_model_and_headers(client):
     assert model.status_code == 200 and model.content == bundled_model().read_bytes()
 
 
+def test_the_openapi_schema_documents_the_json_api(client):
+    """Issue 14 (FastAPI's habits): the JSON routes have response models, and the photo routes take multipart forms
+    (the photo a file, not base64), so /api/openapi.json says what each takes and answers."""
+    spec = client.get("/api/openapi.json").json()
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    for path, method, status, model in [("/api/screen", "post", "200", "ScreenAnswer"),
+                                        ("/api/cases", "post", "201", "CaseSent"),
+                                        ("/api/cases/{token}", "get", "200", "CaseStatus"),
+                                        ("/api/model", "get", "200", "ModelInfo")]:
+        answer = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{model}"}, path
+    for path, form in [("/api/screen", "PhotoForm"), ("/api/cases", "CaseForm")]:
+        body = paths[path]["post"]["requestBody"]["content"]
+        assert list(body) == ["multipart/form-data"] and body["multipart/form-data"]["schema"]["$ref"].endswith(form)
+    case = schemas["CaseForm"]
+    assert case["properties"]["consent"]["const"] == "true" and case["additionalProperties"] is False
+    assert case["properties"]["photo"]["contentMediaType"] == "application/octet-stream"
+    assert {"answer", "reason", "screening", "cam", "picture"} <= set(schemas["ScreenAnswer"]["properties"])
+
+
 def test_api_screen_answers_like_the_cli(client, settings):
     photo = _jpeg()
-    got = client.post("/api/screen", content=photo).json()
+    got = _post_photo(client, "/api/screen", photo).json()
     expected = Screener(bundled_model()).screen(Image.open(io.BytesIO(photo)).convert("RGB"))
     assert got["predicted"] == expected.predicted and got["computed"] == "server"
     assert got["screening"]["probability"] == pytest.approx(expected.positive_probability, abs=1e-5)
@@ -71,11 +96,11 @@ def test_api_screen_says_cannot_tell_with_a_reason(client):
     """The server applies the model file's own answer rule: no verdict for a photo it cannot judge."""
     buf = io.BytesIO()
     Image.new("RGB", (320, 240), (0, 0, 0)).save(buf, "PNG")
-    got = client.post("/api/screen", content=buf.getvalue()).json()
+    got = _post_photo(client, "/api/screen", buf.getvalue()).json()
     assert got["answer"] == "cannot tell" and got["reason"] == "too dark" and got["screening"]["positive"] is False
     buf = io.BytesIO()
     Image.open(io.BytesIO(_jpeg())).resize((48, 40)).save(buf, "PNG")
-    got = client.post("/api/screen", content=buf.getvalue()).json()
+    got = _post_photo(client, "/api/screen", buf.getvalue()).json()
     assert (got["answer"], got["reason"]) == ("cannot tell", "too small")
     assert set(got["measures"]) == {"brightness", "sharpness", "skin_share", "offtask"}
     rule = client.get("/api/model").json()["answer_rule"]
@@ -88,7 +113,7 @@ def test_api_screen_says_cannot_tell_with_a_reason(client):
     (_jpeg()[:200], 400, "truncated"),
 ])
 def test_api_screen_refuses_bad_uploads_with_a_reason(client, body, status, reason):
-    r = client.post("/api/screen", content=body)
+    r = _post_photo(client, "/api/screen", body)
     assert r.status_code == status and reason in r.json()["detail"].lower()
 
 
@@ -102,16 +127,18 @@ def _png(img: Image.Image) -> bytes:
                                           ((600, 4), "too small to be a photo"), ((900, 60), "extreme aspect ratio")])
 def test_api_screen_refuses_strips_before_any_resize(client, size, reason):
     """Issue 14: a 225-byte 50000 x 1 PNG answered 200 after 55 s at 10.5 GB (its short side scaled up to 224 px)."""
-    r = client.post("/api/screen", content=_png(Image.new("RGB", size, (200, 150, 150))))
+    r = _post_photo(client, "/api/screen", _png(Image.new("RGB", size, (200, 150, 150))))
     assert r.status_code == 400 and reason in r.json()["detail"]
 
 
 def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
-    r = client.post("/api/screen", content=b"\xff" * (settings.max_upload_bytes + 1))
-    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    r = _post_photo(client, "/api/screen", b"\xff" * (settings.max_upload_bytes + 1))
+    assert r.status_code == 413 and r.json()["detail"] == "photo larger than 2 MB"
+    r = _post_photo(client, "/api/screen", b"\xff" * (settings.max_upload_bytes + 1024 * 1024))
+    assert r.status_code == 413 and r.json()["detail"] == "request larger than 2 MB"
     buf = io.BytesIO()
     Image.new("RGB", (4000, 4000), (200, 150, 150)).save(buf, "PNG")  # 16 MP of one colour: a small file
-    r = client.post("/api/screen", content=buf.getvalue())
+    r = _post_photo(client, "/api/screen", buf.getvalue())
     assert r.status_code == 400 and "pixels" in r.json()["detail"]
 
 
@@ -190,7 +217,7 @@ PASSWORD = "correct horse battery staple"
 
 def _send_photos(url: str, photos: list[Path]) -> list[str]:
     """Send real photos as cases through the API, with the answers ONNX Runtime gives here; their case numbers."""
-    import base64
+    import json
 
     import httpx
 
@@ -199,9 +226,9 @@ def _send_photos(url: str, photos: list[Path]) -> list[str]:
     numbers = []
     for photo in photos:
         answer = screener.screen(Image.open(photo).convert("RGB"))
-        body = {"consent": True, "photo": base64.b64encode(photo.read_bytes()).decode(), "computed": "device",
-                "probabilities": answer.probabilities, "model_sha256": info["sha256"]}
-        r = httpx.post(url + "/api/cases", json=body)
+        fields = {"consent": "true", "computed": "device", "probabilities": json.dumps(answer.probabilities),
+                  "model_sha256": info["sha256"]}
+        r = httpx.post(url + "/api/cases", data=fields, files={"photo": ("photo", photo.read_bytes())})
         assert r.status_code == 201, r.text
         numbers.append(r.json()["number"])
     return numbers
@@ -392,9 +419,9 @@ def test_api_screen_returns_the_screened_square_on_request(client):
     """?picture=1: the square the network saw, for a page that cannot decode the photo itself (HEIC)."""
     import base64
 
-    plain = client.post("/api/screen", content=_jpeg()).json()
+    plain = _post_photo(client, "/api/screen", _jpeg()).json()
     assert "picture" not in plain
-    got = client.post("/api/screen?picture=1", content=_jpeg()).json()
+    got = _post_photo(client, "/api/screen?picture=1", _jpeg()).json()
     prefix = "data:image/jpeg;base64,"
     assert got["picture"].startswith(prefix)
     square = Image.open(io.BytesIO(base64.b64decode(got["picture"][len(prefix):])))

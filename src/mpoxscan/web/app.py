@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
-from mpoxscan.web.deps import LoginRequired
+from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired
 from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
 
 __all__ = ["Settings", "create_app", "lifespan", "make_server"]
@@ -58,6 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.photos = PhotoStore(settings.data_dir / "photos")
     app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
                                   logins=settings.login_limit)
+
+    # Added first, so that the security headers wrap its 413 too.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

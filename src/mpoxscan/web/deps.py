@@ -1,15 +1,19 @@
 """Dependencies shared by the routers: the model, the settings, a database session per request, the signed-in
-expert, the rate limits, request bodies read within a size limit, and the page templates. Routers name them by their
+expert, the rate limits, uploads within a size limit (and the middleware that bounds every request body), and the
+page templates. Routers name them by their
 ``Annotated`` types (``db: DbSession``, ``expert: CurrentExpert``)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
 
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
@@ -152,16 +156,52 @@ def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
         raise HTTPException(415 if isinstance(exc, UnsupportedImageError) else 400, str(exc)) from None
 
 
-async def read_body(request: Request, limit: int, what: str = "upload") -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    message = f"{what} larger than {limit / (1024 * 1024):.0f} MB"
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, message)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, message)
-    return bytes(body)
+#: Room in a request beyond the photo itself: the form's other fields and the multipart boundaries and headers.
+FORM_OVERHEAD = 64 * 1024
 
+
+class BodyLimit:
+    """ASGI middleware: every request body is counted as it streams in, and refused with a 413 and the limit as soon
+    as it passes ``limit`` bytes (or declares more), so that no form parser or route ever holds or spools more of it.
+    (Starlette's own RequestBodyLimitMiddleware is recent and answers a bare "Content Too Large".)"""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        message = f"request larger than {self.limit / (1024 * 1024):.0f} MB"
+        if declared.isdigit() and int(declared) > self.limit:  # refused before any route, whether it reads the body
+            return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:  # where the route reads the body: its exception handlers answer
+                    raise HTTPException(413, message)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+async def no_repeated_fields(request: Request) -> None:
+    """A form field given twice is refused: the form models would silently read one copy (a consent "false" then
+    "true" must not mean whichever a reader picks)."""
+    form = await request.form()  # parsed already for the route's form model: this is the same, cached form
+    counts = Counter(key for key, _ in form.multi_items())
+    repeated = sorted(key for key, n in counts.items() if n > 1)
+    if repeated:
+        raise HTTPException(422, f"{repeated[0][:80]}: given more than once in the form")
+
+
+async def read_photo(photo: UploadFile, settings: Settings) -> bytes:
+    """The uploaded file's bytes (never more than the limit in memory), or a 413."""
+    data = await photo.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, f"photo larger than {settings.max_upload_bytes / (1024 * 1024):.0f} MB")
+    return data

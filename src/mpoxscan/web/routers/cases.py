@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-from typing import Literal
+from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
 from sqlalchemy.orm import Session
 
 from mpoxscan.deploy.runtime import DISCLAIMER
 from mpoxscan.web import cases as service
 from mpoxscan.web import notify
-from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, open_upload, rate_limit,
-                               read_body, templates)
+from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
+                               open_upload, rate_limit, read_photo, templates)
+from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus
 
 router = APIRouter()
-
-
-class CaseIn(BaseModel):
-    """What the page sends: consent, the photo (re-encoded on the phone, base64) and the answer the phone showed.
-    Strict types: consent is the JSON boolean true (not "yes", 1 or "true"), probabilities are JSON numbers (not
-    numeric strings), and no field is coerced from another type."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    consent: StrictBool
-    photo: StrictStr = Field(description="the photo, base64 (JPEG re-encoded without metadata by the page)")
-    computed: Literal["device", "server"]
-    probabilities: dict[StrictStr, StrictFloat]
-    model_sha256: StrictStr = Field(pattern="^[0-9a-f]{64}$")
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json.loads' object hook: a key given twice is refused (the parsers would silently keep the last one, so a
-    body could say consent twice and mean whichever a reader picks)."""
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:
-            raise HTTPException(422, f"not a case: duplicate key {json.dumps(key)[:80]} in the JSON body")
-        seen[key] = value
-    return seen
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
@@ -59,51 +28,33 @@ def _check_probabilities(probabilities: dict[str, float], classes: list[str]) ->
         raise HTTPException(400, "probabilities must lie in [0, 1] and sum to 1")
 
 
-def case_status(case) -> dict:
+def case_status(case) -> CaseStatus:
     """What the person may see of their case (never the photo: a leaked link shows no picture)."""
-    return {"number": case.number, "status": case.status, "sent_at": case.created_at.isoformat(timespec="seconds"),
-            "verdict": case.verdict, "verdict_text": service.VERDICTS.get(case.verdict or ""),
-            "message": case.message,
-            "answered_at": case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
-            "disclaimer": DISCLAIMER}
+    return CaseStatus(number=case.number, status=case.status, sent_at=case.created_at.isoformat(timespec="seconds"),
+                      verdict=case.verdict, verdict_text=service.VERDICTS.get(case.verdict or ""), message=case.message,
+                      answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
+                      disclaimer=DISCLAIMER)
 
 
-@router.post("/api/cases", status_code=201, dependencies=[Depends(rate_limit("uploads"))])
-async def send_case(request: Request, background: BackgroundTasks, settings: AppSettings, screener: ModelScreener,
-                    db: DbSession, photos: Photos, served_sha256: ModelSha256) -> dict:
-    """Store a case for the experts: JSON {consent, photo, computed, probabilities, model_sha256}. Answers the case
-    number and the follow-up link (its secret is shown this once)."""
-    # base64 makes the photo a third larger; the JSON around it is small.
-    body = await read_body(request, settings.max_upload_bytes * 4 // 3 + 64 * 1024, "case")
-    try:
-        submission = CaseIn.model_validate_json(body)
-    except ValueError as exc:
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise HTTPException(422, f"not a case: {where}: {first.get('msg')}") from None
-    try:  # valid JSON by now: only its keys are looked at
-        json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
-    except ValueError as exc:  # a corner the two parsers read differently: refuse rather than guess
-        raise HTTPException(422, f"not a case: body: {_one_line(exc)}") from None
-    if not submission.consent:
-        raise HTTPException(400, "no consent: a case is sent to an expert only when the person agrees")
-    _check_probabilities(submission.probabilities, screener.classes)
-    try:
-        data = base64.b64decode(submission.photo, validate=True)
-    except (binascii.Error, ValueError):
-        raise HTTPException(400, "photo is not valid base64") from None
+@router.post("/api/cases", status_code=201,
+             dependencies=[Depends(rate_limit("uploads")), Depends(no_repeated_fields)])
+async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-data")], request: Request,
+                    background: BackgroundTasks, settings: AppSettings, screener: ModelScreener, db: DbSession,
+                    photos: Photos, served_sha256: ModelSha256) -> CaseSent:
+    """Store a case for the experts (multipart form: the file ``photo``, ``consent``, ``computed``, ``probabilities``,
+    ``model_sha256``). Answers the case number and the follow-up link (its secret is shown this once)."""
+    _check_probabilities(form.probabilities, screener.classes)
+    data = await read_photo(form.photo, settings)
     photo = await run_in_threadpool(open_upload, data, settings)  # full size: the expert sees the photo as sent
     submitted = await run_in_threadpool(
-        service.submit_case, db, photos, screener, photo, submission.probabilities, submission.computed,
-        submission.model_sha256)
+        service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256)
     if settings.notify_url:
         case = submitted.case
         dashboard = str(request.base_url).rstrip("/") + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
             case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
-    link = f"/c/{submitted.token}"
-    return {**case_status(submitted.case), "follow_up": link,
-            "model_matches": submission.model_sha256 == served_sha256}
+    return CaseSent(**case_status(submitted.case).model_dump(), follow_up=f"/c/{submitted.token}",
+                    model_matches=form.model_sha256 == served_sha256)
 
 
 def _case_or_404(db: Session, token: str):
@@ -114,7 +65,7 @@ def _case_or_404(db: Session, token: str):
 
 
 @router.get("/api/cases/{token}")
-def case_json(token: str, db: DbSession) -> dict:
+def case_json(token: str, db: DbSession) -> CaseStatus:
     return case_status(_case_or_404(db, token))
 
 
@@ -123,7 +74,8 @@ def follow_up_page(request: Request, token: str, db: DbSession):
     case = service.case_by_token(db, token)
     if case is None:
         return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
-    return templates.TemplateResponse(request, "followup.html", {"case": case_status(case), "token": token})
+    return templates.TemplateResponse(request, "followup.html",
+                                      {"case": case_status(case).model_dump(), "token": token})
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)

@@ -8,6 +8,7 @@ from fastapi.responses import FileResponse, Response
 from mpoxscan.deploy.answer import ADVICE
 from mpoxscan.deploy.runtime import DISCLAIMER
 from mpoxscan.web.deps import AppSettings, ModelScreener, ModelSha256, PageVersion
+from mpoxscan.web.schemas import ModelInfo
 from mpoxscan.web.settings import ORT_DIST, STATIC
 
 router = APIRouter()
@@ -33,12 +34,12 @@ def model_file(settings: AppSettings) -> FileResponse:
 
 
 @router.get("/api/model")
-def model_info(screener: ModelScreener, sha256: ModelSha256) -> dict:
+def model_info(screener: ModelScreener, sha256: ModelSha256) -> ModelInfo:
     """What the page needs to preprocess and answer: classes, preprocessing, threshold, the answer rule (the same
     thresholds the server applies, read from the model file), the disclaimer."""
     meta = screener.meta
-    return {"classes": meta["classes"], "positive_class": meta["positive_class"],
-            "screening_threshold": meta["screening_threshold"], "answer_rule": screener.rule.as_dict(),
-            "advice": ADVICE, "preprocessing": meta["preprocessing"],
-            "architecture": meta["architecture"], "precision": meta["precision"], "disclaimer": DISCLAIMER,
-            "on_device_runtime": ORT_DIST.is_dir(), "sha256": sha256}
+    return ModelInfo(classes=meta["classes"], positive_class=meta["positive_class"],
+                     screening_threshold=meta["screening_threshold"], answer_rule=screener.rule.as_dict(),
+                     advice=ADVICE, preprocessing=meta["preprocessing"], architecture=meta["architecture"],
+                     precision=meta["precision"], disclaimer=DISCLAIMER, on_device_runtime=ORT_DIST.is_dir(),
+                     sha256=sha256)

@@ -181,15 +181,6 @@ function reencode(bitmap, maxSide) {
   return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
 }
 
-function base64(blob) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result.split(",", 2)[1]);
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(blob);
-  });
-}
-
 async function sendCase() {
   if (sending) return;
   if (!current) return;
@@ -203,11 +194,15 @@ async function sendCase() {
   sending = true; updateSend();  // one photo, one case: no double sending
   $("send-status").textContent = "Sending…";
   try {
-    const photo = await base64(theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file);
-    const response = await fetch("/api/cases", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ consent: true, photo, computed: theCase.result.computed,
-                             probabilities: theCase.result.probabilities, model_sha256: meta.sha256 }) });
+    // A multipart form: the photo as a file (no base64; named "photo", for a phone's file name can hold the date),
+    // consent exactly "true", the answer shown as JSON.
+    const form = new FormData();
+    form.append("photo", theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file, "photo");
+    form.append("consent", "true");
+    form.append("computed", theCase.result.computed);
+    form.append("probabilities", JSON.stringify(theCase.result.probabilities));
+    form.append("model_sha256", meta.sha256);
+    const response = await fetch("/api/cases", { method: "POST", body: form });
     const answer = await response.json();
     const link = response.ok ? location.origin + answer.follow_up : null;
     if (link) {  // kept in this phone's list even if another photo was picked meanwhile: the link is the only way back
@@ -269,7 +264,9 @@ async function screenOnDevice(bitmap) {
 async function screenOnServer(file, picture) {
   let response, result;
   try {
-    response = await fetch("/api/screen" + (picture ? "?picture=1" : ""), { method: "POST", body: file });
+    const form = new FormData();
+    form.append("photo", file, "photo");  // not the phone's file name, which can hold the date
+    response = await fetch("/api/screen" + (picture ? "?picture=1" : ""), { method: "POST", body: form });
     result = await response.json();
   } catch (err) {
     throw new Error("no connection to the server. Try again when you are online.");

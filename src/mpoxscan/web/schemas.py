@@ -1,0 +1,115 @@
+"""What the JSON API takes and answers, as pydantic models: FastAPI validates requests against them and documents
+them in the OpenAPI schema (/api/openapi.json). Requests are multipart forms (the photo as a file, not base64)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr, field_validator
+
+Answer = Literal["positive", "negative", "cannot tell"]
+
+
+class PhotoForm(BaseModel):
+    """A photo for the server to screen (nothing is stored): one file field, ``photo``."""
+
+    model_config = ConfigDict(extra="forbid")  # a field the route does not read is a client's mistake: say so
+    photo: UploadFile = Field(description="the photo, in any format a phone saves (JPEG, HEIC, PNG, WebP, ...)")
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads' object hook: a key given twice is refused (JSON parsers silently keep the last one, so the same
+    text could mean two things)."""
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {json.dumps(key)[:80]}")
+        seen[key] = value
+    return seen
+
+
+class CaseForm(PhotoForm):
+    """A case for the experts, sent by the page once the person agreed: the photo (re-encoded on the phone without
+    metadata) and the answer the phone showed. Strict: consent is exactly the text ``true`` (not "yes", "1" or
+    "True"), the probabilities are JSON numbers (not numeric strings or booleans), no field is coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    consent: Literal["true"] = Field(description='the person agreed to send the photo to an expert: exactly "true"')
+    computed: Literal["device", "server"] = Field(description="where the phone's answer was computed")
+    probabilities: Json[dict[StrictStr, StrictFloat]] = Field(
+        description='the answer the phone showed, as a JSON object {class: probability} naming each of the model\'s '
+                    'classes, e.g. {"Monkeypox": 0.8, "Healthy": 0.2}')
+    model_sha256: str = Field(pattern="^[0-9a-f]{64}$", description="the sha256 of the model file the phone used")
+
+    @field_validator("probabilities", mode="before")
+    @classmethod
+    def _no_duplicate_keys(cls, value: object) -> object:
+        if isinstance(value, (str, bytes)):
+            try:
+                json.loads(value, object_pairs_hook=_refuse_duplicate_keys)
+            except ValueError as exc:
+                if "duplicate key" in str(exc):  # our own refusal; bad JSON is reported by the Json type itself
+                    raise
+        return value
+
+
+class Screening(BaseModel):
+    class_: str = Field(alias="class", description="the class screened for (mpox)")
+    probability: float
+    threshold: float = Field(description="the screening threshold: positive at or above it")
+    positive: bool = Field(description="screened positive (never for a photo the model cannot judge)")
+
+
+class ScreenAnswer(BaseModel):
+    """The server's answer for a photo, by the same rule as the page's."""
+
+    answer: Answer
+    reason: str | None = Field(description="why the model cannot tell (too small, too dark, blurred, ...), else null")
+    predicted: str = Field(description="the most probable class")
+    probabilities: dict[str, float]
+    screening: Screening
+    measures: dict[str, float | None] = Field(description="brightness, sharpness, skin share, distance from the "
+                                                          "training photos (null where not a number)")
+    cam: list[list[float]] | None = Field(description="where the model looked: a coarse map (7 x 7), or null")
+    disclaimer: str
+    computed: Literal["server"]
+    picture: str | None = Field(None, description="with ?picture=1 only: the square the network saw, as a JPEG data "
+                                                  "URL (for a page that cannot decode the photo itself)")
+
+
+class CaseStatus(BaseModel):
+    """What the person may see of their case (never the photo: a leaked link shows no picture)."""
+
+    number: str = Field(description="the case number, e.g. K7QF-2M9D")
+    status: Literal["waiting", "answered"]
+    sent_at: str = Field(description="when the case arrived (UTC, ISO 8601)")
+    verdict: str | None = Field(description="the expert's verdict code, once answered")
+    verdict_text: str | None = Field(description="the verdict, as the person reads it")
+    message: str | None = Field(description="the expert's message, if any")
+    answered_at: str | None
+    disclaimer: str
+
+
+class CaseSent(CaseStatus):
+    """The answer to a case sent: its status, and the follow-up link (its secret is shown this once)."""
+
+    follow_up: str = Field(description="the path of the follow-up page, /c/<secret token>")
+    model_matches: bool = Field(description="the phone used the model this server serves")
+
+
+class ModelInfo(BaseModel):
+    """What the page needs to preprocess and answer, read from the served model file."""
+
+    classes: list[str]
+    positive_class: str
+    screening_threshold: float
+    answer_rule: dict[str, Any] = Field(description="the thresholds of the answer rule (the server applies the same)")
+    advice: dict[str, str] = Field(description="how to retake a photo, by the reason the model cannot tell")
+    preprocessing: dict[str, Any]
+    architecture: str
+    precision: str
+    disclaimer: str
+    on_device_runtime: bool = Field(description="onnxruntime-web is served, so the page can screen on the device")
+    sha256: str = Field(description="the sha256 of /model.onnx")
