@@ -295,6 +295,33 @@ def test_heat_map_of_a_stored_strip_is_refused_with_a_reason(app, client):
     assert client.get("/expert/cases/STRP-0001/photo.jpg").status_code == 200
 
 
+def test_the_heat_map_is_drawn_once_when_the_case_arrives(app, client, monkeypatch):
+    """Issue 14: the server's heat map was screened and drawn again on every expert view. It is drawn when the case
+    arrives, kept beside the photo and served from there (the model does not run again); a case stored before maps
+    were kept gets its map on its first view, and keeps it. Withdrawing the case deletes the map with the photo."""
+    _expert(app)
+    sent = _send(client, _photo_bytes(11)).json()
+    with _db(app) as db:
+        photo_file = service.case_by_number(db, sent["number"]).photo_file
+    stored = app.state.photos.heatmap_path(photo_file)
+    assert stored.is_file() and stored.parent == app.state.photos.path(photo_file).parent
+    screened = []
+    screen_and_map = app.state.screener.screen_and_map
+    monkeypatch.setattr(app.state.screener, "screen_and_map", lambda image: screened.append(1) or screen_and_map(image))
+    _sign_in(client)
+    for _ in range(2):
+        r = client.get(f"/expert/cases/{sent['number']}/heatmap.png")
+        assert r.status_code == 200 and r.content == stored.read_bytes()
+    assert screened == []
+    stored.unlink()  # as if the case had been stored before maps were kept
+    for _ in range(2):
+        r = client.get(f"/expert/cases/{sent['number']}/heatmap.png")
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size[0] == 448
+    assert screened == [1] and stored.read_bytes() == r.content  # drawn once, then kept
+    assert client.post(sent["follow_up"] + "/withdraw").status_code == 200
+    assert not stored.exists() and not app.state.photos.path(photo_file).exists()
+
+
 def test_uploads_and_logins_are_rate_limited(database, tmp_path):
     app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", db=database, upload_limit="2/minute",
                               login_limit="3/minute"))
@@ -622,10 +649,12 @@ def test_purge_deletes_old_answered_cases_and_their_photos(app, client, database
             case.answered_at = utcnow() - timedelta(days=days)
         db.commit()
         old_photo = app.state.photos.path(service.case_by_number(db, numbers[0]).photo_file)
+    old_map = app.state.photos.heatmap_path(old_photo.name)
+    assert old_map.is_file()
     r = CliRunner().invoke(cli, ["cases", "purge", "--answered-days", "30", "--data-dir", str(tmp_path / "data"),
                                  "--db", database])
     assert r.exit_code == 0 and "1 answered case(s)" in r.output
-    assert not old_photo.exists()
+    assert not old_photo.exists() and not old_map.exists()
     with _db(app) as db:
         assert service.case_by_number(db, numbers[0]) is None
         assert service.case_by_number(db, numbers[1]).status == "answered"  # answered 10 days ago: kept

@@ -6,19 +6,21 @@ Plain functions over a SQLAlchemy session, used by the routers and by `mpoxscan 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import case as sql_case
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mpoxscan.deploy.runtime import Screener
+from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
 from mpoxscan.web.tables import AuditEvent, Case, Expert, LoginSession, utcnow
@@ -38,7 +40,8 @@ LOGIN_LIFETIME = timedelta(hours=12)
 
 
 class PhotoStore:
-    """The stored photos: one metadata-free JPEG per case under ``root``, named by a random id (not the case)."""
+    """The stored photos: one metadata-free JPEG per case under ``root``, named by a random id (not the case), and
+    beside it the server's heat map drawn on it, ``<id>.heatmap.png`` (deleted with the photo)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -47,18 +50,30 @@ class PhotoStore:
     def save(self, jpeg: bytes) -> str:
         """Write atomically (temporary file, fsync, rename): a crash never leaves half a photo under a case's name."""
         name = f"{uuid.uuid4().hex}.jpg"
-        tmp = self.root / f".{name}.part"
+        self._write(self.root / name, jpeg)
+        return name
+
+    def _write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.part")
         with open(tmp, "wb") as f:
-            f.write(jpeg)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.root / name)
-        return name
+        os.replace(tmp, path)
 
     def path(self, name: str) -> Path:
         return self.root / Path(name).name
 
+    def heatmap_path(self, name: str) -> Path:
+        """Where the heat map of photo ``name`` is kept (it may not exist: cases stored before maps were kept)."""
+        return self.root / f"{Path(name).stem}.heatmap.png"
+
+    def save_heatmap(self, name: str, png: bytes) -> None:
+        self._write(self.heatmap_path(name), png)
+
     def delete(self, name: str) -> None:
+        """The photo and its heat map (the map is drawn on the photo: it shows the photo too)."""
+        self.heatmap_path(name).unlink(missing_ok=True)
         self.path(name).unlink(missing_ok=True)
 
 
@@ -68,14 +83,33 @@ class Submitted:
     token: str  # the follow-up link's secret: returned once, never stored
 
 
+def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
+    """The server's heat map: where the model looked, over the square it saw, captioned with its answer."""
+    from mpoxscan.explain.overlay import overlay
+
+    buf = io.BytesIO()
+    overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def draw_heatmap(screener: Screener, photo: Image.Image) -> bytes | None:
+    """The heat map of a stored photo (None when the model has no map output)."""
+    answer, cam, seen = screener.screen_and_map(photo)
+    return None if cam is None else heatmap_png(answer, cam, seen)
+
+
 def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
                 device_probabilities: dict[str, float], computed: str, model_sha256: str) -> Submitted:
-    """Store a photo the person agreed to send: metadata stripped again, screened again by the server."""
+    """Store a photo the person agreed to send: metadata stripped again, screened again by the server, and its heat
+    map drawn once, now (the expert's views read it; the same screening, so map and numbers agree)."""
     jpeg = strip_metadata(photo, max_side=STORED_MAX_SIDE)
     stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
-    answer = screener.screen(stored)
+    answer, cam, seen = screener.screen_and_map(stored)
+    heatmap = None if cam is None else heatmap_png(answer, cam, seen)
     name = store.save(jpeg)
     try:
+        if heatmap is not None:
+            store.save_heatmap(name, heatmap)
         for _attempt in range(5):
             token = new_token()
             case = Case(number=new_case_number(), token_hash=token_hash(token), photo_file=name,
@@ -92,7 +126,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                 db.rollback()
         raise RuntimeError("could not draw a free case number")
     except BaseException:
-        store.delete(name)  # no photo without its case
+        store.delete(name)  # no photo (nor heat map) without its case
         raise
 
 

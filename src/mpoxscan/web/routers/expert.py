@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from mpoxscan.errors import ImageError
@@ -91,26 +90,25 @@ def _photo_path(photos: service.PhotoStore, case):
 
 @router.get("/cases/{number}/heatmap.png")
 async def case_heatmap(number: str, db: DbSession, photos: Photos, screener: ModelScreener, expert: CurrentExpert):
-    """Where the model looked, drawn by the server on the stored photo (the same map the phone drew)."""
-    from mpoxscan.explain.overlay import overlay
-
+    """Where the model looked, drawn by the server on the stored photo (the same map the phone drew) when the case
+    arrived; a case stored before maps were kept gets its map drawn on its first view, and kept."""
     case = _case(db, number)
+    photo_path = _photo_path(photos, case)
+    path = photos.heatmap_path(case.photo_file)
+    if not path.is_file():
+        def draw() -> None:
+            try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
+                photo = load_image(photo_path.read_bytes(), name="the stored photo")
+            except ImageError as exc:
+                raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
+            png = service.draw_heatmap(screener, photo)
+            if png is None:
+                raise HTTPException(404, "this model has no heat map output")
+            photos.save_heatmap(case.photo_file, png)
 
-    def draw() -> bytes:
-        try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
-            photo = load_image(_photo_path(photos, case).read_bytes(), name="the stored photo")
-        except ImageError as exc:
-            raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
-        answer, cam, seen = screener.screen_and_map(photo)
-        if cam is None:
-            raise HTTPException(404, "this model has no heat map output")
-        buf = io.BytesIO()
-        overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(buf, "PNG")
-        return buf.getvalue()
-
-    png = await run_in_threadpool(draw)
+        await run_in_threadpool(draw)
     service.audit(db, "viewed heat map", expert, case.number)  # the map is drawn on the photo: it shows the photo
-    return Response(png, media_type="image/png")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])
