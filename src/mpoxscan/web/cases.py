@@ -88,7 +88,9 @@ def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
     from mpoxscan.explain.overlay import overlay
 
     buf = io.BytesIO()
-    overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(buf, "PNG")
+    # zlib's fastest level: a fifth of the default's time, a fifth larger (about 200 kB), for every case received.
+    overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(
+        buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 
