@@ -444,18 +444,34 @@ Examples:
   mpoxscan predict photo.jpg
   mpoxscan predict photos/ 'more/*.heic' --json
   mpoxscan predict photo.jpg --model models/lite0/export/model.int8.onnx
+  mpoxscan predict archive/ @more-photos.txt --out results.csv          # streamed, resumable
+  mpoxscan predict archive/ --out results.jsonl --ray                   # Ray on this machine
+  mpoxscan predict /shared/archive/ --out results.csv --ray ray://head:10001
 """)
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_file", type=click.Path(path_type=Path), help="An exported .onnx file (default: the bundled model).")
-@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores; 1 per Ray worker).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def predict_cmd(images, model_file, threads, as_json) -> None:
+@click.option("--out", "out_file", type=click.Path(path_type=Path),
+              help="Stream the answers to this .csv or .jsonl file instead (for archives): a rerun skips the photos it "
+                   "already answers.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="With --out: screen on Ray (the `ray` extra): on this machine, or on the cluster at ADDRESS.")
+@click.option("--workers", type=click.IntRange(1, 4096), help="--ray: actors (default: one per CPU Ray sees).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="--out: photos per network run.")
+def predict_cmd(images, model_file, threads, as_json, out_file, ray_address, workers, batch_size) -> None:
     """Screen photos for mpox with an exported model: positive, negative, or CANNOT TELL (with the reason: too small,
     too dark, blurred, not a skin close-up, unlike the photos the model learned from), with the class probabilities
-    and the model's threshold. Needs ONNX Runtime only. Exit status 1 if any photo could not be read."""
+    and the model's threshold. IMAGES: files, folders, glob patterns, or @LIST files (one path per line). Needs ONNX
+    Runtime only. Exit status 1 if any photo could not be read."""
     from mpoxscan.deploy.predict import expand_inputs, screen_files
     from mpoxscan.deploy.runtime import DISCLAIMER, Screener, bundled_model
 
+    if (ray_address or workers) and not out_file:
+        raise MpoxscanError("--ray and --workers screen archives: give --out results.csv (or .jsonl) too")
+    if out_file:
+        _screen_archive(list(images), model_file or bundled_model(), out_file, ray_address, workers, threads, batch_size)
+        return
     screener = Screener(model_file or bundled_model(), threads=threads)
     paths, errors = expand_inputs(list(images))
     results = [{"image": arg, "error": why} for arg, why in errors]
@@ -478,6 +494,24 @@ def predict_cmd(images, model_file, threads, as_json) -> None:
     else:
         click.echo(DISCLAIMER)
     if failed:
+        sys.exit(1)
+
+
+def _screen_archive(images: list[str], model: Path, out: Path, ray_address: str | None, workers: int | None,
+                    threads: int | None, batch_size: int) -> None:
+    from mpoxscan.deploy.batch import screen_archive
+    from mpoxscan.deploy.predict import expand_inputs
+
+    paths, errors = expand_inputs(images)
+    for arg, why in errors:
+        _image_error(arg, why)
+    if not paths:
+        sys.exit(1)
+    done = screen_archive(paths, model, out, ray_address=ray_address, workers=workers, threads=threads,
+                          batch_size=batch_size, progress=True)
+    click.echo(f"{out}: {done.answered} photos answered ({done.rate:.1f} per second), {done.skipped} already there, "
+               f"{done.errors} could not be read")
+    if errors or done.errors:
         sys.exit(1)
 
 
