@@ -263,6 +263,7 @@ function myCases() { return JSON.parse(localStorage.getItem(MY_CASES) || "[]"); 
 function drawMyCases(mine) {
   $("my-cases").hidden = mine.length === 0;
   $("my-cases-list").hidden = false; $("clear-cases").hidden = false;
+  if (mine.length) $("my-cases-status").textContent = "";  // a case sent after clearing: the list is back
   $("my-cases-list").replaceChildren(...mine.map((c) => {
     const li = document.createElement("li"), a = document.createElement("a"), status = caseStatus[c.link];
     a.href = c.link; a.textContent = T("cases.item", { number: c.number, sent: c.sent.replace("T", " ").slice(0, 16) });
@@ -284,7 +285,8 @@ async function listMyCases() {
       const response = await fetch("/api/cases/" + encodeURIComponent(new URL(c.link).pathname.split("/c/")[1]));
       if (response.status === 404) return [c.link, "gone"];
       if (!response.ok) return [c.link, "unknown"];
-      return [c.link, (await response.json()).status];
+      const status = (await response.json()).status;
+      return [c.link, status === "withdrawn" ? "gone" : status];  // should a server keep a withdrawn case's row
     } catch (err) { return [c.link, "unknown"]; }
   }));
   if (turn !== listing) return;
