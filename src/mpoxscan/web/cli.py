@@ -77,8 +77,13 @@ Example:
 @click.option("--notify-url", metavar="URL", envvar="MPOXSCAN_NOTIFY_URL",
               help="A webhook told of each new case (JSON with the case number, the screening answer and the dashboard "
                    "link; never the photo). Slack / Mattermost incoming webhooks show its `text`. [env MPOXSCAN_NOTIFY_URL]")
+@click.option("--keep-days", default=90, show_default=True, type=click.IntRange(1),
+              help="Delete answered cases (photos too) this many days after the answer: done at start; for a server "
+                   "that runs for weeks, also run `mpoxscan cases purge --answered-days N` daily. The phone page "
+                   "shows this figure before the person consents.")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None) -> None:
+              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None,
+              keep_days: int) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -91,7 +96,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
-                        notify_url=notify_url)
+                        notify_url=notify_url, keep_days=keep_days)
     url = database_url(db, settings.data_dir)
     with _database_errors(_safe_url(url)):
         app = create_app(settings)
@@ -103,7 +108,14 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
                f"--host 0.0.0.0); experts sign in at {address}/expert")
     with app.state.sessions() as session:
-        from mpoxscan.web.cases import experts
+        from datetime import timedelta
+
+        from mpoxscan.web.cases import experts, purge_answered
+
+        # The retention the page promises (/api/privacy) holds from the start, not only once cron runs.
+        gone = purge_answered(session, app.state.photos, timedelta(days=keep_days))
+        if gone:
+            click.echo(f"mpoxscan: {len(gone)} case(s) answered over {keep_days} days ago deleted (--keep-days)")
 
         if not experts(session):
             where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)

@@ -115,6 +115,13 @@ def _case_or_404(db: Session, token: str):
     return case
 
 
+@router.get("/api/privacy")
+def privacy(settings: Settings = Depends(get_settings)) -> dict:
+    """What the page tells the person before they consent: how long an answered case is kept on this server."""
+    return {"answered_cases_kept_days": settings.keep_days, "waiting_cases_kept": "until answered or withdrawn",
+            "stored_photo_max_side": service.STORED_MAX_SIDE}
+
+
 @router.get("/api/cases/{token}")
 def case_json(token: str, db: Session = Depends(get_db)) -> dict:
     return case_status(_case_or_404(db, token))
