@@ -28,6 +28,10 @@ async function start() {
       ort.env.wasm.wasmPaths = "/ort/";
       ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed: works on any phone browser
       session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+      // One run on a blank photo now: WebAssembly's first run of a graph sets up its kernels and memory (several
+      // times a normal run), and it is better spent while the person picks a photo than after.
+      const s = meta.preprocessing.input_size;
+      await session.run({ image: new ort.Tensor("float32", new Float32Array(3 * s * s), [1, 3, s, s]) });
       $("status").textContent = "Ready: screening runs on this device.";
     } catch (err) {
       session = null;
