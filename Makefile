@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpoxscan-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test model tflite clean
+.PHONY: setup run test model tflite ray clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,14 @@ $(TFLITE_VENV)/.mpoxscan-installed: pyproject.toml Makefile
 	@touch $@
 
 tflite: $(TFLITE_VENV)/.mpoxscan-installed
+
+# Ray for archive screening (`predict --out ... --ray`), in the main environment: optional, so that `make run` and
+# `make test` stay quick; the tests of --ray run when it is there (CI installs it).
+$(VENV)/.mpoxscan-ray: $(STAMP)
+	$(PIP) install -e '.[ray]'
+	@touch $@
+
+ray: $(VENV)/.mpoxscan-ray
 
 test: setup
 	$(BIN)/python -m pytest

@@ -4,7 +4,8 @@
 
 Curates MSLD v2.0 twice (stratified patient-grouped 10 folds; the official five splits), runs `mpoxscan cv` with the
 `linear` strategy for all four backbones on both protocols (with and without test-time augmentation) and
-`finetune` for EfficientNet-Lite0 on the official splits, writes each run's report, and copies reports, plots and a
+`finetune` for EfficientNet-Lite0 on the official splits and, plain and with the skin-tone and JPEG options
+(issue 13), on the 10 folds; writes each run's report, and copies reports, plots and a
 summary to benchmarks/results/cv/.
 The `*-exports-*` runs also export every fold's model to ONNX (fp32, fp16, int8 calibrated on the fold's
 training images) and score those files on the fold's test images.
@@ -73,12 +74,14 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     m = manifests(args.data, args.work)
     for name in (args.only.split(",") if args.only else RUNS):
-        key, strategy, protocol, models, tta, *exports = RUNS[name]
+        key, strategy, protocol, models, tta, *more = RUNS[name]
+        exports, extra = (more + [[], {}])[:2]
         run(name, CVConfig(manifest=str(m[key]), models=models or list_models(), strategy=strategy, protocol=protocol,
-                           views=4, tta=tta, exports=exports[0] if exports else []), args.work)
+                           views=4, tta=tta, exports=exports, extra=extra), args.work)
 
 
-# name: (manifest, strategy, protocol, models (None: the whole zoo), test-time augmentation[, ONNX variants scored])
+# name: (manifest, strategy, protocol, models (None: the whole zoo), test-time augmentation[, ONNX variants scored[,
+# strategy options]])
 RUNS = {
     "linear-official": ("official", "linear", "official", None, False),
     "linear-10fold": ("10fold", "linear", "kfold", None, False),
@@ -89,6 +92,11 @@ RUNS = {
     # The accuracy of what is shipped: each fold's model exported and quantized, scored on the fold's test images.
     "finetune-exports-official": ("official", "finetune", "official", ["efficientnet_lite0"], False, ["fp16", "int8"]),
     "linear-exports-official": ("official", "linear", "official", None, False, ["fp16", "int8"]),
+    # Skin tone and compression (issue 13): the plain recipe against tone-balanced sampling, skin-tone views and
+    # JPEG views, on the patient-grouped 10 folds (benchmarks/tone_bench.py compares them per tone bin).
+    "finetune-10fold": ("10fold", "finetune", "kfold", ["efficientnet_lite0"], False),
+    "finetune-tone-jpeg-10fold": ("10fold", "finetune", "kfold", ["efficientnet_lite0"], False, [],
+                                  {"finetune": {"tone_balance": True, "tone_views": True, "jpeg_views": True}}),
 }
 
 

@@ -187,3 +187,23 @@ def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
                 corr.append(np.corrcoef(cam.ravel(), np.asarray(it["gradcam"]).ravel())[0, 1])
     assert len(corr) >= 0.98 * len(items)
     assert np.mean(corr) >= 0.99, np.mean(corr)
+
+
+def test_card_figures_come_only_from_runs_of_the_shipped_recipe(tmp_path):
+    from mpoxscan.deploy.bundle import cv_estimate
+
+    summary = {k: {"mean": 0.8, "sd": 0.05} for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr",
+                                                       "screening_auc", "screening_sensitivity",
+                                                       "screening_specificity", "ece")}
+    for name, extra in (("plain", {"cache": "/x"}), ("toned", {"finetune": {"tone_balance": True}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "config": {"strategy": "finetune", "extra": extra},
+            "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary, "tone": {"bins": {}}}}}))
+    recipe = {"architecture": "efficientnet_lite0", "strategy": "finetune", "options": {"finetune": {"tone_balance": True}}}
+    got = cv_estimate(recipe, {"10 folds": "toned", "missing": "absent"}, tmp_path)
+    assert got["protocol"] == "10 folds" and list(got["protocols"]) == ["10 folds"]
+    assert got["protocols"]["10 folds"]["skin_tone"] == {"bins": {}} and got["metrics"]["accuracy"]["mean"] == 0.8
+    with pytest.raises(SystemExit, match="another recipe"):
+        cv_estimate(recipe, {"10 folds": "plain"}, tmp_path)
+    assert cv_estimate(recipe, {"missing": "absent"}, tmp_path) == {}

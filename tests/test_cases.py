@@ -663,6 +663,45 @@ def test_purge_deletes_old_answered_cases_and_their_photos(app, client, database
     assert len(list(app.state.photos.root.glob("*.jpg"))) == 2
 
 
+def test_serve_purges_by_its_keep_days_at_start_and_the_page_is_told_the_figure(app, client, database, tmp_path,
+                                                                              monkeypatch):
+    """Issue 16, item 5: the retention shown to the person before consent is the server's own (`serve --keep-days`,
+    /api/privacy), and `serve` applies it when it starts (not only when someone runs `cases purge` from cron)."""
+    from click.testing import CliRunner
+
+    from mpoxscan.cli import cli
+    from mpoxscan.web import app as web_app
+
+    assert client.get("/api/privacy").json()["answered_cases_kept_days"] == 90  # the default
+    expert = _expert(app)
+    numbers = [_send(client, _photo_bytes(60 + k)).json()["number"] for k in range(2)]
+    with _db(app) as db:
+        for number, days in zip(numbers, (8, 6)):
+            case = service.case_by_number(db, number)
+            service.answer_case(db, case, expert, "unlikely-mpox", "")
+            case.answered_at = utcnow() - timedelta(days=days)
+        db.commit()
+    started = {}
+
+    class NoServer:  # the app `serve` built, without listening on a port
+        def run(self):
+            started["privacy"] = _client(started["app"]).get("/api/privacy").json()
+
+    def make_server(app, host, port, trusted_proxies=None):
+        started["app"] = app
+        return NoServer()
+
+    monkeypatch.setattr(web_app, "make_server", make_server)
+    r = CliRunner().invoke(cli, ["serve", "--keep-days", "7", "--data-dir", str(tmp_path / "data"), "--db", database])
+    assert r.exit_code == 0, r.output
+    assert "1 case(s) answered over 7 days ago deleted" in r.output
+    assert started["privacy"]["answered_cases_kept_days"] == 7
+    with _db(app) as db:
+        assert service.case_by_number(db, numbers[0]) is None
+        assert service.case_by_number(db, numbers[1]) is not None  # answered 6 days ago: kept
+    assert CliRunner().invoke(cli, ["serve", "--keep-days", "0", "--data-dir", str(tmp_path)]).exit_code == 2
+
+
 def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
     """A webhook receives the case number, the answer and the dashboard link; a webhook that is down costs only the
     notification, and its failure is logged without the case."""

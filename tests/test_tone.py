@@ -66,7 +66,8 @@ def test_tone_balance_gives_every_bin_the_overall_class_mix():
 
 
 def test_tone_views_are_cached_apart_and_view_zero_is_shared(squares_manifest, tmp_path):
-    """cv with --tone-balance and --tone-views learns, records the tone figures, and the report shows them."""
+    """cv with --tone-balance, --tone-views and --jpeg-views learns, records the tone figures, and the report shows
+    them."""
     from mpoxscan.evaluation.report import write_report
     from mpoxscan.training.cv import CVConfig, run_cv
 
@@ -78,13 +79,14 @@ def test_tone_views_are_cached_apart_and_view_zero_is_shared(squares_manifest, t
     config = CVConfig(manifest=str(tmp_path / "manifest.csv"), models=["mobilenetv2_100"], strategy="finetune",
                       protocol="kfold", views=1, only_folds=["fold1"],
                       extra={"cache": str(cache), "finetune": {"epochs": 2, "batch_size": 16, "tone_balance": True,
-                                                               "tone_views": True}})
+                                                               "tone_views": True, "jpeg_views": True}})
     results = run_cv(config, tmp_path / "run", progress=False)
     model = results["models"]["mobilenetv2_100"]
-    assert model["folds"][0]["info"]["tone_balance"] and model["folds"][0]["info"]["tone_views"]
+    info = model["folds"][0]["info"]
+    assert info["tone_balance"] and info["tone_views"] and info["jpeg_views"]
     assert set(model["tone"]["bins"]) >= {"very light", "dark"} and model["tone"]["bins"]["dark"]["n"] > 0
     names = sorted(p.name for p in cache.rglob("*.npz"))
-    assert any("view1-seed0-tone" in n for n in names) and any("view0-seed0." in n for n in names)
+    assert any("view1-seed0-tone-jpeg" in n for n in names) and any("view0-seed0." in n for n in names)
     assert not any("view0-seed0-tone" in n for n in names) and not any(n.endswith("view1-seed0.npz") for n in names)
     md, _ = write_report(tmp_path / "run")
     text = md.read_text()
@@ -102,6 +104,28 @@ def test_tone_view_changes_the_skin_but_not_the_plain_view():
     toned = [np.asarray(make_view(skin, prep, "ab", v, tone=True), float).mean() for v in range(1, 6)]
     plain = [np.asarray(make_view(skin, prep, "ab", v), float).mean() for v in range(1, 6)]
     assert max(abs(a - b) for a, b in zip(toned, plain)) > 20
+
+
+def test_jpeg_views_compress_some_views_and_keep_their_geometry():
+    from mpoxscan.preprocess import Preprocessing
+    from mpoxscan.training.views import make_view
+
+    rng = np.random.default_rng(0)
+    # Smooth colour blobs plus fine grain: JPEG at q <= 60 visibly changes the grain, not the blobs.
+    blobs = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((96, 96), Image.BICUBIC))
+    noise = Image.fromarray(np.clip(blobs + rng.normal(0, 12, blobs.shape), 0, 255).astype(np.uint8))
+    prep = Preprocessing(input_size=48, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert make_view(noise, prep, "ab", 0, jpeg=True).tobytes() == make_view(noise, prep, "ab", 0).tobytes()
+    changed = []
+    for v in range(1, 21):
+        plain = np.asarray(make_view(noise, prep, "ab", v), float)
+        squeezed = np.asarray(make_view(noise, prep, "ab", v, jpeg=True), float)
+        # Same crop, flips and colour: the compressed view stays far closer to its own plain view than to another.
+        other = np.asarray(make_view(noise, prep, "ab", v + 1), float)
+        assert np.abs(plain - squeezed).mean() < 0.5 * np.abs(other - squeezed).mean()
+        changed.append(np.abs(plain - squeezed).mean() > 1.0)
+        assert make_view(noise, prep, "ab", v, jpeg=True).tobytes() == squeezed.astype(np.uint8).tobytes()
+    assert 4 <= sum(changed) <= 16  # about half of the views are compressed
 
 
 def test_tone_options_belong_to_finetune(squares_manifest, tmp_path):

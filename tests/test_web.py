@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import time
@@ -71,7 +72,8 @@ def test_the_openapi_schema_documents_the_json_api(client):
     for path, method, status, model in [("/api/screen", "post", "200", "ScreenAnswer"),
                                         ("/api/cases", "post", "201", "CaseSent"),
                                         ("/api/cases/{token}", "get", "200", "CaseStatus"),
-                                        ("/api/model", "get", "200", "ModelInfo")]:
+                                        ("/api/model", "get", "200", "ModelInfo"),
+                                        ("/api/privacy", "get", "200", "Privacy")]:
         answer = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
         assert answer == {"$ref": f"#/components/schemas/{model}"}, path
     for path, form in [("/api/screen", "PhotoForm"), ("/api/cases", "CaseForm")]:
@@ -81,6 +83,35 @@ def test_the_openapi_schema_documents_the_json_api(client):
     assert case["properties"]["consent"]["const"] == "true" and case["additionalProperties"] is False
     assert case["properties"]["photo"]["contentMediaType"] == "application/octet-stream"
     assert {"answer", "reason", "screening", "cam", "picture"} <= set(schemas["ScreenAnswer"]["properties"])
+
+
+def test_the_manifest_has_an_id_png_icons_and_a_maskable_one(client):
+    """Issue 16, item 7: installable on Android as well (PNG icons of 192 and 512 px, a maskable one, an id); the PNGs
+    are those make_icons.py renders from icon.svg: transparent corners as drawn, the maskable one full-bleed."""
+    manifest = client.get("/static/manifest.webmanifest").json()
+    assert manifest["id"] == "/"
+    pngs = {}
+    for icon in manifest["icons"]:
+        if icon["type"] == "image/png":
+            image = Image.open(io.BytesIO(client.get(icon["src"]).content))
+            assert image.format == "PNG" and icon["sizes"] == "{}x{}".format(*image.size), icon
+            pngs[(image.size[0], icon["purpose"])] = image.convert("RGBA")
+    assert {(192, "any"), (512, "any"), (512, "maskable")} <= set(pngs)
+    assert pngs[(512, "any")].getpixel((0, 0))[3] == 0  # the rounded square, as drawn
+    corners = [pngs[(512, "maskable")].getpixel(xy) for xy in ((0, 0), (511, 0), (0, 511), (511, 511))]
+    assert all(c == (10, 88, 202, 255) for c in corners)  # the launcher's mask cuts a background, never a hole
+    page = client.get("/").text
+    assert 'rel="apple-touch-icon" href="/static/icon-192.png"' in page
+
+
+def test_every_script_of_the_page_is_kept_for_offline_use(client):
+    """The service worker caches each script the phone page loads (a new one, such as messages.js, must be added)."""
+    import re
+
+    scripts = re.findall(r'<script src="([^"]+)"', client.get("/").text)
+    assert "/static/messages.js" in scripts
+    assets = client.get("/sw.js").text
+    assert all(f'"{src}"' in assets for src in scripts), scripts
 
 
 def test_api_screen_answers_like_the_cli(client, settings):
@@ -465,6 +496,18 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             assert result["answer"] == "positive"
             assert text("verdict") == "Show this to a health worker"
             assert "Most positive screenings are false alarms" in text("explain")
+            # Next steps (issue 16, item 6), from the page's message table: testing, close contact, warning signs.
+            def steps(list_id: str) -> list[str]:
+                return [li.text for li in driver.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]
+
+            table = driver.execute_script("return MPOXSCAN_MESSAGES")
+            assert _shown(driver, "next-steps") and text("next-title") == table["next.title"]
+            assert steps("next-list") == table["next.positive"]
+            assert "Get tested" in steps("next-list")[0] and "avoid close contact" in steps("next-list")[1]
+            assert _shown(driver, "urgent") and steps("urgent-list") == table["next.urgent"]
+            assert "eyes" in text("urgent-list") and "trouble breathing" in text("urgent-list")
+            driver.execute_script("document.getElementById('next-steps').scrollIntoView()")
+            driver.save_screenshot(str(artefacts / "phone-next-steps.png"))
             assert _shown(driver, "heat-figure") and "Where the model looked" in text("heat-figure")
             assert _shown(driver, "legend") and "less" in text("legend") and "more" in text("legend")
             assert not _shown(driver, "probabilities") and not _shown(driver, "retake")  # folded under Details
@@ -481,6 +524,8 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             assert text("verdict") == "Retake the photo"
             assert "too small" in text("explain") and ADVICE["too small"] in text("explain")
             assert "health worker" not in text("verdict") + text("explain")
+            assert steps("next-list") == table["next.unsure"] and "Take the photo again" in text("next-list")
+            assert not _shown(driver, "urgent")
             assert not _shown(driver, "details") and not _shown(driver, "heat-figure") and not _shown(driver, "legend")
             # An expert may still judge what the model cannot.
             assert _shown(driver, "retake") and _shown(driver, "send-section")
@@ -491,6 +536,8 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             result = _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
             assert result["answer"] == "negative"
             assert text("verdict") == "No sign of mpox found" and "not a diagnosis" in text("explain")
+            assert steps("next-list") == table["next.negative"] and "Watch the lesion" in text("next-list")
+            assert not _shown(driver, "urgent")
             assert _shown(driver, "details") and not _shown(driver, "retake")
     finally:
         driver.quit()
@@ -593,3 +640,189 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
     with app.state.sessions() as db:
         case = case_by_number(db, sent["number"])
         assert case.computed == "server" and case.predicted == expected.predicted
+
+
+AXE = ORT_DIST.parents[1] / "axe-core" / "axe.min.js"  # an npm dev dependency: read by the tests, never served
+
+
+def _axe(driver, where: str) -> list[dict]:
+    """axe-core's audit of the page now open (its source injected with execute_script, so no page ships it): every
+    violation as {id, impact, nodes}; fails on a serious or critical one."""
+    if not AXE.is_file():
+        message = "needs axe-core (make setup runs npm ci)"
+        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    driver.execute_script(AXE.read_text())
+    violations = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then((r) => done(r.violations.map((v) => ({id: v.id, "
+        "impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' '))}))))"
+        ".catch((e) => done(String(e)))")
+    assert isinstance(violations, list), violations  # an error message otherwise
+    serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+    assert not serious, f"{where}: {serious}"
+    return violations
+
+
+def _contrast(colour_a: str, colour_b: str) -> float:
+    """WCAG contrast ratio of two CSS colours as getComputedStyle gives them ('rgb(r, g, b)')."""
+    def luminance(css: str) -> float:
+        rgb = [int(v) / 255 for v in css[css.index("(") + 1:css.index(")")].split(",")[:3]]
+        r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(colour_a), luminance(colour_b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.integration
+def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settings, shared_data, tmp_path, artefacts):
+    """Issue 16, item 7. axe-core finds no serious or critical violation on the phone page (before a screening, with
+    an answer, after sending), the follow-up page, the expert's sign-in, queue and case pages. From the keyboard, the
+    first Tab reaches the photo button with a focus ring that stands out from the page (3:1 at least); the answer and
+    the "sent" confirmation are live regions, and the focus moves to the confirmation after sending. The queue has no
+    timed reload the expert cannot stop: a refresh link, and a minute's refresh that can be switched off."""
+    _browser_or_skip()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from mpoxscan.web.cases import add_expert
+
+    always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)
+    app = create_app(Settings(model=always, data_dir=tmp_path / "data"))
+    driver = _phone(chromium(tmp_path / "profile"))
+    found = {}
+    try:
+        with ServerThread(app) as server:
+            with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
+                add_expert(db, "doc@example.org", PASSWORD)
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            found["phone"] = _axe(driver, "the phone page")
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            focus = driver.execute_script(
+                "const a = document.activeElement, s = getComputedStyle(a); return {id: a.id, visible: "
+                "a.matches(':focus-visible'), style: s.outlineStyle, width: parseFloat(s.outlineWidth), "
+                "colour: s.outlineColor, page: getComputedStyle(document.body).backgroundColor}")
+            assert focus["id"] == "pick" and focus["visible"] and focus["style"] != "none" and focus["width"] >= 2
+            assert _contrast(focus["colour"], focus["page"]) >= 3, focus  # WCAG 1.4.11: seen against the page
+            driver.save_screenshot(str(artefacts / "phone-keyboard-focus.png"))
+            assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")["answer"] == "positive"
+            assert driver.find_element(By.ID, "answer").get_attribute("aria-live") == "polite"
+            found["phone with an answer"] = _axe(driver, "the phone page with an answer")
+            driver.find_element(By.CSS_SELECTOR, "#details summary").click()  # the numbers too
+            found["phone with details"] = _axe(driver, "the phone page with its details open")
+            sent = _consent_and_send(driver)
+            assert driver.execute_script("return document.activeElement.id") == "sent"  # not the page's body
+            assert driver.execute_script(
+                "return document.getElementById('sent').closest('[role=status][aria-live=polite]') !== null")
+            found["phone after sending"] = _axe(driver, "the phone page after sending")
+            driver.get(server.url + sent["follow_up"])
+            found["follow-up"] = _axe(driver, "the follow-up page")
+            _desktop(driver)
+            driver.get(server.url + "/expert/login")
+            found["sign-in"] = _axe(driver, "the sign-in page")
+            driver.find_element(By.NAME, "email").send_keys("doc@example.org")
+            driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+            driver.find_element(By.ID, "sign-in").click()
+            _wait(driver, "return document.body.dataset.autoRefresh")
+            assert not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv=refresh]")
+            found["queue"] = _axe(driver, "the queue")
+            assert driver.find_element(By.ID, "refresh").get_attribute("href").endswith("/expert?order=priority")
+            assert driver.execute_script("return document.body.dataset.autoRefresh") == "on"
+            driver.find_element(By.ID, "auto-refresh").click()  # switched off, and kept off after a reload
+            assert driver.execute_script("return document.body.dataset.autoRefresh") == "off"
+            driver.refresh()
+            assert _wait(driver, "return document.body.dataset.autoRefresh") == "off"
+            assert not driver.find_element(By.ID, "auto-refresh").is_selected()
+            driver.find_element(By.LINK_TEXT, sent["number"]).click()
+            _wait(driver, "return document.getElementById('send-answer') !== null")
+            found["case"] = _axe(driver, "a case page")
+    finally:
+        driver.quit()
+    for where, violations in found.items():  # the lesser ones, for the reader of the test log
+        print(where, [(v["id"], v["impact"], len(v["nodes"])) for v in violations])
+
+
+@pytest.mark.integration
+def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_status(settings, shared_data, tmp_path,
+                                                                                  artefacts):
+    """Issue 16, item 5. Before consent: what is sent, who sees it, how long it is kept (the server's --keep-days, from
+    /api/privacy) and how to withdraw. "Cases sent from this phone" shows each case's status, asked from the server
+    with the case's own link (waiting, then answered), drops a case withdrawn on its follow-up page, and one button
+    clears the list (after a confirmation)."""
+    _browser_or_skip()
+    import hashlib
+    import json
+
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    from mpoxscan.web.cases import add_expert, answer_case, case_by_number
+
+    app = create_app(Settings(model=settings.model, data_dir=tmp_path / "data", keep_days=30))
+    driver = _phone(chromium(tmp_path / "profile"))
+    statuses = "return [...document.querySelectorAll('#my-cases-list li')].map(li => li.dataset.status || '')"
+    stored = "return JSON.parse(localStorage.getItem('mpoxscan-cases') || '[]').map(c => c.number)"
+    try:
+        with ServerThread(app) as server:
+            with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
+                expert = add_expert(db, "doc@example.org", PASSWORD)
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert not _shown(driver, "my-cases")
+            assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            privacy = driver.find_element(By.ID, "privacy").text
+            assert "What is sent" in privacy and "Who sees it" in privacy and "How to withdraw" in privacy
+            assert "30 days after the answer" in driver.find_element(By.ID, "privacy-kept").text
+            driver.execute_script("document.getElementById('send-section').scrollIntoView()")
+            driver.save_screenshot(str(artefacts / "phone-privacy.png"))
+            first = _consent_and_send(driver)
+            assert _wait(driver, statuses + ".join() === 'waiting'")
+            assert "waiting for an expert" in driver.find_element(By.ID, "my-cases-list").text
+            # A second case sent from this phone (through the API, as the page would), kept in the phone's list.
+            photo = (shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg").read_bytes()
+            second = httpx.post(server.url + "/api/cases", files={"photo": ("photo", photo)}, data={
+                "consent": "true", "computed": "device",
+                "probabilities": json.dumps({c: 1 / 6 for c in Screener(settings.model).classes}),
+                "model_sha256": hashlib.sha256(settings.model.read_bytes()).hexdigest()}).json()
+            driver.execute_script(
+                "const mine = JSON.parse(localStorage.getItem('mpoxscan-cases')); mine.unshift({number: arguments[0], "
+                "link: location.origin + arguments[1], sent: arguments[2]}); "
+                "localStorage.setItem('mpoxscan-cases', JSON.stringify(mine))",
+                second["number"], second["follow_up"], second["sent_at"])
+            with app.state.sessions() as db:
+                answer_case(db, case_by_number(db, first["number"]), db.merge(expert), "unlikely-mpox", "")
+            driver.refresh()
+            _wait(driver, "return document.body.dataset.ready")
+            assert _wait(driver, statuses + ".join() === 'waiting,answered'")
+            assert "answered" in driver.find_elements(By.CSS_SELECTOR, "#my-cases-list li")[1].text
+            driver.execute_script("document.getElementById('my-cases').scrollIntoView()")
+            driver.save_screenshot(str(artefacts / "phone-my-cases.png"))
+            # The person deletes the second case on its follow-up page: it leaves the list, here and in storage.
+            driver.get(server.url + second["follow_up"])
+            driver.find_element(By.CSS_SELECTOR, "details summary").click()
+            driver.find_element(By.CSS_SELECTOR, "button.danger").click()
+            assert "deleted" in driver.find_element(By.ID, "withdrawn").text
+            driver.get(server.url + "/")
+            assert _wait(driver, statuses + ".join() === 'answered'")
+            assert driver.execute_script(stored) == [first["number"]]
+            # One button clears the list (after a confirmation), for a shared phone.
+            driver.find_element(By.ID, "clear-cases").click()
+            driver.switch_to.alert.dismiss()  # changed their mind: nothing is forgotten
+            assert driver.execute_script(stored) == [first["number"]]
+            driver.find_element(By.ID, "clear-cases").click()
+            driver.switch_to.alert.accept()
+            assert driver.execute_script(stored) == []
+            assert "cleared" in driver.find_element(By.ID, "my-cases-status").text
+            assert not _shown(driver, "my-cases-list") and not _shown(driver, "clear-cases")
+            driver.refresh()
+            _wait(driver, "return document.body.dataset.ready")
+            assert not _shown(driver, "my-cases")
+    finally:
+        driver.quit()
+    with app.state.sessions() as db:
+        assert case_by_number(db, first["number"]).status == "answered"  # clearing the list deletes nothing
+

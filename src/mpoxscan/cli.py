@@ -266,15 +266,27 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
                + (", duplicates.png" if result.pairs else "") + (", conflicts.png" if result.conflict_pairs else ""))
 
 
-def _extra(cache: Path | None, strategy: str, tone_balance: bool, tone_views: bool) -> dict:
-    """CVConfig.extra from the command line: the cache folder and the finetune strategy's skin-tone options."""
+def _extra(cache: Path | None, strategy: str, **flags: bool) -> dict:
+    """CVConfig.extra from the command line: the cache folder and the finetune strategy's on/off options
+    (tone_balance, tone_views, jpeg_views)."""
     extra: dict = {"cache": str(cache)} if cache else {}
-    tone = {k: True for k, on in (("tone_balance", tone_balance), ("tone_views", tone_views)) if on}
-    if tone and strategy != "finetune":
-        raise MpoxscanError("--tone-balance and --tone-views are options of --strategy finetune")
-    if tone:
-        extra["finetune"] = tone
+    chosen = {k: True for k, on in flags.items() if on}
+    if chosen and strategy != "finetune":
+        raise MpoxscanError(", ".join("--" + k.replace("_", "-") for k in chosen) + ": options of --strategy finetune only")
+    if chosen:
+        extra["finetune"] = chosen
     return extra
+
+
+def _finetune_flags(command):
+    """The finetune strategy's on/off options, shared by cv and train."""
+    for name, text in reversed((
+            ("--tone-balance", "finetune: re-weight training images so that each skin-tone (ITA) bin has the overall "
+                               "class mix (needs a manifest with the ita column)."),
+            ("--tone-views", "finetune: augmented views also move the skin to a random skin tone."),
+            ("--jpeg-views", "finetune: half of the augmented views are first saved as a low-quality JPEG (10-60)."))):
+        command = click.option(name, is_flag=True, help=text)(command)
+    return command
 
 
 @cli.command("cv", epilog="""\b
@@ -294,14 +306,13 @@ Examples:
 @click.option("--exports", metavar="fp16,int8", help="Also export each fold's model to ONNX (fp32 and these variants; int8 calibrated on the fold's training images) and score the files on the fold's test images.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--folds", "only_folds", metavar="fold1,fold2", help="Run only these folds (default: all).")
-@click.option("--tone-balance", is_flag=True, help="finetune: re-weight training images so that each skin-tone (ITA) bin has the overall class mix (needs a manifest with the ita column).")
-@click.option("--tone-views", is_flag=True, help="finetune: augmented views also move the skin to a random skin tone.")
+@_finetune_flags
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_whole_network_options
 def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, tone_balance, tone_views,
-           cache, out, quiet, device, input_size, epochs, batch_size, teachers) -> None:
+           jpeg_views, cache, out, quiet, device, input_size, epochs, batch_size, teachers) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -317,7 +328,8 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
                       extra={**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-                             **_extra(cache, strategy, tone_balance, tone_views)})
+                             **_extra(cache, strategy, tone_balance=tone_balance, tone_views=tone_views,
+                                     jpeg_views=jpeg_views)})
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
@@ -347,14 +359,13 @@ Example:
 @click.option("--strategy", default="linear", show_default=True, help="linear, finetune, full or distill (the recipe that mpoxscan cv measured).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tone-balance", is_flag=True, help="finetune: re-weight training images so that each skin-tone (ITA) bin has the overall class mix (needs a manifest with the ita column).")
-@click.option("--tone-views", is_flag=True, help="finetune: augmented views also move the skin to a random skin tone.")
+@_finetune_flags
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
 @_whole_network_options
-def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_views, cache, out, force, device, input_size,
-              epochs, batch_size, teachers) -> None:
+def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_views, jpeg_views, cache, out, force, device,
+              input_size, epochs, batch_size, teachers) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
     from mpoxscan.data.manifest import manifest_path
@@ -364,7 +375,8 @@ def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_vi
     get_spec(model_name)
     manifest = manifest_path(manifest)
     options = {**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-               **{k: v for k, v in _extra(None, strategy, tone_balance, tone_views).items() if k != "cache"}}
+               **{k: v for k, v in _extra(None, strategy, tone_balance=tone_balance, tone_views=tone_views,
+                                            jpeg_views=jpeg_views).items() if k != "cache"}}
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "
@@ -432,18 +444,34 @@ Examples:
   mpoxscan predict photo.jpg
   mpoxscan predict photos/ 'more/*.heic' --json
   mpoxscan predict photo.jpg --model models/lite0/export/model.int8.onnx
+  mpoxscan predict archive/ @more-photos.txt --out results.csv          # streamed, resumable
+  mpoxscan predict archive/ --out results.jsonl --ray                   # Ray on this machine
+  mpoxscan predict /shared/archive/ --out results.csv --ray ray://head:10001
 """)
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_file", type=click.Path(path_type=Path), help="An exported .onnx file (default: the bundled model).")
-@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 256), help="ONNX Runtime threads (default: all cores; 1 per Ray worker).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def predict_cmd(images, model_file, threads, as_json) -> None:
+@click.option("--out", "out_file", type=click.Path(path_type=Path),
+              help="Stream the answers to this .csv or .jsonl file instead (for archives): a rerun skips the photos it "
+                   "already answers.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="With --out: screen on Ray (the `ray` extra): on this machine, or on the cluster at ADDRESS.")
+@click.option("--workers", type=click.IntRange(1, 4096), help="--ray: actors (default: one per CPU Ray sees).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="--out: photos per network run.")
+def predict_cmd(images, model_file, threads, as_json, out_file, ray_address, workers, batch_size) -> None:
     """Screen photos for mpox with an exported model: positive, negative, or CANNOT TELL (with the reason: too small,
     too dark, blurred, not a skin close-up, unlike the photos the model learned from), with the class probabilities
-    and the model's threshold. Needs ONNX Runtime only. Exit status 1 if any photo could not be read."""
+    and the model's threshold. IMAGES: files, folders, glob patterns, or @LIST files (one path per line). Needs ONNX
+    Runtime only. Exit status 1 if any photo could not be read."""
     from mpoxscan.deploy.predict import expand_inputs, screen_files
     from mpoxscan.deploy.runtime import DISCLAIMER, Screener, bundled_model
 
+    if (ray_address or workers) and not out_file:
+        raise MpoxscanError("--ray and --workers screen archives: give --out results.csv (or .jsonl) too")
+    if out_file:
+        _screen_archive(list(images), model_file or bundled_model(), out_file, ray_address, workers, threads, batch_size)
+        return
     screener = Screener(model_file or bundled_model(), threads=threads)
     paths, errors = expand_inputs(list(images))
     results = [{"image": arg, "error": why} for arg, why in errors]
@@ -466,6 +494,24 @@ def predict_cmd(images, model_file, threads, as_json) -> None:
     else:
         click.echo(DISCLAIMER)
     if failed:
+        sys.exit(1)
+
+
+def _screen_archive(images: list[str], model: Path, out: Path, ray_address: str | None, workers: int | None,
+                    threads: int | None, batch_size: int) -> None:
+    from mpoxscan.deploy.batch import screen_archive
+    from mpoxscan.deploy.predict import expand_inputs
+
+    paths, errors = expand_inputs(images)
+    for arg, why in errors:
+        _image_error(arg, why)
+    if not paths:
+        sys.exit(1)
+    done = screen_archive(paths, model, out, ray_address=ray_address, workers=workers, threads=threads,
+                          batch_size=batch_size, progress=True)
+    click.echo(f"{out}: {done.answered} photos answered ({done.rate:.1f} per second), {done.skipped} already there, "
+               f"{done.errors} could not be read")
+    if errors or done.errors:
         sys.exit(1)
 
 

@@ -24,8 +24,12 @@ from mpoxscan.deploy.fidelity import Gate
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "bundled"
 REPO = Path(__file__).resolve().parents[3]
-RECIPE = {"architecture": "efficientnet_lite0", "strategy": "finetune", "views": 4, "seed": 0}
-CV_RESULTS = REPO / "benchmarks" / "results" / "cv" / "finetune-exports-official" / "results.json"
+RECIPE = {"architecture": "efficientnet_lite0", "strategy": "finetune", "views": 4, "seed": 0, "options": {}}
+#: The cross-validations of exactly this recipe (benchmarks/cv_bench.py runs), the primary estimate first.
+CV_RUNS = {"patient-grouped 10 folds": "finetune-10fold",
+           "MSLD v2.0's official 5 splits, patient-grouped (they put 1 to 2 patient groups on both sides of a split; "
+           "see benchmarks/results/curate.md)": "finetune-exports-official"}
+CV_RESULTS = REPO / "benchmarks" / "results" / "cv"
 DATASET = {"name": "MSLD v2.0 (Mpox Skin Lesion Dataset)", "folder": "msld-v2",
            "licence": "CC BY-NC 4.0: non-commercial research use only",
            "citation": "Ali et al., Mpox Skin Lesion Dataset v2.0, 2024"}
@@ -49,24 +53,46 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def cv_estimate() -> dict:
-    """The recipe's cross-validated metrics, as benchmarks/cv_bench.py measured them."""
-    if not CV_RESULTS.exists():
-        return {}
-    model = json.loads(CV_RESULTS.read_text())["models"][RECIPE["architecture"]]
-    summary = model["summary"]
+def _rounded(v: dict) -> dict:
+    return {"mean": round(v["mean"], 4), "sd": round(v["sd"], 4)}
+
+
+def cv_estimate(recipe: dict = RECIPE, runs: dict[str, str] = CV_RUNS, folder: Path = CV_RESULTS) -> dict:
+    """The recipe's cross-validated metrics, as benchmarks/cv_bench.py measured them: per protocol the mean and sd
+    over folds, the pooled out-of-fold figures with their patient-bootstrap intervals, and the per-skin-tone
+    figures where the manifest had tones. A run of another recipe (other strategy options) is an error, not a
+    silent substitute."""
     keep = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "screening_auc", "screening_sensitivity",
             "screening_specificity", "ece")
-    rounded = lambda v: {"mean": round(v["mean"], 4), "sd": round(v["sd"], 4)}  # noqa: E731
-    return {"protocol": "MSLD v2.0's official 5 splits, patient-grouped (they put 1 to 2 patient groups on both sides "
-                        "of a split; see benchmarks/results/curate.md)",
-            "source": str(CV_RESULTS.relative_to(REPO)),
-            "metrics": {k: rounded(summary[k]) for k in keep},
-            "exported_files": {p: {k: rounded(e[k]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}
-                               for p, e in model.get("exports", {}).items()},
+    protocols = {}
+    for protocol, name in runs.items():
+        path = folder / name / "results.json"
+        if not path.exists():
+            continue
+        results = json.loads(path.read_text())
+        measured = {k: v for k, v in results["config"]["extra"].items() if k != "cache"}
+        if results["config"]["strategy"] != recipe["strategy"] or measured != recipe["options"]:
+            raise SystemExit(f"{path} measured another recipe ({results['config']['strategy']} {measured}), "
+                             f"not {recipe['strategy']} {recipe['options']}")
+        model = results["models"][recipe["architecture"]]
+        entry = {"source": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+                 "folds": len(model["folds"]), "metrics": {k: _rounded(model["summary"][k]) for k in keep}}
+        if model.get("pooled"):
+            entry["pooled_out_of_fold"] = model["pooled"]
+        if model.get("tone"):
+            entry["skin_tone"] = model["tone"]
+        if model.get("exports"):
+            entry["exported_files"] = {p: {k: _rounded(e[k]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}
+                                       for p, e in model["exports"].items()}
+        protocols[protocol] = entry
+    if not protocols:
+        return {}
+    primary = next(iter(protocols))
+    return {"protocol": primary, "metrics": protocols[primary]["metrics"], "protocols": protocols,
             "note": "Estimates of the recipe (the same training on other data splits), not scores of this file: "
                     "this file was trained on all of these images. exported_files: each fold's model exported and "
-                    "quantized like this file, scored on that fold's test images."}
+                    "quantized like this file, scored on that fold's test images. skin_tone: pooled out-of-fold, "
+                    "each photo at its fold's threshold, by ITA bin."}
 
 
 def training_manifest(data: Path, folder: Path) -> Path:
@@ -100,7 +126,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
             raise SystemExit(f"{work / 'checkpoint'} was trained on another manifest: build without --reuse-checkpoint")
     else:
         card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
-                     seed=RECIPE["seed"], force=True)
+                     seed=RECIPE["seed"], force=True, options=RECIPE["options"])
     exported = work / "export"
     report, rejected = None, {}
     for precisions in (["fp32", "int8"], ["fp32", "fp16"], ["fp32"]):  # the smallest variant that passes the gate

@@ -12,12 +12,17 @@ from mpoxscan.images import IMAGE_SUFFIXES, load_image
 
 
 def expand_inputs(args: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files, folders (their photos, recursively, by suffix) and glob patterns -> (paths, [(arg, error)])."""
+    """Files, folders (their photos, recursively, by suffix), glob patterns and list files (``@list.txt``: one path
+    per line, relative to the list's folder) -> (paths, [(arg, error)])."""
     paths: list[Path] = []
     errors: list[tuple[str, str]] = []
     for arg in args:
         p = Path(arg)
-        if p.is_dir():
+        if arg.startswith("@") and len(arg) > 1:
+            listed, bad = _list_file(Path(arg[1:]))
+            paths += listed
+            errors += bad
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             paths += found
             if not found:
@@ -32,6 +37,20 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
         else:
             errors.append((arg, "no such file or folder"))
     return list(dict.fromkeys(paths)), errors
+
+
+def _list_file(path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        return [], [(f"@{path}", f"cannot read the list ({exc.strerror or exc})")]
+    except UnicodeDecodeError:
+        return [], [(f"@{path}", "the list is not UTF-8 text")]
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        return [], [(f"@{path}", "the list names no photo")]
+    # Listed photos are not checked here: a missing one becomes its own error row when it is screened.
+    return [Path(e) if Path(e).is_absolute() else path.parent / e for e in entries], []
 
 
 def screen_files(screener: Screener, paths: list[Path]) -> Iterator[tuple[Path, Screening | None, str | None]]:

@@ -126,6 +126,14 @@ class Screener:
     def screen(self, image) -> Screening:
         return self.screen_and_map(image)[0]
 
+    def screen_batch(self, images: list) -> list[Screening]:
+        """The answers for several photos from one run of the network (archives: deploy/batch.py)."""
+        if not images:
+            return []
+        outputs = self.run(self.preprocessing.batch(images))
+        return [self.verdict(outputs["probabilities"][k], min(image.size), self.measures(outputs, k))
+                for k, image in enumerate(images)]
+
     def screen_and_map(self, image) -> tuple[Screening, np.ndarray | None, Image.Image]:
         """The answer, the model's own map of where it looked (None if the file has no ``cam`` output), and the
         square crop the network saw (to draw the map on)."""

@@ -35,6 +35,8 @@ class FinetuneParams:
     # class mix is the overall one; tone_views moves the skin of every augmented view to a random tone.
     tone_balance: bool = False
     tone_views: bool = False
+    # Compression (issue 13): half of the augmented views are first saved as a low-quality JPEG (training/views.py).
+    jpeg_views: bool = False
 
 
 #: Largest factor by which tone balancing up- or down-weights an image: a bin with one Measles photo must not make
@@ -59,15 +61,17 @@ def tone_balance_weights(labels: list[str], bins: list[str | None], clip: float 
 
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
                        seed: int, cache: FeatureCache, batch: int = 32, progress: bool = False,
-                       tone: bool = False) -> dict[int, np.ndarray]:
+                       tone: bool = False, jpeg: bool = False) -> dict[int, np.ndarray]:
     """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
-    Runtime) and kept on disk (``tone``: the skin-tone views, cached under their own name)."""
+    Runtime) and kept on disk (``tone``, ``jpeg``: the skin-tone and compressed views, cached under their own
+    names)."""
     prep = task_preprocessing(model_name)
     session = None
     out = {}
     for v in views:
         # View 0 is the same with or without tone; the others differ, so their cache entries must too.
-        name = f"activations/{model_name}/block{block}-view{v}-seed{seed}" + ("-tone" if tone and v else "")
+        name = (f"activations/{model_name}/block{block}-view{v}-seed{seed}" + ("-tone" if tone and v else "")
+                + ("-jpeg" if jpeg and v else ""))
         table = cache.load(name)
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
@@ -78,7 +82,7 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
                               disable=not progress):
                 chunk = missing[start:start + batch]
                 x = np.stack([prep.normalize(make_view(load_image(p, min_side=prep.input_size), prep, sha, v, seed,
-                                                           tone=tone))
+                                                           tone=tone, jpeg=jpeg))
                               for sha, p in chunk])
                 table.update(zip([sha for sha, _ in chunk], session.run(None, {"image": x})[0].astype(np.float16)))
             cache.save(name, table)
@@ -109,7 +113,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
     acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed,
-                              FeatureCache(config.extra.get("cache")), progress=progress, tone=params.tone_views)
+                              FeatureCache(config.extra.get("cache")), progress=progress, tone=params.tone_views,
+                              jpeg=params.jpeg_views)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
@@ -181,7 +186,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     bar.close()
     trainable.load_state_dict(best[2])
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
-            "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views}
+            "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views,
+            "jpeg_views": params.jpeg_views}
     if return_model:
         for p in model.parameters():
             p.requires_grad_(True)

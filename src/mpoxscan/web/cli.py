@@ -77,14 +77,21 @@ Example:
 @click.option("--notify-url", metavar="URL", envvar="MPOXSCAN_NOTIFY_URL",
               help="A webhook told of each new case (JSON with the case number, the screening answer and the dashboard "
                    "link; never the photo). Slack / Mattermost incoming webhooks show its `text`. [env MPOXSCAN_NOTIFY_URL]")
+@click.option("--keep-days", default=90, show_default=True, type=click.IntRange(1),
+              help="Delete answered cases (photos too) this many days after the answer: done at start; for a server "
+                   "that runs for weeks, also run `mpoxscan cases purge --answered-days N` daily. The phone page "
+                   "shows this figure before the person consents.")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None) -> None:
+              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None,
+              keep_days: int) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
     from mpoxscan.deploy.runtime import bundled_model
     from mpoxscan.web.app import create_app, make_server
-    from mpoxscan.web.cases import experts
+    from datetime import timedelta
+
+    from mpoxscan.web.cases import experts, purge_answered
     from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
     from mpoxscan.web.settings import ORT_DIST, Settings
 
@@ -93,7 +100,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
-                        notify_url=notify_url)
+                        notify_url=notify_url, keep_days=keep_days)
     url = database_url(db, settings.data_dir)
     app = create_app(settings)
     # The database is opened and migrated here, before listening, so that one that cannot be used is one line here
@@ -104,6 +111,8 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
         try:
             schema = migrate(engine)
             with session_factory(engine)() as session:
+                # The retention the page promises (/api/privacy) holds from the start, not only once cron runs.
+                gone = purge_answered(session, app.state.photos, timedelta(days=keep_days))
                 no_expert = not experts(session)
         finally:
             engine.dispose()
@@ -114,6 +123,8 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {schema})")
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
                f"--host 0.0.0.0); experts sign in at {address}/expert")
+    if gone:
+        click.echo(f"mpoxscan: {len(gone)} case(s) answered over {keep_days} days ago deleted (--keep-days)")
     if no_expert:
         where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
         click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")

@@ -80,7 +80,8 @@ def page_version(request: Request) -> str:
         import hashlib
 
         digest = hashlib.sha256(model_sha256(request).encode())
-        for name in ("index.html", "app.js", "resize.js", "answer.js", "style.css", "manifest.webmanifest", "icon.svg"):
+        for name in ("index.html", "app.js", "resize.js", "answer.js", "messages.js", "style.css",
+                     "manifest.webmanifest", "icon.svg"):
             digest.update((STATIC / name).read_bytes())
         state.page_version = digest.hexdigest()[:16]
     return state.page_version

@@ -99,6 +99,14 @@ class CaseSent(CaseStatus):
     model_matches: bool = Field(description="the phone used the model this server serves")
 
 
+class Privacy(BaseModel):
+    """What the page tells the person before they consent: how long this server keeps a case."""
+
+    answered_cases_kept_days: int = Field(description="answered cases are deleted this many days after the answer")
+    waiting_cases_kept: str
+    stored_photo_max_side: int = Field(description="the stored photo's long side at most, in pixels")
+
+
 class ModelInfo(BaseModel):
     """What the page needs to preprocess and answer, read from the served model file."""
 

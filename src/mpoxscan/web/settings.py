@@ -28,3 +28,6 @@ class Settings:
     login_limit: str = "10/15minutes"
     secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
     notify_url: str | None = None  # a webhook told of every new case (mpoxscan.web.notify)
+    # Answered cases are deleted this many days after the answer (`serve` purges at start; `cases purge` from cron);
+    # the phone page tells the person this figure before they consent (/api/privacy).
+    keep_days: int = 90

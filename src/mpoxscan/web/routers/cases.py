@@ -15,7 +15,7 @@ from mpoxscan.web import cases as service
 from mpoxscan.web import notify
 from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
                                open_upload, rate_limit, read_photo, templates)
-from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus
+from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy
 
 router = APIRouter()
 
@@ -62,6 +62,13 @@ def _case_or_404(db: Session, token: str):
     if case is None:
         raise HTTPException(404, "no case with this link: it may have been withdrawn, or the link is incomplete")
     return case
+
+
+@router.get("/api/privacy")
+def privacy(settings: AppSettings) -> Privacy:
+    """What the page tells the person before they consent: how long an answered case is kept on this server."""
+    return Privacy(answered_cases_kept_days=settings.keep_days, waiting_cases_kept="until answered or withdrawn",
+                   stored_photo_max_side=service.STORED_MAX_SIDE)
 
 
 @router.get("/api/cases/{token}")

@@ -28,6 +28,10 @@ async function start() {
       ort.env.wasm.wasmPaths = "/ort/";
       ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed: works on any phone browser
       session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+      // One run on a blank photo now: WebAssembly's first run of a graph sets up its kernels and memory (several
+      // times a normal run), and it is better spent while the person picks a photo than after.
+      const s = meta.preprocessing.input_size;
+      await session.run({ image: new ort.Tensor("float32", new Float32Array(3 * s * s), [1, 3, s, s]) });
       $("status").textContent = "Ready: screening runs on this device.";
     } catch (err) {
       session = null;
@@ -38,6 +42,7 @@ async function start() {
   }
   readyStatus = $("status").textContent;
   listMyCases();
+  showRetention();
   document.body.dataset.ready = "1";
   if ("serviceWorker" in navigator) {
     // Keep the page, the runtime and the model for offline use (after this first visit).
@@ -47,12 +52,21 @@ async function start() {
 }
 
 function setState(state) { document.body.dataset.state = state; }
+const T = MPOXSCAN_TEXT;  // the page's texts, by id (messages.js)
+
+// How long the server keeps a case, told before consent: the server's own setting (serve --keep-days).
+async function showRetention() {
+  let days = null;
+  try { days = (await (await fetch("/api/privacy")).json()).answered_cases_kept_days; } catch (err) { /* offline */ }
+  $("privacy-kept").textContent = Number.isInteger(days) ? T("privacy.kept", { days }) : T("privacy.kept.unknown");
+}
 
 // A new photo was picked (or a pick failed): nothing of the previous photo stays on screen or can be sent.
 function clearAnswer() {
   current = null; offered = null; window.mpoxscanLast = null;
   $("result").hidden = true; $("send-section").hidden = true; $("server-offer").hidden = true;
   $("verdict").textContent = ""; $("explain").textContent = ""; $("verdict").className = "";
+  $("verdict").hidden = true; $("next-steps").hidden = true;  // no empty heading between answers
   $("error").hidden = true; $("error").textContent = "";
   $("consent").checked = false; sending = false; updateSend();
   $("send-status").textContent = ""; $("sent").hidden = true;
@@ -109,25 +123,35 @@ const percent = (p, digits = 1) => (100 * p).toFixed(digits) + " %";
 
 // What to do first, then why; the numbers go under "Details".
 function headline(result) {
-  if (result.answer === "cannot tell") {
-    return ["unsure", "Retake the photo",
-            `The model cannot tell from this photo: it is ${result.reason}. ${meta.advice[result.reason] || ""} ` +
-            "You can also send this photo to a medical expert below."];
+  const kind = result.answer === "cannot tell" ? "unsure" : result.answer === "positive" ? "positive" : "negative";
+  const vars = { reason: result.reason, advice: (kind === "unsure" && meta.advice[result.reason]) || "" };
+  return [kind, T(`answer.${kind}.title`), T(`answer.${kind}.text`, vars)];
+}
+
+function fillList(list, items) {
+  list.replaceChildren(...items.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
+}
+
+// Next steps under every answer: testing, close contact and warning signs (positive), what to watch for
+// (negative), how to retake (cannot tell).
+function showNextSteps(kind) {
+  $("next-title").textContent = T("next.title");
+  fillList($("next-list"), T(`next.${kind}`));
+  $("urgent").hidden = kind !== "positive";
+  if (kind === "positive") {
+    $("urgent-title").textContent = T("next.urgent.title");
+    fillList($("urgent-list"), T("next.urgent"));
+    $("urgent-who").textContent = T("next.urgent.who");
   }
-  if (result.answer === "positive") {
-    return ["positive", "Show this to a health worker",
-            "The screening found signs that could be mpox. Most positive screenings are false alarms: this is not " +
-            "a diagnosis, and only a health worker (and a test) can tell. Until then, avoid close contact and " +
-            "keep the lesions covered."];
-  }
-  return ["negative", "No sign of mpox found",
-          "This is not a diagnosis. If the lesion changes or spreads, or you have a fever, see a health worker."];
+  $("next-steps").hidden = false;
 }
 
 function show(result, picture) {
   const unsure = result.answer === "cannot tell", s = result.screening;
   const [kind, title, text] = headline(result);
   $("verdict").className = kind; $("verdict").textContent = title; $("explain").textContent = text;
+  $("verdict").hidden = false;
+  showNextSteps(kind);
   $("result").hidden = false; $("retake").hidden = !unsure;
   // A photo the model cannot judge gets no verdict at all: no numbers, no map, only why and how to retake it.
   $("details").hidden = unsure;
@@ -219,6 +243,7 @@ async function sendCase() {
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
+    $("sent").focus();  // the Send button just vanished: without this the focus falls back to the page
     window.mpoxscanSent = answer;
   } catch (err) {
     if (current !== theCase) return;
@@ -227,15 +252,56 @@ async function sendCase() {
   }
 }
 
-function listMyCases() {
-  const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
+// This phone's sent cases, each with its status asked from the server with the case's own link (its token); a case
+// the server no longer has (withdrawn by the person, or purged) leaves the list.
+const caseStatus = {};  // link -> "waiting" | "answered" | "unknown", as last asked
+let listing = 0;  // which listing is the latest: an older one's answers are dropped
+
+function myCases() { return JSON.parse(localStorage.getItem(MY_CASES) || "[]"); }
+
+function drawMyCases(mine) {
   $("my-cases").hidden = mine.length === 0;
-  $("my-cases-list").innerHTML = "";
-  for (const c of mine) {
-    const a = document.createElement("a");
-    a.href = c.link; a.textContent = `Case ${c.number} (sent ${c.sent.replace("T", " ").slice(0, 16)} UTC)`;
-    $("my-cases-list").appendChild(document.createElement("li")).appendChild(a);
-  }
+  $("my-cases-list").hidden = false; $("clear-cases").hidden = false;
+  if (mine.length) $("my-cases-status").textContent = "";  // a case sent after clearing: the list is back
+  $("my-cases-list").replaceChildren(...mine.map((c) => {
+    const li = document.createElement("li"), a = document.createElement("a"), status = caseStatus[c.link];
+    a.href = c.link; a.textContent = T("cases.item", { number: c.number, sent: c.sent.replace("T", " ").slice(0, 16) });
+    li.append(a);
+    if (status) {
+      li.dataset.status = status;
+      li.append(" · ", Object.assign(document.createElement("span"), { className: "case-status " + status,
+                                                                       textContent: T("cases.status." + status) }));
+    }
+    return li;
+  }));
+}
+
+async function listMyCases() {
+  const turn = ++listing;
+  drawMyCases(myCases());
+  const answers = await Promise.all(myCases().map(async (c) => {
+    try {
+      const response = await fetch("/api/cases/" + encodeURIComponent(new URL(c.link).pathname.split("/c/")[1]));
+      if (response.status === 404) return [c.link, "gone"];
+      if (!response.ok) return [c.link, "unknown"];
+      const status = (await response.json()).status;
+      return [c.link, status === "withdrawn" ? "gone" : status];  // should a server keep a withdrawn case's row
+    } catch (err) { return [c.link, "unknown"]; }
+  }));
+  if (turn !== listing) return;
+  for (const [link, status] of answers) caseStatus[link] = status;
+  const kept = myCases().filter((c) => caseStatus[c.link] !== "gone");  // re-read: a case may have been sent meanwhile
+  localStorage.setItem(MY_CASES, JSON.stringify(kept));
+  drawMyCases(kept);
+}
+
+function clearMyCases() {
+  if (!confirm(T("cases.clear.confirm"))) return;
+  localStorage.removeItem(MY_CASES);
+  listing++;  // an answer still on its way must not bring the list back
+  $("my-cases-list").replaceChildren(); $("my-cases-list").hidden = true; $("clear-cases").hidden = true;
+  $("my-cases-status").textContent = T("cases.cleared");
+  $("my-cases-status").tabIndex = -1; $("my-cases-status").focus();
 }
 
 function networkInput(bitmap) {
@@ -371,4 +437,5 @@ $("photo").addEventListener("change", () => {
 $("screen-on-server").addEventListener("click", screenOffered);
 $("consent").addEventListener("change", updateSend);
 $("send").addEventListener("click", sendCase);
+$("clear-cases").addEventListener("click", clearMyCases);
 start();

@@ -3,7 +3,8 @@
 // (filled in by the server), so a new model or page replaces the old files.
 "use strict";
 const CACHE = "mpoxscan-__VERSION__";
-const ASSETS = ["/", "/static/app.js", "/static/resize.js", "/static/answer.js", "/static/style.css", "/static/manifest.webmanifest", "/static/icon.svg",
+const ASSETS = ["/", "/static/app.js", "/static/resize.js", "/static/answer.js", "/static/messages.js",
+                "/static/style.css", "/static/manifest.webmanifest", "/static/icon.svg",
                 "/api/model", "/model.onnx",
                 "/ort/ort.wasm.min.js", "/ort/ort-wasm-simd-threaded.mjs", "/ort/ort-wasm-simd-threaded.wasm"];
 
