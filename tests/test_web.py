@@ -805,6 +805,8 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
             driver.get(server.url + second["follow_up"])
             driver.find_element(By.CSS_SELECTOR, "details summary").click()
             driver.find_element(By.CSS_SELECTOR, "button.danger").click()
+            # The form's answer is a new page: wait for it (looking at once raced the navigation on a loaded machine).
+            assert _wait(driver, "return document.getElementById('withdrawn') !== null")
             assert "deleted" in driver.find_element(By.ID, "withdrawn").text
             driver.get(server.url + "/")
             assert _wait(driver, statuses + ".join() === 'answered'")
