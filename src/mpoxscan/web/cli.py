@@ -222,23 +222,34 @@ def expert_enable(email: str, data_dir: Path | None, db: str | None) -> None:
 @click.group("cases", epilog="""\b
 Example:
   mpoxscan cases purge --answered-days 90      # delete cases answered more than 90 days ago, with their photos
+  mpoxscan cases purge                         # only remove files no case owns (left by a crash or a full disk)
 """)
 def cases_group() -> None:
     """Stored cases (same --data-dir / --db as `serve`)."""
 
 
 @cases_group.command("purge")
-@click.option("--answered-days", type=click.IntRange(0), required=True,
+@click.option("--answered-days", type=click.IntRange(0),
               help="Delete cases answered more than this many days ago (their photos too; the audit log keeps numbers).")
 @_data_dir_option
 @_db_option
-def cases_purge(answered_days: int, data_dir: Path | None, db: str | None) -> None:
-    """Delete answered cases older than a number of days: keep people's photos no longer than needed."""
+def cases_purge(answered_days: int | None, data_dir: Path | None, db: str | None) -> None:
+    """Delete answered cases older than a number of days (keep people's photos no longer than needed), and sweep the
+    photo folder: `.part` files and photos no case owns. Beside a running server only files older than an hour are
+    swept (the server may be between writing a photo and storing its case); with no server running, all of them."""
     from datetime import timedelta
 
-    from mpoxscan.web.cases import PhotoStore, purge_answered
+    from mpoxscan.web.cases import PhotoStore, StorageUnavailable, purge_answered, sweep_photos
 
     folder = _data_folder(data_dir)
+    store = PhotoStore(folder / "photos")
     with _session(folder, db) as session:
-        gone = purge_answered(session, PhotoStore(folder / "photos"), timedelta(days=answered_days))
-    click.echo(f"{len(gone)} answered case(s) older than {answered_days} days deleted")
+        try:
+            if answered_days is not None:
+                gone = purge_answered(session, store, timedelta(days=answered_days))
+                click.echo(f"{len(gone)} answered case(s) older than {answered_days} days deleted")
+            report = sweep_photos(session, store)
+        except StorageUnavailable as exc:
+            raise MpoxscanError(str(exc)) from None
+    spared = (f"; {report.kept_young} younger than an hour kept (a server is running)" if report.kept_young else "")
+    click.echo(f"{len(report.removed)} file(s) no case owns removed from the photo folder{spared}")
