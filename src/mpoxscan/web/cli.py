@@ -69,7 +69,7 @@ Example:
 @_data_dir_option
 @_db_option
 @click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
-@click.option("--login-limit", default="10/15minutes", show_default=True, help="Expert sign-in attempts per address.")
+@click.option("--login-limit", default="10/15minutes", show_default=True, help="Failed expert sign-ins per address (counted in the database: a restart does not reset them).")
 @click.option("--secure-cookies", is_flag=True, help="Mark the expert's cookie Secure (when served over https).")
 @click.option("--proxy", "trusted_proxies", metavar="ADDRESSES",
               help="Behind a reverse proxy: its address(es), comma-separated, whose X-Forwarded-For is believed "
