@@ -339,3 +339,22 @@ def test_redirects_never_carry_the_host_header_and_hsts_follows_secure_cookies(t
     secure = _app(tmp_path / "secure", secure_cookies=True)
     r = _client(secure).get("/")
     assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_the_webhook_link_never_carries_the_host_header(tmp_path, monkeypatch):
+    """Any client sets Host: a case sent with a forged one must not hand the experts a link to another site."""
+    from mpoxscan.web import notify
+
+    sent = []
+    monkeypatch.setattr(notify, "post", lambda url, message: sent.append(message))
+    for public_url, expected in ((None, "http://testserver/expert/cases/"),
+                                 ("https://mpoxscan.example.org/", "https://mpoxscan.example.org/expert/cases/")):
+        app = _app(tmp_path / str(bool(public_url)), notify_url="http://127.0.0.1:9/hook", public_url=public_url)
+        client = _client(app)
+        info = client.get("/api/model").json()
+        r = client.post("/api/cases", headers={"host": "evil.example"}, json={
+            "consent": True, "photo": base64.b64encode(make_jpeg(1, (320, 256))).decode(), "computed": "device",
+            "probabilities": {c: 1 / len(info["classes"]) for c in info["classes"]}, "model_sha256": info["sha256"]})
+        assert r.status_code == 201
+        assert sent[-1]["dashboard"] == expected + r.json()["number"] and "evil" not in str(sent[-1])
+        app.state.engine.dispose()

@@ -42,6 +42,7 @@ class Settings:
     login_limit: str = "10/15minutes"
     secure_cookies: bool = False  # set when the app is served over https (behind a proxy)
     notify_url: str | None = None  # a webhook told of every new case (mpoxscan.web.notify)
+    public_url: str | None = None  # e.g. https://mpoxscan.example.org: the address in links sent elsewhere
     counters: dict = field(default_factory=lambda: {"api_screen": 0})
 
 

@@ -77,8 +77,12 @@ Example:
 @click.option("--notify-url", metavar="URL", envvar="MPOXSCAN_NOTIFY_URL",
               help="A webhook told of each new case (JSON with the case number, the screening answer and the dashboard "
                    "link; never the photo). Slack / Mattermost incoming webhooks show its `text`. [env MPOXSCAN_NOTIFY_URL]")
+@click.option("--public-url", metavar="URL", envvar="MPOXSCAN_PUBLIC_URL",
+              help="The address people and experts reach the service at, e.g. https://mpoxscan.example.org: used in "
+                   "the webhook's dashboard links (never the request's Host header) [env MPOXSCAN_PUBLIC_URL].")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None) -> None:
+              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None,
+              public_url: str | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -89,9 +93,11 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     _check_limits(upload_limit, login_limit)
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise MpoxscanError(f"--public-url must be an http:// or https:// URL, not {public_url.split(':')[0]}:...")
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
-                        notify_url=notify_url)
+                        notify_url=notify_url, public_url=public_url)
     url = database_url(db, settings.data_dir)
     with _database_errors(_safe_url(url)):
         app = create_app(settings)

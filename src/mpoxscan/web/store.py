@@ -147,6 +147,9 @@ class PhotoStore:
             os.close(self._serving_lock)
             self._serving_lock = None
 
+    def __del__(self) -> None:  # an app dropped (the tests make many) gives its lock and descriptor back
+        self.release_serving_lock()
+
     def sweep(self, referenced: Iterable[str], grace_s: float = SWEEP_GRACE_S) -> SweepReport:
         """Remove ``.part`` files and files that no case owns (``referenced``: every case's ``photo_file``, read
         *before* the folder is listed; see the module's naming rule).
