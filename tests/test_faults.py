@@ -296,9 +296,8 @@ def test_cases_purge_sweeps_the_photo_folder(tmp_path):
 def test_the_photo_is_fsynced_then_renamed_then_its_folder_fsynced(tmp_path, monkeypatch):
     import stat
 
-    from mpoxscan.web.store import PhotoStore
-
-    store = PhotoStore(tmp_path / "photos")
+    app = _app(tmp_path / "data")
+    store = app.state.photos
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(

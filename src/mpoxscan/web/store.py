@@ -148,7 +148,10 @@ class PhotoStore:
             self._serving_lock = None
 
     def __del__(self) -> None:  # an app dropped (the tests make many) gives its lock and descriptor back
-        self.release_serving_lock()
+        try:
+            self.release_serving_lock()
+        except Exception:  # at interpreter exit the OS closes it anyway
+            pass
 
     def sweep(self, referenced: Iterable[str], grace_s: float = SWEEP_GRACE_S) -> SweepReport:
         """Remove ``.part`` files and files that no case owns (``referenced``: every case's ``photo_file``, read
