@@ -4,9 +4,9 @@ answer, migrations on start."""
 from __future__ import annotations
 
 import mimetypes
-from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
-from mpoxscan.web.store import STORAGE_ERRNOS, StorageUnavailable, storage_reason
+from mpoxscan.web.store import STORAGE_ERRNOS, StorageUnavailable, database_reason, storage_reason
 
 # The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
 mimetypes.add_type("application/manifest+json", ".webmanifest")
@@ -66,19 +66,6 @@ def secure(request: Request, response: Response) -> Response:
         if parts.netloc == request.headers.get("host", request.url.netloc):
             response.headers["location"] = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
     return response
-
-
-def database_reason(exc: OperationalError) -> str:
-    """One line for a database that cannot write, from a fixed vocabulary (a driver's own text can hold paths,
-    host names or parameters)."""
-    text = str(getattr(exc, "orig", None) or "").lower()
-    for needle, reason in (("full", "the disk is full"), ("readonly", "the database is read-only"),
-                           ("read-only", "the database is read-only"), ("disk i/o", "the disk failed (I/O error)"),
-                           ("unable to open", "the database file cannot be opened"),
-                           ("locked", "the database is busy"), ("connect", "the database cannot be reached")):
-        if needle in text:
-            return reason
-    return f"the database failed ({type(exc.orig or exc).__name__})"
 
 
 class LoginRequired(Exception):

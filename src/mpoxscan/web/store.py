@@ -44,9 +44,22 @@ def storage_reason(exc: OSError) -> str:
     reasons = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
                errno.EROFS: "the data folder is read-only", errno.EACCES: "the data folder is not writable",
                errno.EPERM: "the data folder is not writable", errno.ENOENT: "the data folder is missing",
-               errno.ENOTDIR: "the data folder is missing", errno.EIO: "the disk failed (I/O error)",
+               errno.ENOTDIR: "the data folder is missing", errno.EIO: "the disk failed to read or write",
                errno.ESTALE: "the data folder is gone (stale file handle)"}
     return reasons.get(exc.errno, f"the disk failed ({exc.strerror or type(exc).__name__})")
+
+
+def database_reason(exc: Exception) -> str:
+    """One line for a database that cannot write, from a fixed vocabulary (a driver's own text can hold paths,
+    host names or parameters)."""
+    text = str(getattr(exc, "orig", None) or "").lower()
+    for needle, reason in (("full", "the disk is full"), ("readonly", "the database is read-only"),
+                           ("read-only", "the database is read-only"), ("disk i/o", "the disk failed to read or write"),
+                           ("unable to open", "the database file cannot be opened"),
+                           ("locked", "the database is busy"), ("connect", "the database cannot be reached")):
+        if needle in text:
+            return reason
+    return f"the database failed ({type(getattr(exc, 'orig', None) or exc).__name__})"
 
 
 def _fsync_dir(folder: Path) -> None:
