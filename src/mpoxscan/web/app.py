@@ -6,15 +6,18 @@ from __future__ import annotations
 import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, default_data_dir, make_engine, migrate, session_factory
+from mpoxscan.web.store import STORAGE_ERRNOS, StorageUnavailable, database_reason, storage_reason
 
 # The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
 mimetypes.add_type("application/manifest+json", ".webmanifest")
@@ -42,7 +45,30 @@ class Settings:
     # Answered cases are deleted this many days after the answer (`serve` purges at start; `cases purge` from cron);
     # the phone page tells the person this figure before they consent (/api/privacy).
     keep_days: int = 90
+    public_url: str | None = None  # e.g. https://mpoxscan.example.org: the address in links sent elsewhere
     counters: dict = field(default_factory=lambda: {"api_screen": 0})
+
+
+def secure(request: Request, response: Response) -> Response:
+    """The security headers every answer carries (the middleware and the error handlers call this)."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Follow-up links hold a secret: never sent to another site (and own pages keep a real Origin on form posts).
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
+    if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
+        response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
+    if request.app.state.settings.secure_cookies or request.url.scheme == "https":
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"  # browsers keep to https for a year
+    location = response.headers.get("location")
+    if location and "://" in location:
+        # Starlette builds some redirects (a trailing slash) from the request's Host header: never send a client
+        # to the host it claimed; a relative Location stays on the site the browser is on.
+        parts = urlsplit(location)
+        if parts.netloc == request.headers.get("host", request.url.netloc):
+            response.headers["location"] = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+    return response
 
 
 class LoginRequired(Exception):
@@ -50,7 +76,7 @@ class LoginRequired(Exception):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from mpoxscan.web.cases import PhotoStore
+    from mpoxscan.web.cases import PhotoStore, start_up_sweep
     from mpoxscan.web.routers import cases, expert, health, pages, screen
     from mpoxscan.web.security import RateLimits
 
@@ -64,21 +90,34 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.schema = migrate(app.state.engine)
     app.state.sessions = session_factory(app.state.engine)
     app.state.photos = PhotoStore(settings.data_dir / "photos")
+    start_up_sweep(app.state.sessions, app.state.photos)
     app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
-                                  logins=settings.login_limit)
+                                  logins=settings.login_limit, sessions=app.state.sessions)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        # Follow-up links hold a secret: never sent to another site (and own pages keep a real Origin on form posts).
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
-        if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
-            response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
-        return response
+        return secure(request, await call_next(request))
+
+    # Unhandled exceptions skip the middleware above (Starlette answers them outside it): each handler below adds
+    # the headers itself, so that every answer, 5xx included, carries them.
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable):
+        return secure(request, JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "60"}))
+
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: OSError):
+        if exc.errno in STORAGE_ERRNOS:
+            return await storage_unavailable(request, StorageUnavailable(f"cannot store: {storage_reason(exc)}"))
+        return await internal_error(request, exc)
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError):
+        return await storage_unavailable(request, StorageUnavailable(f"cannot store: {database_reason(exc)}"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, _exc: Exception):
+        return secure(request, JSONResponse({"detail": "internal error: the server failed (see its log)"},
+                                            status_code=500))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired):

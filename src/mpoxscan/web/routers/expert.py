@@ -14,7 +14,7 @@ from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
 from mpoxscan.web.app import Settings
-from mpoxscan.web.deps import (LOGIN_COOKIE, current_expert, get_db, get_photos, get_screener, get_settings,
+from mpoxscan.web.deps import (LOGIN_COOKIE, client_key, current_expert, get_db, get_photos, get_screener, get_settings,
                                rate_limit, same_origin, templates)
 from mpoxscan.web.tables import Expert
 
@@ -32,6 +32,7 @@ def login(request: Request, email: str = Form(max_length=320), password: str = F
           db: Session = Depends(get_db), settings: Settings = Depends(get_settings)):
     signed = service.sign_in(db, email, password)
     if signed is None:
+        request.app.state.limits.record_failure("logins", client_key(request))  # counted in the database
         return templates.TemplateResponse(request, "login.html", {"error": "Wrong e-mail address or password."},
                                           status_code=401)
     _expert, token = signed
