@@ -7,17 +7,20 @@ import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
 from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired
 from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
+from mpoxscan.web.store import STORAGE_ERRNOS, StorageUnavailable, database_reason, storage_reason
 
 __all__ = ["Settings", "create_app", "lifespan", "make_server"]
 
@@ -29,25 +32,54 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'sel
        "form-action 'self'")
 
 
+def secure(request: Request, response: Response) -> Response:
+    """The security headers every answer carries (the middleware and the error handlers call this)."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    # Follow-up links hold a secret: never sent to another site (and own pages keep a real Origin on form posts).
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
+    if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
+        response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
+    if request.app.state.settings.secure_cookies or request.url.scheme == "https":
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"  # browsers keep to https for a year
+    location = response.headers.get("location")
+    if location and "://" in location:
+        # Starlette builds some redirects (a trailing slash) from the request's Host header: never send a client
+        # to the host it claimed; a relative Location stays on the site the browser is on.
+        parts = urlsplit(location)
+        if parts.netloc == request.headers.get("host", request.url.netloc):
+            response.headers["location"] = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+    return response
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The database for the app's life: the engine and the migrations before the first request (uvicorn, or a
-    ``with TestClient(app)``), the engine's connections closed on shutdown."""
+    """The database for the app's life (uvicorn, or a ``with TestClient(app)``): the engine and the migrations, the
+    start-up sweep of the photo folder and the rate limits kept in the database before the first request; on
+    shutdown the photo folder's lock is given back and the engine's connections are closed."""
+    from mpoxscan.web.cases import start_up_sweep
+    from mpoxscan.web.security import RateLimits
+
     settings: Settings = app.state.settings
     app.state.db_url = database_url(settings.db, settings.data_dir)
     app.state.engine = make_engine(app.state.db_url)
     try:
         app.state.schema = migrate(app.state.engine)
         app.state.sessions = session_factory(app.state.engine)
+        start_up_sweep(app.state.sessions, app.state.photos)
+        app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
+                                      logins=settings.login_limit, sessions=app.state.sessions)
         yield
     finally:
+        app.state.photos.release_serving_lock()
         app.state.engine.dispose()
 
 
 def create_app(settings: Settings) -> FastAPI:
     from mpoxscan.web.cases import PhotoStore
     from mpoxscan.web.routers import cases, expert, health, pages, screen
-    from mpoxscan.web.security import RateLimits
 
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
@@ -56,24 +88,34 @@ def create_app(settings: Settings) -> FastAPI:
     settings.data_dir = Path(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     app.state.photos = PhotoStore(settings.data_dir / "photos")
-    app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
-                                  logins=settings.login_limit)
 
     # Added first, so that the security headers wrap its 413 too.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        # Follow-up links hold a secret: never sent to another site (and own pages keep a real Origin on form posts).
-        response.headers["Referrer-Policy"] = "same-origin"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
-        if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
-            response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
-        return response
+        return secure(request, await call_next(request))
+
+    # Unhandled exceptions skip the middleware above (Starlette answers them outside it): each handler below adds
+    # the headers itself, so that every answer, 5xx included, carries them.
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable):
+        return secure(request, JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "60"}))
+
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: OSError):
+        if exc.errno in STORAGE_ERRNOS:
+            return await storage_unavailable(request, StorageUnavailable(f"cannot store: {storage_reason(exc)}"))
+        return await internal_error(request, exc)
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError):
+        return await storage_unavailable(request, StorageUnavailable(f"cannot store: {database_reason(exc)}"))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, _exc: Exception):
+        return secure(request, JSONResponse({"detail": "internal error: the server failed (see its log)"},
+                                            status_code=500))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired):

@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import uuid
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from sqlalchemy import case as sql_case
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
+from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
 from mpoxscan.web.tables import AuditEvent, Case, Expert, LoginSession, utcnow
 
+log = logging.getLogger(__name__)
 #: The expert's possible answers: code -> what the person reads on the follow-up page.
 VERDICTS = {
     "likely-mpox": "This looks like it could be mpox. Please get tested at a health centre soon, and avoid close "
@@ -37,44 +37,6 @@ VERDICTS = {
 #: Photos are stored at most this large (long side, pixels): enough for a dermatologist, not a 48-MP original.
 STORED_MAX_SIDE = 2048
 LOGIN_LIFETIME = timedelta(hours=12)
-
-
-class PhotoStore:
-    """The stored photos: one metadata-free JPEG per case under ``root``, named by a random id (not the case), and
-    beside it the server's heat map drawn on it, ``<id>.heatmap.png`` (deleted with the photo)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def save(self, jpeg: bytes) -> str:
-        """Write atomically (temporary file, fsync, rename): a crash never leaves half a photo under a case's name."""
-        name = f"{uuid.uuid4().hex}.jpg"
-        self._write(self.root / name, jpeg)
-        return name
-
-    def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.part")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def path(self, name: str) -> Path:
-        return self.root / Path(name).name
-
-    def heatmap_path(self, name: str) -> Path:
-        """Where the heat map of photo ``name`` is kept (it may not exist: cases stored before maps were kept)."""
-        return self.root / f"{Path(name).stem}.heatmap.png"
-
-    def save_heatmap(self, name: str, png: bytes) -> None:
-        self._write(self.heatmap_path(name), png)
-
-    def delete(self, name: str) -> None:
-        """The photo and its heat map (the map is drawn on the photo: it shows the photo too)."""
-        self.heatmap_path(name).unlink(missing_ok=True)
-        self.path(name).unlink(missing_ok=True)
 
 
 @dataclass
@@ -111,7 +73,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
     name = store.save(jpeg)
     try:
         if heatmap is not None:
-            store.save_heatmap(name, heatmap)
+            store.save_heatmap(name, heatmap)  # a companion of the photo: deleted (and swept) with it
         for _attempt in range(5):
             token = new_token()
             case = Case(number=new_case_number(), token_hash=token_hash(token), photo_file=name,
@@ -128,7 +90,10 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                 db.rollback()
         raise RuntimeError("could not draw a free case number")
     except BaseException:
-        store.delete(name)  # no photo (nor heat map) without its case
+        try:
+            store.delete(name)  # no photo (nor heat map) without its case
+        except StorageUnavailable:
+            pass  # the disk refuses even that: the next sweep removes the file (no case owns it)
         raise
 
 
@@ -146,26 +111,55 @@ def case_by_number(db: Session, number: str) -> Case | None:
 
 
 def withdraw_case(db: Session, store: PhotoStore, case: Case) -> None:
-    """The person takes their case back: photo and case are deleted (the audit log keeps only the number)."""
-    number, photo = case.number, case.photo_file
+    """The person takes their case back: photo and case are deleted (the audit log keeps only the number).
+
+    The file goes first, the row only once the file is gone: a delete that fails (read-only or missing folder)
+    raises StorageUnavailable with the case whole, so it can be withdrawn again; a commit that fails after the file
+    went leaves a case without its photo (the expert's page says so), never a photo without a case."""
+    number = case.number
+    store.delete(case.photo_file)
     db.delete(case)
     db.add(AuditEvent(action="case withdrawn", case_number=number))
     db.commit()
-    store.delete(photo)
 
 
 def purge_answered(db: Session, store: PhotoStore, older_than: timedelta) -> list[str]:
     """Delete cases answered more than ``older_than`` ago, with their photos (data kept no longer than needed);
-    the audit log keeps their numbers. Returns the numbers deleted."""
+    the audit log keeps their numbers. Returns the numbers deleted. Each photo is deleted before its row (as in
+    withdraw_case): when a delete fails, the cases whose photos went are still committed, then StorageUnavailable."""
     cutoff = utcnow() - older_than
     old = list(db.scalars(select(Case).where(Case.status == "answered", Case.answered_at < cutoff)))
-    for case in old:
-        db.delete(case)
-        db.add(AuditEvent(action="case purged", case_number=case.number, detail=f"answered {case.answered_at:%Y-%m-%d}"))
-    db.commit()
-    for case in old:  # files after the commit: a failed commit leaves every case whole
-        store.delete(case.photo_file)
-    return [case.number for case in old]
+    gone: list[str] = []
+    try:
+        for case in old:
+            store.delete(case.photo_file)
+            db.delete(case)
+            db.add(AuditEvent(action="case purged", case_number=case.number,
+                              detail=f"answered {case.answered_at:%Y-%m-%d}"))
+            gone.append(case.number)
+    finally:
+        db.commit()
+    return gone
+
+
+def sweep_photos(db: Session, store: PhotoStore, grace_s: float | None = None) -> SweepReport:
+    """Remove .part files and photo files no case owns (store.PhotoStore.sweep says when this is safe beside
+    running workers). The case rows are read before the folder is listed."""
+    referenced = list(db.scalars(select(Case.photo_file)))
+    return store.sweep(referenced) if grace_s is None else store.sweep(referenced, grace_s)
+
+
+def start_up_sweep(sessions: sessionmaker[Session], store: PhotoStore) -> SweepReport:
+    """At start-up, before serving: what a crash left (.part files, photos written whose case was never committed)
+    goes; then this process holds the photo folder's lock shared while it serves, so that a sweep elsewhere (another
+    worker starting, `cases purge`) spares what this one has in flight (see PhotoStore.sweep)."""
+    with sessions() as db:
+        report = sweep_photos(db, store)
+    store.hold_serving_lock()
+    if report.removed:
+        log.warning("start-up sweep: removed %d file(s) no case owns (left by a crash or a failed write)",
+                    len(report.removed))
+    return report
 
 
 def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:

@@ -69,7 +69,7 @@ Example:
 @_data_dir_option
 @_db_option
 @click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
-@click.option("--login-limit", default="10/15minutes", show_default=True, help="Expert sign-in attempts per address.")
+@click.option("--login-limit", default="10/15minutes", show_default=True, help="Failed expert sign-ins per address (counted in the database: a restart does not reset them).")
 @click.option("--secure-cookies", is_flag=True, help="Mark the expert's cookie Secure (when served over https).")
 @click.option("--proxy", "trusted_proxies", metavar="ADDRESSES",
               help="Behind a reverse proxy: its address(es), comma-separated, whose X-Forwarded-For is believed "
@@ -81,16 +81,19 @@ Example:
               help="Delete answered cases (photos too) this many days after the answer: done at start; for a server "
                    "that runs for weeks, also run `mpoxscan cases purge --answered-days N` daily. The phone page "
                    "shows this figure before the person consents.")
+@click.option("--public-url", metavar="URL", envvar="MPOXSCAN_PUBLIC_URL",
+              help="The address people and experts reach the service at, e.g. https://mpoxscan.example.org: used in "
+                   "the webhook's dashboard links (never the request's Host header) [env MPOXSCAN_PUBLIC_URL].")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
               login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None,
-              keep_days: int) -> None:
+              public_url: str | None, keep_days: int) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
-    from mpoxscan.deploy.runtime import bundled_model
-    from mpoxscan.web.app import create_app, make_server
     from datetime import timedelta
 
+    from mpoxscan.deploy.runtime import bundled_model
+    from mpoxscan.web.app import create_app, make_server
     from mpoxscan.web.cases import experts, purge_answered
     from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
     from mpoxscan.web.settings import ORT_DIST, Settings
@@ -98,9 +101,11 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     _check_limits(upload_limit, login_limit)
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise MpoxscanError(f"--public-url must be an http:// or https:// URL, not {public_url.split(':')[0]}:...")
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
                         upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
-                        notify_url=notify_url, keep_days=keep_days)
+                        notify_url=notify_url, public_url=public_url, keep_days=keep_days)
     url = database_url(db, settings.data_dir)
     app = create_app(settings)
     # The database is opened and migrated here, before listening, so that one that cannot be used is one line here
@@ -242,23 +247,34 @@ def expert_enable(email: str, data_dir: Path | None, db: str | None) -> None:
 @click.group("cases", epilog="""\b
 Example:
   mpoxscan cases purge --answered-days 90      # delete cases answered more than 90 days ago, with their photos
+  mpoxscan cases purge                         # only remove files no case owns (left by a crash or a full disk)
 """)
 def cases_group() -> None:
     """Stored cases (same --data-dir / --db as `serve`)."""
 
 
 @cases_group.command("purge")
-@click.option("--answered-days", type=click.IntRange(0), required=True,
+@click.option("--answered-days", type=click.IntRange(0),
               help="Delete cases answered more than this many days ago (their photos too; the audit log keeps numbers).")
 @_data_dir_option
 @_db_option
-def cases_purge(answered_days: int, data_dir: Path | None, db: str | None) -> None:
-    """Delete answered cases older than a number of days: keep people's photos no longer than needed."""
+def cases_purge(answered_days: int | None, data_dir: Path | None, db: str | None) -> None:
+    """Delete answered cases older than a number of days (keep people's photos no longer than needed), and sweep the
+    photo folder: `.part` files and photos no case owns. Beside a running server only files older than an hour are
+    swept (the server may be between writing a photo and storing its case); with no server running, all of them."""
     from datetime import timedelta
 
-    from mpoxscan.web.cases import PhotoStore, purge_answered
+    from mpoxscan.web.cases import PhotoStore, StorageUnavailable, purge_answered, sweep_photos
 
     folder = _data_folder(data_dir)
+    store = PhotoStore(folder / "photos")
     with _session(folder, db) as session:
-        gone = purge_answered(session, PhotoStore(folder / "photos"), timedelta(days=answered_days))
-    click.echo(f"{len(gone)} answered case(s) older than {answered_days} days deleted")
+        try:
+            if answered_days is not None:
+                gone = purge_answered(session, store, timedelta(days=answered_days))
+                click.echo(f"{len(gone)} answered case(s) older than {answered_days} days deleted")
+            report = sweep_photos(session, store)
+        except StorageUnavailable as exc:
+            raise MpoxscanError(str(exc)) from None
+    spared = (f"; {report.kept_young} younger than an hour kept (a server is running)" if report.kept_young else "")
+    click.echo(f"{len(report.removed)} file(s) no case owns removed from the photo folder{spared}")

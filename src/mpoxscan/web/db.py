@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from mpoxscan.web.store import StorageUnavailable
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Each SQLite engine's file and the (device, inode) it opened: what the commit guard and /healthz compare.
+_SQLITE_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def default_data_dir() -> Path:
@@ -33,17 +38,75 @@ def make_engine(url: str) -> Engine:
         # Concurrent uploads each write a row: wait for the lock instead of failing, and let readers run beside the
         # writer (write-ahead log). Foreign keys are off by default in SQLite.
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
+        path = engine.url.database
+        file_backed = bool(path) and path != ":memory:" and not path.startswith("file:")
+        identity: dict[str, tuple[int, int]] = {}
+
+        def check_file() -> None:
+            """A commit into a database file that was deleted (or replaced) under the running server would answer
+            2xx and be lost with the unlinked inode: refuse it (StorageUnavailable: a 503) instead."""
+            problem = sqlite_file_problem(path, identity.get("file"))
+            if problem:
+                raise StorageUnavailable(f"cannot store: {problem}")
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: in WAL mode each commit is fsynced before it returns, so a case whose sender got its number
+            # survives a power cut (NORMAL may lose the last commits; it only guarantees consistency).
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
+            if file_backed:
+                if "file" not in identity:
+                    st = os.stat(path)
+                    identity["file"] = (st.st_dev, st.st_ino)
+                else:
+                    check_file()
 
+        if file_backed:
+            event.listen(engine, "commit", lambda _connection: check_file())
+            _SQLITE_FILES[engine] = (path, identity)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+
+
+def sqlite_file_problem(path: str, identity: tuple[int, int] | None) -> str | None:
+    """None when the SQLite file is still at ``path`` and is the file the engine opened (``identity``: its device
+    and inode); else what happened, in a few words."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "the database file is missing (the data folder was deleted or moved)"
+    except OSError as exc:
+        return f"the database file cannot be read ({exc.strerror or type(exc).__name__})"
+    if identity is not None and (st.st_dev, st.st_ino) != identity:
+        return "the database file was replaced under the running server"
+    return None
+
+
+def database_problem(engine: Engine) -> str | None:
+    """What /healthz and the commit guard check: None when the SQLite file (if any) is the one opened and a write
+    transaction goes through (rolled back: nothing is kept); else the failure in a few words (never a driver's
+    text, which can name paths or parameters)."""
+    from sqlalchemy import text
+
+    sqlite_file = _SQLITE_FILES.get(engine) if isinstance(engine, Engine) else None
+    if sqlite_file:
+        path, identity = sqlite_file
+        problem = sqlite_file_problem(path, identity.get("file"))
+        if problem:
+            return problem
+    try:
+        with engine.connect() as connection:
+            with connection.begin() as transaction:
+                # A write the database must accept: the migrations' own version table, set to what it already holds.
+                connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+                transaction.rollback()
+        return None
+    except Exception as exc:  # any driver error means the same thing here: cases cannot be stored
+        return type(exc).__name__
 
 
 def migrate(engine: Engine) -> str:

@@ -6,11 +6,12 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
@@ -56,25 +57,86 @@ def new_case_number() -> str:
     return f"{chars[:4]}-{chars[4:]}"
 
 
+#: Kinds counted only when they fail (a right password is not an attempt to guess one): tested before the request,
+#: counted by ``record_failure`` after it.
+FAILURE_COUNTED = {"logins"}
+
+
 @dataclass
 class RateLimits:
-    """Moving-window limits per client address (the `limits` library, in this process's memory)."""
+    """Moving-window limits per client address.
+
+    Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
+    default, is this process's memory: reset by a restart and not shared between workers; issue 15 swaps in
+    ``redis://...``). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
+    is given (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
+    count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
 
     uploads: str = "20/hour"
     screens: str = "120/hour"
     logins: str = "10/15minutes"
-    _limiter: MovingWindowRateLimiter = field(default_factory=lambda: MovingWindowRateLimiter(MemoryStorage()))
+    storage: str = "memory://"
+    sessions: Any = None  # a sessionmaker: failed sign-ins in the database
     _items: dict[str, RateLimitItem] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._limiter = MovingWindowRateLimiter(storage_from_string(self.storage))
 
     def _item(self, kind: str) -> RateLimitItem:
         if kind not in self._items:
             self._items[kind] = parse(getattr(self, kind))
         return self._items[kind]
 
+    def _in_database(self, kind: str) -> bool:
+        return kind in FAILURE_COUNTED and self.sessions is not None
+
     def allow(self, kind: str, key: str) -> bool:
-        """Count one attempt of ``kind`` ('uploads', 'screens' or 'logins') by ``key``; False when over the limit."""
-        return self._limiter.hit(self._item(kind), kind, key)
+        """Whether ``key`` may try ``kind`` ('uploads', 'screens' or 'logins') now. Uploads and screenings count this
+        attempt; sign-ins only look (their failures are counted by ``record_failure``)."""
+        item = self._item(kind)
+        if self._in_database(kind):
+            return len(self._recent(kind, key)) < item.amount
+        if kind in FAILURE_COUNTED:
+            return self._limiter.test(item, kind, key)
+        return self._limiter.hit(item, kind, key)
+
+    def record_failure(self, kind: str, key: str) -> None:
+        """Count one failed ``kind`` attempt (a refused sign-in) by ``key``."""
+        if not self._in_database(kind):
+            self._limiter.hit(self._item(kind), kind, key)
+            return
+        from sqlalchemy import delete
+
+        from mpoxscan.web.tables import RateLimitHit, utcnow
+
+        now = utcnow()
+        with self.sessions() as db:
+            db.execute(delete(RateLimitHit).where(RateLimitHit.kind == kind, RateLimitHit.at <= now - self._window(kind)))
+            db.add(RateLimitHit(kind=kind, client=token_hash(key), at=now))
+            db.commit()
 
     def retry_after(self, kind: str, key: str) -> int:
+        if self._in_database(kind):
+            from mpoxscan.web.tables import utcnow
+
+            recent = self._recent(kind, key)
+            oldest = recent[-self._item(kind).amount] if recent else utcnow()
+            return max(1, int((oldest + self._window(kind) - utcnow()).total_seconds()) + 1)
         reset, _remaining = self._limiter.get_window_stats(self._item(kind), kind, key)
         return max(1, int(reset - time.time()))
+
+    def _window(self, kind: str):
+        from datetime import timedelta
+
+        return timedelta(seconds=self._item(kind).get_expiry())
+
+    def _recent(self, kind: str, key: str) -> list:
+        """The times of ``key``'s counted ``kind`` attempts within the window, oldest first."""
+        from sqlalchemy import select
+
+        from mpoxscan.web.tables import RateLimitHit, utcnow
+
+        with self.sessions() as db:
+            return list(db.scalars(select(RateLimitHit.at).where(
+                RateLimitHit.kind == kind, RateLimitHit.client == token_hash(key),
+                RateLimitHit.at > utcnow() - self._window(kind)).order_by(RateLimitHit.at)))

@@ -31,3 +31,4 @@ class Settings:
     # Answered cases are deleted this many days after the answer (`serve` purges at start; `cases purge` from cron);
     # the phone page tells the person this figure before they consent (/api/privacy).
     keep_days: int = 90
+    public_url: str | None = None  # e.g. https://mpoxscan.example.org: the address in links sent elsewhere

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -102,3 +102,16 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     case_number: Mapped[str | None] = mapped_column(String(16), index=True)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class RateLimitHit(Base):
+    """One counted attempt of a rate-limited kind (today: a failed expert sign-in) by one client, kept in the
+    database so that the limit survives a restart and is shared by every worker. ``client`` is the sha256 of the
+    address; rows older than the limit's window are deleted as new ones come."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (Index("ix_rate_limit_hits_kind_client_at", "kind", "client", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    client: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -50,11 +50,23 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
         service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256)
     if settings.notify_url:
         case = submitted.case
-        dashboard = str(request.base_url).rstrip("/") + f"/expert/cases/{case.number}"
+        dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
             case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
     return CaseSent(**case_status(submitted.case).model_dump(), follow_up=f"/c/{submitted.token}",
                     model_matches=form.model_sha256 == served_sha256)
+
+
+def public_base(request: Request, settings: Settings) -> str:
+    """The service's address for links sent elsewhere (the experts' webhook): --public-url, else the address this
+    connection reached the server on (the socket's, not the Host header, which any client can set: a forged one
+    would send the experts a link to another site)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host, port = request.scope.get("server") or ("127.0.0.1", 8000)
+    scheme = request.url.scheme
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if (scheme, port) in (("http", 80), ("https", 443)) else f":{port}")
 
 
 def _case_or_404(db: Session, token: str):

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
-from mpoxscan.web.deps import (LOGIN_COOKIE, AppSettings, CurrentExpert, DbSession, ModelScreener, Photos, rate_limit,
-                               same_origin, templates)
+from mpoxscan.web.deps import (LOGIN_COOKIE, AppSettings, CurrentExpert, DbSession, ModelScreener, Photos, client_key,
+                               rate_limit, same_origin, templates)
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,6 +29,7 @@ def login(request: Request, email: Annotated[str, Form(max_length=320)],
           password: Annotated[str, Form(max_length=1024)], db: DbSession, settings: AppSettings):
     signed = service.sign_in(db, email, password)
     if signed is None:
+        request.app.state.limits.record_failure("logins", client_key(request))  # counted in the database
         return templates.TemplateResponse(request, "login.html", {"error": "Wrong e-mail address or password."},
                                           status_code=401)
     _expert, token = signed

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+
+from mpoxscan.web.db import database_problem
 
 router = APIRouter()
 
 
 def _database_writable(request: Request) -> str | None:
-    """None when a write transaction goes through (rolled back: nothing is kept); else the failure's kind only
-    (never its text, which can name paths or parameters)."""
-    try:
-        with request.app.state.engine.connect() as connection:
-            with connection.begin() as transaction:
-                # A write the database must accept: the migrations' own version table, set to what it already holds.
-                connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
-                transaction.rollback()
-        return None
-    except Exception as exc:  # any driver error means the same thing here: cases cannot be stored
-        return type(exc).__name__
+    """None when the database file is in place and a write transaction goes through (mpoxscan.web.db: the same
+    check that refuses a commit into a deleted SQLite file)."""
+    return database_problem(request.app.state.engine)
 
 
 def _folder_writable(request: Request) -> str | None:
-    """None when the photo folder exists and takes a file (written, flushed, removed)."""
-    root = request.app.state.photos.root
-    if not root.is_dir():
-        return "missing"
-    probe = root / f".healthz-{uuid.uuid4().hex}.part"
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"ok")
-            fh.flush()
-            os.fsync(fh.fileno())
-        probe.unlink()
-        return None
-    except OSError as exc:
-        probe.unlink(missing_ok=True)
-        return exc.strerror or type(exc).__name__
+    """None when the photo folder exists and takes a file (mpoxscan.web.store.PhotoStore.problem)."""
+    return request.app.state.photos.problem()
 
 
 @router.get("/healthz", include_in_schema=False)
