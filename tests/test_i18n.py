@@ -281,7 +281,7 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
     from mpoxscan.web.app import Settings, create_app
     from mpoxscan.web.cases import add_expert, answer_case, case_by_number
     from mpoxscan.web.testing import ServerThread
-    from test_web import _browser_or_skip, _consent_and_send, _model_with_rule, _phone, _screen, _wait
+    from test_web import _axe, _browser_or_skip, _consent_and_send, _model_with_rule, _phone, _screen, _wait
 
     _browser_or_skip()
     catalogues = _catalogues()
@@ -314,6 +314,7 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
                 assert zero in text("screening-line") and catalogue["details.line"].split("{")[0] in text("screening-line")
                 assert _english_left(driver, code) == [] if code != "en" else True
                 if code in ("fr", "sw"):
+                    _axe(driver, f"the phone page in {code}")  # the switch's options and the page carry their lang
                     driver.execute_script("window.scrollTo(0, 0)")
                     driver.save_screenshot(str(artefacts / f"phone-answer-{code}.png"))
             # The switch, on a browser set to English, with an answer on screen: everything is redrawn.
@@ -351,6 +352,7 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
             assert driver.execute_script("return document.documentElement.lang") == "sw"
             assert text("verdict-text") == catalogues["sw"]["verdict.see-health-worker"]
             assert _english_left(driver, "sw") == []
+            _axe(driver, "the follow-up page in Swahili")
             driver.save_screenshot(str(artefacts / "phone-follow-up-sw.png"))
     finally:
         driver.quit()
