@@ -28,7 +28,9 @@ function mpoxscanChooseLanguage() {
 // Every catalogue at once (a few kB each, kept by the service worker): the switch then works offline too.
 async function mpoxscanLoadCatalogues() {
   const loaded = await Promise.all(MPOXSCAN_LANGUAGES.map(async (code) => {
-    try { return [code, await (await fetch(`/static/locales/${code}.json`)).json()]; } catch (err) { return [code, null]; }
+    try {
+      return [code, await (await fetch(`/static/locales/${code}.json`)).json()];
+    } catch (err) { return [code, null]; }  // that language is then missing from the switch
   }));
   MPOXSCAN_CATALOGUES = Object.fromEntries(loaded.filter(([, c]) => c));
   const chosen = mpoxscanChooseLanguage();
