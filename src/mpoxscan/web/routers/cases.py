@@ -14,9 +14,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictStr
 from sqlalchemy.orm import Session
 
-from mpoxscan.deploy.runtime import DISCLAIMER, Screener
+from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web import cases as service
-from mpoxscan.web import notify
+from mpoxscan.web import i18n, notify
 from mpoxscan.web.app import Settings
 from mpoxscan.web.deps import (get_db, get_photos, get_screener, get_settings, model_sha256, open_upload, rate_limit,
                                read_body, templates)
@@ -35,6 +35,8 @@ class CaseIn(BaseModel):
     computed: Literal["device", "server"]
     probabilities: dict[StrictStr, StrictFloat]
     model_sha256: StrictStr = Field(pattern="^[0-9a-f]{64}$")
+    # The page's language (its switch, or the browser's); absent: the request's cookie or Accept-Language decides.
+    language: Literal[i18n.LANGUAGES] | None = None
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
@@ -60,13 +62,16 @@ def _check_probabilities(probabilities: dict[str, float], classes: list[str]) ->
         raise HTTPException(400, "probabilities must lie in [0, 1] and sum to 1")
 
 
-def case_status(case) -> dict:
-    """What the person may see of their case (never the photo: a leaked link shows no picture)."""
+def case_status(case, lang: str | None = None) -> dict:
+    """What the person may see of their case (never the photo: a leaked link shows no picture). The expert's canned
+    answer and the disclaimer are in ``lang`` (default: the case's own language)."""
+    lang = lang or case.language
     return {"number": case.number, "status": case.status, "sent_at": case.created_at.isoformat(timespec="seconds"),
-            "verdict": case.verdict, "verdict_text": service.VERDICTS.get(case.verdict or ""),
+            "verdict": case.verdict, "language": case.language,
+            "verdict_text": i18n.text(lang, f"verdict.{case.verdict}") if case.verdict in service.VERDICTS else None,
             "message": case.message,
             "answered_at": case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
-            "disclaimer": DISCLAIMER}
+            "disclaimer": i18n.text(lang, "disclaimer")}
 
 
 @router.post("/api/cases", status_code=201, dependencies=[Depends(rate_limit("uploads"))])
@@ -97,7 +102,7 @@ async def send_case(request: Request, background: BackgroundTasks, settings: Set
     photo = await run_in_threadpool(open_upload, data, settings)  # full size: the expert sees the photo as sent
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, submission.probabilities, submission.computed,
-        submission.model_sha256)
+        submission.model_sha256, submission.language or i18n.choose(request))
     if settings.notify_url:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
@@ -139,12 +144,22 @@ def case_json(token: str, db: Session = Depends(get_db)) -> dict:
     return case_status(_case_or_404(db, token))
 
 
+def _person_page(request: Request, context: dict, lang: str, status_code: int = 200):
+    """followup.html in the person's language; a language picked with ?lang= is remembered."""
+    response = templates.TemplateResponse(request, "followup.html", {**context, **i18n.template_context(lang)},
+                                          status_code=status_code)
+    i18n.remember(response, request)
+    return response
+
+
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
 def follow_up_page(request: Request, token: str, db: Session = Depends(get_db)):
     case = service.case_by_token(db, token)
     if case is None:
-        return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
-    return templates.TemplateResponse(request, "followup.html", {"case": case_status(case), "token": token})
+        return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
+    lang = i18n.choose(request, case.language)  # the case's language unless the person picked another
+    return _person_page(request, {"case": case_status(case, lang), "token": token, "created_at": case.created_at,
+                                  "answered_at": case.answered_at}, lang)
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)
@@ -152,6 +167,6 @@ def withdraw(request: Request, token: str, db: Session = Depends(get_db),
              photos: service.PhotoStore = Depends(get_photos)):
     """The person deletes their case: the photo and the case go; the audit log keeps the number only."""
     case = _case_or_404(db, token)
-    number = case.number
+    number, lang = case.number, i18n.choose(request, case.language)
     service.withdraw_case(db, photos, case)
-    return templates.TemplateResponse(request, "followup.html", {"case": None, "withdrawn": number})
+    return _person_page(request, {"case": None, "withdrawn": number}, lang)
