@@ -680,8 +680,9 @@ def _contrast(colour_a: str, colour_b: str) -> float:
 def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settings, shared_data, tmp_path, artefacts):
     """Issue 16, item 7. axe-core finds no serious or critical violation on the phone page (before a screening, with
     an answer, after sending), the follow-up page, the expert's sign-in, queue and case pages. From the keyboard, the
-    first Tab reaches the photo button with a focus ring that stands out from the page (3:1 at least); the answer and
-    the "sent" confirmation are live regions, and the focus moves to the confirmation after sending. The queue has no
+    first Tab reaches the language switch, the second the photo button, with a focus ring that stands out from the
+    page (3:1 at least); the answer and the "sent" confirmation are live regions, and the focus moves to the
+    confirmation after sending. The queue has no
     timed reload the expert cannot stop: a refresh link, and a minute's refresh that can be switched off."""
     _browser_or_skip()
     from selenium.webdriver.common.action_chains import ActionChains
@@ -701,6 +702,11 @@ def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settin
             driver.get(server.url + "/")
             _wait(driver, "return document.body.dataset.ready")
             found["phone"] = _axe(driver, "the phone page")
+            # The language switch comes first (a person who cannot read the page's language needs it before
+            # anything else), then the photo button; both show the focus ring.
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            assert driver.execute_script("return document.activeElement.id") == "language"
+            assert driver.execute_script("return getComputedStyle(document.activeElement).outlineStyle") != "none"
             ActionChains(driver).send_keys(Keys.TAB).perform()
             focus = driver.execute_script(
                 "const a = document.activeElement, s = getComputedStyle(a); return {id: a.id, visible: "

@@ -21,19 +21,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
+from mpoxscan.web import i18n
 from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
 from mpoxscan.web.tables import AuditEvent, Case, Expert, LoginSession, utcnow
 
 log = logging.getLogger(__name__)
-#: The expert's possible answers: code -> what the person reads on the follow-up page.
-VERDICTS = {
-    "likely-mpox": "This looks like it could be mpox. Please get tested at a health centre soon, and avoid close "
-                   "skin contact with others until you have the result.",
-    "unlikely-mpox": "This does not look like mpox. If the lesion spreads, hurts or does not heal, see a health worker.",
-    "see-health-worker": "The photo alone is not enough to say. Please see a health worker who can examine the lesion.",
-    "retake-photo": "The photo does not show the lesion clearly enough. Please take a new one in daylight, in focus, "
-                    "and send it again.",
-}
+
+#: The expert's possible answers: code -> what the person reads on the follow-up page (in English here; the person
+#: reads it in their language, from the catalogues' "verdict.<code>" entries).
+VERDICTS = {code: i18n.text("en", f"verdict.{code}")
+            for code in ("likely-mpox", "unlikely-mpox", "see-health-worker", "retake-photo")}
 #: Photos are stored at most this large (long side, pixels): enough for a dermatologist, not a 48-MP original.
 STORED_MAX_SIDE = 2048
 LOGIN_LIFETIME = timedelta(hours=12)
@@ -63,9 +60,11 @@ def draw_heatmap(screener: Screener, photo: Image.Image) -> bytes | None:
 
 
 def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
-                device_probabilities: dict[str, float], computed: str, model_sha256: str) -> Submitted:
+                device_probabilities: dict[str, float], computed: str, model_sha256: str,
+                language: str = "en") -> Submitted:
     """Store a photo the person agreed to send: metadata stripped again, screened again by the server, and its heat
-    map drawn once, now (the expert's views read it; the same screening, so map and numbers agree)."""
+    map drawn once, now (the expert's views read it; the same screening, so map and numbers agree). ``language``:
+    the person's (one of i18n.LANGUAGES), in which they read the expert's answer."""
     jpeg = strip_metadata(photo, max_side=STORED_MAX_SIDE)
     stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
     answer, cam, seen = screener.screen_and_map(stored)
@@ -81,7 +80,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         device_probabilities=device_probabilities, predicted=answer.predicted,
                         probabilities=answer.probabilities, screening_probability=answer.positive_probability,
                         screening_threshold=answer.threshold, answer=answer.answer, answer_reason=answer.reason,
-                        status="waiting")
+                        status="waiting", language=language)
             db.add(case)
             try:
                 db.commit()

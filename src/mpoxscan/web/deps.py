@@ -18,6 +18,7 @@ from starlette.datastructures import Headers
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
+from mpoxscan.web import i18n
 from mpoxscan.web.cases import PhotoStore, signed_in_expert
 from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
@@ -38,6 +39,9 @@ def age(moment) -> str:
 
 
 templates.env.filters["age"] = age
+# The dashboard names the person's language and shows the canned answer as the person will read it.
+templates.env.filters["language_name"] = i18n.name
+templates.env.globals["person_text"] = i18n.text
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
@@ -81,7 +85,7 @@ def page_version(request: Request) -> str:
 
         digest = hashlib.sha256(model_sha256(request).encode())
         for name in ("index.html", "app.js", "resize.js", "answer.js", "messages.js", "style.css",
-                     "manifest.webmanifest", "icon.svg"):
+                     "manifest.webmanifest", "icon.svg", *(f"locales/{code}.json" for code in i18n.LANGUAGES)):
             digest.update((STATIC / name).read_bytes())
         state.page_version = digest.hexdigest()[:16]
     return state.page_version

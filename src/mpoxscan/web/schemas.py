@@ -9,6 +9,8 @@ from typing import Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr, field_validator
 
+from mpoxscan.web import i18n
+
 Answer = Literal["positive", "negative", "cannot tell"]
 
 
@@ -42,6 +44,9 @@ class CaseForm(PhotoForm):
         description='the answer the phone showed, as a JSON object {class: probability} naming each of the model\'s '
                     'classes, e.g. {"Monkeypox": 0.8, "Healthy": 0.2}')
     model_sha256: str = Field(pattern="^[0-9a-f]{64}$", description="the sha256 of the model file the phone used")
+    language: Literal[i18n.LANGUAGES] | None = Field(
+        None, description="the page's language, in which the person reads the expert's answer; absent: the "
+                          "language cookie or Accept-Language decides")
 
     @field_validator("probabilities", mode="before")
     @classmethod
@@ -86,7 +91,8 @@ class CaseStatus(BaseModel):
     status: Literal["waiting", "answered"]
     sent_at: str = Field(description="when the case arrived (UTC, ISO 8601)")
     verdict: str | None = Field(description="the expert's verdict code, once answered")
-    verdict_text: str | None = Field(description="the verdict, as the person reads it")
+    language: str = Field(description="the case's language (the person's)")
+    verdict_text: str | None = Field(description="the verdict, as the person reads it (in the case's language)")
     message: str | None = Field(description="the expert's message, if any")
     answered_at: str | None
     disclaimer: str

@@ -83,6 +83,9 @@ class Case(Base):
     answer: Mapped[str] = mapped_column(String(12), index=True)
     answer_reason: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(12), default="waiting", index=True)
+    # The person's language (a catalogue code, mpoxscan.web.i18n.LANGUAGES): the expert sees it, and the person's
+    # follow-up page shows the expert's answer in it.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     verdict: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

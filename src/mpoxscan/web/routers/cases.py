@@ -10,12 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy.orm import Session
 
-from mpoxscan.deploy.runtime import DISCLAIMER
 from mpoxscan.web import cases as service
-from mpoxscan.web import notify
+from mpoxscan.web import i18n, notify
 from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
                                open_upload, rate_limit, read_photo, templates)
 from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy
+from mpoxscan.web.settings import Settings
 
 router = APIRouter()
 
@@ -28,12 +28,16 @@ def _check_probabilities(probabilities: dict[str, float], classes: list[str]) ->
         raise HTTPException(400, "probabilities must lie in [0, 1] and sum to 1")
 
 
-def case_status(case) -> CaseStatus:
-    """What the person may see of their case (never the photo: a leaked link shows no picture)."""
-    return CaseStatus(number=case.number, status=case.status, sent_at=case.created_at.isoformat(timespec="seconds"),
-                      verdict=case.verdict, verdict_text=service.VERDICTS.get(case.verdict or ""), message=case.message,
-                      answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
-                      disclaimer=DISCLAIMER)
+def case_status(case, lang: str | None = None) -> CaseStatus:
+    """What the person may see of their case (never the photo: a leaked link shows no picture). The expert's canned
+    answer and the disclaimer are in ``lang`` (default: the case's own language)."""
+    lang = lang or case.language
+    return CaseStatus(
+        number=case.number, status=case.status, sent_at=case.created_at.isoformat(timespec="seconds"),
+        verdict=case.verdict, language=case.language,
+        verdict_text=i18n.text(lang, f"verdict.{case.verdict}") if case.verdict in service.VERDICTS else None,
+        message=case.message, answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
+        disclaimer=i18n.text(lang, "disclaimer"))
 
 
 @router.post("/api/cases", status_code=201,
@@ -42,12 +46,14 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
                     background: BackgroundTasks, settings: AppSettings, screener: ModelScreener, db: DbSession,
                     photos: Photos, served_sha256: ModelSha256) -> CaseSent:
     """Store a case for the experts (multipart form: the file ``photo``, ``consent``, ``computed``, ``probabilities``,
-    ``model_sha256``). Answers the case number and the follow-up link (its secret is shown this once)."""
+    ``model_sha256``, optionally ``language``). Answers the case number and the follow-up link (its secret is shown
+    this once)."""
     _check_probabilities(form.probabilities, screener.classes)
     data = await read_photo(form.photo, settings)
     photo = await run_in_threadpool(open_upload, data, settings)  # full size: the expert sees the photo as sent
     submitted = await run_in_threadpool(
-        service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256)
+        service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256,
+        form.language or i18n.choose(request))
     if settings.notify_url:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
@@ -88,19 +94,28 @@ def case_json(token: str, db: DbSession) -> CaseStatus:
     return case_status(_case_or_404(db, token))
 
 
+def _person_page(request: Request, context: dict, lang: str, status_code: int = 200):
+    """followup.html in the person's language; a language picked with ?lang= is remembered."""
+    response = templates.TemplateResponse(request, "followup.html", {**context, **i18n.template_context(lang)},
+                                          status_code=status_code)
+    i18n.remember(response, request)
+    return response
+
+
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
 def follow_up_page(request: Request, token: str, db: DbSession):
     case = service.case_by_token(db, token)
     if case is None:
-        return templates.TemplateResponse(request, "followup.html", {"case": None}, status_code=404)
-    return templates.TemplateResponse(request, "followup.html",
-                                      {"case": case_status(case).model_dump(), "token": token})
+        return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
+    lang = i18n.choose(request, case.language)  # the case's language unless the person picked another
+    return _person_page(request, {"case": case_status(case, lang).model_dump(), "token": token, "created_at": case.created_at,
+                                  "answered_at": case.answered_at}, lang)
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)
 def withdraw(request: Request, token: str, db: DbSession, photos: Photos):
     """The person deletes their case: the photo and the case go; the audit log keeps the number only."""
     case = _case_or_404(db, token)
-    number = case.number
+    number, lang = case.number, i18n.choose(request, case.language)
     service.withdraw_case(db, photos, case)
-    return templates.TemplateResponse(request, "followup.html", {"case": None, "withdrawn": number})
+    return _person_page(request, {"case": None, "withdrawn": number}, lang)

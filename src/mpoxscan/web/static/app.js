@@ -11,18 +11,17 @@ let current = null;
 let picks = 0;  // which pick is the latest: an answer that arrives after a newer pick is dropped
 let offered = null;  // the file waiting for the person's go-ahead to be screened by the server
 let sending = false;
-let readyStatus = "";  // the status line once the model is loaded (restored after each screening)
+let readyStatus = ["status.loading"];  // the status line's id (and values) once the model is loaded, restored later
 const MY_CASES = "mpoxscan-cases";  // this phone's own list of sent cases (number + follow-up link), nowhere else
-// The diseases' names for people; the model's class names stay in the data and on the expert's dashboard.
-const FULL_NAMES = { Monkeypox: "Mpox (monkeypox)", Chickenpox: "Chickenpox (varicella)", Cowpox: "Cowpox",
-                     HFMD: "Hand, foot and mouth disease", Measles: "Measles", Healthy: "Healthy skin" };
 // The heat map's colours: the dashboard's ramp (mpoxscan.explain.overlay._RAMP) and its blending, mirrored.
 const RAMP = [[0, 0, 0.5], [0, 0.4, 1], [0, 0.9, 0.9], [1, 0.95, 0], [1, 0.4, 0], [0.75, 0, 0]];
 const HEAT_ALPHA = 0.45;
 
 async function start() {
+  await mpoxscanLoadCatalogues();  // the page in the person's language before anything else (messages.js)
+  mpoxscanApply();
+  mpoxscanSwitcher($("language"));
   meta = await (await fetch("/api/model")).json();
-  $("disclaimer").textContent = meta.disclaimer;
   if (typeof WebAssembly === "object" && typeof ort === "object") {
     try {
       ort.env.wasm.wasmPaths = "/ort/";
@@ -32,15 +31,15 @@ async function start() {
       // times a normal run), and it is better spent while the person picks a photo than after.
       const s = meta.preprocessing.input_size;
       await session.run({ image: new ort.Tensor("float32", new Float32Array(3 * s * s), [1, 3, s, s]) });
-      $("status").textContent = "Ready: screening runs on this device.";
+      readyStatus = ["status.device"];
     } catch (err) {
       session = null;
-      $("status").textContent = "On-device screening unavailable (" + err.message + "): photos will be screened by the server.";
+      readyStatus = ["status.device.failed", { error: err.message }];
     }
   } else {
-    $("status").textContent = "This browser cannot run the model: photos will be screened by the server.";
+    readyStatus = ["status.no.wasm"];
   }
-  readyStatus = $("status").textContent;
+  restoreStatus();
   listMyCases();
   showRetention();
   document.body.dataset.ready = "1";
@@ -53,28 +52,30 @@ async function start() {
 
 function setState(state) { document.body.dataset.state = state; }
 const T = MPOXSCAN_TEXT;  // the page's texts, by id (messages.js)
+const SAY = MPOXSCAN_SAY;  // an element's text by id: redrawn when the person switches the language
 
 // How long the server keeps a case, told before consent: the server's own setting (serve --keep-days).
 async function showRetention() {
   let days = null;
   try { days = (await (await fetch("/api/privacy")).json()).answered_cases_kept_days; } catch (err) { /* offline */ }
-  $("privacy-kept").textContent = Number.isInteger(days) ? T("privacy.kept", { days }) : T("privacy.kept.unknown");
+  if (Number.isInteger(days)) SAY($("privacy-kept"), "privacy.kept", { days, count: days });
+  else SAY($("privacy-kept"), "privacy.kept.unknown");
 }
 
 // A new photo was picked (or a pick failed): nothing of the previous photo stays on screen or can be sent.
 function clearAnswer() {
   current = null; offered = null; window.mpoxscanLast = null;
   $("result").hidden = true; $("send-section").hidden = true; $("server-offer").hidden = true;
-  $("verdict").textContent = ""; $("explain").textContent = ""; $("verdict").className = "";
+  SAY($("verdict"), null); SAY($("explain"), null); $("verdict").className = "";
   $("verdict").hidden = true; $("next-steps").hidden = true;  // no empty heading between answers
-  $("error").hidden = true; $("error").textContent = "";
+  $("error").hidden = true; SAY($("error"), null);
   $("consent").checked = false; sending = false; updateSend();
-  $("send-status").textContent = ""; $("sent").hidden = true;
+  SAY($("send-status"), null); $("sent").hidden = true;
 }
 
-function fail(message) {
+function fail(id, vars) {
   clearAnswer();
-  $("error").textContent = message; $("error").hidden = false;
+  SAY($("error"), id, vars); $("error").hidden = false;
   setState("error");
 }
 
@@ -119,37 +120,37 @@ function camRows(cam) {
   return Array.from({ length: k }, (_, i) => Array.from(cam.slice(i * k, (i + 1) * k)));
 }
 
-const percent = (p, digits = 1) => (100 * p).toFixed(digits) + " %";
+const percent = (p) => ({ percent: p });  // formatted for the language when drawn (Intl.NumberFormat)
 
-// What to do first, then why; the numbers go under "Details".
+// What to do first, then why; the numbers go under "Details". A reason and its advice are ids of the catalogues
+// ("too small" -> reason.too-small), with the model file's own words for a reason they do not know.
 function headline(result) {
   const kind = result.answer === "cannot tell" ? "unsure" : result.answer === "positive" ? "positive" : "negative";
-  const vars = { reason: result.reason, advice: (kind === "unsure" && meta.advice[result.reason]) || "" };
-  return [kind, T(`answer.${kind}.title`), T(`answer.${kind}.text`, vars)];
-}
-
-function fillList(list, items) {
-  list.replaceChildren(...items.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
+  const slug = String(result.reason || "").replace(/ /g, "-");
+  const vars = kind !== "unsure" ? {} : {
+    reason: { id: `reason.${slug}`, fallback: result.reason },
+    advice: { id: `advice.${slug}`, fallback: meta.advice[result.reason] || "" } };
+  return [kind, `answer.${kind}.title`, `answer.${kind}.text`, vars];
 }
 
 // Next steps under every answer: testing, close contact and warning signs (positive), what to watch for
 // (negative), how to retake (cannot tell).
 function showNextSteps(kind) {
-  $("next-title").textContent = T("next.title");
-  fillList($("next-list"), T(`next.${kind}`));
+  SAY($("next-title"), "next.title");
+  SAY($("next-list"), `next.${kind}`);  // a list in the catalogue: drawn as <li>s
   $("urgent").hidden = kind !== "positive";
   if (kind === "positive") {
-    $("urgent-title").textContent = T("next.urgent.title");
-    fillList($("urgent-list"), T("next.urgent"));
-    $("urgent-who").textContent = T("next.urgent.who");
+    SAY($("urgent-title"), "next.urgent.title");
+    SAY($("urgent-list"), "next.urgent");
+    SAY($("urgent-who"), "next.urgent.who");
   }
   $("next-steps").hidden = false;
 }
 
 function show(result, picture) {
   const unsure = result.answer === "cannot tell", s = result.screening;
-  const [kind, title, text] = headline(result);
-  $("verdict").className = kind; $("verdict").textContent = title; $("explain").textContent = text;
+  const [kind, title, text, vars] = headline(result);
+  $("verdict").className = kind; SAY($("verdict"), title); SAY($("explain"), text, vars);
   $("verdict").hidden = false;
   showNextSteps(kind);
   $("result").hidden = false; $("retake").hidden = !unsure;
@@ -162,16 +163,18 @@ function show(result, picture) {
   ctx.clearRect(0, 0, $("seen").width, $("seen").height);
   if (picture) ctx.drawImage(picture, 0, 0, $("seen").width, $("seen").height);
   if (cam && picture) drawHeat(cam); else { $("heat-figure").hidden = true; $("legend").hidden = true; }
-  $("screening-line").textContent = `Mpox screening: ${percent(s.probability)} (the answer is "positive" from ` +
-    `${percent(s.threshold)}; set so that few mpox photos are missed, which makes false alarms common).`;
+  SAY($("screening-line"), "details.line", { probability: percent(s.probability), threshold: percent(s.threshold) });
   const table = $("probabilities");
   while (table.rows.length) table.deleteRow(0);
   for (const [name, p] of Object.entries(result.probabilities).sort((a, b) => b[1] - a[1])) {
     const row = table.insertRow();
-    row.insertCell().textContent = FULL_NAMES[name] || name; row.insertCell().textContent = percent(p);
+    // The diseases' names for people; a class the catalogues do not name (another model's) keeps its own name.
+    const cell = row.insertCell();
+    if (`class.${name}` in MPOXSCAN_CATALOGUES.en) SAY(cell, `class.${name}`); else cell.textContent = name;
+    MPOXSCAN_SAY_VALUE(row.insertCell(), percent(p));
   }
-  $("timing").textContent = result.computed === "device" ? `Computed on this device in ${result.ms.toFixed(0)} ms.`
-    : "Computed by the server.";
+  if (result.computed === "device") SAY($("timing"), "details.timing.device", { ms: { number: result.ms } });
+  else SAY($("timing"), "details.timing.server");
   window.mpoxscanLast = result;
   setState("answer");
 }
@@ -181,18 +184,14 @@ function updateSend() {
   const ready = !!current && $("consent").checked && !sending;
   $("send").setAttribute("aria-disabled", ready ? "false" : "true");
   if (ready && $("send-status").dataset.hint) {
-    $("send-status").textContent = ""; delete $("send-status").dataset.hint;
+    SAY($("send-status"), null); delete $("send-status").dataset.hint;
   }
 }
 
 function offerSending(fromFile) {
   $("send-section").hidden = false; $("consent").checked = false; sending = false; $("send").hidden = false;
-  $("send-what").textContent = fromFile
-    ? "What is sent: the photo as you chose it (this browser cannot open it to remove its hidden data: place, " +
-      "time, camera; the server removes them before storing it), and the answer."
-    : "What is sent: the photo, re-encoded on this phone without its hidden data (place, time, camera), and the " +
-      "answer.";
-  $("send-status").textContent = ""; $("sent").hidden = true;
+  SAY($("send-what"), fromFile ? "privacy.what.file" : "privacy.what.device");
+  SAY($("send-status"), null); $("sent").hidden = true;
   updateSend();
 }
 
@@ -209,23 +208,25 @@ async function sendCase() {
   if (sending) return;
   if (!current) return;
   if (!$("consent").checked) {
-    $("send-status").textContent = "Tick the box above first: nothing is sent without your agreement.";
+    SAY($("send-status"), "send.need.consent");
     $("send-status").dataset.hint = "1";
     $("consent").focus();
     return;
   }
   const theCase = current;  // this photo and its answer, whatever is picked while sending
   sending = true; updateSend();  // one photo, one case: no double sending
-  $("send-status").textContent = "Sending…";
+  SAY($("send-status"), "send.sending");
   try {
     // A multipart form: the photo as a file (no base64; named "photo", for a phone's file name can hold the date),
-    // consent exactly "true", the answer shown as JSON.
+    // consent exactly "true", the answer shown as JSON, and the page's language (the expert's answer reaches the
+    // person in it).
     const form = new FormData();
     form.append("photo", theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file, "photo");
     form.append("consent", "true");
     form.append("computed", theCase.result.computed);
     form.append("probabilities", JSON.stringify(theCase.result.probabilities));
     form.append("model_sha256", meta.sha256);
+    form.append("language", MPOXSCAN_LANG);
     const response = await fetch("/api/cases", { method: "POST", body: form });
     const answer = await response.json();
     const link = response.ok ? location.origin + answer.follow_up : null;
@@ -237,9 +238,9 @@ async function sendCase() {
     }
     if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
     if (!response.ok) {
-      $("send-status").textContent = "Not sent: " + answer.detail; sending = false; updateSend(); return;
+      SAY($("send-status"), "send.refused", { reason: answer.detail }); sending = false; updateSend(); return;
     }
-    $("send-status").textContent = "";
+    SAY($("send-status"), null);
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
@@ -247,7 +248,7 @@ async function sendCase() {
     window.mpoxscanSent = answer;
   } catch (err) {
     if (current !== theCase) return;
-    $("send-status").textContent = "Not sent: no connection to the server. Try again when you are online.";
+    SAY($("send-status"), "send.offline");
     sending = false; updateSend();
   }
 }
@@ -262,15 +263,16 @@ function myCases() { return JSON.parse(localStorage.getItem(MY_CASES) || "[]"); 
 function drawMyCases(mine) {
   $("my-cases").hidden = mine.length === 0;
   $("my-cases-list").hidden = false; $("clear-cases").hidden = false;
-  if (mine.length) $("my-cases-status").textContent = "";  // a case sent after clearing: the list is back
+  if (mine.length) SAY($("my-cases-status"), null);  // a case sent after clearing: the list is back
   $("my-cases-list").replaceChildren(...mine.map((c) => {
     const li = document.createElement("li"), a = document.createElement("a"), status = caseStatus[c.link];
-    a.href = c.link; a.textContent = T("cases.item", { number: c.number, sent: c.sent.replace("T", " ").slice(0, 16) });
+    a.href = c.link; SAY(a, "cases.item", { number: c.number, sent: { date: c.sent } });  // in the phone's time zone
     li.append(a);
     if (status) {
       li.dataset.status = status;
-      li.append(" · ", Object.assign(document.createElement("span"), { className: "case-status " + status,
-                                                                       textContent: T("cases.status." + status) }));
+      const label = Object.assign(document.createElement("span"), { className: "case-status " + status });
+      SAY(label, "cases.status." + status);
+      li.append(" · ", label);
     }
     return li;
   }));
@@ -300,7 +302,7 @@ function clearMyCases() {
   localStorage.removeItem(MY_CASES);
   listing++;  // an answer still on its way must not bring the list back
   $("my-cases-list").replaceChildren(); $("my-cases-list").hidden = true; $("clear-cases").hidden = true;
-  $("my-cases-status").textContent = T("cases.cleared");
+  SAY($("my-cases-status"), "cases.cleared");
   $("my-cases-status").tabIndex = -1; $("my-cases-status").focus();
 }
 
@@ -335,9 +337,12 @@ async function screenOnServer(file, picture) {
     response = await fetch("/api/screen" + (picture ? "?picture=1" : ""), { method: "POST", body: form });
     result = await response.json();
   } catch (err) {
-    throw new Error("no connection to the server. Try again when you are online.");
+    throw Object.assign(new Error("no connection"), { i18n: { id: "error.no.connection" } });
   }
-  if (!response.ok) throw new Error(result.detail || `the server answered ${response.status}`);
+  if (!response.ok) {  // the server's reason, as it gives it; else its status
+    throw Object.assign(new Error(result.detail || String(response.status)),
+                        { i18n: result.detail ? null : { id: "error.server", vars: { status: response.status } } });
+  }
   return result;
 }
 
@@ -349,13 +354,14 @@ function loadPicture(dataUrl) {
   });
 }
 
-const message = (err) => (err && err.message ? err.message : String(err));
+// Why a photo could not be screened: a text of the catalogues, or the message of the error (the server's reason).
+const reasonOf = (err) => (err && err.i18n) || (err && err.message ? err.message : String(err));
 
 async function screenPicked(file) {
   const pick = ++picks;
   clearAnswer();
   setState("busy");
-  $("status").textContent = session ? "Screening on this device…" : "Screening on the server…";
+  SAY($("status"), session ? "status.screening.device" : "status.screening.server");
   let bitmap;
   try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); }
   catch (err) { bitmap = null; }
@@ -374,11 +380,11 @@ async function screenPicked(file) {
     // Whatever goes wrong (a photo too large for this phone's memory, no network for the server), say so.
     if (pick !== picks) return;
     restoreStatus();
-    fail("This photo could not be screened: " + message(err));
+    fail("error.screen", { reason: reasonOf(err) });
   }
 }
 
-function restoreStatus() { $("status").textContent = readyStatus; }
+function restoreStatus() { SAY($("status"), ...readyStatus); }
 
 // Formats every browser opens: when one fails to open, the file is damaged, and the server would fail too.
 async function looksCommon(file) {
@@ -394,7 +400,7 @@ async function cannotOpen(file, pick) {
   try { common = await looksCommon(file); } catch (err) { /* unreadable: damaged */ }
   if (pick !== picks) return;
   if (common || file.size === 0) {
-    fail("This file could not be opened: it is damaged or not a photo. Please choose another photo.");
+    fail("error.damaged");
     return;
   }
   // Perhaps a format only the server reads (HEIC, AVIF, TIFF): the photo leaves the phone only if the person agrees
@@ -409,20 +415,20 @@ async function screenOffered() {
   const file = offered, pick = picks;
   if (!file) return;
   $("server-offer").hidden = true; offered = null; setState("busy");
-  $("status").textContent = "Screening on the server…";
+  SAY($("status"), "status.screening.server");
   try {
     const result = await screenOnServer(file, true);
     if (pick !== picks) return;
     restoreStatus();
     show(result, result.picture ? await loadPicture(result.picture) : null);
     if (pick !== picks) { clearAnswer(); return; }
-    $("timing").textContent = "Computed by the server: this photo was sent to it to be screened, and not kept.";
+    SAY($("timing"), "details.timing.server.sent");
     current = { result, file };
     offerSending(true);
   } catch (err) {
     if (pick !== picks) return;
     restoreStatus();
-    fail("This photo could not be screened: " + message(err));
+    fail("error.screen", { reason: reasonOf(err) });
   }
 }
 

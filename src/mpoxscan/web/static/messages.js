@@ -1,66 +1,143 @@
-// The phone page's texts for the person, in one table keyed by id, so that a later step can move them into one
-// catalogue per language without touching the code that uses them. A value is a string, or a list of strings for a
-// list of steps; "{name}" is filled in by MPOXSCAN_TEXT. (Texts of the page's static HTML are not here yet.)
+// The phone page's texts: one catalogue per language (/static/locales/<code>.json, the same files the server reads for
+// the follow-up page, web/i18n.py), the choice of language, and the page drawn in it. Every text the person sees is
+// set through MPOXSCAN_SAY (or written in index.html as data-i18n="id"), which remembers its id and values on the
+// element, so that switching the language redraws everything on screen, numbers and dates included (Intl).
+// A catalogue value is a string, a list of strings (drawn as <li>s), or {"one": ..., "other": ...} chosen by
+// Intl.PluralRules for values.count; "{name}" is filled from the values, or by the element's child marked
+// data-slot="name" (a <b>, a link) so that each language puts it where its grammar wants.
 "use strict";
-const MPOXSCAN_MESSAGES = {
-  // The answer: what to do first, then why (the numbers go under "Details").
-  "answer.positive.title": "Show this to a health worker",
-  "answer.positive.text": "The screening found signs that could be mpox. Most positive screenings are false alarms: " +
-    "this is not a diagnosis, and only a health worker (and a test) can tell.",
-  "answer.negative.title": "No sign of mpox found",
-  "answer.negative.text": "This is not a diagnosis. If the lesion changes or spreads, or you have a fever, see a " +
-    "health worker.",
-  "answer.unsure.title": "Retake the photo",
-  "answer.unsure.text": "The model cannot tell from this photo: it is {reason}. {advice} You can also send this " +
-    "photo to a medical expert below.",
-  // Next steps under every answer, for lay readers (written from WHO's and CDC's public advice on mpox).
-  "next.title": "What to do next",
-  "next.positive": [
-    "Get tested soon: go to a health centre, a clinic or a sexual health service, or call your local health " +
-      "service, and say that you may have mpox. A swab of a lesion tells for sure.",
-    "Until you know: avoid close contact with other people, including sex, hugging and kissing. Keep the lesions " +
-      "covered, do not share towels, bedding, clothes or cups, and wash your hands often.",
-  ],
-  "next.urgent.title": "Get medical care at once if you have:",
-  "next.urgent": [
-    "lesions in or near the eyes, or eye pain or blurred sight;",
-    "lesions in the mouth, throat, genitals or anus that hurt so much you cannot eat, drink, pass urine or open " +
-      "your bowels;",
-    "a high fever, trouble breathing, chest pain, confusion or fainting;",
-    "lesions that spread fast, bleed, or become hot, swollen and full of pus.",
-  ],
-  "next.urgent.who": "If you are pregnant, have a weakened immune system (for example HIV that is not treated), or " +
-    "this is a young child, see a health worker soon in any case.",
-  "next.negative": [
-    "Watch the lesion for two to three weeks. See a health worker, and say you used this screening, if new spots " +
-      "or blisters appear, the spots spread or change, or you get a fever, swollen glands, headache or body aches.",
-    "If you had close contact with someone who has mpox, get tested anyway: a screening of one photo cannot rule it " +
-      "out.",
-  ],
-  "next.unsure": [
-    "Take the photo again: in daylight, without flash, with the lesion and a little skin around it filling the " +
-      "frame, holding the phone still so that the picture is sharp.",
-    "If you cannot get a clear photo, send this one to an expert below, or show the lesion to a health worker.",
-  ],
-  // Privacy before consent: how long the server keeps a case (its --keep-days, from /api/privacy).
-  "privacy.kept": "Until an expert answers, then {days} days after the answer; then the photo and the case are " +
-    "deleted from the server.",
-  "privacy.kept.unknown": "Until an expert answers, then for the number of days this server is set to keep answered " +
-    "cases (this phone could not ask the server just now); then the photo and the case are deleted.",
-  // The sent cases listed on this phone, each with its status on the server.
-  "cases.item": "Case {number}, sent {sent} UTC",
-  "cases.status.waiting": "waiting for an expert",
-  "cases.status.answered": "answered: open it to read",
-  "cases.status.unknown": "status unknown (no connection)",
-  "cases.cleared": "The list is cleared: this phone no longer keeps the links of the cases it sent.",
-  "cases.clear.confirm": "Forget the cases sent from this phone? They stay with the expert, but without their links " +
-    "you cannot read the answers or delete them.",
-};
+const MPOXSCAN_LANGUAGES = ["en", "fr", "pt", "es", "sw"];  // English first: the source and the fallback
+const MPOXSCAN_LANG_COOKIE = "mpoxscan_lang";  // shared with the server's pages (i18n.COOKIE)
+let MPOXSCAN_CATALOGUES = {};
+let MPOXSCAN_LANG = "en";
+let MPOXSCAN_MESSAGES = {};  // the catalogue in use
 
-// The text for an id, with "{name}" replaced by vars.name; the id itself when missing (visible, never blank).
+// The remembered choice, else the first of the browser's languages that has a catalogue ("fr-CA" -> fr), else English.
+function mpoxscanChooseLanguage() {
+  const saved = document.cookie.split("; ").find((c) => c.startsWith(MPOXSCAN_LANG_COOKIE + "="));
+  const code = saved && saved.slice(MPOXSCAN_LANG_COOKIE.length + 1);
+  if (MPOXSCAN_LANGUAGES.includes(code)) return code;
+  for (const tag of navigator.languages || [navigator.language]) {
+    let base;
+    try { base = new Intl.Locale(tag).language; } catch (err) { continue; }
+    if (MPOXSCAN_LANGUAGES.includes(base)) return base;
+  }
+  return "en";
+}
+
+// Every catalogue at once (a few kB each, kept by the service worker): the switch then works offline too.
+async function mpoxscanLoadCatalogues() {
+  const loaded = await Promise.all(MPOXSCAN_LANGUAGES.map(async (code) => {
+    try {
+      return [code, await (await fetch(`/static/locales/${code}.json`)).json()];
+    } catch (err) { return [code, null]; }  // that language is then missing from the switch
+  }));
+  MPOXSCAN_CATALOGUES = Object.fromEntries(loaded.filter(([, c]) => c));
+  const chosen = mpoxscanChooseLanguage();
+  MPOXSCAN_LANG = MPOXSCAN_CATALOGUES[chosen] ? chosen : "en";
+  MPOXSCAN_MESSAGES = MPOXSCAN_CATALOGUES[MPOXSCAN_LANG] || {};
+}
+
+// A value for "{name}": numbers, percentages and dates in the language's own format; {id, vars} another text of the
+// catalogue (a reason inside a sentence), or `fallback` (a text from elsewhere, such as a model's) where it has none.
+function mpoxscanFormat(value) {
+  if (typeof value === "number") return new Intl.NumberFormat(MPOXSCAN_LANG).format(value);
+  if (value && typeof value === "object") {
+    if ("id" in value) {
+      const text = MPOXSCAN_TEXT(value.id, value.vars || {});
+      return text === value.id && "fallback" in value ? String(value.fallback) : text;
+    }
+    if ("percent" in value) {
+      const digits = value.digits ?? 1;
+      return new Intl.NumberFormat(MPOXSCAN_LANG, { style: "percent", minimumFractionDigits: digits,
+                                                    maximumFractionDigits: digits }).format(value.percent);
+    }
+    if ("number" in value) {
+      return new Intl.NumberFormat(MPOXSCAN_LANG, { maximumFractionDigits: value.digits ?? 0 }).format(value.number);
+    }
+    if ("date" in value) {  // the person's own time zone: the browser knows it
+      return new Intl.DateTimeFormat(MPOXSCAN_LANG, { dateStyle: "medium", timeStyle: "short" })
+        .format(new Date(value.date));
+    }
+  }
+  return String(value);
+}
+
+// The text for an id in the current language (English where missing; the id itself when English lacks it too:
+// visible, never blank), with "{name}" filled from vars.
 function MPOXSCAN_TEXT(id, vars = {}) {
-  const text = MPOXSCAN_MESSAGES[id];
+  let text = MPOXSCAN_MESSAGES[id];
+  if (text === undefined) text = (MPOXSCAN_CATALOGUES.en || {})[id];
   if (text === undefined) return id;
-  const fill = (s) => s.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+  if (text && typeof text === "object" && !Array.isArray(text)) {
+    text = text[new Intl.PluralRules(MPOXSCAN_LANG).select(vars.count ?? 0)] ?? text.other;
+  }
+  const fill = (s) => s.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? mpoxscanFormat(vars[name]) : m));
   return Array.isArray(text) ? text.map(fill) : fill(text);
+}
+
+// Draw one element's text from its data-i18n id and data-i18n-vars (or a lone formatted value, data-i18n-value).
+function mpoxscanDraw(el) {
+  if (el.dataset.i18nValue) { el.textContent = mpoxscanFormat(JSON.parse(el.dataset.i18nValue)); return; }
+  const id = el.dataset.i18n, vars = el.dataset.i18nVars ? JSON.parse(el.dataset.i18nVars) : {};
+  if (!id) return;
+  const text = MPOXSCAN_TEXT(id, vars);
+  if (Array.isArray(text)) {
+    el.replaceChildren(...text.map((t) => Object.assign(document.createElement("li"), { textContent: t })));
+    return;
+  }
+  const slots = {};
+  for (const child of el.querySelectorAll(":scope > [data-slot]")) slots[child.dataset.slot] = child;
+  if (!Object.keys(slots).length) { el.textContent = text; return; }
+  // Text with elements inside: split at the placeholders that name a slot, and put each slot element back there.
+  const parts = [];
+  let last = 0;
+  for (const m of text.matchAll(/\{(\w+)\}/g)) {
+    if (!(m[1] in slots)) continue;
+    parts.push(text.slice(last, m.index), slots[m[1]]);
+    last = m.index + m[0].length;
+  }
+  parts.push(text.slice(last));
+  el.replaceChildren(...parts.filter((p) => p !== ""));
+}
+
+// Set (or, with id null, clear) an element's text by id: kept on the element, redrawn when the language changes.
+function MPOXSCAN_SAY(el, id, vars) {
+  if (!id) {
+    delete el.dataset.i18n; delete el.dataset.i18nVars; el.textContent = "";
+    return;
+  }
+  el.dataset.i18n = id;
+  if (vars && Object.keys(vars).length) el.dataset.i18nVars = JSON.stringify(vars); else delete el.dataset.i18nVars;
+  mpoxscanDraw(el);
+}
+
+// A number, percentage or date alone (a table cell), formatted for the language and redrawn with it.
+function MPOXSCAN_SAY_VALUE(el, value) {
+  delete el.dataset.i18n; delete el.dataset.i18nVars;
+  el.dataset.i18nValue = JSON.stringify(value);
+  mpoxscanDraw(el);
+}
+
+// The whole page in the current language: texts, labels, the document's language and title.
+function mpoxscanApply(root = document) {
+  document.documentElement.lang = MPOXSCAN_LANG;
+  for (const el of root.querySelectorAll("[data-i18n], [data-i18n-value]")) mpoxscanDraw(el);
+  for (const el of root.querySelectorAll("[data-i18n-label]")) {
+    el.setAttribute("aria-label", MPOXSCAN_TEXT(el.dataset.i18nLabel));
+  }
+}
+
+// The switch: each language named in itself; the choice is remembered for this page and the follow-up page.
+function mpoxscanSwitcher(select, onChange) {
+  select.replaceChildren(...Object.keys(MPOXSCAN_CATALOGUES).map((code) => Object.assign(
+    document.createElement("option"), { value: code, lang: code, textContent: MPOXSCAN_CATALOGUES[code]._meta.name })));
+  select.value = MPOXSCAN_LANG;
+  select.addEventListener("change", () => {
+    MPOXSCAN_LANG = select.value;
+    MPOXSCAN_MESSAGES = MPOXSCAN_CATALOGUES[MPOXSCAN_LANG];
+    document.cookie = `${MPOXSCAN_LANG_COOKIE}=${MPOXSCAN_LANG}; path=/; max-age=31536000; samesite=lax`;
+    mpoxscanApply();
+    if (onChange) onChange();
+  });
 }

@@ -5,6 +5,8 @@
 const CACHE = "mpoxscan-__VERSION__";
 const ASSETS = ["/", "/static/app.js", "/static/resize.js", "/static/answer.js", "/static/messages.js",
                 "/static/style.css", "/static/manifest.webmanifest", "/static/icon.svg",
+                // Every language's catalogue: the person can switch language offline too.
+                ...["en", "fr", "pt", "es", "sw"].map((code) => `/static/locales/${code}.json`),
                 "/api/model", "/model.onnx",
                 "/ort/ort.wasm.min.js", "/ort/ort-wasm-simd-threaded.mjs", "/ort/ort-wasm-simd-threaded.wasm"];
 

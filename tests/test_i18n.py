@@ -1,0 +1,365 @@
+"""Issue 16, item 1: the person's pages in English, French, Portuguese, Spanish and Swahili. The catalogues are
+complete and consistent; no text of the two person-facing pages is written outside them; the page follows the
+browser's language and its switch; the case keeps the person's language, the dashboard shows it, and the expert's
+canned answer reaches the person in it."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from mpoxscan.web import i18n
+
+STATIC = Path(i18n.__file__).parent / "static"
+TEMPLATES = Path(i18n.__file__).parent / "templates"
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+#: Words the pages may show as they are in every language: names, not text to translate.
+NAMES = {"mpoxscan", "mpox", "·"}
+
+
+def _catalogues() -> dict[str, dict]:
+    return {code: json.loads((i18n.LOCALES / f"{code}.json").read_text(encoding="utf-8")) for code in i18n.LANGUAGES}
+
+
+def _strings(value) -> list[str]:
+    """Every string of a catalogue value: a string, a list, or plural forms."""
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, list) else list(value.values())
+
+
+def test_every_catalogue_has_every_english_key_with_the_same_placeholders():
+    catalogues = _catalogues()
+    english = catalogues["en"]
+    assert {p.stem for p in i18n.LOCALES.glob("*.json")} == set(i18n.LANGUAGES)
+    for code, catalogue in catalogues.items():
+        meta = catalogue["_meta"]
+        assert meta["language"] == code and meta["name"], code
+        if code != "en":  # until a speaker reviews it, the catalogue says it is machine-made
+            assert "machine translation" in meta["translation"] and "not yet reviewed" in meta["translation"], code
+        assert set(catalogue) == set(english), (code, set(english) ^ set(catalogue))
+        for key, source in english.items():
+            if key.startswith("_"):
+                continue
+            value = catalogue[key]
+            assert type(value) is type(source), (code, key)
+            if isinstance(source, dict):  # plural forms: at least "other", and only forms of the language's rule
+                assert "other" in value and set(value) <= {"zero", "one", "two", "few", "many", "other"}, (code, key)
+            if isinstance(source, list):  # lists of steps: the same steps
+                assert len(value) == len(source), (code, key)
+            wanted = {name for text in _strings(source) for name in PLACEHOLDER.findall(text)}
+            for text in _strings(value):
+                assert text.strip(), (code, key)
+                assert set(PLACEHOLDER.findall(text)) == wanted, (code, key, text)
+            if "mpox" in " ".join(_strings(source)).lower():  # the disease keeps its name
+                assert "mpox" in " ".join(_strings(value)).lower(), (code, key)
+
+
+def test_the_page_the_service_worker_and_the_server_know_the_same_languages():
+    listed = re.search(r"MPOXSCAN_LANGUAGES = \[([^\]]*)\]", (STATIC / "messages.js").read_text()).group(1)
+    assert tuple(re.findall(r'"(\w+)"', listed)) == i18n.LANGUAGES
+    cached = re.search(r"\.\.\.\[([^\]]*)\]\.map", (STATIC / "sw.js").read_text()).group(1)
+    assert tuple(re.findall(r'"(\w+)"', cached)) == i18n.LANGUAGES
+
+
+def test_the_english_catalogue_says_what_the_model_and_the_server_say():
+    """The page's texts for the answer rule's reasons and advice, and the disclaimer, are the English the CLI and the
+    API give: a new reason in deploy/answer.py needs its catalogue entries."""
+    from mpoxscan.deploy.answer import ADVICE
+    from mpoxscan.deploy.runtime import DISCLAIMER
+    from mpoxscan.web.cases import VERDICTS
+
+    english = _catalogues()["en"]
+    assert english["disclaimer"] == DISCLAIMER
+    for reason, advice in ADVICE.items():
+        slug = reason.replace(" ", "-")
+        assert english[f"reason.{slug}"] == reason and english[f"advice.{slug}"] == advice
+    assert {k.split(".", 1)[1] for k in english if k.startswith("verdict.")} == set(VERDICTS)
+
+
+class _Text(HTMLParser):
+    """The text nodes and person-facing attributes of a page (scripts, styles and comments left out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts, self.attributes, self.ids, self._skip = [], [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        for name, value in attrs:
+            if name in ("aria-label", "alt", "title", "placeholder") and value:
+                self.attributes.append(f"{tag}[{name}={value!r}]")
+            if name in ("data-i18n", "data-i18n-label"):
+                self.ids.append(value)
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip and data.strip():
+            self.texts.append(data.strip())
+
+
+def _unwritten(texts: list[str]) -> list[str]:
+    return [t for t in texts if t not in NAMES]
+
+
+def test_no_text_is_written_in_the_two_person_pages_or_the_page_script():
+    """index.html and followup.html hold no text of their own (only data-i18n ids and Jinja's t() calls, whose ids all
+    exist in English); app.js writes no literal text into the page."""
+    english = _catalogues()["en"]
+    page = _Text()
+    page.feed((STATIC / "index.html").read_text())
+    assert _unwritten(page.texts) == [] and page.attributes == []
+    assert page.ids and all(i in english for i in page.ids), [i for i in page.ids if i not in english]
+
+    template = (TEMPLATES / "followup.html").read_text()
+    used = re.findall(r"""\bt\(["'](.+?)["']""", template)
+    assert used and all(i in english for i in used), [i for i in used if i not in english]
+    # Jinja's expressions and statements removed, what is left is what the page always says.
+    bare = re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", "", template, flags=re.S)
+    follow = _Text()
+    follow.feed(bare)
+    assert _unwritten(follow.texts) == [] and follow.attributes == []
+
+    script = (STATIC / "app.js").read_text()
+    written = re.findall(r"""(?:textContent|innerText|innerHTML|title)\s*=\s*(["'`][^"'`]*["'`])""", script)
+    written += re.findall(r"""(?:alert|confirm|prompt)\(\s*(["'`][^"'`]*["'`])""", script)
+    assert written == []
+    # Every id the script names whole ("answer.positive.title"; not the stems it completes) is in the catalogue.
+    ids = re.findall(r""""([a-z]+(?:\.[\w-]+)+)"(?!\s*\+)""", script)
+    assert len(ids) > 20 and all(i in english for i in ids), [i for i in ids if i not in english]
+
+
+def test_accept_language_is_read_by_quality_and_by_language():
+    assert i18n.negotiate("de-DE,fr-CA;q=0.8,en;q=0.5") == "fr"
+    assert i18n.negotiate("en;q=0.1, sw-KE") == "sw"
+    assert i18n.negotiate("pt-BR") == "pt" and i18n.negotiate("es-419,es;q=0.9") == "es"
+    assert i18n.negotiate("de, ja;q=0.5") is None and i18n.negotiate("") is None and i18n.negotiate(None) is None
+    assert i18n.negotiate("fr;q=0, es;q=0.2") == "es"  # q=0: not acceptable
+
+
+def test_dates_numbers_and_plurals_are_written_as_each_language_writes_them():
+    from datetime import datetime, timezone
+
+    moment = datetime(2026, 11, 26, 14, 5, tzinfo=timezone.utc)
+    assert i18n.format_date(moment, "en") == "Nov 26, 2026, 2:05\u202fPM"
+    assert i18n.format_date(moment, "fr") == "26 nov. 2026, 14:05"
+    assert i18n.text("fr", "privacy.kept", days=1, count=1).startswith("Jusqu'à la réponse d'un expert, puis 1 jour ")
+    assert " 30 jours " in i18n.text("fr", "privacy.kept", days=30, count=30)
+    assert i18n.text("sw", "followup.case", number="AB") == "Kesi AB"
+    assert i18n.text("sw", "no.such.key") == "no.such.key"  # visible, never blank
+    assert str(i18n.markup("fr", "followup.case", number="<b>")) == "Dossier &lt;b&gt;"
+
+
+# ---- the server side: the case's language, the dashboard, the follow-up page (SQLite and PostgreSQL) ----
+
+from test_cases import _db, _expert, _send, _sign_in  # noqa: E402  (the same helpers and fixtures)
+from test_cases import app, client  # noqa: E402,F401
+
+
+def test_the_case_keeps_the_language_and_the_canned_answer_reaches_the_person_in_it(app, client):
+    from mpoxscan.web import cases as service
+
+    sw = _catalogues()["sw"]
+    sent = _send(client, language="sw").json()
+    assert sent["language"] == "sw"
+    # Without the field, the browser's language decides; a language without a catalogue is refused.
+    other = client.post("/api/cases", **_case_form_for(client), headers={"accept-language": "pt-BR,pt;q=0.9"}).json()
+    assert other["language"] == "pt"
+    assert _send(client, language="de").status_code == 422
+    with _db(app) as db:
+        assert service.case_by_number(db, sent["number"]).language == "sw"
+    # The expert sees the person's language, and the canned answers as the person will read them.
+    _expert(app)
+    _sign_in(client)
+    queue = client.get("/expert").text
+    assert '<td lang="sw">Kiswahili</td>' in queue and '<td lang="pt">Português</td>' in queue
+    view = client.get(f"/expert/cases/{sent['number']}").text
+    assert "Kiswahili (sw)" in view and sw["verdict.likely-mpox"].replace("'", "&#39;") in view
+    client.post(f"/expert/cases/{sent['number']}/answer", data={"verdict": "likely-mpox", "message": "Asante."})
+    client.cookies.clear()
+    # The person, on a phone whose browser asks for English: the case's own language wins (it was chosen on the page).
+    page = client.get(sent["follow_up"], headers={"accept-language": "en"})
+    assert page.status_code == 200 and '<html lang="sw">' in page.text
+    assert sw["verdict.likely-mpox"].replace("'", "&#39;") in page.text
+    assert sw["followup.delete.button"] in page.text and sw["disclaimer"] in page.text
+    assert "An expert has answered" not in page.text and "Asante." in page.text
+    status = client.get("/api" + sent["follow_up"].replace("/c/", "/cases/")).json()
+    assert status["verdict_text"] == sw["verdict.likely-mpox"] and status["language"] == "sw"
+    # The switch: ?lang=fr shows French and is remembered (cookie) for the next visit.
+    page = client.get(sent["follow_up"] + "?lang=fr")
+    fr = _catalogues()["fr"]
+    assert '<html lang="fr">' in page.text and fr["verdict.likely-mpox"].replace("'", "&#39;") in page.text
+    assert page.cookies.get(i18n.COOKIE) == "fr" or client.cookies.get(i18n.COOKIE) == "fr"
+    again = client.get(sent["follow_up"])
+    assert '<html lang="fr">' in again.text and "Un expert a répondu" in again.text
+    client.cookies.clear()
+    # Withdrawn, in the person's language; an unknown link in the browser's.
+    gone = client.post(sent["follow_up"] + "/withdraw")
+    assert sw["followup.withdrawn"].format(number=sent["number"]) in gone.text
+    missing = client.get(sent["follow_up"], headers={"accept-language": "es-MX"})
+    assert missing.status_code == 404 and _catalogues()["es"]["followup.missing"] in missing.text
+
+
+def _case_form_for(client) -> dict:
+    from test_cases import _case_body, _form
+
+    return _form(_case_body(client))
+
+
+def test_migration_0004_gives_older_cases_english(database):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
+    from mpoxscan.web.tables import utcnow
+
+    engine = make_engine(database)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
+            "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, answer, "
+            "status) VALUES ('OLD1-0001', 'x', :t, 'x.jpg', '0', '0', 'device', '{}', 'Monkeypox', '{}', 0.7, 0.5, "
+            "'positive', 'waiting')"), {"t": utcnow()})
+    migrate(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT language FROM cases")).scalar_one() == "en"
+    engine.dispose()
+
+
+# ---- the phone page in Chromium: the browser's language, the switch, the case sent in it ----
+
+VISIBLE_TEXT = """
+const out = [document.title];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode, text = node.textContent.trim();
+  if (text && node.parentElement.checkVisibility()) out.push(text);
+}
+for (const el of document.querySelectorAll("[aria-label]")) out.push(el.getAttribute("aria-label"));
+return out;
+"""
+
+
+def _english_left(driver, code: str) -> list[str]:
+    """The visible texts of the page that are English catalogue texts with another text in ``code``'s catalogue."""
+    catalogues = _catalogues()
+    translated = {t for k, v in catalogues[code].items() if not k.startswith("_") for t in _strings(v)}
+    english = {t for k, v in catalogues["en"].items() if not k.startswith("_") for t in _strings(v)} - translated
+    return [t for t in driver.execute_script(VISIBLE_TEXT) if t in english]
+
+
+def _prefer(driver, user_agent: str, accept_language: str) -> None:
+    """The browser's own languages (navigator.languages and Accept-Language), as a phone set to them would send."""
+    driver.execute_cdp_cmd("Emulation.setUserAgentOverride",
+                           {"userAgent": user_agent, "acceptLanguage": accept_language})
+
+
+@pytest.mark.integration
+def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared_data, tmp_path, artefacts):
+    """For each language: a browser set to it shows the page in it; a photo screened there gets its answer, next steps
+    and numbers in it (decimal marks as Babel writes them), and no visible text is left in English. Then, on a browser
+    set to English, the switch redraws the answer on screen in each language; the choice is remembered; a case sent
+    in Swahili is in Swahili on the dashboard and on the follow-up page, the expert's canned answer included."""
+    from babel.numbers import format_decimal
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from conftest import chromium
+    from mpoxscan.web.app import create_app
+    from mpoxscan.web.cases import add_expert, answer_case, case_by_number
+    from mpoxscan.web.settings import Settings
+    from mpoxscan.web.testing import ServerThread
+    from test_web import _axe, _browser_or_skip, _consent_and_send, _model_with_rule, _phone, _screen, _wait
+
+    _browser_or_skip()
+    catalogues = _catalogues()
+    always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)  # every photo positive
+    app = create_app(Settings(model=always, data_dir=tmp_path / "data"))
+    photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
+    driver = _phone(chromium(tmp_path / "profile"))
+    text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
+    items = lambda list_id: [li.text for li in driver.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]  # noqa: E731
+    user_agent = driver.execute_script("return navigator.userAgent")
+    try:
+        with ServerThread(app) as server:
+            with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
+                expert = add_expert(db, "doc@example.org", "correct horse battery staple")
+            for code in i18n.LANGUAGES:  # the browser's preference, nothing remembered
+                catalogue = catalogues[code]
+                driver.delete_all_cookies()
+                _prefer(driver, user_agent, "en-US,en" if code == "en" else f"{code}-XY,{code};q=0.9,en;q=0.5")
+                driver.get(server.url + "/")
+                _wait(driver, "return document.body.dataset.ready")
+                assert driver.execute_script("return document.documentElement.lang") == code
+                switch = Select(driver.find_element(By.ID, "language"))
+                assert switch.first_selected_option.text == catalogue["_meta"]["name"]
+                assert text("status") == catalogue["status.device"] and driver.title == catalogue["page.title"]
+                assert _screen(driver, photo)["answer"] == "positive"
+                assert text("verdict") == catalogue["answer.positive.title"]
+                assert text("explain") == catalogue["answer.positive.text"]
+                assert items("next-list") == catalogue["next.positive"]
+                assert items("urgent-list") == catalogue["next.urgent"]
+                driver.find_element(By.CSS_SELECTOR, "#details summary").click()
+                zero = format_decimal(0, "0.0", locale=code)  # the threshold, 0.0 %: "0,0" in French
+                line = text("screening-line")
+                assert zero in line and line.startswith(catalogue["details.line"].split("{")[0])
+                assert _english_left(driver, code) == [] if code != "en" else True
+                if code in ("fr", "sw"):
+                    _axe(driver, f"the phone page in {code}")  # the switch's options and the page carry their lang
+                    driver.execute_script("window.scrollTo(0, 0)")
+                    driver.save_screenshot(str(artefacts / f"phone-answer-{code}.png"))
+            # The switch, on a browser set to English, with an answer on screen: everything is redrawn.
+            driver.delete_all_cookies()
+            _prefer(driver, user_agent, "en-US,en")
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            assert _screen(driver, photo)["answer"] == "positive"
+            for code in ("fr", "pt", "es", "sw", "en"):
+                catalogue = catalogues[code]
+                Select(driver.find_element(By.ID, "language")).select_by_value(code)
+                assert driver.execute_script("return document.documentElement.lang") == code
+                assert text("verdict") == catalogue["answer.positive.title"]
+                assert items("next-list") == catalogue["next.positive"] and text("status") == catalogue["status.device"]
+                assert text("send-what") == catalogue["privacy.what.device"]
+                if code != "en":
+                    assert _english_left(driver, code) == []
+            # Remembered: Swahili stays after a reload, though the browser asks for English; the case is sent in it.
+            Select(driver.find_element(By.ID, "language")).select_by_value("sw")
+            driver.refresh()
+            _wait(driver, "return document.body.dataset.ready")
+            assert driver.execute_script("return document.documentElement.lang") == "sw"
+            assert _screen(driver, photo)
+            sent = _consent_and_send(driver)
+            assert text("sent").startswith(catalogues["sw"]["sent"].split("{")[0] + sent["number"])
+            assert _english_left(driver, "sw") == []
+            item = catalogues["sw"]["cases.item"].split("{sent}")[0].format(number=sent["number"])
+            assert _wait(driver, "return document.querySelector('#my-cases-list li') !== null")
+            assert text("my-cases-list").startswith(item)
+            with app.state.sessions() as db:
+                case = case_by_number(db, sent["number"])
+                assert case.language == "sw"
+                answer_case(db, case, db.merge(expert), "see-health-worker", "")
+            driver.get(server.url + sent["follow_up"])
+            assert driver.execute_script("return document.documentElement.lang") == "sw"
+            assert text("verdict-text") == catalogues["sw"]["verdict.see-health-worker"]
+            assert _english_left(driver, "sw") == []
+            _axe(driver, "the follow-up page in Swahili")
+            driver.save_screenshot(str(artefacts / "phone-follow-up-sw.png"))
+    finally:
+        driver.quit()
+    for name in ("phone-answer-fr", "phone-answer-sw", "phone-follow-up-sw"):
+        assert (artefacts / f"{name}.png").stat().st_size > 10_000
