@@ -687,7 +687,7 @@ def test_serve_purges_by_its_keep_days_at_start_and_the_page_is_told_the_figure(
         def run(self):
             started["privacy"] = _client(started["app"]).get("/api/privacy").json()
 
-    def make_server(app, host, port, trusted_proxies=None):
+    def make_server(app, host, port, trusted_proxies=None, **tls):
         started["app"] = app
         return NoServer()
 

@@ -1,0 +1,247 @@
+"""Issue 15: several server processes on shared state (the database photo store, rate limits in Redis, `serve
+--workers N`) and https (`serve --tls-cert/--tls-key`, the nginx recipe in deploy/)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from test_cases import PASSWORD, _case_body, _client, _db, _expert, _form, _photo_bytes, _send, _sign_in
+
+from mpoxscan.cli import cli
+from mpoxscan.deploy.runtime import bundled_model
+from mpoxscan.web import cases as service
+from mpoxscan.web.app import create_app
+from mpoxscan.web.settings import Settings
+from mpoxscan.web.store import DatabasePhotoStore, StorageUnavailable
+from mpoxscan.web.tables import Case, StoredPhoto
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _redis_url() -> str:
+    """The throwaway Redis of .ci/run (MPOXSCAN_TEST_REDIS), emptied; a skip without one (a failure in CI)."""
+    url = os.environ.get("MPOXSCAN_TEST_REDIS")
+    if not url:
+        message = "needs a Redis server: MPOXSCAN_TEST_REDIS=redis://127.0.0.1:PORT (.ci/run starts one: .ci/redis)"
+        if os.environ.get("MPOXSCAN_REQUIRE_REDIS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import redis
+
+    redis.Redis.from_url(url).flushdb()  # counts left by an earlier test
+    return url
+
+
+def _settings(tmp_path, database, **changes) -> Settings:
+    values = dict(model=bundled_model(), data_dir=tmp_path / "data", db=database, upload_limit="1000/hour",
+                  login_limit="1000/hour", photo_store="db")
+    values.update(changes)
+    return Settings(**values)
+
+
+def _rows(app) -> list[str]:
+    with _db(app) as db:
+        return sorted(db.scalars(select(StoredPhoto.name)))
+
+
+# The database photo store.
+
+def test_the_database_store_keeps_photos_and_heat_maps_as_rows_and_deletes_them_with_their_case(database, tmp_path):
+    app = create_app(_settings(tmp_path, database))
+    with _client(app) as client:
+        assert isinstance(app.state.photos, DatabasePhotoStore)
+        jpeg = _photo_bytes(3)
+        sent = _send(client, jpeg)
+        assert sent.status_code == 201, sent.text
+        with _db(app) as db:
+            case = service.case_by_number(db, sent.json()["number"])
+            stem = Path(case.photo_file).stem
+            stored = db.scalar(select(StoredPhoto.data).where(StoredPhoto.name == case.photo_file))
+        assert _rows(app) == [f"{stem}.heatmap.png", f"{stem}.jpg"]
+        assert not list((tmp_path / "data" / "photos").glob("*"))  # nothing in the folder
+        import hashlib
+
+        assert hashlib.sha256(stored).hexdigest() == case.photo_sha256
+        _expert(app)
+        assert _sign_in(client).status_code == 303
+        photo = client.get(f"/expert/cases/{case.number}/photo.jpg")
+        assert photo.status_code == 200 and photo.content == stored and photo.headers["content-type"] == "image/jpeg"
+        heat = client.get(f"/expert/cases/{case.number}/heatmap.png")
+        assert heat.status_code == 200 and heat.content.startswith(b"\x89PNG")
+        assert client.get("/healthz").json()["checks"]["photos"] == "ok"
+        token = sent.json()["follow_up"].rsplit("/", 1)[-1]
+        assert client.post(f"/c/{token}/withdraw", headers={"origin": "http://testserver"}).status_code == 200
+        assert _rows(app) == []
+
+
+def test_the_database_store_never_keeps_a_case_without_its_photo_nor_a_photo_without_its_case(database, tmp_path,
+                                                                                                monkeypatch):
+    app = create_app(_settings(tmp_path, database))
+    with _client(app) as client:
+        def refused(*_args):
+            raise StorageUnavailable("cannot store the photo: the database is read-only")
+
+        with monkeypatch.context() as m:  # the photo cannot be stored: 503, and no case
+            m.setattr(DatabasePhotoStore, "_write", refused)
+            r = _send(client)
+        assert r.status_code == 503 and r.json()["detail"] == "cannot store the photo: the database is read-only"
+
+        def no_number():
+            raise RuntimeError("the case row cannot be committed")
+
+        with monkeypatch.context() as m:  # the photo was stored, then the case failed: the photo goes again
+            m.setattr(service, "new_case_number", no_number)
+            with pytest.raises(RuntimeError):  # the test client raises what the server answers as a 500
+                _send(client)
+        with _db(app) as db:
+            assert db.scalar(select(func.count()).select_from(Case)) == 0
+        assert _rows(app) == []
+        assert _send(client).status_code == 201 and len(_rows(app)) == 2
+
+
+def test_the_database_store_sweep_spares_photos_in_flight_while_another_worker_serves(database, tmp_path):
+    """What the lock file does for the folder, PostgreSQL's advisory lock does for the rows: while a worker serves,
+    a sweep elsewhere removes only old unowned rows; with no worker serving, every unowned row goes. (SQLite has no
+    such lock: there a sweep always spares young rows.)"""
+    from mpoxscan.web.db import make_engine
+
+    app = create_app(_settings(tmp_path, database))
+    with _client(app) as client:
+        assert _send(client).status_code == 201
+        in_flight = app.state.photos.save(_photo_bytes(9))  # written, its case not committed yet
+        other = DatabasePhotoStore(make_engine(app.state.db_url))  # `cases purge` on another host
+        with _db(app) as db:
+            referenced = list(db.scalars(select(Case.photo_file)))
+        report = other.sweep(referenced)
+        assert report.removed == [] and report.kept_young == 1 and not report.exclusive
+        assert in_flight in _rows(app)
+    # No worker serves now: the orphan of a crashed submission goes at once where the lock says so (PostgreSQL).
+    report = other.sweep(referenced)
+    if database.startswith("postgresql"):
+        assert report.exclusive and report.removed == [in_flight]
+    else:
+        assert not report.exclusive and report.removed == [] and report.kept_young == 1
+        assert other.sweep(referenced, grace_s=0).removed == [in_flight]
+    other.engine.dispose()
+
+
+def test_cases_purge_sweeps_the_database_store(database, tmp_path):
+    app = create_app(_settings(tmp_path, database))
+    with _client(app) as _c:
+        orphan = app.state.photos.save(_photo_bytes(4))
+    r = CliRunner().invoke(cli, ["cases", "purge", "--data-dir", str(tmp_path / "data"), "--db", database,
+                                 "--photo-store", "db"])
+    assert r.exit_code == 0, r.output
+    removed = 1 if database.startswith("postgresql") else 0  # SQLite: the grace period spares a young orphan
+    assert f"{removed} file(s) no case owns removed" in r.output
+    with _client(app):
+        assert (orphan in _rows(app)) == (removed == 0)
+
+
+# Rate limits shared through Redis.
+
+def test_rate_limits_in_redis_are_one_limit_across_workers_and_survive_a_restart(tmp_path):
+    url = _redis_url()
+
+    def worker(name: str):
+        return create_app(Settings(model=bundled_model(), data_dir=tmp_path / name, upload_limit="3/hour",
+                                   limits_storage=url))
+
+    codes = []
+    with _client(worker("a")) as a, _client(worker("b")) as b:
+        for client in (a, b, a, b):
+            codes.append(_send(client, _photo_bytes(len(codes))).status_code)
+    assert codes == [201, 201, 201, 429]  # one count for both workers
+    with _client(worker("c")) as restarted:  # a new process: the count is still there
+        assert _send(restarted).status_code == 429
+    # The same with memory://: each worker counts alone, and a restart forgets.
+    apps = [create_app(Settings(model=bundled_model(), data_dir=tmp_path / f"m{k}", upload_limit="3/hour"))
+            for k in range(2)]
+    with _client(apps[0]) as a, _client(apps[1]) as b:
+        assert [_send(c, _photo_bytes(k)).status_code for k, c in enumerate((a, b, a, b))] == [201] * 4
+
+
+def test_serve_refuses_unshared_limits_for_several_workers_and_bad_storages_in_one_line(tmp_path):
+    data = ["--data-dir", str(tmp_path / "d")]
+    r = CliRunner().invoke(cli, ["serve", "--workers", "2", *data])
+    assert r.exit_code == 1 and r.output.startswith("error: --workers 2 needs a shared --limits-storage")
+    r = CliRunner().invoke(cli, ["serve", "--limits-storage", "redis://127.0.0.1:1", *data])
+    assert r.exit_code == 1 and r.output.startswith("error: cannot reach the rate-limit storage redis://")
+    r = CliRunner().invoke(cli, ["serve", "--limits-storage", "nothing://x", *data])
+    assert r.exit_code == 1 and r.output.startswith("error: --limits-storage") and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120, **kwargs) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2, **kwargs).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("serve did not become healthy")
+
+
+def test_serve_with_two_workers_on_postgresql_redis_and_the_database_store(database, tmp_path):
+    """The real thing, as `mpoxscan serve --workers 2` runs it: concurrent cases each stored once with its own
+    photo, and the sign-in limit one limit whichever worker answers."""
+    if not database.startswith("postgresql"):
+        pytest.skip("several workers across hosts: PostgreSQL (SQLite works on one machine: see the README)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mpoxscan.web.testing import free_port
+
+    redis_url = _redis_url()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mpoxscan.cli", "serve", "--workers", "2", "--port", str(port), "--db", database,
+         "--photo-store", "db", "--limits-storage", redis_url, "--login-limit", "10/15minutes",
+         "--data-dir", str(tmp_path / "data")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_healthy(url, process)
+        with httpx.Client(base_url=url) as http:
+            body = _case_body(http)
+        jpegs = [_photo_bytes(100 + k) for k in range(12)]
+
+        def send(jpeg):
+            return httpx.post(url + "/api/cases", **_form({**body, "photo": jpeg}), timeout=60)
+
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(send, jpegs))
+        assert [r.status_code for r in answers] == [201] * 12
+        numbers = [r.json()["number"] for r in answers]
+        app = create_app(_settings(tmp_path / "check", database))
+        with _client(app):
+            with _db(app) as db:
+                cases = {c.number: c for c in db.scalars(select(Case))}
+            assert sorted(cases) == sorted(numbers)  # none lost, none twice
+            import hashlib
+
+            for jpeg_case in cases.values():
+                stored = app.state.photos.read(jpeg_case.photo_file)
+                assert hashlib.sha256(stored).hexdigest() == jpeg_case.photo_sha256
+            assert len({c.photo_sha256 for c in cases.values()}) == 12  # each case its own photo
+            _expert(app)
+        codes = [httpx.post(url + "/expert/login", data={"email": "doc@example.org", "password": "wrong password x"},
+                            timeout=30).status_code for _ in range(11)]  # fresh connections: either worker answers
+        assert codes == [401] * 10 + [429]
+        assert httpx.post(url + "/expert/login", data={"email": "doc@example.org", "password": PASSWORD},
+                          timeout=30).status_code == 429
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
