@@ -245,3 +245,110 @@ def test_serve_with_two_workers_on_postgresql_redis_and_the_database_store(datab
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# https: uvicorn's own TLS, and the nginx recipe.
+
+def test_serve_refuses_a_missing_or_mismatched_certificate_in_one_line(tmp_path):
+    from mpoxscan.web.testing import self_signed_certificate
+
+    cert_a, key_a, _ = self_signed_certificate(tmp_path / "a")
+    _cert_b, key_b, _ = self_signed_certificate(tmp_path / "b")
+    data = ["--data-dir", str(tmp_path / "d")]
+    cases = [(["--tls-cert", str(cert_a)], "error: --tls-cert and --tls-key go together"),
+             (["--tls-cert", str(cert_a), "--tls-key", str(tmp_path / "none.pem")], "error: --tls-key "),
+             (["--tls-cert", str(cert_a), "--tls-key", str(key_b)], f"error: --tls-key {key_b} is not the private key"),
+             (["--tls-cert", str(key_a), "--tls-key", str(key_a)], "error: cannot use --tls-cert")]
+    for args, start in cases:
+        r = CliRunner().invoke(cli, ["serve", *args, *data])
+        assert r.exit_code == 1 and r.output.startswith(start), r.output
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+
+
+def test_serve_over_tls_sends_hsts_and_secure_cookies_by_default(tmp_path, monkeypatch):
+    from mpoxscan.web import app as web_app
+    from mpoxscan.web.testing import ServerThread, self_signed_certificate
+
+    cert, key, _ = self_signed_certificate(tmp_path / "tls")
+    built = {}
+
+    class NotYet:
+        def run(self):
+            pass
+
+    def make_server(app, host, port, trusted_proxies=None, **tls):
+        built.update(app=app, tls=tls)
+        return NotYet()
+
+    monkeypatch.setattr(web_app, "make_server", make_server)
+    r = CliRunner().invoke(cli, ["serve", "--tls-cert", str(cert), "--tls-key", str(key), "--data-dir",
+                                 str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert "open https://127.0.0.1:8000" in r.output and built["tls"] == {"tls_cert": str(cert), "tls_key": str(key)}
+    app = built["app"]
+    assert app.state.settings.secure_cookies  # on by default under TLS
+    with ServerThread(app, **built["tls"]) as server:
+        assert server.url.startswith("https://")
+        with app.state.sessions() as db:
+            service.add_expert(db, "doc@example.org", PASSWORD)
+        import ssl
+
+        trust = ssl.create_default_context(cafile=str(cert))  # verified against the certificate
+        with httpx.Client(base_url=server.url, verify=trust) as https:
+            page = https.get("/")
+            assert page.status_code == 200 and page.headers["strict-transport-security"] == "max-age=31536000"
+            login = https.post("/expert/login", data={"email": "doc@example.org", "password": PASSWORD},
+                               headers={"origin": server.url})
+            cookie = login.headers["set-cookie"]
+            assert login.status_code == 303 and "; secure" in cookie.lower() and "httponly" in cookie.lower()
+        with pytest.raises(httpx.HTTPError):  # plain http to the https port is no answer at all
+            httpx.get(server.url.replace("https://", "http://") + "/healthz", timeout=5)
+
+
+def test_over_https_on_a_real_host_name_the_service_worker_registers_and_the_page_screens_offline(tmp_path):
+    """A phone reaches the server by a name on the network, not localhost: only https makes that a secure context, and
+    only a secure context gets a service worker (offline use). Chromium maps mpoxscan.test to this machine and trusts
+    exactly the test's certificate (by its public key); over plain http the same name gets no service worker."""
+    from conftest import chromium, encode, make_photo
+    from test_web import _phone, _screen, _wait
+
+    from mpoxscan.web.settings import ORT_DIST
+    from mpoxscan.web.testing import ServerThread, count_requests, self_signed_certificate
+
+    if not ORT_DIST.is_dir():
+        message = "needs onnxruntime-web (make setup runs npm ci)"
+        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+    host = "mpoxscan.test"
+    cert, key, spki = self_signed_certificate(tmp_path / "tls", host)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(encode(make_photo(1, (320, 256)), "JPEG", quality=92))
+    driver = _phone(chromium(tmp_path / "profile", extra_args=(
+        f"--host-resolver-rules=MAP {host} 127.0.0.1", f"--ignore-certificate-errors-spki-list={spki}")))
+    plain = ServerThread(create_app(_settings(tmp_path / "plain", None, photo_store="folder")), host=host).start()
+    app = create_app(_settings(tmp_path, None, photo_store="folder"))
+    requests = count_requests(app)
+    server = ServerThread(app, tls_cert=str(cert), tls_key=str(key), host=host).start()
+    try:
+        driver.get(plain.url + "/")  # the control: a network name over http
+        assert driver.execute_script("return window.isSecureContext") is False
+        assert driver.execute_script("return 'serviceWorker' in navigator") is False
+        plain.stop()
+        driver.get(server.url + "/")
+        assert driver.execute_script("return window.isSecureContext") is True
+        _wait(driver, "return document.body.dataset.ready")
+        assert _wait(driver, "return document.body.dataset.offline") == "1"  # the service worker has the page
+        scope = driver.execute_async_script(
+            "const done = arguments[0]; navigator.serviceWorker.ready.then(r => done(r.scope))")
+        assert scope == server.url + "/"
+        server.stop()  # offline now
+        driver.refresh()
+        _wait(driver, "return document.body.dataset.ready")
+        answer = _screen(driver, photo)
+        assert answer and answer["computed"] == "device" and answer["predicted"]
+    finally:
+        driver.quit()
+        server.stop()
+        plain.stop()
+    assert requests["/api/screen"] == 0

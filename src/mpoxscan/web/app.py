@@ -88,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.state.settings = settings
-    app.state.screener = Screener(settings.model)
+    app.state.screener = Screener(settings.model, threads=settings.screen_threads)
     settings.data_dir = Path(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The folder store is there from the start (`serve` purges through it before listening); the database store

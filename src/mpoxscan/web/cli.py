@@ -83,6 +83,8 @@ Example:
 @_data_dir_option
 @_db_option
 @click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
+@click.option("--screen-limit", default="120/hour", show_default=True,
+              help="Server-side screenings one address may ask for (`limits` notation; the page screens on the phone).")
 @click.option("--login-limit", default="10/15minutes", show_default=True, help="Failed expert sign-ins per address (counted in the database: a restart does not reset them).")
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Mark the expert's cookie Secure and send HSTS (when served over https) [default: on with --tls-cert].")
@@ -110,7 +112,7 @@ Example:
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve https with this certificate (PEM, chain first).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="The private key (PEM) of --tls-cert.")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None, notify_url: str | None,
+              screen_limit: str, login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None, notify_url: str | None,
               public_url: str | None, keep_days: int, workers: int, photo_store: str, limits_storage: str,
               tls_cert: Path | None, tls_key: Path | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
@@ -124,7 +126,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
     from mpoxscan.web.settings import ORT_DIST, Settings
 
-    _check_limits(upload_limit, login_limit)
+    _check_limits(upload_limit, screen_limit, login_limit)
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     if public_url and not public_url.startswith(("http://", "https://")):
@@ -132,7 +134,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     _check_tls(tls_cert, tls_key)
     _check_limits_storage(limits_storage, workers)
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
-                        upload_limit=upload_limit, login_limit=login_limit,
+                        upload_limit=upload_limit, screen_limit=screen_limit, login_limit=login_limit,
                         secure_cookies=bool(tls_cert) if secure_cookies is None else secure_cookies,
                         notify_url=notify_url, public_url=public_url, keep_days=keep_days, photo_store=photo_store,
                         limits_storage=limits_storage)
@@ -180,6 +182,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     from mpoxscan.web.settings import SETTINGS_ENV
 
     del app  # this process only supervises
+    settings.screen_threads = max(1, (os.cpu_count() or 1) // workers)
     os.environ[SETTINGS_ENV] = settings.to_json()
     uvicorn.run("mpoxscan.web.app:create_app_from_env", factory=True, workers=workers,
                 **uvicorn_options(host, port, trusted_proxies, **tls))

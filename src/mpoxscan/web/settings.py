@@ -37,6 +37,9 @@ class Settings:
     # The `limits` storage of the upload and screening limits: memory:// is this process's own (one worker);
     # redis://host:port is one count for every worker and host, kept across restarts.
     limits_storage: str = "memory://"
+    # ONNX Runtime threads per process (None: every core). `serve --workers N` gives each worker cores / N, so that
+    # N workers screening at once do not oversubscribe the cores (N processes each running a thread per core).
+    screen_threads: int | None = None
 
     def to_json(self) -> str:
         """The settings as JSON, for the worker processes (`serve --workers N`: see app.create_app_from_env)."""
