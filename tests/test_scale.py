@@ -352,3 +352,67 @@ def test_over_https_on_a_real_host_name_the_service_worker_registers_and_the_pag
         server.stop()
         plain.stop()
     assert requests["/api/screen"] == 0
+
+
+def test_the_nginx_recipe_serves_the_app_over_https_and_passes_the_real_client(tmp_path):
+    """deploy/nginx-mpoxscan.conf itself (its site values replaced by the test's ports and certificate), Debian's
+    nginx in front of the app started as the recipe says (`--proxy 127.0.0.1 --secure-cookies`)."""
+    import shutil
+    import ssl
+
+    from mpoxscan.web.testing import ServerThread, free_port, self_signed_certificate
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        message = "needs Debian's nginx (apt-get install nginx-light; .ci/run installs it)"
+        if os.environ.get("MPOXSCAN_REQUIRE_NGINX"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cert, key, _ = self_signed_certificate(tmp_path / "tls", "localhost")
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data", upload_limit="2/minute",
+                              secure_cookies=True))
+    https_port, http_port = free_port(), free_port()
+    with ServerThread(app, trusted_proxies="127.0.0.1") as server:
+        site = (REPO / "deploy" / "nginx-mpoxscan.conf").read_text()
+        for old, new in (("server 127.0.0.1:8000", f"server {server.url.split('//')[1]}"),
+                         ("listen 443 ", f"listen 127.0.0.1:{https_port} "),
+                         ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                         ("mpoxscan.example.org;", "localhost;"),
+                         ("/etc/letsencrypt/live/mpoxscan.example.org/fullchain.pem", str(cert)),
+                         ("/etc/letsencrypt/live/mpoxscan.example.org/privkey.pem", str(key))):
+            assert old in site, old  # the recipe still has the value this test replaces
+            site = site.replace(old, new)
+        (tmp_path / "site.conf").write_text(site)
+        temp = tmp_path / "nginx"
+        temp.mkdir()
+        (tmp_path / "nginx.conf").write_text(
+            f"daemon off; master_process off; pid {temp}/nginx.pid; error_log {temp}/error.log;\n"
+            f"events {{}}\nhttp {{ client_body_temp_path {temp}/body; proxy_temp_path {temp}/proxy;\n"
+            f"fastcgi_temp_path {temp}/f; uwsgi_temp_path {temp}/u; scgi_temp_path {temp}/s;\n"
+            f"include {tmp_path / 'site.conf'}; }}\n")
+        process = subprocess.Popen([nginx, "-p", str(temp), "-c", str(tmp_path / "nginx.conf")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            base = f"https://localhost:{https_port}"
+            trust = ssl.create_default_context(cafile=str(cert))
+            with httpx.Client(base_url=base, verify=trust, timeout=60) as https:
+                for _ in range(100):
+                    try:
+                        page = https.get("/")
+                        break
+                    except httpx.ConnectError:
+                        assert process.poll() is None, process.stdout.read()
+                        time.sleep(0.1)
+                assert page.status_code == 200 and page.headers["strict-transport-security"] == "max-age=31536000"
+                plain = httpx.get(f"http://localhost:{http_port}/expert", follow_redirects=False)
+                assert plain.status_code == 301 and plain.headers["location"] == "https://localhost/expert"
+                body = _case_body(https)
+                # Through the proxy the limit counts the real client, whatever X-Forwarded-For the client sends.
+                codes = [https.post("/api/cases", **_form(body), headers={"x-forwarded-for": f"203.0.113.{k}"}
+                                    ).status_code for k in range(3)]
+                assert codes == [201, 201, 429]
+                big = https.post("/api/screen", files={"photo": ("p", b"\xff" * (17 * 1024 * 1024))})
+                assert big.status_code == 413  # nginx's own limit, just above the app's
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
