@@ -168,8 +168,9 @@ def run_config(workers: int, args, services: Services, folder: Path) -> dict:
         photos = [photo_jpeg(seed) for seed in range(args.submissions)]
 
         def submit(k: int):
-            r = client().post("/api/cases", data={"consent": "true", "computed": "device", "probabilities": probabilities,
-                                                  "model_sha256": info["sha256"]},
+            fields = {"consent": "true", "computed": "device", "probabilities": probabilities,
+                      "model_sha256": info["sha256"]}
+            r = client().post("/api/cases", data=fields,
                               files={"photo": ("photo.jpg", photos[k], "image/jpeg")})
             return r.status_code, (r.json().get("number") if r.status_code == 201 else r.text[:200])
 

@@ -195,22 +195,23 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120, **k
     raise AssertionError("serve did not become healthy")
 
 
-def test_serve_with_two_workers_on_postgresql_redis_and_the_database_store(database, tmp_path):
+def test_serve_with_two_workers_on_shared_state(database, tmp_path):
     """The real thing, as `mpoxscan serve --workers 2` runs it: concurrent cases each stored once with its own
-    photo, and the sign-in limit one limit whichever worker answers."""
-    if not database.startswith("postgresql"):
-        pytest.skip("several workers across hosts: PostgreSQL (SQLite works on one machine: see the README)")
+    photo, and the sign-in limit one limit whichever worker answers. PostgreSQL with the database photo store (the
+    tier for several hosts), and SQLite with the photo folder (several workers on one machine: SQLite's file locks
+    and the folder's lock file are shared by processes on one machine)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from mpoxscan.web.testing import free_port
 
     redis_url = _redis_url()
+    store = "db" if database.startswith("postgresql") else "folder"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     process = subprocess.Popen(
         [sys.executable, "-m", "mpoxscan.cli", "serve", "--workers", "2", "--port", str(port), "--db", database,
-         "--photo-store", "db", "--limits-storage", redis_url, "--login-limit", "10/15minutes",
+         "--photo-store", store, "--limits-storage", redis_url, "--login-limit", "10/15minutes",
          "--data-dir", str(tmp_path / "data")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_healthy(url, process)
@@ -225,7 +226,8 @@ def test_serve_with_two_workers_on_postgresql_redis_and_the_database_store(datab
             answers = list(pool.map(send, jpegs))
         assert [r.status_code for r in answers] == [201] * 12
         numbers = [r.json()["number"] for r in answers]
-        app = create_app(_settings(tmp_path / "check", database))
+        app = create_app(_settings(tmp_path / "check", database, photo_store=store,
+                                   data_dir=tmp_path / "data"))
         with _client(app):
             with _db(app) as db:
                 cases = {c.number: c for c in db.scalars(select(Case))}

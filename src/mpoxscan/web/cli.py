@@ -20,9 +20,10 @@ _db_option = click.option(
 
 
 _photo_store_option = click.option(
-    "--photo-store", type=click.Choice(["folder", "db"]), default="folder", show_default=True, envvar="MPOXSCAN_PHOTO_STORE",
-    help="Where photos and heat maps are kept: 'folder' (--data-dir/photos, one machine) or 'db' (rows of the database: "
-         "every worker and host shares them; use with PostgreSQL) [env MPOXSCAN_PHOTO_STORE].")
+    "--photo-store", type=click.Choice(["folder", "db"]), default="folder", show_default=True,
+    envvar="MPOXSCAN_PHOTO_STORE",
+    help="Where photos and heat maps are kept: 'folder' (--data-dir/photos, one machine) or 'db' (rows of the "
+         "database: every worker and host shares them; use with PostgreSQL) [env MPOXSCAN_PHOTO_STORE].")
 
 
 def _photo_store(kind: str, folder: Path, engine):
@@ -105,14 +106,17 @@ Example:
               help="Server processes (uvicorn's workers) sharing the port. Above 1 the rate limits need a shared "
                    "--limits-storage; several hosts also need --db postgresql://... and --photo-store db.")
 @_photo_store_option
-@click.option("--limits-storage", default="memory://", show_default=True, metavar="URI", envvar="MPOXSCAN_LIMITS_STORAGE",
+@click.option("--limits-storage", default="memory://", show_default=True, metavar="URI",
+              envvar="MPOXSCAN_LIMITS_STORAGE",
               help="Where the upload and screening limits count (a `limits` storage URI): memory:// is this process's "
                    "own; redis://host:6379 is one count for every worker and host that survives a restart "
                    "[env MPOXSCAN_LIMITS_STORAGE].")
-@click.option("--tls-cert", type=click.Path(path_type=Path), help="Serve https with this certificate (PEM, chain first).")
+@click.option("--tls-cert", type=click.Path(path_type=Path),
+              help="Serve https with this certificate (PEM, chain first).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="The private key (PEM) of --tls-cert.")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              screen_limit: str, login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None, notify_url: str | None,
+              screen_limit: str, login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None,
+              notify_url: str | None,
               public_url: str | None, keep_days: int, workers: int, photo_store: str, limits_storage: str,
               tls_cert: Path | None, tls_key: Path | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled

@@ -67,8 +67,8 @@ class RateLimits:
     """Moving-window limits per client address.
 
     Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
-    default, is this process's memory: reset by a restart and not shared between workers; issue 15 swaps in
-    ``redis://...``). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
+    default, is this process's memory: reset by a restart and not shared between workers; ``redis://host:port`` is
+    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
     is given (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
     count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
 
