@@ -77,6 +77,11 @@ def test_the_database_store_keeps_photos_and_heat_maps_as_rows_and_deletes_them_
         assert photo.status_code == 200 and photo.content == stored and photo.headers["content-type"] == "image/jpeg"
         heat = client.get(f"/expert/cases/{case.number}/heatmap.png")
         assert heat.status_code == 200 and heat.content.startswith(b"\x89PNG")
+        with _db(app) as db:  # a case stored before maps were kept: its map is drawn on first view, and kept
+            db.query(StoredPhoto).filter(StoredPhoto.name == f"{stem}.heatmap.png").delete()
+            db.commit()
+        again = client.get(f"/expert/cases/{case.number}/heatmap.png")
+        assert again.status_code == 200 and again.content.startswith(b"\x89PNG") and len(_rows(app)) == 2
         assert client.get("/healthz").json()["checks"]["photos"] == "ok"
         token = sent.json()["follow_up"].rsplit("/", 1)[-1]
         assert client.post(f"/c/{token}/withdraw", headers={"origin": "http://testserver"}).status_code == 200
