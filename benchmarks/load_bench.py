@@ -125,6 +125,37 @@ def start_server(workers: int, db: str, redis_url: str, data_dir: Path, port: in
     raise RuntimeError("serve did not become healthy within 180 s")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, this one and other users' included)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def timed_loop(n: int, concurrency: int, call) -> tuple[list[float], list, float]:
     """Run ``call(k)`` for k in range(n) from ``concurrency`` client threads; latencies (s), results, wall time."""
     latencies: list[float] = [0.0] * n
@@ -174,7 +205,19 @@ def run_config(workers: int, args, services: Services, folder: Path) -> dict:
                               files={"photo": ("photo.jpg", photos[k], "image/jpeg")})
             return r.status_code, (r.json().get("number") if r.status_code == 201 else r.text[:200])
 
-        sub_lat, sub_res, sub_wall = timed_loop(args.submissions, args.concurrency, submit)
+        cpu = {}
+
+        def measured(what: str, n: int, call):
+            # Where the time goes: the server's processes' CPU against the whole machine's over the same wall time.
+            server0, machine0, own0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), time.process_time()
+            out = timed_loop(n, args.concurrency, call)
+            wall = out[2]
+            cpu[what] = {"server_cores": round((tree_cpu_seconds(server.pid) - server0) / wall, 2),
+                         "clients_cores": round((time.process_time() - own0) / wall, 2),
+                         "machine_busy_cores": round((machine_busy_seconds() - machine0) / wall, 2)}
+            return out
+
+        sub_lat, sub_res, sub_wall = measured("submissions", args.submissions, submit)
         screen_photos = [photo_jpeg(100_000 + seed) for seed in range(min(args.screenings, 50))]
 
         def screen(k: int):
@@ -182,7 +225,7 @@ def run_config(workers: int, args, services: Services, folder: Path) -> dict:
                                                               "image/jpeg")})
             return r.status_code, None
 
-        scr_lat, scr_res, scr_wall = timed_loop(args.screenings, args.concurrency, screen)
+        scr_lat, scr_res, scr_wall = measured("screenings", args.screenings, screen)
 
         # What the database holds: every number answered is one row, and its photo is the one sent.
         numbers = [number for status, number in sub_res if status == 201]
@@ -226,8 +269,8 @@ def run_config(workers: int, args, services: Services, folder: Path) -> dict:
         return {"n": n, "wall_s": round(wall, 2), "per_s": round(n / wall, 2), "p50_ms": round(percentile(ms, 50), 1),
                 "p95_ms": round(percentile(ms, 95), 1), "mean_ms": round(statistics.fmean(ms), 1) if ms else None}
 
-    return {"workers": workers, "submissions": summary(sub_lat, sub_wall, args.submissions),
-            "screenings": summary(scr_lat, scr_wall, args.screenings), "checks": check,
+    return {"workers": workers, "submissions": {**summary(sub_lat, sub_wall, args.submissions), **cpu["submissions"]},
+            "screenings": {**summary(scr_lat, scr_wall, args.screenings), **cpu["screenings"]}, "checks": check,
             "latencies_ms": {"submissions": [round(x * 1000, 1) for x in sub_lat],
                              "screenings": [round(x * 1000, 1) for x in scr_lat]}}
 
@@ -240,15 +283,19 @@ def write_results(results: dict, out: Path) -> None:
     lines = [f"# Load: {many['workers']} workers against 1 on PostgreSQL + database photo store + Redis", "",
              f"**{results['label']}**", "",
              f"Command: `{results['command']}`  ", f"Machine: {results['machine']}; run at {results['date']}", "",
-             "| workers | what | requests | wall s | per s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|"]
+             "| workers | what | requests | wall s | per s | p50 ms | p95 ms | cores: server | clients | whole machine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run in results["runs"]:
         for what in ("submissions", "screenings"):
             s = run[what]
             lines.append(f"| {run['workers']} | {what} | {s['n']} | {s['wall_s']} | {s['per_s']} | {s['p50_ms']} | "
-                         f"{s['p95_ms']} |")
+                         f"{s['p95_ms']} | {s['server_cores']} | {s['clients_cores']} | {s['machine_busy_cores']} |")
     lines += ["", f"Ratio, {many['workers']} workers / 1: submissions per second "
               f"**{results['ratio']['submissions']:.2f}x**, screenings per second "
-              f"**{results['ratio']['screenings']:.2f}x**.", "", "| check | 1 worker | N workers |", "|---|---|---|"]
+              f"**{results['ratio']['screenings']:.2f}x**.", "",
+              "Cores: CPU seconds per wall second of the server's processes (all workers), of this script's client "
+              "threads, and of the whole machine (other users' jobs included); the machine has "
+              f"{os.cpu_count()} cores.", "", "| check | 1 worker | N workers |", "|---|---|---|"]
     for key in one["checks"]:
         lines.append(f"| {key} | {one['checks'][key]} | {many['checks'][key]} |")
     (out / "load.md").write_text("\n".join(lines) + "\n")
@@ -265,7 +312,9 @@ def write_results(results: dict, out: Path) -> None:
                                           for run in results["runs"]])
             ax.set_title(f"{what}: latency (ms)")
             ax.set_yscale("log")
-        fig.suptitle(results["label"])
+        import textwrap
+
+        fig.suptitle(textwrap.fill(results["label"], 110), fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "load.png", dpi=100)
     except ImportError:
