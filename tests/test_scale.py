@@ -175,6 +175,18 @@ def test_rate_limits_in_redis_are_one_limit_across_workers_and_survive_a_restart
         assert [_send(c, _photo_bytes(k)).status_code for k, c in enumerate((a, b, a, b))] == [201] * 4
 
 
+def test_a_rate_limit_storage_that_goes_down_is_a_503_with_a_reason_and_healthz_says_so(tmp_path):
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", limits_storage="redis://127.0.0.1:1"))
+    with _client(app) as client:  # Redis went down after `serve` checked it (nothing listens on port 1)
+        r = client.post("/api/screen", files={"photo": ("p", _photo_bytes(), "application/octet-stream")})
+        assert r.status_code == 503
+        assert r.json()["detail"] == "cannot count requests: the rate-limit storage cannot be reached"
+        assert "content-security-policy" in r.headers
+        assert _send(client).status_code == 503  # no upload goes through uncounted
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["checks"]["limits"].startswith("failed: ")
+
+
 def test_serve_refuses_unshared_limits_for_several_workers_and_bad_storages_in_one_line(tmp_path):
     data = ["--data-dir", str(tmp_path / "d")]
     r = CliRunner().invoke(cli, ["serve", "--workers", "2", *data])
