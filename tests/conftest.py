@@ -136,7 +136,7 @@ def exported(checkpoint, squares_manifest, tmp_path_factory) -> Path:
     return out
 
 
-def chromium(profile: Path, window: str | None = None):
+def chromium(profile: Path, window: str | None = None, extra_args: tuple[str, ...] = ()):
     """A headless Debian Chromium driven by Selenium, or a skip (a failure under MPOXSCAN_REQUIRE_BROWSER, as in CI)."""
     from mpoxscan.web.testing import chromium_available, headless_chromium
 
@@ -145,7 +145,7 @@ def chromium(profile: Path, window: str | None = None):
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
             pytest.fail(message)
         pytest.skip(message)
-    return headless_chromium(profile, window)
+    return headless_chromium(profile, window, extra_args)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

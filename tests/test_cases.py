@@ -481,7 +481,8 @@ def test_health_check_says_what_cannot_work(app, client):
     import shutil
 
     r = client.get("/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok", "checks": {"database": "ok", "photos": "ok", "model": "ok"}}
+    assert r.status_code == 200 and r.json() == {"status": "ok", "checks": {"database": "ok", "photos": "ok", "model": "ok",
+                                                                        "limits": "ok"}}
     assert "content-security-policy" in r.headers and r.headers["cache-control"] == "no-store"
     assert not list(app.state.photos.root.glob(".healthz-*"))  # the probe file is removed
     with _db(app) as db:
@@ -687,7 +688,7 @@ def test_serve_purges_by_its_keep_days_at_start_and_the_page_is_told_the_figure(
         def run(self):
             started["privacy"] = _client(started["app"]).get("/api/privacy").json()
 
-    def make_server(app, host, port, trusted_proxies=None):
+    def make_server(app, host, port, trusted_proxies=None, **tls):
         started["app"] = app
         return NoServer()
 

@@ -20,9 +20,9 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
 from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired
 from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
-from mpoxscan.web.store import STORAGE_ERRNOS, StorageUnavailable, database_reason, storage_reason
+from mpoxscan.web.store import STORAGE_ERRNOS, DatabasePhotoStore, StorageUnavailable, database_reason, storage_reason
 
-__all__ = ["Settings", "create_app", "lifespan", "make_server"]
+__all__ = ["Settings", "create_app", "create_app_from_env", "lifespan", "make_server"]
 
 # The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
 mimetypes.add_type("application/manifest+json", ".webmanifest")
@@ -68,12 +68,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         app.state.schema = migrate(app.state.engine)
         app.state.sessions = session_factory(app.state.engine)
+        if settings.photo_store == "db":  # the store lives in the database this lifespan has just opened
+            app.state.photos = DatabasePhotoStore(app.state.engine)
         start_up_sweep(app.state.sessions, app.state.photos)
         app.state.limits = RateLimits(uploads=settings.upload_limit, screens=settings.screen_limit,
-                                      logins=settings.login_limit, sessions=app.state.sessions)
+                                      logins=settings.login_limit, storage=settings.limits_storage,
+                                      sessions=app.state.sessions)
         yield
     finally:
-        app.state.photos.release_serving_lock()
+        if app.state.photos is not None:
+            app.state.photos.release_serving_lock()
         app.state.engine.dispose()
 
 
@@ -84,10 +88,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
                   lifespan=lifespan)
     app.state.settings = settings
-    app.state.screener = Screener(settings.model)
+    app.state.screener = Screener(settings.model, threads=settings.screen_threads)
     settings.data_dir = Path(settings.data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    app.state.photos = PhotoStore(settings.data_dir / "photos")
+    # The folder store is there from the start (`serve` purges through it before listening); the database store
+    # needs the engine that the lifespan opens.
+    app.state.photos = PhotoStore(settings.data_dir / "photos") if settings.photo_store == "folder" else None
 
     # Added first, so that the security headers wrap its 413 too.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
@@ -141,7 +147,29 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None = None):
+def create_app_from_env() -> FastAPI:
+    """The app factory each worker of `serve --workers N` calls (uvicorn imports it by name in every worker process):
+    the settings come as JSON in the environment variable that `serve` set before starting them."""
+    import os
+
+    from mpoxscan.web.settings import SETTINGS_ENV
+
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise RuntimeError(f"{SETTINGS_ENV} is not set: start the workers with `mpoxscan serve --workers N`")
+    return create_app(Settings.from_json(text))
+
+
+def uvicorn_options(host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,
+                    tls_key: str | None = None) -> dict:
+    """uvicorn's options, the same for one server in this process and for `serve --workers N`."""
+    # No access log: its URLs would hold follow-up links (secrets) and case numbers.
+    return dict(host=host, port=port, log_level="warning", access_log=False, proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=trusted_proxies or None, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+
+
+def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,
+                tls_key: str | None = None):
     """The uvicorn server that `mpoxscan serve` runs (and the tests and benchmarks start in a thread).
 
     ``trusted_proxies``: addresses of reverse proxies whose X-Forwarded-For / -Proto headers are believed (the rate
@@ -149,7 +177,4 @@ def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None 
     address its uploads are counted under."""
     import uvicorn
 
-    # No access log: its URLs would hold follow-up links (secrets) and case numbers.
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                         proxy_headers=bool(trusted_proxies),
-                                         forwarded_allow_ips=trusted_proxies or None))
+    return uvicorn.Server(uvicorn.Config(app, **uvicorn_options(host, port, trusted_proxies, tls_cert, tls_key)))

@@ -19,6 +19,19 @@ _db_option = click.option(
     help="A database URL, e.g. postgresql://user:password@host/mpoxscan [default: SQLite in --data-dir; env MPOXSCAN_DB].")
 
 
+_photo_store_option = click.option(
+    "--photo-store", type=click.Choice(["folder", "db"]), default="folder", show_default=True,
+    envvar="MPOXSCAN_PHOTO_STORE",
+    help="Where photos and heat maps are kept: 'folder' (--data-dir/photos, one machine) or 'db' (rows of the "
+         "database: every worker and host shares them; use with PostgreSQL) [env MPOXSCAN_PHOTO_STORE].")
+
+
+def _photo_store(kind: str, folder: Path, engine):
+    from mpoxscan.web.store import DatabasePhotoStore, PhotoStore
+
+    return DatabasePhotoStore(engine) if kind == "db" else PhotoStore(folder / "photos")
+
+
 @contextmanager
 def _database_errors(url_hint: str):
     """A database that cannot be reached or opened is one line on stderr, not a driver traceback."""
@@ -62,6 +75,8 @@ Example:
   mpoxscan serve --host 0.0.0.0 --port 8080 --data-dir /srv/mpoxscan
   mpoxscan serve --db postgresql://mpoxscan:secret@localhost/mpoxscan --model export/model.int8.onnx
   mpoxscan serve --proxy 127.0.0.1 --secure-cookies      # behind nginx / caddy serving https
+  mpoxscan serve --tls-cert cert.pem --tls-key key.pem --host 0.0.0.0 --port 8443   # https itself
+  mpoxscan serve --workers 4 --db postgresql://mpoxscan@db/mpoxscan --photo-store db --limits-storage redis://cache:6379
 """)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -69,8 +84,11 @@ Example:
 @_data_dir_option
 @_db_option
 @click.option("--upload-limit", default="20/hour", show_default=True, help="Cases one address may send (`limits` notation).")
+@click.option("--screen-limit", default="120/hour", show_default=True,
+              help="Server-side screenings one address may ask for (`limits` notation; the page screens on the phone).")
 @click.option("--login-limit", default="10/15minutes", show_default=True, help="Failed expert sign-ins per address (counted in the database: a restart does not reset them).")
-@click.option("--secure-cookies", is_flag=True, help="Mark the expert's cookie Secure (when served over https).")
+@click.option("--secure-cookies/--no-secure-cookies", default=None,
+              help="Mark the expert's cookie Secure and send HSTS (when served over https) [default: on with --tls-cert].")
 @click.option("--proxy", "trusted_proxies", metavar="ADDRESSES",
               help="Behind a reverse proxy: its address(es), comma-separated, whose X-Forwarded-For is believed "
                    "(so that rate limits count each client, not the proxy).")
@@ -84,9 +102,23 @@ Example:
 @click.option("--public-url", metavar="URL", envvar="MPOXSCAN_PUBLIC_URL",
               help="The address people and experts reach the service at, e.g. https://mpoxscan.example.org: used in "
                    "the webhook's dashboard links (never the request's Host header) [env MPOXSCAN_PUBLIC_URL].")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server processes (uvicorn's workers) sharing the port. Above 1 the rate limits need a shared "
+                   "--limits-storage; several hosts also need --db postgresql://... and --photo-store db.")
+@_photo_store_option
+@click.option("--limits-storage", default="memory://", show_default=True, metavar="URI",
+              envvar="MPOXSCAN_LIMITS_STORAGE",
+              help="Where the upload and screening limits count (a `limits` storage URI): memory:// is this process's "
+                   "own; redis://host:6379 is one count for every worker and host that survives a restart "
+                   "[env MPOXSCAN_LIMITS_STORAGE].")
+@click.option("--tls-cert", type=click.Path(path_type=Path),
+              help="Serve https with this certificate (PEM, chain first).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="The private key (PEM) of --tls-cert.")
 def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | None, db: str | None, upload_limit: str,
-              login_limit: str, secure_cookies: bool, trusted_proxies: str | None, notify_url: str | None,
-              public_url: str | None, keep_days: int) -> None:
+              screen_limit: str, login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None,
+              notify_url: str | None,
+              public_url: str | None, keep_days: int, workers: int, photo_store: str, limits_storage: str,
+              tls_cert: Path | None, tls_key: Path | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -98,14 +130,18 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
     from mpoxscan.web.settings import ORT_DIST, Settings
 
-    _check_limits(upload_limit, login_limit)
+    _check_limits(upload_limit, screen_limit, login_limit)
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise MpoxscanError(f"--notify-url must be an http:// or https:// URL, not {notify_url.split(':')[0]}:...")
     if public_url and not public_url.startswith(("http://", "https://")):
         raise MpoxscanError(f"--public-url must be an http:// or https:// URL, not {public_url.split(':')[0]}:...")
+    _check_tls(tls_cert, tls_key)
+    _check_limits_storage(limits_storage, workers)
     settings = Settings(model=model_file or bundled_model(), data_dir=_data_folder(data_dir), db=db,
-                        upload_limit=upload_limit, login_limit=login_limit, secure_cookies=secure_cookies,
-                        notify_url=notify_url, public_url=public_url, keep_days=keep_days)
+                        upload_limit=upload_limit, screen_limit=screen_limit, login_limit=login_limit,
+                        secure_cookies=bool(tls_cert) if secure_cookies is None else secure_cookies,
+                        notify_url=notify_url, public_url=public_url, keep_days=keep_days, photo_store=photo_store,
+                        limits_storage=limits_storage)
     url = database_url(db, settings.data_dir)
     app = create_app(settings)
     # The database is opened and migrated here, before listening, so that one that cannot be used is one line here
@@ -117,15 +153,18 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
             schema = migrate(engine)
             with session_factory(engine)() as session:
                 # The retention the page promises (/api/privacy) holds from the start, not only once cron runs.
-                gone = purge_answered(session, app.state.photos, timedelta(days=keep_days))
+                store = _photo_store(photo_store, settings.data_dir, engine)
+                gone = purge_answered(session, store, timedelta(days=keep_days))
                 no_expert = not experts(session)
         finally:
             engine.dispose()
     if not ORT_DIST.is_dir():
         click.echo("note: onnxruntime-web is not installed (make setup runs npm ci): the page will screen on the server",
                    err=True)
-    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {schema})")
+    address = f"{'https' if tls_cert else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    photos_at = "the database" if photo_store == "db" else settings.data_dir / "photos"
+    click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {schema}; photos in "
+               f"{photos_at}; rate limits in {limits_storage.split('://')[0]}; {workers} worker(s))")
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
                f"--host 0.0.0.0); experts sign in at {address}/expert")
     if gone:
@@ -133,7 +172,69 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
     if no_expert:
         where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
         click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
-    make_server(app, host, port, trusted_proxies).run()
+    tls = dict(tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None)
+    if workers == 1:
+        make_server(app, host, port, trusted_proxies, **tls).run()
+        return
+    # Several processes: uvicorn binds the port once and starts (and restarts) the workers; each builds its own app
+    # from the same settings through the factory, since an app object cannot be handed to another process.
+    import os
+
+    import uvicorn
+
+    from mpoxscan.web.app import uvicorn_options
+    from mpoxscan.web.settings import SETTINGS_ENV
+
+    del app  # this process only supervises
+    settings.screen_threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    uvicorn.run("mpoxscan.web.app:create_app_from_env", factory=True, workers=workers,
+                **uvicorn_options(host, port, trusted_proxies, **tls))
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """A certificate and key that uvicorn can serve, or one line saying what is wrong (before anything starts)."""
+    import ssl
+
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise MpoxscanError("--tls-cert and --tls-key go together: give both (or neither, behind a proxy)")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise MpoxscanError(f"{option} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise MpoxscanError(f"--tls-key {key} is not the private key of --tls-cert {cert}") from None
+        raise MpoxscanError(f"cannot use --tls-cert {cert} with --tls-key {key}: not a PEM certificate and key "
+                            f"({exc.reason or exc})") from None
+    except OSError as exc:
+        raise MpoxscanError(f"cannot read --tls-cert {cert} / --tls-key {key}: {exc.strerror or exc}") from None
+
+
+def _check_limits_storage(uri: str, workers: int) -> None:
+    """A `limits` storage that exists and answers, and one that every worker shares when there are several."""
+    from limits.errors import ConfigurationError
+    from limits.storage import storage_from_string
+
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if workers > 1 and scheme == "memory":
+        raise MpoxscanError(f"--workers {workers} needs a shared --limits-storage (e.g. redis://localhost:6379): with "
+                            f"memory:// each worker would count its own uploads, a limit {workers} times too loose")
+    try:
+        storage = storage_from_string(uri)
+    except ConfigurationError as exc:
+        raise MpoxscanError(f"--limits-storage {scheme or uri!r}: {exc}") from None
+    except Exception as exc:  # a malformed URI: the client library's own error, in one line
+        raise MpoxscanError(f"--limits-storage: not a storage URI ({type(exc).__name__})") from None
+    try:
+        ok = storage.check()
+    except Exception:
+        ok = False
+    if not ok:
+        raise MpoxscanError(f"cannot reach the rate-limit storage {scheme}://... (--limits-storage): is the server running?")
 
 
 def _check_limits(*values: str) -> None:
@@ -258,17 +359,18 @@ def cases_group() -> None:
               help="Delete cases answered more than this many days ago (their photos too; the audit log keeps numbers).")
 @_data_dir_option
 @_db_option
-def cases_purge(answered_days: int | None, data_dir: Path | None, db: str | None) -> None:
+@_photo_store_option
+def cases_purge(answered_days: int | None, data_dir: Path | None, db: str | None, photo_store: str) -> None:
     """Delete answered cases older than a number of days (keep people's photos no longer than needed), and sweep the
     photo folder: `.part` files and photos no case owns. Beside a running server only files older than an hour are
     swept (the server may be between writing a photo and storing its case); with no server running, all of them."""
     from datetime import timedelta
 
-    from mpoxscan.web.cases import PhotoStore, StorageUnavailable, purge_answered, sweep_photos
+    from mpoxscan.web.cases import StorageUnavailable, purge_answered, sweep_photos
 
     folder = _data_folder(data_dir)
-    store = PhotoStore(folder / "photos")
     with _session(folder, db) as session:
+        store = _photo_store(photo_store, folder, session.get_bind())
         try:
             if answered_days is not None:
                 gone = purge_answered(session, store, timedelta(days=answered_days))

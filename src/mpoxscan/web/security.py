@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,13 +63,25 @@ def new_case_number() -> str:
 FAILURE_COUNTED = {"logins"}
 
 
+@contextmanager
+def _storage_errors():
+    """A limits storage that cannot be reached (Redis down) refuses the request with a 503 and a reason, rather than a
+    500, or than letting uploads through uncounted (each backend's client raises its own errors: any of them)."""
+    try:
+        yield
+    except Exception as exc:
+        from mpoxscan.web.store import StorageUnavailable
+
+        raise StorageUnavailable("cannot count requests: the rate-limit storage cannot be reached") from exc
+
+
 @dataclass
 class RateLimits:
     """Moving-window limits per client address.
 
     Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
-    default, is this process's memory: reset by a restart and not shared between workers; issue 15 swaps in
-    ``redis://...``). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
+    default, is this process's memory: reset by a restart and not shared between workers; ``redis://host:port`` is
+    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
     is given (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
     count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
 
@@ -96,14 +109,23 @@ class RateLimits:
         item = self._item(kind)
         if self._in_database(kind):
             return len(self._recent(kind, key)) < item.amount
-        if kind in FAILURE_COUNTED:
-            return self._limiter.test(item, kind, key)
-        return self._limiter.hit(item, kind, key)
+        with _storage_errors():
+            if kind in FAILURE_COUNTED:
+                return self._limiter.test(item, kind, key)
+            return self._limiter.hit(item, kind, key)
+
+    def problem(self) -> str | None:
+        """None when the limits storage answers (Redis: a PING); else what is wrong, in a few words (/healthz)."""
+        try:
+            return None if self._limiter.storage.check() else "cannot be reached"
+        except Exception as exc:  # the storage's client library: any of its errors means the same here
+            return type(exc).__name__
 
     def record_failure(self, kind: str, key: str) -> None:
         """Count one failed ``kind`` attempt (a refused sign-in) by ``key``."""
         if not self._in_database(kind):
-            self._limiter.hit(self._item(kind), kind, key)
+            with _storage_errors():
+                self._limiter.hit(self._item(kind), kind, key)
             return
         from sqlalchemy import delete
 
@@ -122,7 +144,8 @@ class RateLimits:
             recent = self._recent(kind, key)
             oldest = recent[-self._item(kind).amount] if recent else utcnow()
             return max(1, int((oldest + self._window(kind) - utcnow()).total_seconds()) + 1)
-        reset, _remaining = self._limiter.get_window_stats(self._item(kind), kind, key)
+        with _storage_errors():
+            reset, _remaining = self._limiter.get_window_stats(self._item(kind), kind, key)
         return max(1, int(reset - time.time()))
 
     def _window(self, kind: str):

@@ -32,3 +32,31 @@ class Settings:
     # the phone page tells the person this figure before they consent (/api/privacy).
     keep_days: int = 90
     public_url: str | None = None  # e.g. https://mpoxscan.example.org: the address in links sent elsewhere
+    # Where photos are kept: "folder" (DATA_DIR/photos, one machine) or "db" (rows of the database: several hosts).
+    photo_store: str = "folder"
+    # The `limits` storage of the upload and screening limits: memory:// is this process's own (one worker);
+    # redis://host:port is one count for every worker and host, kept across restarts.
+    limits_storage: str = "memory://"
+    # ONNX Runtime threads per process (None: every core). `serve --workers N` gives each worker cores / N, so that
+    # N workers screening at once do not oversubscribe the cores (N processes each running a thread per core).
+    screen_threads: int | None = None
+
+    def to_json(self) -> str:
+        """The settings as JSON, for the worker processes (`serve --workers N`: see app.create_app_from_env)."""
+        import json
+        from dataclasses import asdict
+
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        import json
+
+        values = json.loads(text)
+        for name in ("model", "data_dir"):
+            values[name] = Path(values[name])
+        return cls(**values)
+
+
+#: The environment variable through which `serve --workers N` hands its settings to each worker's app factory.
+SETTINGS_ENV = "MPOXSCAN_SERVE_SETTINGS"

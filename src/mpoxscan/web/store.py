@@ -141,6 +141,14 @@ class PhotoStore:
     def path(self, name: str) -> Path:
         return self.root / Path(name).name
 
+    def read(self, name: str) -> bytes | None:
+        """Photo ``name``'s bytes, or None when it is missing (removed by hand from the server's disk)."""
+        return _read_file(self.path(name))
+
+    def read_heatmap(self, name: str) -> bytes | None:
+        """The stored heat map of photo ``name``, or None when none is kept yet."""
+        return _read_file(self.heatmap_path(name))
+
     def delete(self, name: str) -> None:
         """Remove a case's photo (and any file that belongs to it by the naming rule), durably; a photo already gone
         is fine. Raises StorageUnavailable when the file cannot be removed or the folder is missing (an unmounted
@@ -242,6 +250,215 @@ class PhotoStore:
             fcntl.flock(fd, fcntl.LOCK_SH)  # back to serving
         else:
             os.close(fd)
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot read the photo: {storage_reason(exc)}") from exc
+
+
+#: The PostgreSQL advisory lock that plays the part of the folder store's lock file for the database store: held
+#: shared by every serving process (on any host), taken exclusively by a sweep that wants to know none is serving.
+_ADVISORY_KEY = 0x6D706F78  # "mpox"
+
+
+class DatabasePhotoStore:
+    """The photo store in the database (``serve --photo-store db``): each photo and heat map is a row of
+    ``stored_photos`` named by the same rule as the folder store's files, so that every worker on every host serves
+    the same photos from the database it already shares (PostgreSQL), with no shared file system.
+
+    The same guarantees as the folder store: a photo's row is committed (PostgreSQL fsyncs its log on commit) before
+    its case row, and deleted before it; a failure is StorageUnavailable (a 503), never a case without its photo.
+    The sweep of rows no case owns is made safe by an advisory lock (PostgreSQL) held shared while serving, exactly
+    as the lock file is for the folder; on SQLite (one machine, tests) there is no such lock, so a sweep always
+    spares rows younger than the grace period."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self._lock_connection = None
+
+    def save(self, jpeg: bytes) -> str:
+        name = f"{uuid.uuid4().hex}.jpg"
+        self._write(name, jpeg, "photo")
+        return name
+
+    def heatmap_name(self, name: str) -> str:
+        return f"{Path(name).stem}.heatmap.png"
+
+    def save_heatmap(self, name: str, png: bytes) -> None:
+        self._write(self.heatmap_name(name), png, "heat map")
+
+    def _write(self, name: str, data: bytes, what: str) -> None:
+        from sqlalchemy import delete, insert
+        from sqlalchemy.exc import DBAPIError, IntegrityError
+
+        from mpoxscan.web.tables import StoredPhoto, utcnow
+
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(StoredPhoto).where(StoredPhoto.name == name))  # a heat map drawn again
+                connection.execute(insert(StoredPhoto).values(name=name, data=data, created_at=utcnow()))
+        except IntegrityError:
+            if what == "photo":
+                raise
+            # Two first views of an old case drew its heat map at once: the other one's copy is the same map.
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot store the {what}: {database_reason(exc)}") from exc
+
+    def _read(self, name: str) -> bytes | None:
+        from sqlalchemy import select
+        from sqlalchemy.exc import DBAPIError
+
+        from mpoxscan.web.tables import StoredPhoto
+
+        try:
+            with self.engine.connect() as connection:
+                return connection.scalar(select(StoredPhoto.data).where(StoredPhoto.name == name))
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot read the photo: {database_reason(exc)}") from exc
+
+    def read(self, name: str) -> bytes | None:
+        return self._read(Path(name).name)
+
+    def read_heatmap(self, name: str) -> bytes | None:
+        return self._read(self.heatmap_name(name))
+
+    def names(self) -> list[str]:
+        """Every stored name (photos and heat maps)."""
+        from sqlalchemy import select
+
+        from mpoxscan.web.tables import StoredPhoto
+
+        with self.engine.connect() as connection:
+            return list(connection.scalars(select(StoredPhoto.name)))
+
+    def delete(self, name: str) -> None:
+        """Remove a case's photo and the rows that belong to it by the naming rule (a photo already gone is fine)."""
+        from sqlalchemy import delete, select
+        from sqlalchemy.exc import DBAPIError
+
+        from mpoxscan.web.tables import StoredPhoto
+
+        stem = Path(name).stem
+        if not _STEM.fullmatch(stem):  # stems are hex: nothing else can own a row (and no LIKE wildcard slips in)
+            return
+        try:
+            with self.engine.begin() as connection:
+                rows = connection.scalars(select(StoredPhoto.name).where(StoredPhoto.name.like(f"{stem}%")))
+                mine = [n for n in rows if owner_stem(n) == stem]
+                if mine:
+                    connection.execute(delete(StoredPhoto).where(StoredPhoto.name.in_(mine)))
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot delete the photo: {database_reason(exc)}") from exc
+
+    def problem(self) -> str | None:
+        """None when a photo row can be written (inserted, then rolled back); else the failure in a few words."""
+        from sqlalchemy import insert
+
+        from mpoxscan.web.tables import StoredPhoto, utcnow
+
+        try:
+            with self.engine.connect() as connection:
+                with connection.begin() as transaction:
+                    connection.execute(insert(StoredPhoto).values(name=f".healthz-{uuid.uuid4().hex}", data=b"ok",
+                                                                  created_at=utcnow()))
+                    transaction.rollback()
+            return None
+        except Exception as exc:  # a driver's text can hold host names: the kind of failure only
+            return type(exc).__name__
+
+    def _postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def hold_serving_lock(self) -> None:
+        from sqlalchemy import text
+
+        if not self._postgres() or self._lock_connection is not None:
+            return
+        connection = self.engine.connect()
+        connection.execute(text("SELECT pg_advisory_lock_shared(:key)"), {"key": _ADVISORY_KEY})
+        connection.commit()  # a session-level lock outlives the transaction: the connection is not left idle in one
+        self._lock_connection = connection
+
+    def release_serving_lock(self) -> None:
+        if self._lock_connection is not None:
+            from sqlalchemy import text
+
+            try:
+                # The pool's reset (a rollback) keeps session-level locks: give it back before the pool does.
+                self._lock_connection.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._lock_connection.commit()
+                self._lock_connection.close()
+            except Exception:  # a lost connection has lost its lock too
+                pass
+            finally:
+                self._lock_connection = None
+
+    def _try_exclusive(self):
+        from sqlalchemy import text
+
+        if not self._postgres():
+            return None
+        own = self._lock_connection
+        connection = own or self.engine.connect()
+        key = {"key": _ADVISORY_KEY}
+        if own is not None:
+            connection.execute(text("SELECT pg_advisory_unlock_shared(:key)"), key)
+        if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
+            connection.commit()
+            return connection
+        if own is not None:
+            connection.execute(text("SELECT pg_advisory_lock_shared(:key)"), key)
+            connection.commit()
+        else:
+            connection.close()
+        return None
+
+    def _unlock_exclusive(self, connection) -> None:
+        from sqlalchemy import text
+
+        key = {"key": _ADVISORY_KEY}
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        if connection is self._lock_connection:
+            connection.execute(text("SELECT pg_advisory_lock_shared(:key)"), key)  # back to serving
+            connection.commit()
+        else:
+            connection.commit()
+            connection.close()
+
+    def sweep(self, referenced: Iterable[str], grace_s: float = SWEEP_GRACE_S) -> SweepReport:
+        """Delete rows no case owns (``referenced`` read before this lists the rows); see PhotoStore.sweep for why
+        only rows older than ``grace_s`` go unless no other process is serving."""
+        from sqlalchemy import delete, select
+        from sqlalchemy.exc import DBAPIError
+
+        from mpoxscan.web.tables import StoredPhoto, utcnow
+
+        owners = {Path(name).stem for name in referenced}
+        exclusive = self._try_exclusive()
+        try:
+            with self.engine.begin() as connection:
+                cutoff = utcnow().timestamp() - (0 if exclusive is not None else grace_s)
+                removed, kept_young = [], 0
+                for name, created in connection.execute(select(StoredPhoto.name, StoredPhoto.created_at)):
+                    if owner_stem(name) in owners:
+                        continue
+                    if created.timestamp() > cutoff:
+                        kept_young += 1
+                        continue
+                    removed.append(name)
+                if removed:
+                    connection.execute(delete(StoredPhoto).where(StoredPhoto.name.in_(removed)))
+            return SweepReport(removed=removed, kept_young=kept_young, exclusive=exclusive is not None)
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot sweep the photos: {database_reason(exc)}") from exc
+        finally:
+            if exclusive is not None:
+                self._unlock_exclusive(exclusive)
 
 
 def owner_stem(name: str) -> str:

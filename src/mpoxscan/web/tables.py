@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        TypeDecorator)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -118,3 +119,14 @@ class RateLimitHit(Base):
     kind: Mapped[str] = mapped_column(String(16))
     client: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StoredPhoto(Base):
+    """A file of the database photo store (``serve --photo-store db``): a case's photo or its heat map, named by the
+    photo store's naming rule (``<stem>.jpg``, ``<stem>.heatmap.png``), so that every worker and host reads the same
+    photos from the database it already shares. Written and committed before the case row, deleted before it."""
+
+    __tablename__ = "stored_photos"
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

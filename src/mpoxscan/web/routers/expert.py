@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from mpoxscan.errors import ImageError
@@ -77,16 +77,17 @@ def case_page(request: Request, number: str, db: DbSession, screener: ModelScree
 @router.get("/cases/{number}/photo.jpg")
 def case_photo(number: str, db: DbSession, photos: Photos, expert: CurrentExpert):
     case = _case(db, number)
-    path = _photo_path(photos, case)
+    data = _photo_bytes(photos, case)
     service.audit(db, "viewed photo", expert, case.number)  # each download: the case page is not the only way in
-    return FileResponse(path, media_type="image/jpeg")
+    return Response(data, media_type="image/jpeg")
 
 
-def _photo_path(photos: service.PhotoStore, case):
-    path = photos.path(case.photo_file)
-    if not path.is_file():  # removed on the server's disk by hand: say so rather than fail
-        raise HTTPException(404, f"the photo of case {case.number} is missing from the data folder")
-    return path
+def _photo_bytes(photos: service.PhotoStore, case) -> bytes:
+    """The stored photo through the photo store (a folder or the database: the same interface)."""
+    data = photos.read(case.photo_file)
+    if data is None:  # removed from the store by hand: say so rather than fail
+        raise HTTPException(404, f"the photo of case {case.number} is missing from the photo store")
+    return data
 
 
 @router.get("/cases/{number}/heatmap.png")
@@ -94,22 +95,24 @@ async def case_heatmap(number: str, db: DbSession, photos: Photos, screener: Mod
     """Where the model looked, drawn by the server on the stored photo (the same map the phone drew) when the case
     arrived; a case stored before maps were kept gets its map drawn on its first view, and kept."""
     case = _case(db, number)
-    photo_path = _photo_path(photos, case)
-    path = photos.heatmap_path(case.photo_file)
-    if not path.is_file():
-        def draw() -> None:
-            try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
-                photo = load_image(photo_path.read_bytes(), name="the stored photo")
-            except ImageError as exc:
-                raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
-            png = service.draw_heatmap(screener, photo)
-            if png is None:
-                raise HTTPException(404, "this model has no heat map output")
-            photos.save_heatmap(case.photo_file, png)
 
-        await run_in_threadpool(draw)
+    def read_or_draw() -> bytes:
+        png = photos.read_heatmap(case.photo_file)
+        if png is not None:
+            return png
+        try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
+            photo = load_image(_photo_bytes(photos, case), name="the stored photo")
+        except ImageError as exc:
+            raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
+        png = service.draw_heatmap(screener, photo)
+        if png is None:
+            raise HTTPException(404, "this model has no heat map output")
+        photos.save_heatmap(case.photo_file, png)
+        return png
+
+    png = await run_in_threadpool(read_or_draw)
     service.audit(db, "viewed heat map", expert, case.number)  # the map is drawn on the photo: it shows the photo
-    return FileResponse(path, media_type="image/png")
+    return Response(png, media_type="image/png")
 
 
 @router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])

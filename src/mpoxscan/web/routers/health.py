@@ -25,7 +25,9 @@ def _folder_writable(request: Request) -> str | None:
 def healthz(request: Request) -> JSONResponse:
     """200 with each check "ok", or 503 naming the checks that failed."""
     checks = {"database": _database_writable(request), "photos": _folder_writable(request),
-              "model": None if getattr(request.app.state, "screener", None) is not None else "not loaded"}
+              "model": None if getattr(request.app.state, "screener", None) is not None else "not loaded",
+              # the rate limits' storage: Redis with several workers; memory:// always answers
+              "limits": request.app.state.limits.problem()}
     status = {name: "ok" if problem is None else f"failed: {problem}" for name, problem in checks.items()}
     healthy = all(problem is None for problem in checks.values())
     return JSONResponse({"status": "ok" if healthy else "unavailable", "checks": status},
