@@ -156,7 +156,7 @@ def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
     if not data:
         raise HTTPException(400, "empty upload: no photo in the request")
     try:
-        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side)
+        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side, name="photo")
     except ImageError as exc:
         raise HTTPException(415 if isinstance(exc, UnsupportedImageError) else 400, str(exc)) from None
 
