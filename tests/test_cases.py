@@ -329,10 +329,35 @@ def test_uploads_and_logins_are_rate_limited(database, tmp_path):
         assert [_send(client, _photo_bytes(k)).status_code for k in range(2)] == [201, 201]
         r = _send(client, _photo_bytes(5))
         assert r.status_code == 429 and "too many uploads" in r.json()["detail"] and int(r.headers["retry-after"]) >= 1
+        assert r.headers["x-content-type-options"] == "nosniff"  # the security headers wrap the 429 too
         _expert(app)
         assert [_sign_in(client, password="wrong password x").status_code for _ in range(3)] == [401, 401, 401]
         r = _sign_in(client)  # even the right password waits now
         assert r.status_code == 429 and "too many logins" in r.json()["detail"]
+
+
+def test_an_upload_over_its_limit_is_refused_before_its_body_is_read(tmp_path, monkeypatch):
+    """FastAPI reads a form before a route's dependencies run: a limit checked there let a client over its limit
+    still make the server parse (and spool to disk) up to 15 MB per request."""
+    from starlette.formparsers import MultiPartParser
+
+    parsed = []
+    parse = MultiPartParser.parse
+
+    async def counting_parse(self):
+        parsed.append(1)
+        return await parse(self)
+
+    monkeypatch.setattr(MultiPartParser, "parse", counting_parse)
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "d", upload_limit="1/minute",
+                              screen_limit="1/minute"))
+    with _client(app) as client:
+        assert _send(client).status_code == 201 and len(parsed) == 1
+        photo = {"photo": ("p.jpg", _photo_bytes(1), "image/jpeg")}
+        assert client.post("/api/screen", files=photo).status_code == 200 and len(parsed) == 2
+        assert _send(client, _photo_bytes(2)).status_code == 429
+        assert client.post("/api/screen", files=photo).status_code == 429
+        assert len(parsed) == 2  # neither refused body was parsed
 
 
 def test_follow_up_links_unknown_and_withdrawn(app, client):

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -18,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
-from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired
+from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired, check_rate_limit
 from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
 from mpoxscan.web.store import STORAGE_ERRNOS, DatabasePhotoStore, StorageUnavailable, database_reason, storage_reason
 
@@ -97,6 +98,23 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Added first, so that the security headers wrap its 413 too.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
+
+    # The photo uploads' rate limits are counted before the body is read: FastAPI parses a form (up to the body limit,
+    # spooled to disk) before a route's dependencies run, so a client over its limit would still make the server
+    # read 15 MB. Added before the security headers, so that they wrap its 429 and 503.
+    uploads = {"/api/screen": "screens", "/api/cases": "uploads"}
+
+    @app.middleware("http")
+    async def upload_limits(request: Request, call_next):
+        kind = uploads.get(request.url.path) if request.method == "POST" else None
+        if kind:
+            try:
+                await run_in_threadpool(check_rate_limit, request, kind)  # the storage may be a database or Redis
+            except HTTPException as exc:
+                return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+            except StorageUnavailable as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "60"})
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -114,15 +114,21 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def check_rate_limit(request: Request, kind: str) -> None:
+    """Count one ``kind`` attempt from the request's client; a 429 with Retry-After beyond the limit."""
+    limits, key = request.app.state.limits, client_key(request)
+    if not limits.allow(kind, key):
+        wait = limits.retry_after(kind, key)
+        raise HTTPException(429, f"too many {kind} from this address: try again in {wait} s",
+                            headers={"Retry-After": str(wait)})
+
+
 def rate_limit(kind: str):
-    """A dependency that counts one ``kind`` attempt and answers 429 with Retry-After beyond the limit."""
+    """A dependency that counts one ``kind`` attempt (for requests with small bodies: FastAPI reads a route's body
+    before its dependencies run, so the photo uploads are counted by the app's ``upload_limits`` middleware)."""
 
     def check(request: Request) -> None:
-        limits, key = request.app.state.limits, client_key(request)
-        if not limits.allow(kind, key):
-            wait = limits.retry_after(kind, key)
-            raise HTTPException(429, f"too many {kind} from this address: try again in {wait} s",
-                                headers={"Retry-After": str(wait)})
+        check_rate_limit(request, kind)
 
     return check
 

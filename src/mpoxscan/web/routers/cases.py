@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from mpoxscan.web import cases as service
 from mpoxscan.web import i18n, notify
 from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
-                               open_upload, rate_limit, read_photo, templates)
+                               open_upload, read_photo, templates)
 from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy
 from mpoxscan.web.settings import Settings
 
@@ -40,8 +40,7 @@ def case_status(case, lang: str | None = None) -> CaseStatus:
         disclaimer=i18n.text(lang, "disclaimer"))
 
 
-@router.post("/api/cases", status_code=201,
-             dependencies=[Depends(rate_limit("uploads")), Depends(no_repeated_fields)])
+@router.post("/api/cases", status_code=201, dependencies=[Depends(no_repeated_fields)])
 async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-data")], request: Request,
                     background: BackgroundTasks, settings: AppSettings, screener: ModelScreener, db: DbSession,
                     photos: Photos, served_sha256: ModelSha256) -> CaseSent:

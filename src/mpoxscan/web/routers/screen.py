@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Form
 from fastapi.concurrency import run_in_threadpool
 
 from mpoxscan.deploy.runtime import DISCLAIMER
-from mpoxscan.web.deps import AppSettings, ModelScreener, no_repeated_fields, open_upload, rate_limit, read_photo
+from mpoxscan.web.deps import AppSettings, ModelScreener, no_repeated_fields, open_upload, read_photo
 from mpoxscan.web.schemas import PhotoForm, ScreenAnswer
 
 router = APIRouter()
@@ -25,8 +25,7 @@ def _data_url(seen) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-@router.post("/screen", response_model_exclude_unset=True,
-             dependencies=[Depends(rate_limit("screens")), Depends(no_repeated_fields)])
+@router.post("/screen", response_model_exclude_unset=True, dependencies=[Depends(no_repeated_fields)])
 async def screen(form: Annotated[PhotoForm, Form(media_type="multipart/form-data")], screener: ModelScreener,
                  settings: AppSettings, picture: bool = False) -> ScreenAnswer:
     """Screen a photo (multipart form, one file field ``photo``; any phone format). ``?picture=1`` adds ``picture``:
