@@ -207,3 +207,23 @@ def test_card_figures_come_only_from_runs_of_the_shipped_recipe(tmp_path):
     with pytest.raises(SystemExit, match="another recipe"):
         cv_estimate(recipe, {"10 folds": "plain"}, tmp_path)
     assert cv_estimate(recipe, {"missing": "absent"}, tmp_path) == {}
+
+
+def test_the_card_estimates_can_be_refreshed_without_touching_the_model(tmp_path):
+    from mpoxscan.deploy.bundle import refresh_card_estimates
+
+    package = tmp_path / "bundled"
+    package.mkdir()
+    (package / "card.json").write_text(json.dumps({**CARD, "cross_validated_metrics": {}}))
+    summary = {k: {"mean": 0.7, "sd": 0.05} for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr",
+                                                       "screening_auc", "screening_sensitivity",
+                                                       "screening_specificity", "ece")}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps({
+        "config": {"strategy": "finetune", "extra": {}},
+        "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary, "tone": {"specificity_gap": {}}}}}))
+    card = refresh_card_estimates(package, {"patient-grouped 10 folds": "run"}, tmp_path)
+    written = json.loads((package / "card.json").read_text())
+    assert written == card and written["cross_validated_metrics"]["protocols"]["patient-grouped 10 folds"]["skin_tone"]
+    assert {k: v for k, v in written.items() if k != "cross_validated_metrics"} == {
+        k: v for k, v in CARD.items() if k != "cross_validated_metrics"}

@@ -187,6 +187,20 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     return model_card
 
 
+def refresh_card_estimates(package: Path = PACKAGE_DIR, runs: dict[str, str] = CV_RUNS, folder: Path = CV_RESULTS) -> dict:
+    """Rewrite only ``cross_validated_metrics`` of the shipped card: they describe the recipe (measured by cv runs
+    of it), not the file, so a new run of the same recipe updates them without rebuilding the model."""
+    path = package / "card.json"
+    card = json.loads(path.read_text())
+    recipe = {k: card["recipe"].get(k, RECIPE[k]) for k in ("architecture", "strategy")} | {
+        "options": card["recipe"].get("options", {})}
+    if recipe["architecture"] != RECIPE["architecture"] or recipe["strategy"] != RECIPE["strategy"]:
+        raise SystemExit(f"{path} describes {recipe['architecture']} {recipe['strategy']}, not the recipe in bundle.py")
+    card["cross_validated_metrics"] = cv_estimate(recipe, runs, folder)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -194,7 +208,15 @@ def main() -> None:
     parser.add_argument("--reuse-checkpoint", action="store_true",
                         help="export the checkpoint a previous build left in --work again, without training (after a "
                              "change to export, quantization or the answer rule)")
+    parser.add_argument("--card-only", action="store_true",
+                        help="only refresh the card's cross-validated figures from benchmarks/results/cv (after a new "
+                             "cv_bench run of the same recipe); the model file is not touched")
     args = parser.parse_args()
+    if args.card_only:
+        card = refresh_card_estimates()
+        print(f"wrote {PACKAGE_DIR / 'card.json'}: cross-validated figures from "
+              f"{', '.join(card['cross_validated_metrics'].get('protocols', {})) or 'no run'}")
+        return
     card = build(args.data, args.work, reuse_checkpoint=args.reuse_checkpoint)
     print(f"wrote {PACKAGE_DIR / card['file']} ({card['precision']}, {card['bytes'] / 1e6:.2f} MB) and its card")
 
