@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,32 @@ def test_cv_scores_the_exported_files_of_each_fold(manifest, tmp_path):
     assert exports["int8"]["accuracy"]["mean"] >= 0.9 and exports["int8"]["folds"][0]["bytes"] < exports["fp32"]["folds"][0]["bytes"] / 3
     md, _ = write_report(tmp_path / "run")
     assert "Accuracy of the exported files" in md.read_text() and "| mobilenetv2_100 | int8 |" in md.read_text()
+
+
+def test_cv_on_ray_writes_the_same_run_and_resumes(manifest, tmp_path):
+    """`cv --ray`: the (model, fold) tasks as Ray tasks write the same predictions as a run here; finished folds
+    are not sent again."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("MPOXSCAN_REQUIRE_RAY"):
+            pytest.fail("Ray is required here (make ray)")
+        pytest.skip("needs the ray extra: make ray")
+    cache = str(tmp_path / "cache")
+    config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy="linear", protocol="kfold",
+                      views=0, only_folds=["fold1"], extra={"cache": cache})
+    here = run_cv(config, tmp_path / "here", progress=False)
+    cmd = [sys.executable, "-m", "mpoxscan.cli", "cv", "--manifest", str(manifest), "--models", "mobilenetv2_100",
+           "--views", "0", "--cache", cache, "--out", str(tmp_path / "ray"), "--quiet", "--ray"]
+    proc = subprocess.run(cmd + ["--folds", "fold1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = tmp_path / "ray" / "predictions" / "mobilenetv2_100__linear__fold1.csv"
+    assert first.read_text() == (tmp_path / "here" / "predictions" / first.name).read_text()
+    stamp = first.stat().st_mtime_ns
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # every fold now: fold1 is not redone
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert first.stat().st_mtime_ns == stamp
+    results = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert len(results["models"]["mobilenetv2_100"]["folds"]) == len({r.fold for r in kept_rows(manifest)})
+    assert here["models"]["mobilenetv2_100"]["folds"][0]["metrics"]["accuracy"] == \
+        results["models"]["mobilenetv2_100"]["folds"][0]["metrics"]["accuracy"]

@@ -294,6 +294,7 @@ Examples:
   mpoxscan cv --manifest curated/msld2-official --models efficientnet_lite0,mobilenetv2_100 \\
       --strategy linear --protocol official --out runs/linear-official
   mpoxscan cv --manifest curated/msld2-10fold --models all --strategy linear --out runs/linear-10fold
+  mpoxscan cv --manifest curated/msld2-10fold --models all --strategy finetune --out runs/ft-10fold --ray
   mpoxscan report runs/linear-10fold
 """)
 @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
@@ -310,9 +311,12 @@ Examples:
 @click.option("--cache", type=click.Path(path_type=Path), help="Feature cache folder (default ~/.cache/mpoxscan or $MPOXSCAN_CACHE).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder; an interrupted run resumes there.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Run each (backbone, fold) as a Ray task (the `ray` extra): on this machine, or on the cluster at "
+                   "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
 def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, tone_balance, tone_views,
-           jpeg_views, cache, out, quiet, device, input_size, epochs, batch_size, teachers) -> None:
+           jpeg_views, cache, out, quiet, ray_address, device, input_size, epochs, batch_size, teachers) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -333,7 +337,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
-    results = run_cv(config, out, progress=not quiet)
+    results = run_cv(config, out, progress=not quiet, ray_address=ray_address)
     for model, r in results["models"].items():
         s = r["summary"]
         click.echo(f"{model:<20} accuracy {100 * s['accuracy']['mean']:.2f} +- {100 * s['accuracy']['sd']:.2f} %   "

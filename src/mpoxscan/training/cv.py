@@ -193,8 +193,39 @@ def out_of_fold(out: Path, strategy: str, model: str, classes: list[str], splits
                      ita=[tone.get(k[0]) for k in keys])
 
 
-def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
-    """Run (or resume) a cross-validation; returns and writes ``results.json``."""
+def fold_done(out: Path, config: CVConfig, classes: list[str], model: str, split: FoldSplit) -> bool:
+    """Whether a (model, fold) task has written everything it writes (a killed run redoes only the others)."""
+    pred_dir, stem = out / "predictions", f"{model}__{config.strategy}__{split.name}"
+    return (read_fold(pred_dir, stem, classes) is not None
+            and all(read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is not None for p in _export_names(config))
+            and (not config.exports or (out / "models" / f"{stem}.fp32.onnx").exists()))
+
+
+def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, split: FoldSplit) -> None:
+    """Train one model on one fold and write its predictions (and its exports) into the run folder: one task, the
+    same in this process and as a Ray task."""
+    pred_dir, stem = out / "predictions", f"{model}__{config.strategy}__{split.name}"
+    started = time.perf_counter()
+    result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
+    y_val = np.array([classes.index(rows[k].label) for k in split.valid])
+    temperature, threshold = fit_calibration(result.logits_valid, y_val, classes)
+    info = {**result.info, "temperature": temperature, "threshold": threshold,
+            "seconds": round(time.perf_counter() - started, 2), "n_train": len(split.train),
+            "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
+            "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
+                                                       softmax(result.logits_test), classes)["ece"]}
+    for suffix, (z_test, z_valid) in result.extra_outputs.items():  # before the main file: it marks done
+        t, th = fit_calibration(z_valid, y_val, classes)
+        _write_fold(pred_dir, f"{stem}__{suffix}", rows, split, classes, softmax(z_test, t),
+                    {**info, "temperature": t, "threshold": th, "variant": suffix})
+    _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
+    if config.exports:
+        _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
+
+
+def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str | None = None) -> dict:
+    """Run (or resume) a cross-validation; returns and writes ``results.json``. ``ray_address``: run the (model,
+    fold) tasks on Ray ("local": on this machine; else a cluster's address) instead of one after another here."""
     from tqdm import tqdm
 
     from mpoxscan.models import get_spec
@@ -230,30 +261,17 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True) -> dict:
             raise MpoxscanError(f"unknown fold(s) {', '.join(sorted(unknown))} (this manifest has {', '.join(s.name for s in splits)})")
         splits = [s for s in splits if s.name in config.only_folds]
     tasks = [(m, s) for m in config.models for s in splits]
-    pred_dir = out / "predictions"
-    with tqdm(total=len(tasks), desc=f"cv {config.strategy}", unit="fold", disable=not progress) as bar:
-        for model, split in tasks:
-            stem = f"{model}__{config.strategy}__{split.name}"
-            if read_fold(pred_dir, stem, classes) is None or any(
-                    read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is None for p in _export_names(config)) or (
-                    config.exports and not (out / "models" / f"{stem}.fp32.onnx").exists()):
-                started = time.perf_counter()
-                result = STRATEGIES[config.strategy](model, rows, split, classes, config, progress=False)
-                y_val = np.array([classes.index(rows[k].label) for k in split.valid])
-                temperature, threshold = fit_calibration(result.logits_valid, y_val, classes)
-                info = {**result.info, "temperature": temperature, "threshold": threshold,
-                        "seconds": round(time.perf_counter() - started, 2), "n_train": len(split.train),
-                        "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
-                        "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
-                                                                   softmax(result.logits_test), classes)["ece"]}
-                for suffix, (z_test, z_valid) in result.extra_outputs.items():  # before the main file: it marks done
-                    t, th = fit_calibration(z_valid, y_val, classes)
-                    _write_fold(pred_dir, f"{stem}__{suffix}", rows, split, classes, softmax(z_test, t),
-                                {**info, "temperature": t, "threshold": th, "variant": suffix})
-                _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
-                if config.exports:
-                    _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
-            bar.update()
+    pending = [(m, s) for m, s in tasks if not fold_done(out, config, classes, m, s)]
+    with tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc=f"cv {config.strategy}", unit="fold",
+              disable=not progress) as bar:
+        if ray_address is None:
+            for model, split in pending:
+                run_fold(out, config, rows, classes, model, split)
+                bar.update()
+        else:
+            from mpoxscan.training.ray_cv import run_folds_on_ray
+
+            run_folds_on_ray(ray_address, out, config, rows, classes, pending, on_done=bar.update)
     results = summarise(out, config, classes, splits, rows)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_oof_predictions(out, config, classes, splits, rows)

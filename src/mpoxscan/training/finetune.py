@@ -108,7 +108,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
         raise MpoxscanError("tone balancing needs skin tones: curate the images again (this manifest has no ita column)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    # OMP_NUM_THREADS when set (a Ray task sets it to its CPUs; a user may too), else every core.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
     model = create_model(model_name, pretrained=True, num_classes=len(classes)).eval()
     block = model.num_blocks - params.train_blocks
     views = list(range(config.views + 1))
