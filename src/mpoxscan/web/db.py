@@ -109,8 +109,9 @@ def database_problem(engine: Engine) -> str | None:
         return type(exc).__name__
 
 
-def migrate(engine: Engine) -> str:
-    """Bring the schema to the newest Alembic revision; returns that revision."""
+def migrate(engine: Engine, revision: str = "head") -> str:
+    """Bring the schema to an Alembic revision (the newest by default; an older one lets the tests store rows as an
+    older version did); returns the newest revision."""
     from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -119,7 +120,7 @@ def migrate(engine: Engine) -> str:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
     return ScriptDirectory.from_config(config).get_current_head()
 
 
