@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import time
 import warnings
@@ -35,10 +34,8 @@ def screen_paths(screener: Screener, paths: list[str]) -> list[dict]:
         try:
             images.append(load_image(path, min_side=screener.input_size))
             where.append(k)
-        except MpoxscanError as exc:
+        except MpoxscanError as exc:  # load_image turns unreadable and missing files into one-line errors too
             rows[k]["error"] = str(exc)
-        except OSError as exc:  # e.g. a file removed or unreadable between listing and screening
-            rows[k]["error"] = f"{path}: cannot read ({exc.strerror or exc})"
     for k, answer in zip(where, screener.screen_batch(images)):
         rows[k].update(answer.as_dict())
     return rows
@@ -195,19 +192,15 @@ def _quiet_ray_data() -> None:
 
 def _ray_chunks(model: Path, todo: list[str], address: str, workers: int | None, threads: int,
                 batch_size: int) -> Iterator[list[dict]]:
-    try:
-        import ray
-    except ImportError:
-        raise MpoxscanError("--ray needs Ray: pip install 'mpoxscan[ray]' (or make ray)") from None
+    from mpoxscan.ray_support import start_ray
+
     if not todo:
         return
     warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     # A C++ note that actors' constructor arguments live in the object store (they do: the model's bytes, so that
     # cluster nodes need no copy of the file), printed as an error on every run.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+    ray = start_ray(address)
     _quiet_ray_data()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts photos; Ray's would count blocks per operator

@@ -36,14 +36,11 @@ def run_folds_on_ray(address: str, out: Path, config, rows, classes: list[str], 
                      on_done: Callable[[], object] = lambda: None, cpus: int = 1) -> None:
     """Run the pending (model, split) tasks on Ray and wait for all of them; the first failure is raised (the folds
     that finished are kept: rerun to resume)."""
-    try:
-        import ray
-    except ImportError:
-        raise MpoxscanError("--ray needs Ray: pip install 'mpoxscan[ray]' (or make ray)") from None
+    from mpoxscan.ray_support import start_ray
+
     if not pending:
         return
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    ray = start_ray(address)
     device = str((config.extra.get(config.strategy) or {}).get("device", "auto"))
     gpu = config.strategy in GPU_STRATEGIES and device != "cpu" and ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=0)(_fold_task)
