@@ -252,14 +252,16 @@ def test_probabilities_that_are_not_probabilities_and_broken_bodies_are_refused(
 
 
 def test_huge_cases_and_decompression_bombs_are_refused(client, app):
-    r = client.post("/api/cases", content=b"x" * (3 * 1024 * 1024))
+    r = client.post("/api/cases", content=b"x" * (7 * 1024 * 1024))  # more than three photos' room
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    r = client.post("/api/screen", content=b"x" * (3 * 1024 * 1024))  # a screening has one photo's room
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert "content-security-policy" in r.headers
     r = _send(client, b"\xff" * (2 * 1024 * 1024 + 1))  # within the request's room for the form, over the photo's
     assert r.status_code == 413 and r.json()["detail"] == "photo larger than 2 MB"
 
     def stream():  # no Content-Length: counted as it arrives, refused once past the limit
-        for _ in range(64):
+        for _ in range(112):
             yield b"-" * (64 * 1024)
 
     r = client.post("/api/cases", content=stream(), headers={"content-type": "multipart/form-data; boundary=x"})
