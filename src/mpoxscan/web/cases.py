@@ -18,7 +18,7 @@ from PIL import Image
 from sqlalchemy import case as sql_case
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
@@ -189,6 +189,16 @@ def photo_of(case: Case, position: int):
     return next((p for p in photos_of(case) if p.position == position), None)
 
 
+#: What the queue shows of the answers, most telling first (the case page shows them all).
+QUEUE_SUMMARY = {"fever": "Fever", "symptom_duration": "Duration", "mpox_contact": "Contact"}
+
+
+def answers_summary(case: Case) -> list[tuple[str, str]]:
+    """The queue's short line of the answers: (label, answer in English) for fever, duration and contact."""
+    return [(label, i18n.text("en", f"q.{field}.{getattr(case, field)}"))
+            for field, label in QUEUE_SUMMARY.items() if getattr(case, field) is not None]
+
+
 def question_answers(case: Case) -> list[tuple[str, str, str]]:
     """The questions the person answered: (field, the dashboard's label, the answer in English)."""
     return [(field, QUESTION_LABELS[field], i18n.text("en", f"q.{field}.{getattr(case, field)}"))
@@ -263,14 +273,15 @@ def start_up_sweep(sessions: sessionmaker[Session], store: PhotoStore) -> SweepR
 def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
     """Cases waiting for an answer. 'priority': screened positive first, then those the model could not judge (the
     expert is their only reader), then negative; within each by probability (highest first), then the oldest first;
-    'age': the oldest first."""
+    'age': the oldest first. A case of several photos ranks by its most urgent answer and its highest probability
+    (submit_case keeps them in its own columns)."""
     query = select(Case).where(Case.status == "waiting")
     if order == "age":
         query = query.order_by(Case.created_at, Case.id)
     else:
         rank = sql_case((Case.answer == "positive", 0), (Case.answer == "cannot tell", 1), else_=2)
         query = query.order_by(rank, Case.screening_probability.desc(), Case.created_at, Case.id)
-    return list(db.scalars(query.limit(limit)))
+    return list(db.scalars(query.options(selectinload(Case.photos)).limit(limit)))  # the queue counts photos
 
 
 def answered(db: Session, limit: int = 50) -> list[Case]:

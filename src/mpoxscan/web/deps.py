@@ -19,7 +19,7 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import i18n
-from mpoxscan.web.cases import PhotoStore, signed_in_expert
+from mpoxscan.web.cases import PhotoStore, answers_summary, signed_in_expert
 from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
@@ -42,6 +42,7 @@ templates.env.filters["age"] = age
 # The dashboard names the person's language and shows the canned answer as the person will read it.
 templates.env.filters["language_name"] = i18n.name
 templates.env.globals["person_text"] = i18n.text
+templates.env.globals["summary"] = answers_summary  # the queue's line of the person's answers
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
