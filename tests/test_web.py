@@ -865,9 +865,9 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             assert _shown(driver, "add-photo") and _shown(driver, "questions")
             driver.find_element(By.ID, "consent").click()  # given for one photo: asked again once one is added
             for n, photo in ((2, photos[1]), (3, photos[2])):
+                driver.execute_script("document.getElementById('add-photo').focus()")  # as after a keyboard press
                 driver.find_element(By.ID, "more-photo").send_keys(str(photo))
                 added = _wait(driver, f"return (window.mpoxscanMore || []).length === {n - 1} && "
-                                      "document.getElementById('add-photo').dataset !== undefined && "
                                       f"document.querySelectorAll('#more-list li').length === {n - 1}")
                 assert added, driver.find_element(By.ID, "more-status").text
                 assert f"Photo {n} added" in driver.find_element(By.ID, "more-status").text
@@ -878,6 +878,8 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             for item, result in zip(items, more):  # each photo shown with its own answer
                 assert item.get_attribute("data-answer") == result["answer"]
             assert not _shown(driver, "add-photo")  # three: the most a case holds
+            # The button gone, the focus is not left on it (nor dropped to the page's start): on the status line.
+            assert driver.execute_script("return document.activeElement.id") == "more-status"
             assert "three photos" in driver.find_element(By.ID, "more-intro").text
             assert "these 3 photos" in driver.find_element(By.ID, "consent-text").text
             Select(driver.find_element(By.ID, "q-fever")).select_by_value("yes")

@@ -204,8 +204,11 @@ function offerSending(fromFile) {
 
 // The "add another photo" button while the case has room, and the consent's words for one photo or several.
 function updateMore() {
-  const count = current ? 1 + current.extras.length : 1;
-  $("add-photo").hidden = !current || count >= MAX_PHOTOS || !$("sent").hidden;
+  const count = current ? 1 + current.extras.length : 1, hide = !current || count >= MAX_PHOTOS || !$("sent").hidden;
+  if (hide && document.activeElement === $("add-photo")) {  // the focus would fall back to the page's start
+    $("more-status").tabIndex = -1; $("more-status").focus();
+  }
+  $("add-photo").hidden = hide;
   SAY($("more-intro"), count >= MAX_PHOTOS ? "more.full" : "more.intro");
   if (count > 1) SAY($("consent-text"), "consent.photos", { count }); else SAY($("consent-text"), "consent");
 }
