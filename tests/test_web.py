@@ -400,15 +400,22 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
             assert "screened by the server" in driver.find_element(By.ID, "status").text
             result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result and result["computed"] == "server"
+            # A second photo is screened the same way (by the server here) and sent with the first.
+            driver.find_element(By.ID, "more-photo").send_keys(str(shared_data / "msld-v2" / "Healthy" /
+                                                                     "HEALTHY_01_01.jpg"))
+            more = _wait(driver, "return (window.mpoxscanMore || [])[0] || null")
+            assert more and more["computed"] == "server"
             sent = _consent_and_send(driver)
     finally:
         driver.quit()
-    assert requests["/api/screen"] == 1
+    assert requests["/api/screen"] == 2
     with app.state.sessions() as db:
         from mpoxscan.web.cases import case_by_number
 
         case = case_by_number(db, sent["number"])
-        assert case.computed == "server" and case.predicted == result["predicted"]
+        assert case.computed == "server" and case.photos[0].predicted == result["predicted"]
+        assert [p.computed for p in case.photos] == ["server", "server"]
+        assert case.photos[1].predicted == more["predicted"]
 
 
 @pytest.mark.integration
