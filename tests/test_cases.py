@@ -252,14 +252,16 @@ def test_probabilities_that_are_not_probabilities_and_broken_bodies_are_refused(
 
 
 def test_huge_cases_and_decompression_bombs_are_refused(client, app):
-    r = client.post("/api/cases", content=b"x" * (3 * 1024 * 1024))
+    r = client.post("/api/cases", content=b"x" * (7 * 1024 * 1024))  # more than three photos' room
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    r = client.post("/api/screen", content=b"x" * (3 * 1024 * 1024))  # a screening has one photo's room
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
     assert "content-security-policy" in r.headers
     r = _send(client, b"\xff" * (2 * 1024 * 1024 + 1))  # within the request's room for the form, over the photo's
     assert r.status_code == 413 and r.json()["detail"] == "photo larger than 2 MB"
 
     def stream():  # no Content-Length: counted as it arrives, refused once past the limit
-        for _ in range(64):
+        for _ in range(112):
             yield b"-" * (64 * 1024)
 
     r = client.post("/api/cases", content=stream(), headers={"content-type": "multipart/form-data; boundary=x"})
@@ -797,3 +799,257 @@ print(codes, sorted(m for m in ("torch", "sklearn", "captum") if m in sys.module
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[201, 200, 200] []"
+
+
+# Several photos per case and the optional questions (issue: journey, items 2 and 3).
+
+QUESTIONS_SENT = {"symptom_duration": "1-3-weeks", "body_site": "genitals-anus", "fever": "yes",
+                  "mpox_contact": "unknown", "age_band": "30-44"}
+
+
+def _more(client, *photos: bytes) -> dict:
+    """The form fields of photos 2 and 3."""
+    probabilities = _case_body(client)["probabilities"]
+    fields = {}
+    for k, photo in enumerate(photos, start=2):
+        fields.update({f"photo_{k}": photo, f"computed_{k}": "device", f"probabilities_{k}": probabilities})
+    return fields
+
+
+def _stored_names(app) -> list[str]:
+    photos = app.state.photos
+    return sorted(photos.names() if hasattr(photos, "names") else (p.name for p in photos.root.iterdir()))
+
+
+@pytest.mark.parametrize("store", ["folder", "db"])
+def test_a_case_of_three_photos_is_screened_stored_shown_kept_by_the_sweep_and_withdrawn_whole(database, tmp_path,
+                                                                                              store):
+    """Each photo is screened again by the server and kept with its heat map under the first photo's stem (the
+    naming rule), on the folder store and the database store alike; the sweep keeps them all, the expert sees every
+    photo with its map and answer and the person's answers; withdrawing the case deletes every file."""
+    app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data", db=database, photo_store=store,
+                              max_upload_bytes=2 * 1024 * 1024, upload_limit="1000/hour", login_limit="1000/hour"))
+    with _client(app) as client:
+        jpegs = [_photo_bytes(70 + k, (320 + 16 * k, 256)) for k in range(3)]
+        r = _send(client, jpegs[0], **_more(client, *jpegs[1:]), **QUESTIONS_SENT)
+        assert r.status_code == 201, r.text
+        sent = r.json()
+        assert sent["photos"] == 3
+        screener = Screener(bundled_model())
+        with _db(app) as db:
+            case = service.case_by_number(db, sent["number"])
+            stem = case.photo_file.removesuffix(".jpg")
+            assert [(p.position, p.photo_file) for p in case.photos] == [
+                (1, f"{stem}.jpg"), (2, f"{stem}.2.jpg"), (3, f"{stem}.3.jpg")]
+            expected = []
+            for photo in case.photos:
+                stored = app.state.photos.read(photo.photo_file)
+                assert photo.photo_sha256 == __import__("hashlib").sha256(stored).hexdigest()
+                answer = screener.screen(load_image(stored))
+                assert photo.screening_probability == pytest.approx(answer.positive_probability, abs=1e-6)
+                assert (photo.answer, photo.answer_reason) == (answer.answer, answer.reason)
+                assert app.state.photos.read_heatmap(photo.photo_file) is not None
+                expected.append(answer.positive_probability)
+            assert case.screening_probability == pytest.approx(max(expected), abs=1e-6)
+            assert {f: getattr(case, f) for f in service.QUESTIONS} == {**dict.fromkeys(service.QUESTIONS),
+                                                                       **QUESTIONS_SENT}
+            assert service.sweep_photos(db, app.state.photos, grace_s=0).removed == []
+        names = _stored_names(app)
+        assert names == sorted([f"{stem}.jpg", f"{stem}.heatmap.png", f"{stem}.2.jpg", f"{stem}.2.heatmap.png",
+                                f"{stem}.3.jpg", f"{stem}.3.heatmap.png"])
+        # The expert: every photo with its map and answer, and what the person said; each download audited.
+        _expert(app)
+        _sign_in(client)
+        page = client.get(f"/expert/cases/{sent['number']}").text
+        assert "3 photos" in page and "What the person said" in page
+        for k in (2, 3):
+            assert f'id="photo-{k}"' in page and f"/expert/cases/{sent['number']}/photos/{k}/heatmap.png" in page
+        assert 'id="q-fever">Yes<' in page and "1 to 3 weeks" in page and "Genitals or anal area" in page
+        assert 'id="q-swollen_glands"' not in page  # not answered: not shown
+        for k, jpeg in ((2, jpegs[1]), (3, jpegs[2])):
+            r = client.get(f"/expert/cases/{sent['number']}/photos/{k}/photo.jpg")
+            assert r.status_code == 200 and r.content == app.state.photos.read(f"{stem}.{k}.jpg")
+            heat = client.get(f"/expert/cases/{sent['number']}/photos/{k}/heatmap.png")
+            assert heat.status_code == 200 and heat.content == app.state.photos.read_heatmap(f"{stem}.{k}.jpg")
+        r = client.get(f"/expert/cases/{sent['number']}/photos/4/photo.jpg")
+        assert r.status_code == 404 and "no photo 4" in r.json()["detail"]
+        with _db(app) as db:
+            details = {(e.action, e.detail) for e in service.audit_log(db) if e.case_number == sent["number"]}
+        assert {("viewed photo", "photo 2"), ("viewed heat map", "photo 3")} <= details
+        queue = client.get("/expert").text
+        assert "Fever: Yes · Duration: 1 to 3 weeks · Contact: I don&#39;t know" in queue
+        # Withdrawn: every photo and map goes with the case.
+        assert client.post(sent["follow_up"] + "/withdraw").status_code == 200
+        assert _stored_names(app) == []
+        with _db(app) as db:
+            from sqlalchemy import func, select
+
+            from mpoxscan.web.tables import CasePhoto
+
+            assert db.scalar(select(func.count()).select_from(CasePhoto)) == 0
+
+
+def test_a_refused_photo_stores_nothing_and_the_reason_names_it(app, client):
+    """All or nothing: photo 3 unusable (or too large) and neither photo 1 nor 2 is stored; the reason says which."""
+    good = [_photo_bytes(80), _photo_bytes(81)]
+    r = _send(client, good[0], **_more(client, good[1], b"not a photo at all"))
+    assert r.status_code == 415 and r.json()["detail"].startswith("photo 3: not an image")
+    r = _send(client, good[0], **_more(client, good[1], encode(make_photo(5, (4000, 30)), "PNG")))
+    assert r.status_code == 400 and r.json()["detail"].startswith("photo 3:")
+    # Three photos near the size limit fit in the request (its limit has room for three); the third one over it.
+    big = b"\xff" * (2 * 1024 * 1024 - 10)
+    r = _send(client, big, **_more(client, big, b"\xff" * (2 * 1024 * 1024 + 1)))
+    assert r.status_code == 413 and r.json()["detail"] == "photo 3 larger than 2 MB"
+    with _db(app) as db:
+        assert service.counts(db) == {"waiting": 0, "answered": 0}
+    assert not list(app.state.photos.root.iterdir())
+    # A storage failure on photo 3 takes photos 1 and 2 back too.
+    save_extra = app.state.photos.save_extra
+
+    def refuse_third(name, position, jpeg):
+        if position == 3:
+            raise service.StorageUnavailable("cannot store the photo 3: the disk is full")
+        return save_extra(name, position, jpeg)
+
+    app.state.photos.save_extra = refuse_third
+    try:
+        r = _send(client, good[0], **_more(client, good[1], _photo_bytes(82)))
+    finally:
+        del app.state.photos.save_extra
+    assert r.status_code == 503 and "photo 3" in r.json()["detail"]
+    assert not list(app.state.photos.root.iterdir())
+    with _db(app) as db:
+        assert service.counts(db) == {"waiting": 0, "answered": 0}
+
+
+@pytest.mark.parametrize("change, status, reason", [
+    ({"photo_4": b"x"}, 422, "at most 3 photos per case"),
+    ({"photo_2": b"x"}, 422, "computed_2: required with the other fields of photo 2"),
+    ({"photo_3": b"x", "computed_3": "device", "probabilities_3": {"Monkeypox": 1.0}}, 422,
+     "photo_3 given without photo_2"),
+    ({"photo_2": b"x", "computed_2": "device", "probabilities_2": {"Monkeypox": 1.0}}, 400,
+     "probabilities_2: probabilities must name exactly"),
+    ({"computed_2": "phone", "photo_2": b"x", "probabilities_2": {"Monkeypox": 1.0}}, 422, "computed_2"),
+    ({"fever": "maybe"}, 422, "fever: Input should be 'yes', 'no' or 'unknown'"),
+    ({"age_band": "40"}, 422, "age_band: Input should be"),
+    ({"body_site": "FACE"}, 422, "body_site"),
+    ({"symptom_duration": "2 weeks"}, 422, "symptom_duration"),
+    ({"pets": "yes"}, 422, "pets: Extra inputs are not permitted"),
+])
+def test_bad_extra_photos_and_answers_are_refused_with_a_reason(app, client, change, status, reason):
+    r = _send(client, **change)
+    assert r.status_code == status and reason in r.json()["detail"], r.text
+    assert not list(app.state.photos.root.iterdir())
+
+
+def test_unanswered_questions_are_null_and_one_photo_cases_are_unchanged(app, client):
+    """The page leaves unanswered questions out; an empty value means the same. A client of before (one photo, no
+    questions) gets the case it got."""
+    sent = _send(client, fever="", age_band="65-plus").json()
+    with _db(app) as db:
+        case = service.case_by_number(db, sent["number"])
+        assert (case.fever, case.age_band, case.symptom_duration) == (None, "65-plus", None)
+        assert [p.photo_file for p in case.photos] == [case.photo_file] and sent["photos"] == 1
+        assert case.photos[0].screening_probability == case.screening_probability
+
+
+def test_the_queue_ranks_a_case_by_its_most_urgent_photo_and_highest_probability(app, client, monkeypatch):
+    """The server's answers are set per photo here (by the photo's width): a case whose worrying photo is not its
+    first still comes first."""
+    import dataclasses
+
+    screen_and_map = app.state.screener.screen_and_map
+    chosen = {}  # width -> (answer, probability)
+
+    def fixed(image):
+        answer, cam, seen = screen_and_map(image)
+        wanted, p = chosen[image.size[0]]
+        return dataclasses.replace(answer, answer=wanted, positive_probability=p,
+                                   reason="blurred" if wanted == "cannot tell" else None), cam, seen
+
+    monkeypatch.setattr(app.state.screener, "screen_and_map", fixed)
+    cases = {"one": [("negative", 0.40)], "two": [("negative", 0.10), ("negative", 0.35)],
+             "high-third": [("negative", 0.05), ("negative", 0.20), ("negative", 0.45)],
+             "unsure-second": [("negative", 0.02), ("cannot tell", 0.01)],
+             "positive-third": [("negative", 0.03), ("negative", 0.04), ("positive", 0.60)]}
+    numbers, width = {}, 300
+    for name, photos in cases.items():
+        jpegs = []
+        for answer in photos:
+            chosen[width] = answer
+            jpegs.append(_photo_bytes(width, (width, 256)))
+            width += 8
+        r = _send(client, jpegs[0], **_more(client, *jpegs[1:]))
+        assert r.status_code == 201, r.text
+        numbers[r.json()["number"]] = name
+    with _db(app) as db:
+        assert [numbers[c.number] for c in service.queue(db)] == ["positive-third", "unsure-second", "high-third",
+                                                                  "one", "two"]
+        case = next(c for c in service.queue(db) if numbers[c.number] == "unsure-second")
+        assert (case.answer, case.answer_reason, case.screening_probability) == ("cannot tell", "blurred", 0.02)
+
+
+def test_migration_0006_gives_an_existing_case_its_photo_as_photo_1(database, tmp_path):
+    """A case stored under 0005 keeps its photo: it becomes photo 1 with the case's screening, no question
+    answered; the app then shows and withdraws it like a new one."""
+    from sqlalchemy import text
+
+    from mpoxscan.web.db import make_engine, migrate
+
+    engine = make_engine(database)
+    migrate(engine, "0005")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
+            "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, answer, "
+            "answer_reason, status, language) VALUES ('OLDC-0001', :h, :t, 'abc123.jpg', 's', 'm', 'device', "
+            "'{\"Monkeypox\": 0.7}', 'Monkeypox', '{\"Monkeypox\": 0.6}', 0.6, 0.5, 'positive', NULL, 'waiting', "
+            "'fr')"), {"h": "h" * 64, "t": utcnow()})
+    assert migrate(engine) == "0006"
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT c.number, p.position, p.photo_file, p.photo_sha256, p.computed, p.screening_probability, p.answer, "
+            "c.fever, c.age_band FROM case_photos p JOIN cases c ON c.id = p.case_id")).all()
+    assert [tuple(r) for r in rows] == [("OLDC-0001", 1, "abc123.jpg", "s", "device", 0.6, "positive", None, None)]
+    from mpoxscan.web.db import session_factory
+
+    with session_factory(engine)() as db:
+        case = service.case_by_number(db, "OLDC-0001")
+        assert case.photos[0].device_probabilities == {"Monkeypox": 0.7}
+        assert case.photos[0].probabilities == {"Monkeypox": 0.6}
+        assert service.question_answers(case) == []
+    engine.dispose()
+
+
+def test_the_page_offers_exactly_the_servers_answers_to_each_question():
+    """The phone page's choices are the server's vocabulary (a choice the server refuses would lose the case), each
+    with its text in the catalogues."""
+    from html.parser import HTMLParser
+
+    from mpoxscan.web import i18n
+    from mpoxscan.web.settings import STATIC
+
+    class Selects(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found, self.current = {}, None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "select" and attrs.get("name") in service.QUESTIONS:
+                self.current = attrs["name"]
+                self.found[self.current] = []
+            elif tag == "option" and self.current and attrs.get("value"):
+                self.found[self.current].append(attrs["value"])
+                assert attrs["data-i18n"] == f"q.{self.current}.{attrs['value']}"
+
+        def handle_endtag(self, tag):
+            if tag == "select":
+                self.current = None
+
+    parser = Selects()
+    parser.feed((STATIC / "index.html").read_text())
+    assert parser.found == {field: list(codes) for field, codes in service.QUESTIONS.items()}
+    for field, codes in service.QUESTIONS.items():
+        for code in codes:
+            assert i18n.text("en", f"q.{field}.{code}") != f"q.{field}.{code}"

@@ -400,15 +400,22 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
             assert "screened by the server" in driver.find_element(By.ID, "status").text
             result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result and result["computed"] == "server"
+            # A second photo is screened the same way (by the server here) and sent with the first.
+            driver.find_element(By.ID, "more-photo").send_keys(str(shared_data / "msld-v2" / "Healthy" /
+                                                                     "HEALTHY_01_01.jpg"))
+            more = _wait(driver, "return (window.mpoxscanMore || [])[0] || null")
+            assert more and more["computed"] == "server"
             sent = _consent_and_send(driver)
     finally:
         driver.quit()
-    assert requests["/api/screen"] == 1
+    assert requests["/api/screen"] == 2
     with app.state.sessions() as db:
         from mpoxscan.web.cases import case_by_number
 
         case = case_by_number(db, sent["number"])
-        assert case.computed == "server" and case.predicted == result["predicted"]
+        assert case.computed == "server" and case.photos[0].predicted == result["predicted"]
+        assert [p.computed for p in case.photos] == ["server", "server"]
+        assert case.photos[1].predicted == more["predicted"]
 
 
 @pytest.mark.integration
@@ -834,3 +841,90 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
     with app.state.sessions() as db:
         assert case_by_number(db, first["number"]).status == "answered"  # clearing the list deletes nothing
 
+
+
+@pytest.mark.integration
+def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, shared_data, tmp_path, artefacts):
+    """The journey's items 2 and 3 in headless Chromium: screen a photo on the phone, add a second and a third (each
+    screened on the device, by the same rule, and shown with its answer), answer some of the optional questions,
+    agree (asked again after each photo added) and send. The server stores the three photos with the answers; the
+    expert's case page shows the three photos, each with its heat map and answer, and what the person said.
+    axe-core checks the phone page with three photos and the case page."""
+    _browser_or_skip()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from mpoxscan.web.cases import add_expert, case_by_number
+
+    app = create_app(Settings(model=settings.model, data_dir=tmp_path / "data"))
+    requests = count_requests(app)
+    driver = _phone(chromium(tmp_path / "profile"))
+    photos = [shared_data / "msld-v2" / p for p in ("Monkeypox/MKP_01_01.jpg", "Monkeypox/MKP_01_02.jpg",
+                                                    "Healthy/HEALTHY_01_01.jpg")]
+    try:
+        with ServerThread(app) as server:
+            with app.state.sessions() as db:
+                add_expert(db, "doc@example.org", PASSWORD)
+            driver.get(server.url + "/")
+            _wait(driver, "return document.body.dataset.ready")
+            first = _screen(driver, photos[0])
+            assert first["computed"] == "device"
+            assert _shown(driver, "add-photo") and _shown(driver, "questions")
+            driver.find_element(By.ID, "consent").click()  # given for one photo: asked again once one is added
+            for n, photo in ((2, photos[1]), (3, photos[2])):
+                driver.execute_script("document.getElementById('add-photo').focus()")  # as after a keyboard press
+                driver.find_element(By.ID, "more-photo").send_keys(str(photo))
+                added = _wait(driver, f"return (window.mpoxscanMore || []).length === {n - 1} && "
+                                      f"document.querySelectorAll('#more-list li').length === {n - 1}")
+                assert added, driver.find_element(By.ID, "more-status").text
+                assert f"Photo {n} added" in driver.find_element(By.ID, "more-status").text
+                assert not driver.find_element(By.ID, "consent").is_selected()
+            more = driver.execute_script("return window.mpoxscanMore")
+            assert [m["computed"] for m in more] == ["device", "device"]
+            items = driver.find_elements(By.CSS_SELECTOR, "#more-list li")
+            for item, result in zip(items, more):  # each photo shown with its own answer
+                assert item.get_attribute("data-answer") == result["answer"]
+            assert not _shown(driver, "add-photo")  # three: the most a case holds
+            # The button gone, the focus is not left on it (nor dropped to the page's start): on the status line.
+            assert driver.execute_script("return document.activeElement.id") == "more-status"
+            assert "three photos" in driver.find_element(By.ID, "more-intro").text
+            assert "these 3 photos" in driver.find_element(By.ID, "consent-text").text
+            Select(driver.find_element(By.ID, "q-fever")).select_by_value("yes")
+            Select(driver.find_element(By.ID, "q-symptom_duration")).select_by_value("3-7-days")
+            Select(driver.find_element(By.ID, "q-body_site")).select_by_value("hands")
+            Select(driver.find_element(By.ID, "q-age_band")).select_by_value("18-29")
+            driver.save_screenshot(str(artefacts / "phone-three-photos.png"))
+            _axe(driver, "the phone page with three photos and the questions")
+            sent = _consent_and_send(driver)
+            assert sent["photos"] == 3
+            # The expert.
+            _desktop(driver)
+            driver.get(server.url + "/expert/login")
+            driver.find_element(By.NAME, "email").send_keys("doc@example.org")
+            driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+            driver.find_element(By.ID, "sign-in").click()
+            _wait(driver, "return document.getElementById('queue') !== null")
+            row = driver.find_element(By.CSS_SELECTOR, "#queue tbody tr").text
+            assert sent["number"] in row and "Fever: Yes · Duration: 3 to 7 days" in row
+            driver.find_element(By.LINK_TEXT, sent["number"]).click()
+            assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
+                                 "&& document.images.length === 6")
+            for k in (1, 2, 3):
+                assert driver.find_element(By.ID, f"photo-{k}-title").text.startswith(f"Photo {k}:")
+            assert driver.find_element(By.ID, "q-fever").text == "Yes"
+            assert driver.find_element(By.ID, "q-body_site").text == "Hands"
+            assert driver.find_element(By.ID, "q-age_band").text == "18 to 29"
+            assert not driver.find_elements(By.ID, "q-mpox_contact")  # left unanswered
+            driver.save_screenshot(str(artefacts / "dashboard-three-photos.png"))
+            _axe(driver, "a case page with three photos")
+    finally:
+        driver.quit()
+    assert requests["/api/screen"] == 0  # every photo was screened on the phone
+    with app.state.sessions() as db:
+        case = case_by_number(db, sent["number"])
+        assert [p.computed for p in case.photos] == ["device"] * 3
+        for photo, result in zip(case.photos, [first, *more]):
+            assert photo.device_probabilities == pytest.approx(result["probabilities"])
+        assert case.screening_probability == max(p.screening_probability for p in case.photos)
+        assert (case.fever, case.symptom_duration, case.body_site, case.age_band, case.mpox_contact) == (
+            "yes", "3-7-days", "hands", "18-29", None)

@@ -83,7 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from mpoxscan.web.cases import PhotoStore
+    from mpoxscan.web.cases import MAX_PHOTOS, PhotoStore
     from mpoxscan.web.routers import cases, expert, health, pages, screen
 
     app = FastAPI(title="mpoxscan", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
@@ -97,7 +97,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.photos = PhotoStore(settings.data_dir / "photos") if settings.photo_store == "folder" else None
 
     # Added first, so that the security headers wrap its 413 too.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD)
+    # A case may carry three photos, each within max_upload_bytes; every other request one photo at most.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + FORM_OVERHEAD,
+                       paths={"/api/cases": MAX_PHOTOS * settings.max_upload_bytes + FORM_OVERHEAD})
 
     # The photo uploads' rate limits are counted before the body is read: FastAPI parses a form (up to the body limit,
     # spooled to disk) before a route's dependencies run, so a client over its limit would still make the server

@@ -8,22 +8,24 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 from sqlalchemy import case as sql_case
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web import i18n
 from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
-from mpoxscan.web.tables import AuditEvent, Case, Expert, LoginSession, utcnow
+from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +61,102 @@ def draw_heatmap(screener: Screener, photo: Image.Image) -> bytes | None:
     return None if cam is None else heatmap_png(answer, cam, seen)
 
 
-def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
-                device_probabilities: dict[str, float], computed: str, model_sha256: str,
-                language: str = "en") -> Submitted:
-    """Store a photo the person agreed to send: metadata stripped again, screened again by the server, and its heat
-    map drawn once, now (the expert's views read it; the same screening, so map and numbers agree). ``language``:
-    the person's (one of i18n.LANGUAGES), in which they read the expert's answer."""
-    jpeg = strip_metadata(photo, max_side=STORED_MAX_SIDE)
+#: The most photos one case may hold: the lesion close up, a wider view, another lesion.
+MAX_PHOTOS = 3
+#: How urgent each answer is for the queue (the case takes its most urgent photo's): screened positive first, then
+#: the photos the model could not judge (the expert is their only reader), then negative.
+URGENCY = {"positive": 0, "cannot tell": 1, "negative": 2}
+
+#: The page's optional questions: field (a column of cases) -> the codes a person may answer (the page's choices;
+#: anything else is refused). Not answering is NULL, never a code: "unknown" is the person's own "I don't know".
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "symptom_duration": ("under-3-days", "3-7-days", "1-3-weeks", "over-3-weeks", "unknown"),
+    "body_site": ("face", "mouth", "hands", "arms", "trunk", "genitals-anus", "legs-feet", "several"),
+    "fever": ("yes", "no", "unknown"),
+    "swollen_glands": ("yes", "no", "unknown"),
+    "mpox_contact": ("yes", "no", "unknown"),
+    "age_band": ("under-5", "5-17", "18-29", "30-44", "45-64", "65-plus"),
+}
+#: How the (English-only) dashboard names each question; the answers are the English catalogue's texts.
+QUESTION_LABELS = {"symptom_duration": "Duration", "body_site": "Body site", "fever": "Fever",
+                   "swollen_glands": "Swollen glands", "mpox_contact": "Contact with a (possible) mpox case",
+                   "age_band": "Age"}
+
+
+@dataclass
+class SentPhoto:
+    """One photo of a case as it arrives: the decoded upload and the answer the phone showed for it."""
+
+    image: Image.Image
+    device_probabilities: dict[str, float]
+    computed: str  # "device" or "server"
+
+
+@dataclass
+class _Screened:
+    jpeg: bytes
+    answer: Screening
+    heatmap: bytes | None
+    sent: SentPhoto
+
+
+def _screen_for_storing(screener: Screener, sent: SentPhoto) -> _Screened:
+    jpeg = strip_metadata(sent.image, max_side=STORED_MAX_SIDE)
     stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
     answer, cam, seen = screener.screen_and_map(stored)
-    heatmap = None if cam is None else heatmap_png(answer, cam, seen)
-    name = store.save(jpeg)
+    return _Screened(jpeg, answer, None if cam is None else heatmap_png(answer, cam, seen), sent)
+
+
+def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
+    """The question answers, each None or a code of QUESTIONS (ValueError naming the field otherwise)."""
+    for field, value in answers.items():
+        if field not in QUESTIONS:
+            raise ValueError(f"{field}: not a question of this service")
+        if value is not None and value not in QUESTIONS[field]:
+            raise ValueError(f"{field}: one of {', '.join(QUESTIONS[field])}")
+    return {field: answers.get(field) for field in QUESTIONS}
+
+
+def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
+                device_probabilities: dict[str, float], computed: str, model_sha256: str,
+                language: str = "en", *, more: Sequence[SentPhoto] = (),
+                answers: dict[str, str | None] | None = None) -> Submitted:
+    """Store the photos a person agreed to send (``photo``, then up to two ``more``): each with its metadata
+    stripped again, screened again by the server, and its heat map drawn once, now (the expert's views read it; the
+    same screening, so map and numbers agree). All or nothing: every photo is screened before any is stored, and a
+    failure while storing deletes what was stored. ``language``: the person's (one of i18n.LANGUAGES), in which they
+    read the expert's answer; ``answers``: the optional questions' codes (QUESTIONS)."""
+    sent = [SentPhoto(photo, device_probabilities, computed), *more]
+    if len(sent) > MAX_PHOTOS:
+        raise ValueError(f"at most {MAX_PHOTOS} photos per case")
+    answers = check_answers(answers or {})
+    screened = [_screen_for_storing(screener, one) for one in sent]
+    highest = max(screened, key=lambda s: s.answer.positive_probability)
+    urgent = min(screened, key=lambda s: URGENCY[s.answer.answer])  # the first of the most urgent, in sent order
+    name = store.save(screened[0].jpeg)
     try:
-        if heatmap is not None:
-            store.save_heatmap(name, heatmap)  # a companion of the photo: deleted (and swept) with it
+        names = [name]
+        for position, one in enumerate(screened[1:], start=2):
+            names.append(store.save_extra(name, position, one.jpeg))
+        for stored_name, one in zip(names, screened):
+            if one.heatmap is not None:
+                store.save_heatmap(stored_name, one.heatmap)  # a companion of the photo: deleted (and swept) with it
         for _attempt in range(5):
             token = new_token()
             case = Case(number=new_case_number(), token_hash=token_hash(token), photo_file=name,
-                        photo_sha256=hashlib.sha256(jpeg).hexdigest(), model_sha256=model_sha256, computed=computed,
-                        device_probabilities=device_probabilities, predicted=answer.predicted,
-                        probabilities=answer.probabilities, screening_probability=answer.positive_probability,
-                        screening_threshold=answer.threshold, answer=answer.answer, answer_reason=answer.reason,
-                        status="waiting", language=language)
+                        photo_sha256=hashlib.sha256(screened[0].jpeg).hexdigest(), model_sha256=model_sha256,
+                        computed=computed, device_probabilities=device_probabilities,
+                        predicted=highest.answer.predicted, probabilities=highest.answer.probabilities,
+                        screening_probability=highest.answer.positive_probability,
+                        screening_threshold=highest.answer.threshold, answer=urgent.answer.answer,
+                        answer_reason=urgent.answer.reason, status="waiting", language=language, **answers)
+            case.photos = [CasePhoto(position=position, photo_file=stored_name,
+                                     photo_sha256=hashlib.sha256(one.jpeg).hexdigest(), computed=one.sent.computed,
+                                     device_probabilities=one.sent.device_probabilities,
+                                     predicted=one.answer.predicted, probabilities=one.answer.probabilities,
+                                     screening_probability=one.answer.positive_probability,
+                                     answer=one.answer.answer, answer_reason=one.answer.reason)
+                           for position, (stored_name, one) in enumerate(zip(names, screened), start=1)]
             db.add(case)
             try:
                 db.commit()
@@ -90,10 +166,43 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
         raise RuntimeError("could not draw a free case number")
     except BaseException:
         try:
-            store.delete(name)  # no photo (nor heat map) without its case
+            store.delete(name)  # no photo (nor heat map) without its case: the first photo's stem owns them all
         except StorageUnavailable:
-            pass  # the disk refuses even that: the next sweep removes the file (no case owns it)
+            pass  # the disk refuses even that: the next sweep removes the files (no case owns them)
         raise
+
+
+def photos_of(case: Case) -> list:
+    """The case's photos, in the order sent: its ``case_photos`` rows, or, for a row written without them (by hand,
+    or by a test), its one photo described by the case's own columns."""
+    if case.photos:
+        return list(case.photos)
+    return [SimpleNamespace(position=1, photo_file=case.photo_file, photo_sha256=case.photo_sha256,
+                            computed=case.computed, device_probabilities=case.device_probabilities,
+                            predicted=case.predicted, probabilities=case.probabilities,
+                            screening_probability=case.screening_probability, answer=case.answer,
+                            answer_reason=case.answer_reason)]
+
+
+def photo_of(case: Case, position: int):
+    """The case's photo ``position`` (1-based), or None."""
+    return next((p for p in photos_of(case) if p.position == position), None)
+
+
+#: What the queue shows of the answers, most telling first (the case page shows them all).
+QUEUE_SUMMARY = {"fever": "Fever", "symptom_duration": "Duration", "mpox_contact": "Contact"}
+
+
+def answers_summary(case: Case) -> list[tuple[str, str]]:
+    """The queue's short line of the answers: (label, answer in English) for fever, duration and contact."""
+    return [(label, i18n.text("en", f"q.{field}.{getattr(case, field)}"))
+            for field, label in QUEUE_SUMMARY.items() if getattr(case, field) is not None]
+
+
+def question_answers(case: Case) -> list[tuple[str, str, str]]:
+    """The questions the person answered: (field, the dashboard's label, the answer in English)."""
+    return [(field, QUESTION_LABELS[field], i18n.text("en", f"q.{field}.{getattr(case, field)}"))
+            for field in QUESTIONS if getattr(case, field) is not None]
 
 
 def case_by_token(db: Session, token: str) -> Case | None:
@@ -164,14 +273,15 @@ def start_up_sweep(sessions: sessionmaker[Session], store: PhotoStore) -> SweepR
 def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
     """Cases waiting for an answer. 'priority': screened positive first, then those the model could not judge (the
     expert is their only reader), then negative; within each by probability (highest first), then the oldest first;
-    'age': the oldest first."""
+    'age': the oldest first. A case of several photos ranks by its most urgent answer and its highest probability
+    (submit_case keeps them in its own columns)."""
     query = select(Case).where(Case.status == "waiting")
     if order == "age":
         query = query.order_by(Case.created_at, Case.id)
     else:
         rank = sql_case((Case.answer == "positive", 0), (Case.answer == "cannot tell", 1), else_=2)
         query = query.order_by(rank, Case.screening_probability.desc(), Case.created_at, Case.id)
-    return list(db.scalars(query.limit(limit)))
+    return list(db.scalars(query.options(selectinload(Case.photos)).limit(limit)))  # the queue counts photos
 
 
 def answered(db: Session, limit: int = 50) -> list[Case]:

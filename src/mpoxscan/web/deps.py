@@ -19,7 +19,7 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import i18n
-from mpoxscan.web.cases import PhotoStore, signed_in_expert
+from mpoxscan.web.cases import PhotoStore, answers_summary, signed_in_expert
 from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
@@ -42,6 +42,7 @@ templates.env.filters["age"] = age
 # The dashboard names the person's language and shows the canned answer as the person will read it.
 templates.env.filters["language_name"] = i18n.name
 templates.env.globals["person_text"] = i18n.text
+templates.env.globals["summary"] = answers_summary  # the queue's line of the person's answers
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
@@ -156,13 +157,14 @@ def same_origin(request: Request) -> None:
         raise HTTPException(403, "cross-site form post refused")
 
 
-def open_upload(data: bytes, settings: Settings, min_side: int | None = None):
+def open_upload(data: bytes, settings: Settings, min_side: int | None = None, name: str = "photo"):
     """The uploaded photo, or a 400/415 with the reason (the content decides, not a name or a declared type).
-    ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept)."""
+    ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept);
+    ``name``: what the reason calls the photo ("photo 3" in a case of three)."""
     if not data:
-        raise HTTPException(400, "empty upload: no photo in the request")
+        raise HTTPException(400, f"empty upload: no {name} in the request")
     try:
-        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side, name="photo")
+        return load_image(data, max_pixels=settings.max_pixels, min_side=min_side, name=name)
     except ImageError as exc:
         raise HTTPException(415 if isinstance(exc, UnsupportedImageError) else 400, str(exc)) from None
 
@@ -174,17 +176,19 @@ FORM_OVERHEAD = 64 * 1024
 class BodyLimit:
     """ASGI middleware: every request body is counted as it streams in, and refused with a 413 and the limit as soon
     as it passes ``limit`` bytes (or declares more), so that no form parser or route ever holds or spools more of it.
+    ``paths``: a larger limit for the paths named (a case carries up to three photos; a screening, one).
     (Starlette's own RequestBodyLimitMiddleware is recent and answers a bare "Content Too Large".)"""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, paths: dict[str, int] | None = None) -> None:
+        self.app, self.default, self.paths = app, limit, paths or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.paths.get(scope.get("path", ""), self.default)
         declared = Headers(scope=scope).get("content-length", "")
-        message = f"request larger than {self.limit / (1024 * 1024):.0f} MB"
-        if declared.isdigit() and int(declared) > self.limit:  # refused before any route, whether it reads the body
+        message = f"request larger than {limit / (1024 * 1024):.0f} MB"
+        if declared.isdigit() and int(declared) > limit:  # refused before any route, whether it reads the body
             return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
         received = 0
 
@@ -193,7 +197,7 @@ class BodyLimit:
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
-                if received > self.limit:  # where the route reads the body: its exception handlers answer
+                if received > limit:  # where the route reads the body: its exception handlers answer
                     raise HTTPException(413, message)
             return event
 
@@ -210,9 +214,9 @@ async def no_repeated_fields(request: Request) -> None:
         raise HTTPException(422, f"{repeated[0][:80]}: given more than once in the form")
 
 
-async def read_photo(photo: UploadFile, settings: Settings) -> bytes:
-    """The uploaded file's bytes (never more than the limit in memory), or a 413."""
+async def read_photo(photo: UploadFile, settings: Settings, name: str = "photo") -> bytes:
+    """The uploaded file's bytes (never more than the limit in memory), or a 413 naming the photo."""
     data = await photo.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
-        raise HTTPException(413, f"photo larger than {settings.max_upload_bytes / (1024 * 1024):.0f} MB")
+        raise HTTPException(413, f"{name} larger than {settings.max_upload_bytes / (1024 * 1024):.0f} MB")
     return data

@@ -7,9 +7,11 @@ import json
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr, field_validator, model_validator
 
 from mpoxscan.web import i18n
+from mpoxscan.web.cases import MAX_PHOTOS, QUESTIONS
 
 Answer = Literal["positive", "negative", "cannot tell"]
 
@@ -34,7 +36,7 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 class CaseForm(PhotoForm):
     """A case for the experts, sent by the page once the person agreed: the photo (re-encoded on the phone without
-    metadata) and the answer the phone showed. Strict: consent is exactly the text ``true`` (not "yes", "1" or
+    metadata) and the answer the phone showed, up to two more photos with theirs, and the optional questions. Strict: consent is exactly the text ``true`` (not "yes", "1" or
     "True"), the probabilities are JSON numbers (not numeric strings or booleans), no field is coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -47,8 +49,60 @@ class CaseForm(PhotoForm):
     language: Literal[i18n.LANGUAGES] | None = Field(
         None, description="the page's language, in which the person reads the expert's answer; absent: the "
                           "language cookie or Accept-Language decides")
+    # Photos 2 and 3 (optional: a wider view, another lesion), each with the answer the phone showed for it. The
+    # fields are numbered because a repeated field is refused (deps.no_repeated_fields); ``photo`` stays photo 1,
+    # so a client that sends one photo is unchanged.
+    photo_2: UploadFile | None = Field(None, description="a second photo of the case (optional)")
+    computed_2: Literal["device", "server"] | None = Field(None, description="where photo 2's answer was computed")
+    probabilities_2: Json[dict[StrictStr, StrictFloat]] | None = Field(
+        None, description="the answer the phone showed for photo 2, as for probabilities")
+    photo_3: UploadFile | None = Field(None, description="a third photo (optional; only with photo_2)")
+    computed_3: Literal["device", "server"] | None = Field(None, description="where photo 3's answer was computed")
+    probabilities_3: Json[dict[StrictStr, StrictFloat]] | None = Field(
+        None, description="the answer the phone showed for photo 3, as for probabilities")
+    # The optional questions: each a code of the fixed vocabulary, or absent (not answered).
+    symptom_duration: Literal[QUESTIONS["symptom_duration"]] | None = Field(
+        None, description="how long the lesions have been there")
+    body_site: Literal[QUESTIONS["body_site"]] | None = Field(None, description="where on the body")
+    fever: Literal[QUESTIONS["fever"]] | None = Field(None, description="fever")
+    swollen_glands: Literal[QUESTIONS["swollen_glands"]] | None = Field(None, description="swollen glands")
+    mpox_contact: Literal[QUESTIONS["mpox_contact"]] | None = Field(
+        None, description="close contact with someone who has or may have mpox")
+    age_band: Literal[QUESTIONS["age_band"]] | None = Field(None, description="the person's age band")
 
-    @field_validator("probabilities", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _at_most_three_photos(cls, data: object) -> object:
+        if isinstance(data, dict):
+            extra = sorted(k for k in data if isinstance(k, str) and k.startswith("photo_")
+                           and k not in ("photo_2", "photo_3"))
+            if extra:
+                raise PydanticCustomError("too_many_photos", "at most {most} photos per case (photo, photo_2, "
+                                          "photo_3): {field} is one too many", {"most": MAX_PHOTOS, "field": extra[0][:40]})
+        return data
+
+    @model_validator(mode="after")
+    def _each_photo_with_its_answer(self) -> CaseForm:
+        for k in range(2, MAX_PHOTOS + 1):
+            given = {f"{name}_{k}": getattr(self, f"{name}_{k}") is not None
+                     for name in ("photo", "computed", "probabilities")}
+            if any(given.values()) and not all(given.values()):
+                missing = next(name for name, present in given.items() if not present)
+                raise PydanticCustomError("photo_fields", "{missing}: required with the other fields of photo {k}",
+                                          {"missing": missing, "k": k})
+        if self.photo_3 is not None and self.photo_2 is None:
+            raise PydanticCustomError("photo_order", "photo_3 given without photo_2")
+        return self
+
+    def extra_photos(self) -> list[tuple[int, UploadFile, str, dict[str, float]]]:
+        """Photos 2 and 3, where given: (position, file, computed, probabilities)."""
+        return [(k, getattr(self, f"photo_{k}"), getattr(self, f"computed_{k}"), getattr(self, f"probabilities_{k}"))
+                for k in range(2, MAX_PHOTOS + 1) if getattr(self, f"photo_{k}") is not None]
+
+    def answers(self) -> dict[str, str | None]:
+        return {field: getattr(self, field) for field in QUESTIONS}
+
+    @field_validator("probabilities", "probabilities_2", "probabilities_3", mode="before")
     @classmethod
     def _no_duplicate_keys(cls, value: object) -> object:
         if isinstance(value, (str, bytes)):
@@ -103,6 +157,7 @@ class CaseSent(CaseStatus):
 
     follow_up: str = Field(description="the path of the follow-up page, /c/<secret token>")
     model_matches: bool = Field(description="the phone used the model this server serves")
+    photos: int = Field(1, description="how many photos the case holds (1 to 3)")
 
 
 class Privacy(BaseModel):

@@ -1,12 +1,13 @@
-"""The photo store: one metadata-free JPEG per case in ``DATA_DIR/photos``, written durably, deleted before its case
-row, and swept of files no case owns. Storage failures become :class:`StorageUnavailable` (a 503 with a reason).
+"""The photo store: each case's metadata-free JPEGs (one to three) in ``DATA_DIR/photos``, written durably, deleted
+before its case row, and swept of files no case owns. Storage failures become :class:`StorageUnavailable` (a 503 with
+a reason).
 
 Naming rule (what the sweep relies on): a stored file belongs to a case when its name *starts with the stem of the
-case's ``photo_file``* and the next character, if any, is not a letter or a digit: ``3f2a...e9.jpg`` is the photo,
-``3f2a...e9.heatmap.png`` or ``3f2a...e9-heatmap.png`` may be kept beside it (a heat map, a thumbnail) and are kept
-as long as the case is. The stems are random (uuid4 hex), never the case number. Temporary files are hidden
-(``.NAME.part``); the lock file lies beside the folder (``DATA_DIR/photos.lock``), not in it.
-"""
+case's ``photo_file``* and the next character, if any, is not a letter or a digit: ``3f2a...e9.jpg`` is the (first)
+photo; its heat map ``3f2a...e9.heatmap.png``, the case's other photos ``3f2a...e9.2.jpg``, ``3f2a...e9.3.jpg`` and
+their maps ``3f2a...e9.2.heatmap.png`` lie beside it and are kept as long as the case is. The stems are random
+(uuid4 hex), never the case number. Temporary files are hidden (``.NAME.part``); the lock file lies beside the folder
+(``DATA_DIR/photos.lock``), not in it."""
 
 from __future__ import annotations
 
@@ -90,6 +91,13 @@ class PhotoStore:
         name = f"{uuid.uuid4().hex}.jpg"
         self._write(self.root / name, jpeg, "photo")
         return name
+
+    def save_extra(self, name: str, position: int, jpeg: bytes) -> str:
+        """Write a case's photo ``position`` (2, 3) beside its first photo ``name``, as durably, as
+        ``<stem>.<position>.jpg``: the first photo's stem owns it (deleted and swept with the case)."""
+        extra = _extra_name(name, position)
+        self._write(self.root / extra, jpeg, f"photo {position}")
+        return extra
 
     def heatmap_path(self, name: str) -> Path:
         """Where the server's heat map of photo ``name`` is kept: beside it, a companion by the naming rule (deleted
@@ -286,6 +294,12 @@ class DatabasePhotoStore:
         self._write(name, jpeg, "photo")
         return name
 
+    def save_extra(self, name: str, position: int, jpeg: bytes) -> str:
+        """A case's photo ``position`` (2, 3) as a row named ``<stem>.<position>.jpg`` (see PhotoStore.save_extra)."""
+        extra = _extra_name(name, position)
+        self._write(extra, jpeg, f"photo {position}")
+        return extra
+
     def heatmap_name(self, name: str) -> str:
         return f"{Path(name).stem}.heatmap.png"
 
@@ -303,7 +317,7 @@ class DatabasePhotoStore:
                 connection.execute(delete(StoredPhoto).where(StoredPhoto.name == name))  # a heat map drawn again
                 connection.execute(insert(StoredPhoto).values(name=name, data=data, created_at=utcnow()))
         except IntegrityError:
-            if what == "photo":
+            if what.startswith("photo"):
                 raise
             # Two first views of an old case drew its heat map at once: the other one's copy is the same map.
         except DBAPIError as exc:
@@ -459,6 +473,13 @@ class DatabasePhotoStore:
         finally:
             if exclusive is not None:
                 self._unlock_exclusive(exclusive)
+
+
+def _extra_name(name: str, position: int) -> str:
+    stem = Path(name).stem
+    if not _STEM.fullmatch(stem) or position not in (2, 3):  # a stem that owns it by the naming rule, and no path
+        raise ValueError(f"no extra photo {position} for {name!r}")
+    return f"{stem}.{position}.jpg"
 
 
 def owner_stem(name: str) -> str:

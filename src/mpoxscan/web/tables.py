@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        TypeDecorator)
+                        TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -92,6 +92,44 @@ class Case(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id", ondelete="SET NULL"))
     answered_by: Mapped[Expert | None] = relationship()
+    # The person's answers to the page's optional questions: one column each, a code of the fixed vocabulary
+    # (cases.QUESTIONS) or NULL where not answered. Columns rather than one JSON document: the queue shows and could
+    # filter by them, and the database refuses a value no version of the code wrote (checked on the way in).
+    symptom_duration: Mapped[str | None] = mapped_column(String(16))
+    body_site: Mapped[str | None] = mapped_column(String(16))
+    fever: Mapped[str | None] = mapped_column(String(8))
+    swollen_glands: Mapped[str | None] = mapped_column(String(8))
+    mpox_contact: Mapped[str | None] = mapped_column(String(8))
+    age_band: Mapped[str | None] = mapped_column(String(8))
+    # Every photo of the case (1 to 3), in the order sent; the case's own photo and screening columns above are a
+    # summary of them: ``photo_file`` is the first photo (its stem owns every stored file of the case), the
+    # screening columns come from the photo with the highest mpox probability, and ``answer`` is the most urgent of
+    # the photos' answers (what the queue orders by).
+    photos: Mapped[list[CasePhoto]] = relationship(back_populates="case", order_by="CasePhoto.position",
+                                                   cascade="all, delete-orphan")
+
+
+class CasePhoto(Base):
+    """One photo of a case, with what the phone and the server's re-screening answered for it. Stored files follow
+    the photo store's naming rule: the first photo is ``<stem>.jpg``, the others ``<stem>.<position>.jpg``, each
+    with its heat map beside it (``<stem>.heatmap.png``, ``<stem>.2.heatmap.png``), so that the case's photo stem
+    owns them all (deleted and swept with the case)."""
+
+    __tablename__ = "case_photos"
+    __table_args__ = (UniqueConstraint("case_id", "position"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 1, 2, 3: the order the person sent them in
+    photo_file: Mapped[str] = mapped_column(String(64))
+    photo_sha256: Mapped[str] = mapped_column(String(64))
+    computed: Mapped[str] = mapped_column(String(8))
+    device_probabilities: Mapped[dict] = mapped_column(JSON)
+    predicted: Mapped[str] = mapped_column(String(40))
+    probabilities: Mapped[dict] = mapped_column(JSON)
+    screening_probability: Mapped[float] = mapped_column(Float)
+    answer: Mapped[str] = mapped_column(String(12))
+    answer_reason: Mapped[str | None] = mapped_column(String(64))
+    case: Mapped[Case] = relationship(back_populates="photos")
 
 
 class AuditEvent(Base):

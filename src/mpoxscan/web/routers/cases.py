@@ -45,21 +45,33 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
                     background: BackgroundTasks, settings: AppSettings, screener: ModelScreener, db: DbSession,
                     photos: Photos, served_sha256: ModelSha256) -> CaseSent:
     """Store a case for the experts (multipart form: the file ``photo``, ``consent``, ``computed``, ``probabilities``,
-    ``model_sha256``, optionally ``language``). Answers the case number and the follow-up link (its secret is shown
-    this once)."""
+    ``model_sha256``, optionally ``language``, up to two more photos ``photo_2`` / ``photo_3`` each with its
+    ``computed_N`` and ``probabilities_N``, and the optional questions). Every photo must be usable or nothing is
+    stored: a refusal names the photo. Answers the case number and the follow-up link (its secret is shown this
+    once)."""
     _check_probabilities(form.probabilities, screener.classes)
+    extras = form.extra_photos()
+    for k, _file, _computed, probabilities in extras:
+        try:
+            _check_probabilities(probabilities, screener.classes)
+        except HTTPException as exc:
+            raise HTTPException(exc.status_code, f"probabilities_{k}: {exc.detail}") from None
     data = await read_photo(form.photo, settings)
-    photo = await run_in_threadpool(open_upload, data, settings)  # full size: the expert sees the photo as sent
+    extra_data = [await read_photo(file, settings, f"photo {k}") for k, file, _c, _p in extras]
+    # Full size: the expert sees the photos as sent. Each is opened before any is stored (all or nothing).
+    photo = await run_in_threadpool(open_upload, data, settings)
+    more = [service.SentPhoto(await run_in_threadpool(open_upload, raw, settings, None, f"photo {k}"), probs, computed)
+            for raw, (k, _file, computed, probs) in zip(extra_data, extras)]
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256,
-        form.language or i18n.choose(request))
+        form.language or i18n.choose(request), more=more, answers=form.answers())
     if settings.notify_url:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
             case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
     return CaseSent(**case_status(submitted.case).model_dump(), follow_up=f"/c/{submitted.token}",
-                    model_matches=form.model_sha256 == served_sha256)
+                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos))
 
 
 def public_base(request: Request, settings: Settings) -> str:

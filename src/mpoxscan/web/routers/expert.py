@@ -69,22 +69,47 @@ def _case(db: Session, number: str):
 def case_page(request: Request, number: str, db: DbSession, screener: ModelScreener, expert: CurrentExpert):
     case = _case(db, number)
     service.audit(db, "viewed case", expert, case.number)
-    rows = [(c, case.probabilities.get(c), case.device_probabilities.get(c)) for c in screener.classes]
+    photos = service.photos_of(case)
+    # One row per class: the server's and the phone's probability for each photo, side by side.
+    rows = [(c, [(p.probabilities.get(c), p.device_probabilities.get(c)) for p in photos]) for c in screener.classes]
     return templates.TemplateResponse(request, "case.html", {
-        "expert": expert, "case": case, "rows": rows, "verdicts": service.VERDICTS})
+        "expert": expert, "case": case, "photos": photos, "rows": rows, "verdicts": service.VERDICTS,
+        "answers": service.question_answers(case)})
+
+
+def _photo(case, position: int):
+    photo = service.photo_of(case, position)
+    if photo is None:
+        raise HTTPException(404, f"case {case.number} has no photo {position}")
+    return photo
+
+
+def _detail(position: int) -> str | None:
+    return None if position == 1 else f"photo {position}"
 
 
 @router.get("/cases/{number}/photo.jpg")
 def case_photo(number: str, db: DbSession, photos: Photos, expert: CurrentExpert):
+    return _send_photo(number, 1, db, photos, expert)
+
+
+@router.get("/cases/{number}/photos/{position}/photo.jpg")
+def case_photo_n(number: str, position: int, db: DbSession, photos: Photos, expert: CurrentExpert):
+    return _send_photo(number, position, db, photos, expert)
+
+
+def _send_photo(number: str, position: int, db: Session, photos: service.PhotoStore, expert):
     case = _case(db, number)
-    data = _photo_bytes(photos, case)
-    service.audit(db, "viewed photo", expert, case.number)  # each download: the case page is not the only way in
+    data = _photo_bytes(photos, case, _photo(case, position).photo_file)
+    # Each download: the case page is not the only way in.
+    service.audit(db, "viewed photo", expert, case.number, _detail(position))
     return Response(data, media_type="image/jpeg")
 
 
-def _photo_bytes(photos: service.PhotoStore, case) -> bytes:
-    """The stored photo through the photo store (a folder or the database: the same interface)."""
-    data = photos.read(case.photo_file)
+def _photo_bytes(photos: service.PhotoStore, case, name: str | None = None) -> bytes:
+    """A stored photo of the case (its first by default) through the photo store (a folder or the database: the
+    same interface)."""
+    data = photos.read(name or case.photo_file)
     if data is None:  # removed from the store by hand: say so rather than fail
         raise HTTPException(404, f"the photo of case {case.number} is missing from the photo store")
     return data
@@ -94,24 +119,36 @@ def _photo_bytes(photos: service.PhotoStore, case) -> bytes:
 async def case_heatmap(number: str, db: DbSession, photos: Photos, screener: ModelScreener, expert: CurrentExpert):
     """Where the model looked, drawn by the server on the stored photo (the same map the phone drew) when the case
     arrived; a case stored before maps were kept gets its map drawn on its first view, and kept."""
+    return await _send_heatmap(number, 1, db, photos, screener, expert)
+
+
+@router.get("/cases/{number}/photos/{position}/heatmap.png")
+async def case_heatmap_n(number: str, position: int, db: DbSession, photos: Photos, screener: ModelScreener,
+                         expert: CurrentExpert):
+    return await _send_heatmap(number, position, db, photos, screener, expert)
+
+
+async def _send_heatmap(number: str, position: int, db: Session, photos: service.PhotoStore, screener, expert):
     case = _case(db, number)
+    name = _photo(case, position).photo_file
 
     def read_or_draw() -> bytes:
-        png = photos.read_heatmap(case.photo_file)
+        png = photos.read_heatmap(name)
         if png is not None:
             return png
         try:  # the loader's limits again: a photo stored before a limit existed costs no more than a normal one
-            photo = load_image(_photo_bytes(photos, case), name="the stored photo")
+            photo = load_image(_photo_bytes(photos, case, name), name="the stored photo")
         except ImageError as exc:
             raise HTTPException(422, f"no heat map for case {case.number}: {exc}") from None
         png = service.draw_heatmap(screener, photo)
         if png is None:
             raise HTTPException(404, "this model has no heat map output")
-        photos.save_heatmap(case.photo_file, png)
+        photos.save_heatmap(name, png)
         return png
 
     png = await run_in_threadpool(read_or_draw)
-    service.audit(db, "viewed heat map", expert, case.number)  # the map is drawn on the photo: it shows the photo
+    # The map is drawn on the photo: it shows the photo.
+    service.audit(db, "viewed heat map", expert, case.number, _detail(position))
     return Response(png, media_type="image/png")
 
 

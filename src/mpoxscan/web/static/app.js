@@ -11,6 +11,8 @@ let current = null;
 let picks = 0;  // which pick is the latest: an answer that arrives after a newer pick is dropped
 let offered = null;  // the file waiting for the person's go-ahead to be screened by the server
 let sending = false;
+let adding = false;  // photo 2 or 3 is being screened: neither another one nor sending until it is done
+const MAX_PHOTOS = 3;  // a case's photos at most (the server's cases.MAX_PHOTOS)
 let readyStatus = ["status.loading"];  // the status line's id (and values) once the model is loaded, restored later
 const MY_CASES = "mpoxscan-cases";  // this phone's own list of sent cases (number + follow-up link), nowhere else
 // The heat map's colours: the dashboard's ramp (mpoxscan.explain.overlay._RAMP) and its blending, mirrored.
@@ -69,7 +71,12 @@ function clearAnswer() {
   SAY($("verdict"), null); SAY($("explain"), null); $("verdict").className = "";
   $("verdict").hidden = true; $("next-steps").hidden = true;  // no empty heading between answers
   $("error").hidden = true; SAY($("error"), null);
-  $("consent").checked = false; sending = false; updateSend();
+  $("consent").checked = false; sending = false; adding = false;
+  // The other photos and the answers to the questions belong to the case of the photo that was on screen.
+  $("more-list").replaceChildren(); SAY($("more-status"), null);
+  for (const select of $("questions").querySelectorAll("select")) select.value = "";
+  $("questions").disabled = false;
+  updateSend(); updateMore();
   SAY($("send-status"), null); $("sent").hidden = true;
 }
 
@@ -94,9 +101,9 @@ function rampColour(v) {
 
 // The photo the network saw with the model's map over it, as the dashboard draws it (explain/overlay.py): the map
 // resized bilinearly, coloured with the same ramp, blended where it is strong (weak evidence stays see-through).
-function drawHeat(cam) {
-  const heat = $("heat"), ctx = heat.getContext("2d"), w = heat.width, h = heat.height, k = cam.length;
-  ctx.drawImage($("seen"), 0, 0, w, h);
+function drawHeat(cam, picture = $("seen"), heat = $("heat")) {
+  const ctx = heat.getContext("2d"), w = heat.width, h = heat.height, k = cam.length;
+  ctx.drawImage(picture, 0, 0, w, h);
   const img = ctx.getImageData(0, 0, w, h), d = img.data;
   const at = (y, x) => cam[Math.max(0, Math.min(k - 1, y))][Math.max(0, Math.min(k - 1, x))];
   for (let y = 0; y < h; y++) {
@@ -181,7 +188,7 @@ function show(result, picture) {
 
 // Consent is asked again for each photo; the button looks disabled until it is given, and says why when pressed.
 function updateSend() {
-  const ready = !!current && $("consent").checked && !sending;
+  const ready = !!current && $("consent").checked && !sending && !adding;
   $("send").setAttribute("aria-disabled", ready ? "false" : "true");
   if (ready && $("send-status").dataset.hint) {
     SAY($("send-status"), null); delete $("send-status").dataset.hint;
@@ -192,7 +199,71 @@ function offerSending(fromFile) {
   $("send-section").hidden = false; $("consent").checked = false; sending = false; $("send").hidden = false;
   SAY($("send-what"), fromFile ? "privacy.what.file" : "privacy.what.device");
   SAY($("send-status"), null); $("sent").hidden = true;
-  updateSend();
+  updateSend(); updateMore();
+}
+
+// The "add another photo" button while the case has room, and the consent's words for one photo or several.
+function updateMore() {
+  const count = current ? 1 + current.extras.length : 1, hide = !current || count >= MAX_PHOTOS || !$("sent").hidden;
+  if (hide && document.activeElement === $("add-photo")) {  // the focus would fall back to the page's start
+    $("more-status").tabIndex = -1; $("more-status").focus();
+  }
+  $("add-photo").hidden = hide;
+  SAY($("more-intro"), count >= MAX_PHOTOS ? "more.full" : "more.intro");
+  if (count > 1) SAY($("consent-text"), "consent.photos", { count }); else SAY($("consent-text"), "consent");
+}
+
+// Photo 2 or 3 with its answer, under the first: the square the model saw (with its map where it judged the photo),
+// then the answer's headline and its explanation, as for the first photo.
+function drawMorePhoto(n, result, picture) {
+  const [kind, title, text, vars] = headline(result);
+  const li = document.createElement("li"), figure = document.createElement("figure");
+  const canvas = Object.assign(document.createElement("canvas"), { width: 224, height: 224 });
+  canvas.setAttribute("aria-hidden", "true");  // its caption and the answer beside it say what it shows
+  const cam = result.answer === "cannot tell" ? null : camRows(result.cam);
+  if (cam) drawHeat(cam, picture, canvas); else canvas.getContext("2d").drawImage(picture, 0, 0, 224, 224);
+  const caption = document.createElement("figcaption");
+  SAY(caption, "more.caption", { n });
+  figure.append(canvas, caption);
+  const body = document.createElement("div"), head = document.createElement("p"), explain = document.createElement("p");
+  head.className = "more-answer " + kind;
+  SAY(head, "more.item", { n, answer: { id: title } });
+  explain.className = "small"; SAY(explain, text, vars);
+  body.append(head, explain);
+  li.dataset.answer = result.answer;
+  li.append(figure, body);
+  $("more-list").append(li);
+}
+
+// Photos 2 and 3: screened by the same rule as the first (on the device, or by the server where the model cannot
+// run here) and added to the case on screen; a photo this browser cannot open is not offered to the server here.
+async function screenMore(file) {
+  const theCase = current;
+  if (!theCase || sending || adding || theCase.extras.length >= MAX_PHOTOS - 1) return;
+  const n = theCase.extras.length + 2;
+  adding = true; updateSend();
+  SAY($("more-status"), "more.screening", { n });
+  let bitmap;
+  try { bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }); }
+  catch (err) { bitmap = null; }
+  if (current !== theCase) return;  // another first photo was picked meanwhile: a new case
+  try {
+    if (!bitmap) { SAY($("more-status"), "more.cannot.open"); return; }
+    let result, picture;
+    if (session) [result, picture] = await screenOnDevice(bitmap);
+    else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
+    if (current !== theCase) return;
+    theCase.extras.push({ result, bitmap });
+    drawMorePhoto(n, result, picture);
+    SAY($("more-status"), "more.added", { n, answer: { id: headline(result)[1] } });
+    $("consent").checked = false;  // the consent given was for fewer photos: asked again
+    window.mpoxscanMore = theCase.extras.map((extra) => extra.result);
+  } catch (err) {
+    if (current !== theCase) return;
+    SAY($("more-status"), "more.failed", { n, reason: reasonOf(err) });
+  } finally {
+    if (current === theCase) { adding = false; updateSend(); updateMore(); }
+  }
 }
 
 function reencode(bitmap, maxSide) {
@@ -205,7 +276,7 @@ function reencode(bitmap, maxSide) {
 }
 
 async function sendCase() {
-  if (sending) return;
+  if (sending || adding) return;
   if (!current) return;
   if (!$("consent").checked) {
     SAY($("send-status"), "send.need.consent");
@@ -227,6 +298,16 @@ async function sendCase() {
     form.append("probabilities", JSON.stringify(theCase.result.probabilities));
     form.append("model_sha256", meta.sha256);
     form.append("language", MPOXSCAN_LANG);
+    // Photos 2 and 3 as numbered fields (a repeated field is refused), each with the answer shown for it.
+    for (const [i, extra] of theCase.extras.slice(0, MAX_PHOTOS - 1).entries()) {
+      form.append(`photo_${i + 2}`, await reencode(extra.bitmap, 2048), "photo");
+      form.append(`computed_${i + 2}`, extra.result.computed);
+      form.append(`probabilities_${i + 2}`, JSON.stringify(extra.result.probabilities));
+    }
+    // Only the questions answered: an unanswered one is not sent at all.
+    for (const select of $("questions").querySelectorAll("select")) {
+      if (select.value) form.append(select.name, select.value);
+    }
     const response = await fetch("/api/cases", { method: "POST", body: form });
     const answer = await response.json();
     const link = response.ok ? location.origin + answer.follow_up : null;
@@ -244,6 +325,7 @@ async function sendCase() {
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
+    $("questions").disabled = true; updateMore();  // what was sent stays on screen as sent
     $("sent").focus();  // the Send button just vanished: without this the focus falls back to the page
     window.mpoxscanSent = answer;
   } catch (err) {
@@ -374,7 +456,7 @@ async function screenPicked(file) {
     if (pick !== picks) return;
     restoreStatus();
     show(result, picture);
-    current = { result, bitmap };
+    current = { result, bitmap, extras: [] };
     offerSending(false);
   } catch (err) {
     // Whatever goes wrong (a photo too large for this phone's memory, no network for the server), say so.
@@ -423,7 +505,7 @@ async function screenOffered() {
     show(result, result.picture ? await loadPicture(result.picture) : null);
     if (pick !== picks) { clearAnswer(); return; }
     SAY($("timing"), "details.timing.server.sent");
-    current = { result, file };
+    current = { result, file, extras: [] };
     offerSending(true);
   } catch (err) {
     if (pick !== picks) return;
@@ -441,6 +523,13 @@ $("photo").addEventListener("change", () => {
   $("photo").value = "";  // picking the same file again screens it again
 });
 $("screen-on-server").addEventListener("click", screenOffered);
+$("add-photo").addEventListener("click", () => { if (!adding && !sending) $("more-photo").click(); });
+$("more-photo").addEventListener("change", () => {
+  const file = $("more-photo").files[0];
+  if (!file) return;
+  screenMore(file);
+  $("more-photo").value = "";
+});
 $("consent").addEventListener("change", updateSend);
 $("send").addEventListener("click", sendCase);
 $("clear-cases").addEventListener("click", clearMyCases);
