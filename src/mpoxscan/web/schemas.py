@@ -10,6 +10,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr, field_validator
 
 from mpoxscan.web import i18n
+from mpoxscan.web.security import PIN_PATTERN
 
 Answer = Literal["positive", "negative", "cannot tell"]
 
@@ -47,6 +48,8 @@ class CaseForm(PhotoForm):
     language: Literal[i18n.LANGUAGES] | None = Field(
         None, description="the page's language, in which the person reads the expert's answer; absent: the "
                           "language cookie or Accept-Language decides")
+    pin: str | None = Field(None, pattern=PIN_PATTERN, description="an optional PIN of 4 to 6 digits that locks the "
+                                                                   "follow-up page (only its hash is stored)")
 
     @field_validator("probabilities", mode="before")
     @classmethod
@@ -84,11 +87,27 @@ class ScreenAnswer(BaseModel):
                                                   "URL (for a page that cannot decode the photo itself)")
 
 
+class ThreadMessage(BaseModel):
+    """One turn of the conversation about a case, as the person reads it (their own reply photo is never sent back:
+    only that one was sent)."""
+
+    author: Literal["expert", "person"]
+    kind: Literal["question", "photo-request", "reply", "conclusion"]
+    canned_text: str | None = Field(description="the expert's canned request, or the conclusion's verdict, in the "
+                                                "case's language")
+    text: str | None = Field(description="the free text written by the expert or the person")
+    photo_sent: bool = Field(description="the person's reply carried a photo")
+    sent_at: str = Field(description="when (UTC, ISO 8601)")
+    new: bool = Field(description="an expert's message the person has not seen on the follow-up page yet")
+
+
 class CaseStatus(BaseModel):
     """What the person may see of their case (never the photo: a leaked link shows no picture)."""
 
     number: str = Field(description="the case number, e.g. K7QF-2M9D")
-    status: Literal["waiting", "answered"]
+    status: Literal["waiting", "asked", "replied", "answered"] = Field(
+        description="waiting for an expert; asked: the expert asked the person something (reply on the follow-up "
+                    "page); replied: back with the expert; answered")
     sent_at: str = Field(description="when the case arrived (UTC, ISO 8601)")
     verdict: str | None = Field(description="the expert's verdict code, once answered")
     language: str = Field(description="the case's language (the person's)")
@@ -96,6 +115,9 @@ class CaseStatus(BaseModel):
     message: str | None = Field(description="the expert's message, if any")
     answered_at: str | None
     disclaimer: str
+    messages: list[ThreadMessage] = Field(default_factory=list, description="the conversation, oldest first")
+    unseen: int = Field(0, description="the expert's messages not yet seen on the follow-up page ('new answer')")
+    locked: bool = Field(False, description="the follow-up page asks for the PIN chosen at sending")
 
 
 class CaseSent(CaseStatus):

@@ -3,7 +3,8 @@ row, and swept of files no case owns. Storage failures become :class:`StorageUna
 
 Naming rule (what the sweep relies on): a stored file belongs to a case when its name *starts with the stem of the
 case's ``photo_file``* and the next character, if any, is not a letter or a digit: ``3f2a...e9.jpg`` is the photo,
-``3f2a...e9.heatmap.png`` or ``3f2a...e9-heatmap.png`` may be kept beside it (a heat map, a thumbnail) and are kept
+``3f2a...e9.heatmap.png``, ``3f2a...e9.reply-<hex>.jpg`` or ``3f2a...e9-heatmap.png`` may be kept beside it (a heat
+map, a photo the person sent in reply to the expert, a thumbnail) and are kept
 as long as the case is. The stems are random (uuid4 hex), never the case number. Temporary files are hidden
 (``.NAME.part``); the lock file lies beside the folder (``DATA_DIR/photos.lock``), not in it.
 """
@@ -100,6 +101,13 @@ class PhotoStore:
         """Write the heat map of photo ``name`` as durably as the photo (StorageUnavailable on failure)."""
         self._write(self.heatmap_path(name), png, "heat map")
 
+    def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
+        """Write a file that belongs to photo ``name`` (``<stem>.<suffix>``, e.g. a reply photo ``<stem>.reply-
+        <id>.jpg``) as durably as the photo: deleted and swept with it by the naming rule. Returns its name."""
+        companion = f"{Path(name).stem}.{suffix}"
+        self._write(self.root / companion, data, what)
+        return companion
+
     def _write(self, path: Path, data: bytes, what: str) -> None:
         # A temporary name of its own: two first views of an old case may draw its heat map at once.
         tmp = self.root / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
@@ -158,6 +166,15 @@ class PhotoStore:
         try:
             for path in [self.path(name), *self._companions(Path(name).stem)]:
                 path.unlink(missing_ok=True)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete the photo: {storage_reason(exc)}") from exc
+
+    def delete_file(self, name: str) -> None:
+        """Remove this one file and nothing else (a companion written for a row that was not kept); delete() is
+        for a case: its photo and everything that belongs to it."""
+        try:
+            self.path(name).unlink(missing_ok=True)
             _fsync_dir(self.root)
         except OSError as exc:
             raise StorageUnavailable(f"cannot delete the photo: {storage_reason(exc)}") from exc
@@ -292,6 +309,11 @@ class DatabasePhotoStore:
     def save_heatmap(self, name: str, png: bytes) -> None:
         self._write(self.heatmap_name(name), png, "heat map")
 
+    def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
+        companion = f"{Path(name).stem}.{suffix}"
+        self._write(companion, data, what)
+        return companion
+
     def _write(self, name: str, data: bytes, what: str) -> None:
         from sqlalchemy import delete, insert
         from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -352,6 +374,18 @@ class DatabasePhotoStore:
                 mine = [n for n in rows if owner_stem(n) == stem]
                 if mine:
                     connection.execute(delete(StoredPhoto).where(StoredPhoto.name.in_(mine)))
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot delete the photo: {database_reason(exc)}") from exc
+
+    def delete_file(self, name: str) -> None:
+        from sqlalchemy import delete
+        from sqlalchemy.exc import DBAPIError
+
+        from mpoxscan.web.tables import StoredPhoto
+
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(StoredPhoto).where(StoredPhoto.name == Path(name).name))
         except DBAPIError as exc:
             raise StorageUnavailable(f"cannot delete the photo: {database_reason(exc)}") from exc
 

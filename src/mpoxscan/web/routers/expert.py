@@ -55,7 +55,8 @@ def queue_page(request: Request, db: DbSession, expert: CurrentExpert, order: st
         raise HTTPException(400, "order must be 'priority' or 'age'")
     return templates.TemplateResponse(request, "queue.html", {
         "expert": expert, "order": order, "waiting": service.queue(db, order), "answered": service.answered(db),
-        "counts": service.counts(db), "just_answered": request.query_params.get("answered")})
+        "counts": service.counts(db), "just_answered": request.query_params.get("answered"),
+        "just_asked": request.query_params.get("asked")})
 
 
 def _case(db: Session, number: str):
@@ -71,7 +72,8 @@ def case_page(request: Request, number: str, db: DbSession, screener: ModelScree
     service.audit(db, "viewed case", expert, case.number)
     rows = [(c, case.probabilities.get(c), case.device_probabilities.get(c)) for c in screener.classes]
     return templates.TemplateResponse(request, "case.html", {
-        "expert": expert, "case": case, "rows": rows, "verdicts": service.VERDICTS})
+        "expert": expert, "case": case, "rows": rows, "verdicts": service.VERDICTS, "requests": service.REQUESTS,
+        "max_message": service.MAX_MESSAGE})
 
 
 @router.get("/cases/{number}/photo.jpg")
@@ -125,6 +127,33 @@ def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: 
         raise HTTPException(400, "the message holds a NUL character (a control character no text needs)")
     service.answer_case(db, case, expert, verdict, message)
     return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
+
+
+@router.post("/cases/{number}/ask", dependencies=[Depends(same_origin)])
+def ask(number: str, db: DbSession, expert: CurrentExpert, request: Annotated[str, Form()] = "",
+        text: Annotated[str, Form(max_length=4 * service.MAX_MESSAGE)] = ""):
+    """Ask the person: a canned request (``request``, read in their language) and/or a question (``text``). The
+    case leaves the queue until they reply."""
+    case = _case(db, number)
+    try:
+        service.ask_person(db, case, expert, request or None, text)
+    except service.Refused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return RedirectResponse(f"/expert?asked={case.number}", status_code=303)
+
+
+@router.get("/cases/{number}/messages/{message_id}/photo.jpg")
+def reply_photo(number: str, message_id: int, db: DbSession, photos: Photos, expert: CurrentExpert):
+    """A photo the person sent in reply (through the photo store, like the case's own)."""
+    case = _case(db, number)
+    message = service.message_by_id(case, message_id)
+    if message is None or message.photo_file is None:
+        raise HTTPException(404, f"case {case.number} has no reply photo {message_id}")
+    data = photos.read(message.photo_file)
+    if data is None:
+        raise HTTPException(404, f"the reply photo of case {case.number} is missing from the photo store")
+    service.audit(db, "viewed reply photo", expert, case.number, detail=str(message_id))
+    return Response(data, media_type="image/jpeg")
 
 
 @router.get("/audit", response_class=HTMLResponse)
