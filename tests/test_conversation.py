@@ -354,7 +354,6 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             base = server.url
             with app.state.sessions() as db:
                 service.add_expert(db, "doc@example.org", PASSWORD)
-            driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": base, "permissions": ["notifications"]})
             driver.get(base + "/")
             _wait(driver, "return document.body.dataset.ready")
             assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
@@ -369,7 +368,10 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             assert sent and sent["locked"] and driver.find_element(By.ID, "pin").get_attribute("value") == ""
             assert _wait(driver, statuses + " === 'locked'")  # the list cannot read a locked case's status
             assert _wait(driver, "return !document.getElementById('notify').hidden")
+            assert driver.execute_script("return Notification.permission") == "default"  # never asked on load
             found = {"phone with a PIN sent": _axe(driver, "the phone page after sending with a PIN")}
+            # The person would answer the browser's question: here the test's browser context grants it.
+            driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": base, "permissions": ["notifications"]})
             driver.find_element(By.ID, "notify").click()
             assert _wait(driver, "return document.getElementById('notify').hidden")
             assert "notification" in driver.find_element(By.ID, "notify-status").text

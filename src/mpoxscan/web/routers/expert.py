@@ -53,9 +53,10 @@ def logout(request: Request, db: DbSession):
 def queue_page(request: Request, db: DbSession, expert: CurrentExpert, order: str = "priority"):
     if order not in ("priority", "age"):
         raise HTTPException(400, "order must be 'priority' or 'age'")
+    counts = service.counts(db)
     return templates.TemplateResponse(request, "queue.html", {
         "expert": expert, "order": order, "waiting": service.queue(db, order), "answered": service.answered(db),
-        "counts": service.counts(db), "just_answered": request.query_params.get("answered"),
+        "counts": counts, "in_queue": sum(counts.get(status, 0) for status in service.QUEUED), "just_answered": request.query_params.get("answered"),
         "just_asked": request.query_params.get("asked")})
 
 
