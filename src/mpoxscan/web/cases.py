@@ -191,6 +191,11 @@ def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
     return list(db.scalars(query.limit(limit)))
 
 
+def asked(db: Session, limit: int = 200) -> list[Case]:
+    """Cases waiting for the person's reply, the longest waiting first."""
+    return list(db.scalars(select(Case).where(Case.status == "asked").order_by(Case.created_at, Case.id).limit(limit)))
+
+
 def answered(db: Session, limit: int = 50) -> list[Case]:
     return list(db.scalars(select(Case).where(Case.status == "answered").order_by(Case.answered_at.desc()).limit(limit)))
 

@@ -198,15 +198,17 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
     """The person answers the expert's question: text and/or one photo (the upload's checks and limits, counted
     against the same rate limit as cases sent, before the body is read). Refused with the reason, in the person's
     language, when the expert asked nothing, the case is answered, or the reply is empty or too long."""
-    case = service.case_by_token(db, token)
+    # The database's work runs off the event loop, as every other route's does (a busy SQLite waits for its lock).
+    case = await run_in_threadpool(service.case_by_token, db, token)
     if case is None:
         return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
     lang = i18n.choose(request, case.language)
     if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
         return _locked_page(request, token, lang, status_code=401)
 
-    def refused(key: str, reason: str, status_code: int):
-        return _follow_up(request, db, case, token, lang, i18n.text(lang, key, reason=reason), status_code)
+    async def refused(key: str, reason: str, status_code: int):
+        return await run_in_threadpool(_follow_up, request, db, case, token, lang,
+                                       i18n.text(lang, key, reason=reason), status_code)
 
     try:
         service.check_reply(case)  # before the photo is read: nothing to store for a reply nobody asked for
@@ -216,9 +218,9 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
             image = await run_in_threadpool(open_upload, data, settings)
         await run_in_threadpool(service.reply, db, photos, screener, case, text, image)
     except service.Refused as exc:
-        return refused(exc.key, str(exc), exc.status)
+        return await refused(exc.key, str(exc), exc.status)
     except HTTPException as exc:
-        return refused("reply.refused.photo", str(exc.detail), exc.status_code)
+        return await refused("reply.refused.photo", str(exc.detail), exc.status_code)
     return RedirectResponse(f"/c/{token}?replied=1", status_code=303)
 
 
