@@ -209,8 +209,8 @@ def test_replies_are_refused_with_a_reason(database, tmp_path):
         assert r.status_code == 400
         assert _stored_names(app) == before and _case(app, number).status == "asked"
         # A browser's form without a photo still sends the file field, empty: a text reply.
-        r = client.post(f"/c/{token}/reply", data={"text": "Two weeks."}, files={"photo": ("", b"", "application/octet-stream")},
-                        follow_redirects=False)
+        empty = {"photo": ("", b"", "application/octet-stream")}
+        r = client.post(f"/c/{token}/reply", data={"text": "Two weeks."}, files=empty, follow_redirects=False)
         assert r.status_code == 303 and _case(app, number).messages[-1].photo_file is None
         r = _reply(client, token, "And again")  # one reply per question
         assert r.status_code == 409 and _case(app, number).messages[-1].text == "Two weeks."
@@ -231,7 +231,8 @@ def test_a_pin_locks_the_follow_up_page_and_its_status(database, tmp_path):
     cookie for that case's paths only, for a short while."""
     app = _app(database, tmp_path)
     with _client(app) as client:
-        for bad in ("123", "1234567", "12a4", " 1234", "١٢٣٤"):  # too short, too long, letters, space, Arabic digits
+        # Too short, too long, a letter, a space, Arabic-Indic digits.
+        for bad in ("123", "1234567", "12a4", " 1234", "١٢٣٤"):
             assert _send(client, pin=bad).status_code == 422, bad
         sent = _send(client, pin="4711").json()
         other = _send(client, pin="4711").json()
@@ -251,8 +252,8 @@ def test_a_pin_locks_the_follow_up_page_and_its_status(database, tmp_path):
 
         for _ in range(5):
             wrong = client.post(f"/c/{token}/unlock", data={"pin": "0000"})
-            assert wrong.status_code == 401 and "Wrong PIN" in wrong.text and "mpoxscan_unlock" not in wrong.headers.get(
-                "set-cookie", "")
+            assert wrong.status_code == 401 and "Wrong PIN" in wrong.text
+            assert "mpoxscan_unlock" not in wrong.headers.get("set-cookie", "")
         limited = client.post(f"/c/{token}/unlock", data={"pin": "4711"})  # even the right one, for a while
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
         assert "Too many wrong PINs" in limited.text
@@ -399,7 +400,8 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             found["locked follow-up"] = _axe(driver, "the locked follow-up page")
             driver.find_element(By.ID, "pin").send_keys("9999")
             driver.find_element(By.ID, "unlock").click()
-            assert "Wrong PIN" in _wait(driver, "const e = document.getElementById('pin-error'); return e && e.textContent")
+            error = "const e = document.getElementById('pin-error'); return e && e.textContent"
+            assert "Wrong PIN" in _wait(driver, error)
             driver.find_element(By.ID, "pin").send_keys("1234")
             driver.find_element(By.ID, "unlock").click()
             _wait(driver, "return document.getElementById('reply-section') !== null")
@@ -432,8 +434,8 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
                 "const done = arguments[arguments.length - 1]; navigator.serviceWorker.ready.then((r) => "
                 "r.getNotifications()).then((ns) => done(ns.map((n) => [n.title, n.body, n.data.url])))"
                 ".catch((e) => done(String(e)))")
-            assert shown == [["mpoxscan: a new answer", f"The expert wrote about case {sent['number']}. Open it to read.",
-                              base + sent["follow_up"]]]
+            body = f"The expert wrote about case {sent['number']}. Open it to read."
+            assert shown == [["mpoxscan: a new answer", body, base + sent["follow_up"]]]
             driver.execute_script("window.mpoxscanCheckCases()")  # asked again: told once only
             _wait(driver, statuses + " === 'answered+new'")
             assert driver.execute_script("return window.mpoxscanNotified.length") == 1

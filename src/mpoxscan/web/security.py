@@ -103,8 +103,9 @@ class RateLimits:
 
     Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
     default, is this process's memory: reset by a restart and not shared between workers; ``redis://host:port`` is
-    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins and wrong follow-up PINs, the limits that guard secrets, are counted in the database when
-    ``sessions`` is given (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
+    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins and wrong
+    follow-up PINs (per case), the limits that guard secrets, are counted in the database when ``sessions`` is given
+    (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
     count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
 
     uploads: str = "20/hour"

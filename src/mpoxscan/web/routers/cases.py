@@ -176,8 +176,9 @@ def unlock(request: Request, token: str, pin: Annotated[str, Form(max_length=16)
     limits, key = request.app.state.limits, f"case {case.id}"
     if not limits.allow("pins", key):
         wait = limits.retry_after("pins", key)
-        return _locked_page(request, token, lang, i18n.text(lang, "pin.limited", minutes=-(-wait // 60), count=-(-wait // 60)), 429,
-                            {"Retry-After": str(wait)})
+        minutes = -(-wait // 60)
+        return _locked_page(request, token, lang, i18n.text(lang, "pin.limited", minutes=minutes, count=minutes),
+                            429, {"Retry-After": str(wait)})
     if not service.check_pin(case, pin):
         limits.record_failure("pins", key)
         service.audit(db, "wrong PIN", case_number=case.number)

@@ -57,7 +57,8 @@ def queue_page(request: Request, db: DbSession, expert: CurrentExpert, order: st
     return templates.TemplateResponse(request, "queue.html", {
         "expert": expert, "order": order, "waiting": service.queue(db, order), "answered": service.answered(db),
         "asked": service.asked(db),
-        "counts": counts, "in_queue": sum(counts.get(status, 0) for status in service.QUEUED), "just_answered": request.query_params.get("answered"),
+        "counts": counts, "in_queue": sum(counts.get(status, 0) for status in service.QUEUED),
+        "just_answered": request.query_params.get("answered"),
         "just_asked": request.query_params.get("asked")})
 
 
