@@ -1005,14 +1005,16 @@ def test_migration_0006_gives_an_existing_case_its_photo_as_photo_1(database, tm
             "answer_reason, status, language) VALUES ('OLDC-0001', :h, :t, 'abc123.jpg', 's', 'm', 'device', "
             "'{\"Monkeypox\": 0.7}', 'Monkeypox', '{\"Monkeypox\": 0.6}', 0.6, 0.5, 'positive', NULL, 'waiting', "
             "'fr')"), {"h": "h" * 64, "t": utcnow()})
-    assert migrate(engine) == "0006"
+    migrate(engine, "0006")
     with engine.connect() as connection:
+        assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
         rows = connection.execute(text(
             "SELECT c.number, p.position, p.photo_file, p.photo_sha256, p.computed, p.screening_probability, p.answer, "
             "c.fever, c.age_band FROM case_photos p JOIN cases c ON c.id = p.case_id")).all()
     assert [tuple(r) for r in rows] == [("OLDC-0001", 1, "abc123.jpg", "s", "device", 0.6, "positive", None, None)]
     from mpoxscan.web.db import session_factory
 
+    migrate(engine)  # the app's tables are those of the newest revision
     with session_factory(engine)() as db:
         case = service.case_by_number(db, "OLDC-0001")
         assert case.photos[0].device_probabilities == {"Monkeypox": 0.7}

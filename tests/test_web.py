@@ -330,7 +330,9 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")]
         assert len(rows) == 5 and {sent["number"], *others} == {r.split()[0] for r in rows}
         probabilities = [float(r.split(" %")[0].split()[-1]) for r in rows]
-        rank = [0 if r.endswith("positive") else 1 if "cannot tell" in r else 2 for r in rows]
+        answers = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr td:nth-child(5)")]
+        assert len(answers) == 5 and set(answers) <= {"positive", "negative"} | {a for a in answers if a.startswith("cannot tell")}
+        rank = [0 if a == "positive" else 1 if a.startswith("cannot tell") else 2 for a in answers]
         assert rank == sorted(rank)  # screened positive first, then cannot tell, then negative; each by probability
         assert all(a >= b for (a, ra), (b, rb) in zip(zip(probabilities, rank), zip(probabilities[1:], rank[1:]))
                    if ra == rb)

@@ -106,9 +106,14 @@ def create_app(settings: Settings) -> FastAPI:
     # read 15 MB. Added before the security headers, so that they wrap its 429 and 503.
     uploads = {"/api/screen": "screens", "/api/cases": "uploads"}
 
+    def upload_kind(path: str) -> str | None:
+        if path.startswith("/c/") and path.endswith("/reply"):
+            return "uploads"  # a reply may carry a photo: counted with the cases sent
+        return uploads.get(path)
+
     @app.middleware("http")
     async def upload_limits(request: Request, call_next):
-        kind = uploads.get(request.url.path) if request.method == "POST" else None
+        kind = upload_kind(request.url.path) if request.method == "POST" else None
         if kind:
             try:
                 await run_in_threadpool(check_rate_limit, request, kind)  # the storage may be a database or Redis

@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 from collections.abc import Sequence
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 from sqlalchemy import case as sql_case
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -24,8 +25,9 @@ from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web import i18n
-from mpoxscan.web.security import hash_password, new_case_number, new_token, token_hash, verify_password, dummy_verify
-from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, utcnow
+from mpoxscan.web.security import (dummy_verify, hash_password, hash_pin, new_case_number, new_token, token_hash,
+                                   unlock_mac, verify_password)
+from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,17 @@ VERDICTS = {code: i18n.text("en", f"verdict.{code}")
 #: Photos are stored at most this large (long side, pixels): enough for a dermatologist, not a 48-MP original.
 STORED_MAX_SIDE = 2048
 LOGIN_LIFETIME = timedelta(hours=12)
+#: What the expert can ask without typing: code -> (kind, the English text; the person reads "request.<code>" in
+#: their language). A free-text question goes beside it or alone.
+REQUESTS = {code: (kind, i18n.text("en", f"request.{code}")) for code, kind in (
+    ("another-photo", "photo-request"), ("closer-photo", "photo-request"), ("since-when", "question"))}
+#: The longest question or reply (characters): a conversation about a photo, not a letter.
+MAX_MESSAGE = 2000
+#: How long a follow-up page stays open after its PIN was given (the cookie's life).
+UNLOCK_LIFETIME = timedelta(minutes=30)
+#: The statuses of a case: waiting for an expert; asked (waiting for the person's reply); replied (back in the queue,
+#: marked); answered (the conclusion given).
+QUEUED = ("waiting", "replied")
 
 
 @dataclass
@@ -119,18 +132,20 @@ def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
 
 def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
                 device_probabilities: dict[str, float], computed: str, model_sha256: str,
-                language: str = "en", *, more: Sequence[SentPhoto] = (),
+                language: str = "en", pin: str | None = None, *, more: Sequence[SentPhoto] = (),
                 answers: dict[str, str | None] | None = None) -> Submitted:
     """Store the photos a person agreed to send (``photo``, then up to two ``more``): each with its metadata
     stripped again, screened again by the server, and its heat map drawn once, now (the expert's views read it; the
     same screening, so map and numbers agree). All or nothing: every photo is screened before any is stored, and a
     failure while storing deletes what was stored. ``language``: the person's (one of i18n.LANGUAGES), in which they
-    read the expert's answer; ``answers``: the optional questions' codes (QUESTIONS)."""
+    read the expert's answer; ``pin``: locks the follow-up page (only its hash is kept); ``answers``: the optional
+    questions' codes (QUESTIONS)."""
     sent = [SentPhoto(photo, device_probabilities, computed), *more]
     if len(sent) > MAX_PHOTOS:
         raise ValueError(f"at most {MAX_PHOTOS} photos per case")
     answers = check_answers(answers or {})
     screened = [_screen_for_storing(screener, one) for one in sent]
+    pin_hash = hash_pin(pin) if pin else None
     highest = max(screened, key=lambda s: s.answer.positive_probability)
     urgent = min(screened, key=lambda s: URGENCY[s.answer.answer])  # the first of the most urgent, in sent order
     name = store.save(screened[0].jpeg)
@@ -149,7 +164,8 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         predicted=highest.answer.predicted, probabilities=highest.answer.probabilities,
                         screening_probability=highest.answer.positive_probability,
                         screening_threshold=highest.answer.threshold, answer=urgent.answer.answer,
-                        answer_reason=urgent.answer.reason, status="waiting", language=language, **answers)
+                        answer_reason=urgent.answer.reason, status="waiting", language=language,
+                        pin_hash=pin_hash, **answers)
             case.photos = [CasePhoto(position=position, photo_file=stored_name,
                                      photo_sha256=hashlib.sha256(one.jpeg).hexdigest(), computed=one.sent.computed,
                                      device_probabilities=one.sent.device_probabilities,
@@ -275,13 +291,20 @@ def queue(db: Session, order: str = "priority", limit: int = 200) -> list[Case]:
     expert is their only reader), then negative; within each by probability (highest first), then the oldest first;
     'age': the oldest first. A case of several photos ranks by its most urgent answer and its highest probability
     (submit_case keeps them in its own columns)."""
-    query = select(Case).where(Case.status == "waiting")
+    query = select(Case).where(Case.status.in_(QUEUED))
+    # A case the person has just replied to comes first in either order: the person is waiting on a conversation.
+    replied = sql_case((Case.status == "replied", 0), else_=1)
     if order == "age":
-        query = query.order_by(Case.created_at, Case.id)
+        query = query.order_by(replied, Case.created_at, Case.id)
     else:
         rank = sql_case((Case.answer == "positive", 0), (Case.answer == "cannot tell", 1), else_=2)
-        query = query.order_by(rank, Case.screening_probability.desc(), Case.created_at, Case.id)
+        query = query.order_by(replied, rank, Case.screening_probability.desc(), Case.created_at, Case.id)
     return list(db.scalars(query.options(selectinload(Case.photos)).limit(limit)))  # the queue counts photos
+
+
+def asked(db: Session, limit: int = 200) -> list[Case]:
+    """Cases waiting for the person's reply, the longest waiting first."""
+    return list(db.scalars(select(Case).where(Case.status == "asked").order_by(Case.created_at, Case.id).limit(limit)))
 
 
 def answered(db: Session, limit: int = 50) -> list[Case]:
@@ -290,7 +313,7 @@ def answered(db: Session, limit: int = 50) -> list[Case]:
 
 def counts(db: Session) -> dict[str, int]:
     rows = db.execute(select(Case.status, func.count()).group_by(Case.status)).all()
-    return {"waiting": 0, "answered": 0, **{status: n for status, n in rows}}
+    return {"waiting": 0, "answered": 0, **{status: n for status, n in rows}}  # "asked", "replied" once there are
 
 
 def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str) -> None:
@@ -301,9 +324,153 @@ def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: 
     again = case.status == "answered"
     case.verdict, case.message = verdict, message.strip() or None
     case.status, case.answered_at, case.answered_by = "answered", utcnow(), expert
+    case.messages.append(Message(author="expert", kind="conclusion", canned=verdict, text=case.message,
+                                 expert_id=expert.id, created_at=case.answered_at))
     db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="answer changed" if again else "answered",
                       case_number=case.number, detail=verdict))
     db.commit()
+
+
+# The conversation: the expert asks, the person replies on the follow-up page.
+
+class Refused(ValueError):
+    """A message that cannot be added now (the case is answered, nothing was asked, ...): a 4xx with this reason;
+    ``status`` the HTTP status that says it, ``key`` the catalogue text the person reads."""
+
+    def __init__(self, reason: str, status: int = 409, key: str = "reply.refused") -> None:
+        super().__init__(reason)
+        self.status, self.key = status, key
+
+
+def _clean(text: str | None) -> str | None:
+    text = (text or "").strip()
+    if "\x00" in text:
+        raise Refused("the message holds a NUL character (a control character no text needs)", 400)
+    if len(text) > MAX_MESSAGE:
+        raise Refused(f"the message is longer than {MAX_MESSAGE} characters", 422, "reply.refused.long")
+    return text or None
+
+
+def ask_person(db: Session, case: Case, expert: Expert, request: str | None, text: str | None) -> Message:
+    """The expert asks the person something (a canned request of REQUESTS, a free-text question, or both): the case
+    waits for the person ("asked") until they reply on their follow-up page."""
+    if request is not None and request not in REQUESTS:
+        raise Refused(f"unknown request: one of {', '.join(REQUESTS)}", 400)
+    text = _clean(text)
+    if request is None and text is None:
+        raise Refused("nothing to ask: choose a request or write a question", 400)
+    if case.status == "answered":
+        raise Refused(f"case {case.number} is answered: change the answer instead")
+    kind = REQUESTS[request][0] if request else "question"
+    message = Message(author="expert", kind=kind, canned=request, text=text, expert_id=expert.id)
+    case.messages.append(message)
+    case.status = "asked"
+    db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="asked the person", case_number=case.number,
+                      detail=request or "question"))
+    db.commit()
+    return message
+
+
+def check_reply(case: Case) -> None:
+    """Refuse a reply the expert did not ask for (before any photo is read or stored)."""
+    if case.status == "answered":
+        raise Refused("the expert has answered this case: it takes no more replies", key="reply.refused.answered")
+    if case.status != "asked":
+        raise Refused("the expert has not asked you anything: there is nothing to reply to",
+                      key="reply.refused.not-asked")
+
+
+def reply(db: Session, store: PhotoStore, screener: Screener, case: Case, text: str | None,
+          photo: Image.Image | None) -> Message:
+    """The person's reply (text and/or one photo) to the expert's question: the photo stored like the case's own
+    (metadata stripped, at most STORED_MAX_SIDE, screened again by the server) as a companion of the case's photo,
+    written before its row; the case goes back to the queue, marked "replied". The audit log records that the
+    person replied and what they sent, not their words."""
+    check_reply(case)
+    text = _clean(text)
+    if text is None and photo is None:
+        raise Refused("an empty reply: write something or choose a photo", 400, "reply.refused.empty")
+    name, screening = None, None
+    if photo is not None:
+        jpeg = strip_metadata(photo, max_side=STORED_MAX_SIDE)
+        answer = screener.screen(load_image(jpeg))
+        screening = {"answer": answer.answer, "reason": answer.reason, "predicted": answer.predicted,
+                     "probability": answer.positive_probability, "threshold": answer.threshold}
+        # A random part: two replies racing cannot overwrite each other's file (only one of them is kept).
+        name = store.save_companion(case.photo_file, f"reply-{uuid.uuid4().hex[:12]}.jpg", jpeg)
+    try:
+        # Only the reply that finds the case still "asked" is kept: a second one (a double submit) is refused.
+        if db.execute(update(Case).where(Case.id == case.id, Case.status == "asked")
+                      .values(status="replied")).rowcount != 1:
+            raise Refused("the expert has not asked you anything: there is nothing to reply to",
+                          key="reply.refused.not-asked")
+        message = Message(case_id=case.id, author="person", kind="reply", text=text, photo_file=name,
+                          photo_screening=screening)
+        db.add(message)
+        db.add(AuditEvent(action="person replied", case_number=case.number,
+                          detail=", ".join(part for part, sent in (("text", text), ("photo", name)) if sent)))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        if name is not None:
+            try:
+                store.delete_file(name)
+            except StorageUnavailable:
+                pass  # the case still owns the name: withdrawal or purge removes it with the case
+        raise
+    db.expire(case)  # its status and its messages, as committed
+    return message
+
+
+def unseen(case: Case) -> list[Message]:
+    """The expert's messages the person has not seen on their follow-up page yet."""
+    seen = case.person_seen_at
+    return [m for m in case.messages if m.author == "expert" and (seen is None or m.created_at > seen)]
+
+
+def mark_seen(db: Session, case: Case) -> None:
+    """The person has opened the follow-up page: what it shows now is no longer new. Written only when something
+    was new, and a database that refuses the write (read-only, full) still lets the page be read: the messages
+    then stay new until a later visit."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not unseen(case):
+        return
+    latest = max(m.created_at for m in case.messages)
+    case.person_seen_at = max(utcnow(), latest)
+    try:
+        db.commit()
+    except DBAPIError:
+        db.rollback()
+        log.warning("could not record that a follow-up page was seen (the database refused the write)")
+
+
+def message_by_id(case: Case, message_id: int) -> Message | None:
+    return next((m for m in case.messages if m.id == message_id), None)
+
+
+# The follow-up page's PIN.
+
+def check_pin(case: Case, pin: str) -> bool:
+    return case.pin_hash is not None and verify_password(case.pin_hash, pin)
+
+
+def unlock_cookie(case: Case, token: str) -> str:
+    """The value of the cookie that keeps this case's page open for UNLOCK_LIFETIME once its PIN was given."""
+    expires = int(utcnow().timestamp() + UNLOCK_LIFETIME.total_seconds())
+    return f"{expires}.{unlock_mac(case.pin_hash, token, expires)}"
+
+
+def unlocked(case: Case, token: str, cookie: str | None) -> bool:
+    """Whether this request may see the case: no PIN, or a cookie from unlock_cookie that has not expired."""
+    import hmac
+
+    if case.pin_hash is None:
+        return True
+    expires, _, mac = (cookie or "").partition(".")
+    if not expires.isdigit() or int(expires) < utcnow().timestamp():
+        return False
+    return hmac.compare_digest(mac, unlock_mac(case.pin_hash, token, int(expires)))
 
 
 def audit(db: Session, action: str, expert: Expert | None = None, case_number: str | None = None,

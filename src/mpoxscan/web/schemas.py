@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr,
 
 from mpoxscan.web import i18n
 from mpoxscan.web.cases import MAX_PHOTOS, QUESTIONS
+from mpoxscan.web.security import PIN_PATTERN
 
 Answer = Literal["positive", "negative", "cannot tell"]
 
@@ -69,6 +70,8 @@ class CaseForm(PhotoForm):
     mpox_contact: Literal[QUESTIONS["mpox_contact"]] | None = Field(
         None, description="close contact with someone who has or may have mpox")
     age_band: Literal[QUESTIONS["age_band"]] | None = Field(None, description="the person's age band")
+    pin: str | None = Field(None, pattern=PIN_PATTERN, description="an optional PIN of 4 to 6 digits that locks the "
+                                                                   "follow-up page (only its hash is stored)")
 
     @model_validator(mode="before")
     @classmethod
@@ -138,11 +141,27 @@ class ScreenAnswer(BaseModel):
                                                   "URL (for a page that cannot decode the photo itself)")
 
 
+class ThreadMessage(BaseModel):
+    """One turn of the conversation about a case, as the person reads it (their own reply photo is never sent back:
+    only that one was sent)."""
+
+    author: Literal["expert", "person"]
+    kind: Literal["question", "photo-request", "reply", "conclusion"]
+    canned_text: str | None = Field(description="the expert's canned request, or the conclusion's verdict, in the "
+                                                "case's language")
+    text: str | None = Field(description="the free text written by the expert or the person")
+    photo_sent: bool = Field(description="the person's reply carried a photo")
+    sent_at: str = Field(description="when (UTC, ISO 8601)")
+    new: bool = Field(description="an expert's message the person has not seen on the follow-up page yet")
+
+
 class CaseStatus(BaseModel):
     """What the person may see of their case (never the photo: a leaked link shows no picture)."""
 
     number: str = Field(description="the case number, e.g. K7QF-2M9D")
-    status: Literal["waiting", "answered"]
+    status: Literal["waiting", "asked", "replied", "answered"] = Field(
+        description="waiting for an expert; asked: the expert asked the person something (reply on the follow-up "
+                    "page); replied: back with the expert; answered")
     sent_at: str = Field(description="when the case arrived (UTC, ISO 8601)")
     verdict: str | None = Field(description="the expert's verdict code, once answered")
     language: str = Field(description="the case's language (the person's)")
@@ -150,6 +169,9 @@ class CaseStatus(BaseModel):
     message: str | None = Field(description="the expert's message, if any")
     answered_at: str | None
     disclaimer: str
+    messages: list[ThreadMessage] = Field(default_factory=list, description="the conversation, oldest first")
+    unseen: int = Field(0, description="the expert's messages not yet seen on the follow-up page ('new answer')")
+    locked: bool = Field(False, description="the follow-up page asks for the PIN chosen at sending")
 
 
 class CaseSent(CaseStatus):

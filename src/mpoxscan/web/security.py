@@ -34,6 +34,28 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+PIN_PATTERN = r"^[0-9]{4,6}$"
+
+
+def hash_pin(pin: str) -> str:
+    """A follow-up page's PIN (4 to 6 digits), hashed like a password: a copy of the database does not show it, and
+    the hash's cost slows a guesser who has one (the rate limit per case slows one who has only the link)."""
+    import re
+
+    if not re.fullmatch(PIN_PATTERN, pin):
+        raise ValueError("a PIN is 4 to 6 digits")
+    return _hasher.hash(pin)
+
+
+def unlock_mac(pin_hash: str, token: str, expires: int) -> str:
+    """The proof in a case's unlock cookie that its PIN was given, until ``expires`` (Unix time): keyed by the PIN's
+    hash (only in the database; a new PIN makes old cookies worthless) and bound to the link's token, so that every
+    worker checks it without state of its own."""
+    import hmac
+
+    return hmac.new(pin_hash.encode(), f"{token_hash(token)}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
 def dummy_verify() -> None:
     """Spend the time of a real check, so that a login for an unknown address takes as long as a wrong password."""
     verify_password(_DUMMY_HASH, "not the password")
@@ -60,7 +82,7 @@ def new_case_number() -> str:
 
 #: Kinds counted only when they fail (a right password is not an attempt to guess one): tested before the request,
 #: counted by ``record_failure`` after it.
-FAILURE_COUNTED = {"logins"}
+FAILURE_COUNTED = {"logins", "pins"}
 
 
 @contextmanager
@@ -81,13 +103,15 @@ class RateLimits:
 
     Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
     default, is this process's memory: reset by a restart and not shared between workers; ``redis://host:port`` is
-    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins, the limit that guards passwords, are counted in the database when ``sessions``
-    is given (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
+    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins and wrong
+    follow-up PINs (per case), the limits that guard secrets, are counted in the database when ``sessions`` is given
+    (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
     count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
 
     uploads: str = "20/hour"
     screens: str = "120/hour"
     logins: str = "10/15minutes"
+    pins: str = "5/15minutes"  # wrong PINs per case (the key is the case, not the address: guessers share it)
     storage: str = "memory://"
     sessions: Any = None  # a sessionmaker: failed sign-ins in the database
     _items: dict[str, RateLimitItem] = field(default_factory=dict)

@@ -5,7 +5,8 @@ a reason).
 Naming rule (what the sweep relies on): a stored file belongs to a case when its name *starts with the stem of the
 case's ``photo_file``* and the next character, if any, is not a letter or a digit: ``3f2a...e9.jpg`` is the (first)
 photo; its heat map ``3f2a...e9.heatmap.png``, the case's other photos ``3f2a...e9.2.jpg``, ``3f2a...e9.3.jpg`` and
-their maps ``3f2a...e9.2.heatmap.png`` lie beside it and are kept as long as the case is. The stems are random
+their maps ``3f2a...e9.2.heatmap.png``, and photos the person sent in reply to the expert
+(``3f2a...e9.reply-<hex>.jpg``) lie beside it and are kept as long as the case is. The stems are random
 (uuid4 hex), never the case number. Temporary files are hidden (``.NAME.part``); the lock file lies beside the folder
 (``DATA_DIR/photos.lock``), not in it."""
 
@@ -95,9 +96,7 @@ class PhotoStore:
     def save_extra(self, name: str, position: int, jpeg: bytes) -> str:
         """Write a case's photo ``position`` (2, 3) beside its first photo ``name``, as durably, as
         ``<stem>.<position>.jpg``: the first photo's stem owns it (deleted and swept with the case)."""
-        extra = _extra_name(name, position)
-        self._write(self.root / extra, jpeg, f"photo {position}")
-        return extra
+        return self.save_companion(name, f"{position}.jpg", jpeg, f"photo {position}")
 
     def heatmap_path(self, name: str) -> Path:
         """Where the server's heat map of photo ``name`` is kept: beside it, a companion by the naming rule (deleted
@@ -107,6 +106,13 @@ class PhotoStore:
     def save_heatmap(self, name: str, png: bytes) -> None:
         """Write the heat map of photo ``name`` as durably as the photo (StorageUnavailable on failure)."""
         self._write(self.heatmap_path(name), png, "heat map")
+
+    def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
+        """Write a file that belongs to photo ``name`` (``<stem>.<suffix>``, e.g. a reply photo ``<stem>.reply-
+        <id>.jpg``) as durably as the photo: deleted and swept with it by the naming rule. Returns its name."""
+        companion = f"{Path(name).stem}.{suffix}"
+        self._write(self.root / companion, data, what)
+        return companion
 
     def _write(self, path: Path, data: bytes, what: str) -> None:
         # A temporary name of its own: two first views of an old case may draw its heat map at once.
@@ -166,6 +172,15 @@ class PhotoStore:
         try:
             for path in [self.path(name), *self._companions(Path(name).stem)]:
                 path.unlink(missing_ok=True)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot delete the photo: {storage_reason(exc)}") from exc
+
+    def delete_file(self, name: str) -> None:
+        """Remove this one file and nothing else (a companion written for a row that was not kept); delete() is
+        for a case: its photo and everything that belongs to it."""
+        try:
+            self.path(name).unlink(missing_ok=True)
             _fsync_dir(self.root)
         except OSError as exc:
             raise StorageUnavailable(f"cannot delete the photo: {storage_reason(exc)}") from exc
@@ -296,15 +311,18 @@ class DatabasePhotoStore:
 
     def save_extra(self, name: str, position: int, jpeg: bytes) -> str:
         """A case's photo ``position`` (2, 3) as a row named ``<stem>.<position>.jpg`` (see PhotoStore.save_extra)."""
-        extra = _extra_name(name, position)
-        self._write(extra, jpeg, f"photo {position}")
-        return extra
+        return self.save_companion(name, f"{position}.jpg", jpeg, f"photo {position}")
 
     def heatmap_name(self, name: str) -> str:
         return f"{Path(name).stem}.heatmap.png"
 
     def save_heatmap(self, name: str, png: bytes) -> None:
         self._write(self.heatmap_name(name), png, "heat map")
+
+    def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
+        companion = f"{Path(name).stem}.{suffix}"
+        self._write(companion, data, what)
+        return companion
 
     def _write(self, name: str, data: bytes, what: str) -> None:
         from sqlalchemy import delete, insert
@@ -366,6 +384,18 @@ class DatabasePhotoStore:
                 mine = [n for n in rows if owner_stem(n) == stem]
                 if mine:
                     connection.execute(delete(StoredPhoto).where(StoredPhoto.name.in_(mine)))
+        except DBAPIError as exc:
+            raise StorageUnavailable(f"cannot delete the photo: {database_reason(exc)}") from exc
+
+    def delete_file(self, name: str) -> None:
+        from sqlalchemy import delete
+        from sqlalchemy.exc import DBAPIError
+
+        from mpoxscan.web.tables import StoredPhoto
+
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(delete(StoredPhoto).where(StoredPhoto.name == Path(name).name))
         except DBAPIError as exc:
             raise StorageUnavailable(f"cannot delete the photo: {database_reason(exc)}") from exc
 
@@ -473,13 +503,6 @@ class DatabasePhotoStore:
         finally:
             if exclusive is not None:
                 self._unlock_exclusive(exclusive)
-
-
-def _extra_name(name: str, position: int) -> str:
-    stem = Path(name).stem
-    if not _STEM.fullmatch(stem) or position not in (2, 3):  # a stem that owns it by the naming rule, and no path
-        raise ValueError(f"no extra photo {position} for {name!r}")
-    return f"{stem}.{position}.jpg"
 
 
 def owner_stem(name: str) -> str:

@@ -108,6 +108,13 @@ class Case(Base):
     photos: Mapped[list[CasePhoto]] = relationship(back_populates="case", order_by="CasePhoto.position",
                                                    cascade="all, delete-orphan")
 
+    # An optional PIN chosen at sending locks the follow-up page: only its argon2 hash is kept (migration 0007).
+    pin_hash: Mapped[str | None] = mapped_column(String(200))
+    # When the person last opened their unlocked follow-up page: expert messages after it are "new" to them.
+    person_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="case", cascade="all, delete-orphan", order_by="(Message.created_at, Message.id)")
+
 
 class CasePhoto(Base):
     """One photo of a case, with what the phone and the server's re-screening answered for it. Stored files follow
@@ -130,6 +137,29 @@ class CasePhoto(Base):
     answer: Mapped[str] = mapped_column(String(12))
     answer_reason: Mapped[str | None] = mapped_column(String(64))
     case: Mapped[Case] = relationship(back_populates="photos")
+
+
+class Message(Base):
+    """One turn of the conversation about a case: the expert's question or request for a photo, the person's reply
+    (text and/or one photo, stored by the photo store's naming rule as ``<stem>.reply-<id>.jpg``), the expert's
+    conclusion (the answer). Deleted with its case (withdrawal, purge)."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(8))  # "expert" or "person"
+    kind: Mapped[str] = mapped_column(String(16))  # "question", "photo-request", "reply" or "conclusion"
+    # A canned text the person reads in their language (catalogue "request.<code>" or, for a conclusion, the
+    # verdict code "verdict.<code>"); ``text`` is the free text beside it.
+    canned: Mapped[str | None] = mapped_column(String(40))
+    text: Mapped[str | None] = mapped_column(Text)
+    photo_file: Mapped[str | None] = mapped_column(String(80))
+    # The server's screening of a reply photo (answer, reason, probability), as for the case's own photo.
+    photo_screening: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expert_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id", ondelete="SET NULL"))
+    case: Mapped[Case] = relationship(back_populates="messages")
+    expert: Mapped[Expert | None] = relationship()
 
 
 class AuditEvent(Base):

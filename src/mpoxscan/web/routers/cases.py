@@ -5,19 +5,23 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from mpoxscan.web import cases as service
 from mpoxscan.web import i18n, notify
 from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
-                               open_upload, read_photo, templates)
-from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy
+                               open_upload, read_photo, same_origin, templates)
+from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy, ThreadMessage
 from mpoxscan.web.settings import Settings
 
 router = APIRouter()
+#: The cookie that keeps a PIN-locked case open for a while once its PIN was given: one per case, scoped to the
+#: case's own paths (its page and its status), so that it opens nothing else.
+UNLOCK_COOKIE = "mpoxscan_unlock"
+LOCKED = "this case is locked: open its follow-up page and give the PIN chosen when it was sent"
 
 
 def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
@@ -28,11 +32,27 @@ def _check_probabilities(probabilities: dict[str, float], classes: list[str]) ->
         raise HTTPException(400, "probabilities must lie in [0, 1] and sum to 1")
 
 
+def thread(case, lang: str) -> list[ThreadMessage]:
+    """The conversation as the person reads it: canned requests and verdicts in ``lang``; the expert's messages they
+    have not seen yet marked new."""
+    new = {m.id for m in service.unseen(case)}
+
+    def canned(m) -> str | None:
+        if m.canned is None:
+            return None
+        return i18n.text(lang, f"verdict.{m.canned}" if m.kind == "conclusion" else f"request.{m.canned}")
+
+    return [ThreadMessage(author=m.author, kind=m.kind, canned_text=canned(m), text=m.text,
+                          photo_sent=m.photo_file is not None, sent_at=m.created_at.isoformat(timespec="seconds"),
+                          new=m.id in new) for m in case.messages]
+
+
 def case_status(case, lang: str | None = None) -> CaseStatus:
     """What the person may see of their case (never the photo: a leaked link shows no picture). The expert's canned
     answer and the disclaimer are in ``lang`` (default: the case's own language)."""
     lang = lang or case.language
-    return CaseStatus(
+    messages = thread(case, lang)
+    return CaseStatus(messages=messages, unseen=sum(m.new for m in messages), locked=case.pin_hash is not None,
         number=case.number, status=case.status, sent_at=case.created_at.isoformat(timespec="seconds"),
         verdict=case.verdict, language=case.language,
         verdict_text=i18n.text(lang, f"verdict.{case.verdict}") if case.verdict in service.VERDICTS else None,
@@ -64,14 +84,17 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
             for raw, (k, _file, computed, probs) in zip(extra_data, extras)]
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256,
-        form.language or i18n.choose(request), more=more, answers=form.answers())
+        form.language or i18n.choose(request), form.pin, more=more, answers=form.answers())
     if settings.notify_url:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
             case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
-    return CaseSent(**case_status(submitted.case).model_dump(), follow_up=f"/c/{submitted.token}",
-                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos))
+    # Off the event loop: the status reads the case's conversation from the database, and a loop blocked on a
+    # connection that other requests' sessions hold stalls every request (50 at once once waited 120 s).
+    status = await run_in_threadpool(lambda: (case_status(submitted.case), len(submitted.case.photos)))
+    return CaseSent(**status[0].model_dump(), follow_up=f"/c/{submitted.token}",
+                    model_matches=form.model_sha256 == served_sha256, photos=status[1])
 
 
 def public_base(request: Request, settings: Settings) -> str:
@@ -100,9 +123,14 @@ def privacy(settings: AppSettings) -> Privacy:
                    stored_photo_max_side=service.STORED_MAX_SIDE)
 
 
-@router.get("/api/cases/{token}")
-def case_json(token: str, db: DbSession) -> CaseStatus:
-    return case_status(_case_or_404(db, token))
+@router.get("/api/cases/{token}", responses={401: {"description": LOCKED}})
+def case_json(token: str, request: Request, db: DbSession) -> CaseStatus:
+    """The case's status and conversation (what the phone's list and its notifications read). A case locked by a
+    PIN answers 401 unless this browser gave the PIN on the follow-up page a short while ago."""
+    case = _case_or_404(db, token)
+    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+        return JSONResponse({"detail": LOCKED, "locked": True}, status_code=401)
+    return case_status(case)
 
 
 def _person_page(request: Request, context: dict, lang: str, status_code: int = 200):
@@ -113,20 +141,112 @@ def _person_page(request: Request, context: dict, lang: str, status_code: int = 
     return response
 
 
+def _locked_page(request: Request, token: str, lang: str, error: str | None = None, status_code: int = 200,
+                 headers: dict | None = None):
+    """All a locked case shows: that it is locked, and where to give its PIN."""
+    response = _person_page(request, {"case": None, "locked": True, "token": token, "pin_error": error}, lang,
+                            status_code=status_code)
+    response.headers.update(headers or {})
+    return response
+
+
 @router.get("/c/{token}", response_class=HTMLResponse, include_in_schema=False)
 def follow_up_page(request: Request, token: str, db: DbSession):
     case = service.case_by_token(db, token)
     if case is None:
         return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
     lang = i18n.choose(request, case.language)  # the case's language unless the person picked another
-    return _person_page(request, {"case": case_status(case, lang).model_dump(), "token": token, "created_at": case.created_at,
-                                  "answered_at": case.answered_at}, lang)
+    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+        return _locked_page(request, token, lang)
+    return _follow_up(request, db, case, token, lang)
+
+
+def _follow_up(request: Request, db: Session, case, token: str, lang: str, reply_error: str | None = None,
+               status_code: int = 200):
+    """The person's page: the case, the conversation (the expert's messages not seen before marked new, and seen
+    from now on), the reply form when the expert asked something, the expert's answer, withdrawal."""
+    status = case_status(case, lang)
+    conclusion = next((m for m in reversed(status.messages) if m.kind == "conclusion"), None)
+    context = {"case": status.model_dump(), "token": token, "created_at": case.created_at,
+               "answered_at": case.answered_at, "conclusion_new": bool(conclusion and conclusion.new),
+               # The thread's dates as datetimes: the template formats them for the language.
+               "thread": [(m, case.messages[i].created_at) for i, m in enumerate(status.messages)
+                          if m.kind != "conclusion"],
+               "replied": "replied" in request.query_params, "reply_error": reply_error,
+               "max_message": service.MAX_MESSAGE}
+    service.mark_seen(db, case)
+    return _person_page(request, context, lang, status_code=status_code)
+
+
+@router.post("/c/{token}/unlock", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(same_origin)])
+def unlock(request: Request, token: str, pin: Annotated[str, Form(max_length=16)], db: DbSession,
+           settings: AppSettings):
+    """The PIN chosen at sending opens the case's page (and its status, for this phone's list) for
+    UNLOCK_LIFETIME. Wrong PINs are counted per case in the database: a few, then a wait (whoever tries)."""
+    case = _case_or_404(db, token)
+    lang = i18n.choose(request, case.language)
+    if case.pin_hash is None:
+        return RedirectResponse(f"/c/{token}", status_code=303)
+    limits, key = request.app.state.limits, f"case {case.id}"
+    if not limits.allow("pins", key):
+        wait = limits.retry_after("pins", key)
+        minutes = -(-wait // 60)
+        return _locked_page(request, token, lang, i18n.text(lang, "pin.limited", minutes=minutes, count=minutes),
+                            429, {"Retry-After": str(wait)})
+    if not service.check_pin(case, pin):
+        limits.record_failure("pins", key)
+        service.audit(db, "wrong PIN", case_number=case.number)
+        return _locked_page(request, token, lang, i18n.text(lang, "pin.wrong"), 401)
+    response = RedirectResponse(f"/c/{token}", status_code=303)
+    value = service.unlock_cookie(case, token)
+    for path in (f"/c/{token}", f"/api/cases/{token}"):
+        response.set_cookie(UNLOCK_COOKIE, value, max_age=int(service.UNLOCK_LIFETIME.total_seconds()), path=path,
+                            httponly=True, samesite="strict", secure=settings.secure_cookies)
+    return response
+
+
+@router.post("/c/{token}/reply", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(same_origin), Depends(no_repeated_fields)])
+async def reply(request: Request, token: str, db: DbSession, photos: Photos, screener: ModelScreener,
+                settings: AppSettings, text: Annotated[str, Form()] = "",
+                photo: Annotated[UploadFile | None, File()] = None):
+    """The person answers the expert's question: text and/or one photo (the upload's checks and limits, counted
+    against the same rate limit as cases sent, before the body is read). Refused with the reason, in the person's
+    language, when the expert asked nothing, the case is answered, or the reply is empty or too long."""
+    # The database's work runs off the event loop, as every other route's does (a busy SQLite waits for its lock).
+    case = await run_in_threadpool(service.case_by_token, db, token)
+    if case is None:
+        return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
+    lang = i18n.choose(request, case.language)
+    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+        return _locked_page(request, token, lang, status_code=401)
+
+    async def refused(key: str, reason: str, status_code: int):
+        return await run_in_threadpool(_follow_up, request, db, case, token, lang,
+                                       i18n.text(lang, key, reason=reason), status_code)
+
+    try:
+        service.check_reply(case)  # before the photo is read: nothing to store for a reply nobody asked for
+        image = None
+        data = await read_photo(photo, settings) if photo is not None else b""
+        if data:  # a form sent without a photo still has the field, empty
+            image = await run_in_threadpool(open_upload, data, settings)
+        await run_in_threadpool(service.reply, db, photos, screener, case, text, image)
+    except service.Refused as exc:
+        return await refused(exc.key, str(exc), exc.status)
+    except HTTPException as exc:
+        return await refused("reply.refused.photo", str(exc.detail), exc.status_code)
+    return RedirectResponse(f"/c/{token}?replied=1", status_code=303)
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)
 def withdraw(request: Request, token: str, db: DbSession, photos: Photos):
-    """The person deletes their case: the photo and the case go; the audit log keeps the number only."""
+    """The person deletes their case: the photo, the replies' photos and the case go; the audit log keeps the
+    number only. A case locked by a PIN must be unlocked first."""
     case = _case_or_404(db, token)
     number, lang = case.number, i18n.choose(request, case.language)
+    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+        return _locked_page(request, token, lang, status_code=401)
     service.withdraw_case(db, photos, case)
     return _person_page(request, {"case": None, "withdrawn": number}, lang)

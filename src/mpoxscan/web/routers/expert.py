@@ -53,9 +53,13 @@ def logout(request: Request, db: DbSession):
 def queue_page(request: Request, db: DbSession, expert: CurrentExpert, order: str = "priority"):
     if order not in ("priority", "age"):
         raise HTTPException(400, "order must be 'priority' or 'age'")
+    counts = service.counts(db)
     return templates.TemplateResponse(request, "queue.html", {
         "expert": expert, "order": order, "waiting": service.queue(db, order), "answered": service.answered(db),
-        "counts": service.counts(db), "just_answered": request.query_params.get("answered")})
+        "asked": service.asked(db),
+        "counts": counts, "in_queue": sum(counts.get(status, 0) for status in service.QUEUED),
+        "just_answered": request.query_params.get("answered"),
+        "just_asked": request.query_params.get("asked")})
 
 
 def _case(db: Session, number: str):
@@ -74,7 +78,8 @@ def case_page(request: Request, number: str, db: DbSession, screener: ModelScree
     rows = [(c, [(p.probabilities.get(c), p.device_probabilities.get(c)) for p in photos]) for c in screener.classes]
     return templates.TemplateResponse(request, "case.html", {
         "expert": expert, "case": case, "photos": photos, "rows": rows, "verdicts": service.VERDICTS,
-        "answers": service.question_answers(case)})
+        "answers": service.question_answers(case), "requests": service.REQUESTS,
+        "max_message": service.MAX_MESSAGE})
 
 
 def _photo(case, position: int):
@@ -129,8 +134,9 @@ async def case_heatmap_n(number: str, position: int, db: DbSession, photos: Phot
 
 
 async def _send_heatmap(number: str, position: int, db: Session, photos: service.PhotoStore, screener, expert):
-    case = _case(db, number)
-    name = _photo(case, position).photo_file
+    # Every database call off the event loop (a busy SQLite or a full connection pool would stall every request).
+    case = await run_in_threadpool(_case, db, number)
+    name = (await run_in_threadpool(_photo, case, position)).photo_file
 
     def read_or_draw() -> bytes:
         png = photos.read_heatmap(name)
@@ -148,7 +154,7 @@ async def _send_heatmap(number: str, position: int, db: Session, photos: service
 
     png = await run_in_threadpool(read_or_draw)
     # The map is drawn on the photo: it shows the photo.
-    service.audit(db, "viewed heat map", expert, case.number, _detail(position))
+    await run_in_threadpool(service.audit, db, "viewed heat map", expert, case.number, _detail(position))
     return Response(png, media_type="image/png")
 
 
@@ -162,6 +168,33 @@ def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: 
         raise HTTPException(400, "the message holds a NUL character (a control character no text needs)")
     service.answer_case(db, case, expert, verdict, message)
     return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
+
+
+@router.post("/cases/{number}/ask", dependencies=[Depends(same_origin)])
+def ask(number: str, db: DbSession, expert: CurrentExpert, request: Annotated[str, Form()] = "",
+        text: Annotated[str, Form(max_length=4 * service.MAX_MESSAGE)] = ""):
+    """Ask the person: a canned request (``request``, read in their language) and/or a question (``text``). The
+    case leaves the queue until they reply."""
+    case = _case(db, number)
+    try:
+        service.ask_person(db, case, expert, request or None, text)
+    except service.Refused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return RedirectResponse(f"/expert?asked={case.number}", status_code=303)
+
+
+@router.get("/cases/{number}/messages/{message_id}/photo.jpg")
+def reply_photo(number: str, message_id: int, db: DbSession, photos: Photos, expert: CurrentExpert):
+    """A photo the person sent in reply (through the photo store, like the case's own)."""
+    case = _case(db, number)
+    message = service.message_by_id(case, message_id)
+    if message is None or message.photo_file is None:
+        raise HTTPException(404, f"case {case.number} has no reply photo {message_id}")
+    data = photos.read(message.photo_file)
+    if data is None:
+        raise HTTPException(404, f"the reply photo of case {case.number} is missing from the photo store")
+    service.audit(db, "viewed reply photo", expert, case.number, detail=str(message_id))
+    return Response(data, media_type="image/jpeg")
 
 
 @router.get("/audit", response_class=HTMLResponse)

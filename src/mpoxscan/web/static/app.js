@@ -71,7 +71,7 @@ function clearAnswer() {
   SAY($("verdict"), null); SAY($("explain"), null); $("verdict").className = "";
   $("verdict").hidden = true; $("next-steps").hidden = true;  // no empty heading between answers
   $("error").hidden = true; SAY($("error"), null);
-  $("consent").checked = false; sending = false; adding = false;
+  $("consent").checked = false; $("pin").value = ""; sending = false; adding = false;
   // The other photos and the answers to the questions belong to the case of the photo that was on screen.
   $("more-list").replaceChildren(); SAY($("more-status"), null);
   for (const select of $("questions").querySelectorAll("select")) select.value = "";
@@ -284,6 +284,12 @@ async function sendCase() {
     $("consent").focus();
     return;
   }
+  const pin = $("pin").value.trim();
+  if (pin && !/^[0-9]{4,6}$/.test(pin)) {
+    SAY($("send-status"), "pin.invalid");
+    $("pin").focus();
+    return;
+  }
   const theCase = current;  // this photo and its answer, whatever is picked while sending
   sending = true; updateSend();  // one photo, one case: no double sending
   SAY($("send-status"), "send.sending");
@@ -308,6 +314,7 @@ async function sendCase() {
     for (const select of $("questions").querySelectorAll("select")) {
       if (select.value) form.append(select.name, select.value);
     }
+    if (pin) form.append("pin", pin);  // the server keeps its hash only; this page forgets it once sent
     const response = await fetch("/api/cases", { method: "POST", body: form });
     const answer = await response.json();
     const link = response.ok ? location.origin + answer.follow_up : null;
@@ -322,6 +329,7 @@ async function sendCase() {
       SAY($("send-status"), "send.refused", { reason: answer.detail }); sending = false; updateSend(); return;
     }
     SAY($("send-status"), null);
+    $("pin").value = "";
     $("sent-number").textContent = answer.number;
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
@@ -336,9 +344,12 @@ async function sendCase() {
 }
 
 // This phone's sent cases, each with its status asked from the server with the case's own link (its token); a case
-// the server no longer has (withdrawn by the person, or purged) leaves the list.
-const caseStatus = {};  // link -> "waiting" | "answered" | "unknown", as last asked
+// the server no longer has (withdrawn by the person, or purged) leaves the list. A case locked by a PIN tells its
+// status only to a browser that gave the PIN a short while ago (the follow-up page's cookie); else "locked".
+const caseStatus = {};  // link -> "waiting" | "asked" | "replied" | "answered" | "locked" | "unknown", as last asked
+const caseNew = {};  // link -> the expert wrote since the person last opened the case's page
 let listing = 0;  // which listing is the latest: an older one's answers are dropped
+const POLL_MS = 60000;  // while the page is open (or installed and open), the list is asked again every minute
 
 function myCases() { return JSON.parse(localStorage.getItem(MY_CASES) || "[]"); }
 
@@ -356,8 +367,15 @@ function drawMyCases(mine) {
       SAY(label, "cases.status." + status);
       li.append(" · ", label);
     }
+    if (caseNew[c.link]) {
+      li.dataset.new = "1";
+      const badge = Object.assign(document.createElement("span"), { className: "new-badge" });
+      SAY(badge, "cases.new");
+      li.append(" ", badge);
+    }
     return li;
   }));
+  offerNotifications(mine.length > 0);
 }
 
 async function listMyCases() {
@@ -365,18 +383,58 @@ async function listMyCases() {
   drawMyCases(myCases());
   const answers = await Promise.all(myCases().map(async (c) => {
     try {
-      const response = await fetch("/api/cases/" + encodeURIComponent(new URL(c.link).pathname.split("/c/")[1]));
-      if (response.status === 404) return [c.link, "gone"];
-      if (!response.ok) return [c.link, "unknown"];
-      const status = (await response.json()).status;
-      return [c.link, status === "withdrawn" ? "gone" : status];  // should a server keep a withdrawn case's row
-    } catch (err) { return [c.link, "unknown"]; }
+      const response = await fetch("/api/cases/" + encodeURIComponent(new URL(c.link).pathname.split("/c/")[1]),
+                                   { credentials: "same-origin" });
+      if (response.status === 404) return [c.link, "gone", null];
+      if (response.status === 401) return [c.link, "locked", null];
+      if (!response.ok) return [c.link, "unknown", null];
+      const data = await response.json();
+      return [c.link, data.status === "withdrawn" ? "gone" : data.status, data];  // should a server keep the row
+    } catch (err) { return [c.link, "unknown", null]; }
   }));
   if (turn !== listing) return;
-  for (const [link, status] of answers) caseStatus[link] = status;
-  const kept = myCases().filter((c) => caseStatus[c.link] !== "gone");  // re-read: a case may have been sent meanwhile
+  const fresh = {};
+  for (const [link, status, data] of answers) {
+    caseStatus[link] = status; fresh[link] = data;
+    if (data) caseNew[link] = data.unseen > 0;
+  }
+  // Re-read: a case may have been sent meanwhile.
+  const kept = myCases().filter((c) => caseStatus[c.link] !== "gone").map((c) => tellIfNew(c, fresh[c.link]));
   localStorage.setItem(MY_CASES, JSON.stringify(kept));
   drawMyCases(kept);
+}
+
+// A local notification (no push server: this page asks while it is open) when the expert wrote something the
+// person has not seen, once per message: `told` is how many of the expert's messages were already told or seen.
+function tellIfNew(c, data) {
+  if (!data) return c;
+  const written = data.messages.filter((m) => m.author === "expert").length;
+  if (data.unseen === 0) return { ...c, told: written };
+  if (written <= (c.told || 0)) return c;
+  if (!("Notification" in window) || Notification.permission !== "granted" || !("serviceWorker" in navigator)) return c;
+  navigator.serviceWorker.ready.then((registration) => registration.showNotification(T("notify.title"), {
+    body: T("notify.body", { number: c.number }), tag: "mpoxscan-" + c.number, data: { url: c.link },
+    icon: "/static/icon-192.png" }))
+    .then(() => { (window.mpoxscanNotified = window.mpoxscanNotified || []).push(c.number); })
+    .catch(() => {});
+  return { ...c, told: written };
+}
+
+// The button that asks the browser for notifications: shown once this phone has sent a case, never asked on load.
+function offerNotifications(haveCases) {
+  const can = "Notification" in window && "serviceWorker" in navigator;
+  const permission = can ? Notification.permission : "denied";
+  $("notify").hidden = !can || !haveCases || permission !== "default";
+  if (!can || !haveCases) SAY($("notify-status"), null);
+  else if (permission === "granted") SAY($("notify-status"), "notify.on");
+  else if (permission === "denied") SAY($("notify-status"), "notify.denied");
+  else SAY($("notify-status"), null);
+}
+
+async function askNotifications() {
+  try { await Notification.requestPermission(); } catch (err) { /* an old browser: the state below says it */ }
+  offerNotifications(myCases().length > 0);
+  if (Notification.permission === "granted") listMyCases();
 }
 
 function clearMyCases() {
@@ -533,4 +591,8 @@ $("more-photo").addEventListener("change", () => {
 $("consent").addEventListener("change", updateSend);
 $("send").addEventListener("click", sendCase);
 $("clear-cases").addEventListener("click", clearMyCases);
+$("notify").addEventListener("click", askNotifications);
+setInterval(() => { if (myCases().length) listMyCases(); }, POLL_MS);
+document.addEventListener("visibilitychange", () => { if (!document.hidden && myCases().length) listMyCases(); });
+window.mpoxscanCheckCases = listMyCases;  // the tests ask at once rather than wait a minute
 start();

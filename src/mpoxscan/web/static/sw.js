@@ -1,6 +1,7 @@
 // Service worker: after the first visit the page, ONNX Runtime Web and the model come from the cache, so that
 // screening keeps working without a network. The cache name carries a checksum of the model and the page's files
-// (filled in by the server), so a new model or page replaces the old files.
+// (filled in by the server), so a new model or page replaces the old files. The page shows its notifications
+// ("the expert wrote") through this worker's registration; a tap opens the case's page.
 "use strict";
 const CACHE = "mpoxscan-__VERSION__";
 const ASSETS = ["/", "/static/app.js", "/static/resize.js", "/static/answer.js", "/static/messages.js",
@@ -26,4 +27,14 @@ self.addEventListener("fetch", (event) => {
   // Cache first: these files only change with a new version, which renames the cache.
   event.respondWith(caches.match(event.request, { ignoreSearch: true })
     .then((hit) => hit || fetch(event.request)));
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const url = event.notification.data && event.notification.data.url;
+  if (!url || new URL(url).origin !== self.location.origin) return;
+  event.waitUntil(self.clients.matchAll({ type: "window" }).then((windows) => {
+    const open = windows.find((w) => w.url === url);
+    return open ? open.focus() : self.clients.openWindow(url);
+  }));
 });
