@@ -374,13 +374,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=bundled_model())
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "offtask")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where offtask.md/json/png go (another folder for a candidate model than the shipped one)")
     args = parser.parse_args()
     result = run(args.model, args.data.resolve(), args.work)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(result, RESULTS / "offtask.png")
+    args.results.mkdir(parents=True, exist_ok=True)
+    plot(result, args.results / "offtask.png")
     result.pop("plot_data")
-    (RESULTS / "offtask.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "offtask.md").write_text(markdown(result))
+    (args.results / "offtask.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / "offtask.md").write_text(markdown(result))
     print(markdown(result))
 
 

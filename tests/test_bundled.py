@@ -227,3 +227,34 @@ def test_the_card_estimates_can_be_refreshed_without_touching_the_model(tmp_path
     assert written == card and written["cross_validated_metrics"]["protocols"]["patient-grouped 10 folds"]["skin_tone"]
     assert {k: v for k, v in written.items() if k != "cross_validated_metrics"} == {
         k: v for k, v in CARD.items() if k != "cross_validated_metrics"}
+
+
+def test_a_checkpoint_is_reused_only_for_the_same_rows_and_recipe(tmp_path):
+    from dataclasses import replace
+
+    from mpoxscan.data.manifest import ManifestRow, rows_digest, same_training_data, write_manifest
+    from mpoxscan.deploy.bundle import RECIPE, checkpoint_recipe_differs
+
+    rows = [ManifestRow(path=f"/data/a{k}.jpg", source="s", relpath=f"a{k}.jpg", label="Monkeypox" if k % 2 else "Healthy",
+                        source_label="x", group=f"s:P{k}", sha256=f"{k:064x}", width=9, height=9, status="kept")
+            for k in range(4)]
+    write_manifest(tmp_path / "m.csv", rows)
+    data_card = {"manifest_sha256": "bytes of an older file", "rows_sha256": rows_digest(rows)}
+    # curate adding a column (the ITA did) or the data moving leaves the rows a model learns from unchanged
+    write_manifest(tmp_path / "moved.csv", [replace(r, path="/elsewhere/" + r.relpath, ita="12.5") for r in rows])
+    assert same_training_data(tmp_path / "moved.csv", data_card)
+    write_manifest(tmp_path / "relabelled.csv", [replace(rows[0], label="Measles")] + rows[1:])
+    assert not same_training_data(tmp_path / "relabelled.csv", data_card)
+    write_manifest(tmp_path / "regrouped.csv", [replace(rows[0], group="s:P1")] + rows[1:])
+    assert not same_training_data(tmp_path / "regrouped.csv", data_card)
+
+    recipe = {**RECIPE, "options": {RECIPE["strategy"]: {"tone_balance": True}}}
+    card = {"architecture": recipe["architecture"], "strategy": recipe["strategy"],
+            "training": {"views": recipe["views"], "seed": recipe["seed"], "tone_balance": True}}
+    assert checkpoint_recipe_differs(card, recipe) == ""
+    assert "seed" in checkpoint_recipe_differs({**card, "training": {**card["training"], "seed": 7}}, recipe)
+    # a checkpoint trained without the recipe's options (an older card has no such key) is refused
+    older = {**card, "training": {"views": recipe["views"], "seed": recipe["seed"]}}
+    assert "tone_balance False instead of True" in checkpoint_recipe_differs(older, recipe)
+    # and one trained with an option is not shipped under a recipe without it
+    assert "tone_balance True instead of False" in checkpoint_recipe_differs(card, {**recipe, "options": {}})

@@ -82,6 +82,21 @@ def manifest_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def rows_digest(rows: list[ManifestRow]) -> str:
+    """SHA-256 of what a model learns from: each kept row's image checksum, label and patient group, in order.
+    Unlike :func:`manifest_digest` it does not change when curate adds a column (the ITA did) or the data moves."""
+    text = "\n".join(f"{r.sha256}\t{r.label}\t{r.group}" for r in rows)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def same_training_data(manifest: Path, data_card: dict) -> bool:
+    """Whether ``manifest`` holds the rows a checkpoint (its card's ``data``) was trained on: by the rows' digest
+    when the card has one, else (older cards) by the manifest file's bytes."""
+    if data_card.get("rows_sha256"):
+        return rows_digest(kept_rows(manifest)) == data_card["rows_sha256"]
+    return manifest_digest(manifest) == data_card.get("manifest_sha256")
+
+
 def kept_rows(manifest: Path) -> list[ManifestRow]:
     """The rows curation kept (what training, cross-validation and export use); an error if there are none."""
     rows = [r for r in read_manifest(manifest) if r.status == "kept"]

@@ -107,6 +107,33 @@ def training_manifest(data: Path, folder: Path) -> Path:
     return Path(folder) / "manifest.csv"
 
 
+def _option_values(recipe: dict) -> dict[str, tuple]:
+    """Each option of the recipe's strategy: (its default, the recipe's value). Every option counts, not only those
+    the recipe sets, so that a checkpoint trained with an option is not shipped under a recipe without it."""
+    import dataclasses
+    import importlib
+
+    params = {"finetune": "mpoxscan.training.finetune:FinetuneParams", "full": "mpoxscan.training.full:FullParams",
+              "distill": "mpoxscan.training.distill:DistillParams"}.get(recipe["strategy"])
+    if params is None:
+        return {}
+    module, name = params.split(":")
+    fields = dataclasses.fields(getattr(importlib.import_module(module), name))
+    chosen = recipe["options"].get(recipe["strategy"], {})
+    return {f.name: (f.default, chosen.get(f.name, f.default)) for f in fields}
+
+
+def checkpoint_recipe_differs(card: dict, recipe: dict = RECIPE) -> str:
+    """What differs between a checkpoint's card and the recipe ("" when nothing): a checkpoint of another recipe
+    must not be shipped under this one's cross-validated figures."""
+    trained = card.get("training", {})
+    wanted = {"architecture": (card.get("architecture"), recipe["architecture"]),
+              "strategy": (card.get("strategy"), recipe["strategy"]),
+              "views": (trained.get("views"), recipe["views"]), "seed": (trained.get("seed"), recipe["seed"])}
+    wanted |= {k: (trained.get(k, default), v) for k, (default, v) in _option_values(recipe).items()}
+    return ", ".join(f"{k} {got!r} instead of {want!r}" for k, (got, want) in wanted.items() if got != want)
+
+
 def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = False) -> dict:
     import torch
 
@@ -114,7 +141,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.errors import MpoxscanError
     from mpoxscan.images import load_image
-    from mpoxscan.data.manifest import kept_rows, manifest_digest
+    from mpoxscan.data.manifest import kept_rows, same_training_data
     from mpoxscan.explain.attribution import gradcam_maps
     from mpoxscan.training.train import inner_split, load_checkpoint, train
 
@@ -122,8 +149,12 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     manifest = training_manifest(data, work / "msld2")
     if reuse_checkpoint and (work / "checkpoint" / "model.pt").exists():
         _, card = load_checkpoint(work / "checkpoint")
-        if card["data"]["manifest_sha256"] != manifest_digest(manifest):
+        if not same_training_data(manifest, card["data"]):
             raise SystemExit(f"{work / 'checkpoint'} was trained on another manifest: build without --reuse-checkpoint")
+        other = checkpoint_recipe_differs(card)
+        if other:
+            raise SystemExit(f"{work / 'checkpoint'} was trained with another recipe ({other}): build without "
+                             "--reuse-checkpoint")
     else:
         card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
                      seed=RECIPE["seed"], force=True, options=RECIPE["options"])
@@ -172,7 +203,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
         "answer_rule": Screener(target).rule.as_dict(),
         "temperature": card["temperature"], "preprocessing": card["preprocessing"],
         "data": {**{k: v for k, v in DATASET.items() if k != "folder"}, "images": card["data"]["images"],
-                 "manifest_sha256": card["data"]["manifest_sha256"]},
+                 "manifest_sha256": card["data"]["manifest_sha256"], "rows_sha256": card["data"].get("rows_sha256")},
         "recipe": {**RECIPE, **{k: v for k, v in card["training"].items() if k != "seconds"}},
         "held_out_metrics": {k: card["validation_metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
         | {"screening": card["validation_metrics"].get("screening"),

@@ -178,11 +178,11 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
 def checkpoint_split(manifest: Path, card: dict):
     """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
     checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
-    from mpoxscan.data.manifest import kept_rows, manifest_digest
+    from mpoxscan.data.manifest import kept_rows, same_training_data
     from mpoxscan.data.splits import inner_split
 
     rows = kept_rows(Path(manifest))
-    unseen = manifest_digest(Path(manifest)) == card.get("data", {}).get("manifest_sha256")
+    unseen = same_training_data(Path(manifest), card.get("data", {}))
     split = inner_split(rows, card.get("training", {}).get("seed", 0))
     return rows, split.valid, unseen
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.data.manifest import kept_rows, manifest_digest
+from mpoxscan.data.manifest import kept_rows, manifest_digest, rows_digest
 from mpoxscan.data.splits import inner_split  # noqa: F401  (re-exported: older imports)
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import classification_metrics, tone_metrics
@@ -61,7 +61,8 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
         **card_core(model_name, strategy, classes, dataclasses.asdict(prep), temperature, threshold),
         "training": {**info, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
                      "seconds": round(time.perf_counter() - started, 1)},
-        "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest), "images": len(rows)},
+        "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest),
+                 "rows_sha256": rows_digest(rows), "images": len(rows)},
         "git_commit": _git_commit(),
         "validation_metrics": classification_metrics([rows[k].label for k in split.valid], p_valid, classes, threshold=threshold),
         "note": "Validation metrics come from the 20 % held out for calibration; the cross-validation of the same "
