@@ -341,14 +341,14 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
     the test's browser), the expert asks for another photo on the dashboard, the phone's list shows "new answer"
     and a notification is shown; the person unlocks the page with the PIN and replies with a photo; after the
     expert's conclusion the follow-up page and the list show "new answer". axe-core on the new pages."""
-    from test_web import _axe, _browser_or_skip, _desktop, _phone, _screen, _wait
+    from browser import axe, expert_signs_in, need_browser, phone, screen, wait
 
     from conftest import chromium
     from selenium.webdriver.common.by import By
 
-    _browser_or_skip()
+    need_browser()
     app = create_app(Settings(model=bundled_model(), data_dir=tmp_path / "data"))
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     statuses = ("return [...document.querySelectorAll('#my-cases-list li')]"
                 ".map(li => (li.dataset.status || '') + (li.dataset.new ? '+new' : '')).join()")
     try:
@@ -359,8 +359,8 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             with app.state.sessions() as db:
                 service.add_expert(db, "doc@example.org", PASSWORD)
             driver.get(base + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            wait(driver, "return document.body.dataset.ready")
+            assert screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             driver.find_element(By.ID, "pin").send_keys("12")  # too short: said, nothing sent
             driver.find_element(By.ID, "consent").click()
             driver.find_element(By.ID, "send").click()
@@ -368,54 +368,49 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             assert driver.execute_script("return document.activeElement.id") == "pin"
             driver.find_element(By.ID, "pin").send_keys("34")
             driver.find_element(By.ID, "send").click()
-            sent = _wait(driver, "return window.mpoxscanSent || null")
+            sent = wait(driver, "return window.mpoxscanSent || null")
             assert sent and sent["locked"] and driver.find_element(By.ID, "pin").get_attribute("value") == ""
-            assert _wait(driver, statuses + " === 'locked'")  # the list cannot read a locked case's status
-            assert _wait(driver, "return !document.getElementById('notify').hidden")
+            assert wait(driver, statuses + " === 'locked'")  # the list cannot read a locked case's status
+            assert wait(driver, "return !document.getElementById('notify').hidden")
             assert driver.execute_script("return Notification.permission") == "default"  # never asked on load
-            found = {"phone with a PIN sent": _axe(driver, "the phone page after sending with a PIN")}
+            found = {"phone with a PIN sent": axe(driver, "the phone page after sending with a PIN")}
             # The person would answer the browser's question: here the test's browser context grants it.
             driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": base, "permissions": ["notifications"]})
             driver.find_element(By.ID, "notify").click()
-            assert _wait(driver, "return document.getElementById('notify').hidden")
+            assert wait(driver, "return document.getElementById('notify').hidden")
             assert "notification" in driver.find_element(By.ID, "notify-status").text
 
             # The expert asks for another photo.
-            _desktop(driver)
-            driver.get(base + "/expert/login")
-            driver.find_element(By.NAME, "email").send_keys("doc@example.org")
-            driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-            driver.find_element(By.ID, "sign-in").click()
-            _wait(driver, "return document.getElementById('queue') !== null")
+            expert_signs_in(driver, base)
             driver.find_element(By.LINK_TEXT, sent["number"]).click()
             driver.find_element(By.CSS_SELECTOR, "input[name=request][value='another-photo']").click()
-            found["case with the ask form"] = _axe(driver, "the case page with its ask form")
+            found["case with the ask form"] = axe(driver, "the case page with its ask form")
             driver.find_element(By.ID, "send-question").click()
-            assert _wait(driver, "return document.getElementById('asked-notice') !== null")
+            assert wait(driver, "return document.getElementById('asked-notice') !== null")
 
             # The person: the locked page, the PIN, the question marked new, a reply with a photo.
-            _phone(driver)
+            phone(driver)
             driver.get(base + sent["follow_up"])
             assert sent["number"] not in driver.page_source and driver.find_element(By.ID, "locked").is_displayed()
-            found["locked follow-up"] = _axe(driver, "the locked follow-up page")
+            found["locked follow-up"] = axe(driver, "the locked follow-up page")
             driver.find_element(By.ID, "pin").send_keys("9999")
             driver.find_element(By.ID, "unlock").click()
             error = "const e = document.getElementById('pin-error'); return e && e.textContent"
-            assert "Wrong PIN" in _wait(driver, error)
+            assert "Wrong PIN" in wait(driver, error)
             driver.find_element(By.ID, "pin").send_keys("1234")
             driver.find_element(By.ID, "unlock").click()
-            _wait(driver, "return document.getElementById('reply-section') !== null")
+            wait(driver, "return document.getElementById('reply-section') !== null")
             assert "another photo" in driver.find_element(By.ID, "thread").text
             assert driver.find_elements(By.CSS_SELECTOR, "#thread li[data-new] .new-badge")
-            found["follow-up with a question"] = _axe(driver, "the follow-up page with a question")
+            found["follow-up with a question"] = axe(driver, "the follow-up page with a question")
             driver.save_screenshot(str(artefacts / "phone-follow-up-question.png"))
             driver.find_element(By.ID, "reply-text").send_keys("Here is a closer one.")
             driver.find_element(By.ID, "reply-photo").send_keys(
                 str(shared_data / "msld-v2" / "Monkeypox" / "MKP_02_01.jpg"))
             driver.find_element(By.ID, "send-reply").click()
-            assert _wait(driver, "return document.getElementById('reply-sent') !== null")
+            assert wait(driver, "return document.getElementById('reply-sent') !== null")
             assert "closer one" in driver.find_element(By.ID, "thread").text
-            found["follow-up after replying"] = _axe(driver, "the follow-up page after replying")
+            found["follow-up after replying"] = axe(driver, "the follow-up page after replying")
             with app.state.sessions() as db:
                 case = service.case_by_number(db, sent["number"])
                 assert case.status == "replied" and case.messages[-1].photo_file.startswith(
@@ -426,10 +421,10 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
 
             # The phone's list (the PIN's cookie still fresh) shows "new answer", and a notification was shown.
             driver.get(base + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert _wait(driver, statuses + " === 'answered+new'")
+            wait(driver, "return document.body.dataset.ready")
+            assert wait(driver, statuses + " === 'answered+new'")
             assert "new answer" in driver.find_element(By.ID, "my-cases-list").text
-            assert _wait(driver, "return (window.mpoxscanNotified || []).length") == 1
+            assert wait(driver, "return (window.mpoxscanNotified || []).length") == 1
             shown = driver.execute_async_script(
                 "const done = arguments[arguments.length - 1]; navigator.serviceWorker.ready.then((r) => "
                 "r.getNotifications()).then((ns) => done(ns.map((n) => [n.title, n.body, n.data.url])))"
@@ -437,7 +432,7 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             body = f"The expert wrote about case {sent['number']}. Open it to read."
             assert shown == [["mpoxscan: a new answer", body, base + sent["follow_up"]]]
             driver.execute_script("window.mpoxscanCheckCases()")  # asked again: told once only
-            _wait(driver, statuses + " === 'answered+new'")
+            wait(driver, statuses + " === 'answered+new'")
             assert driver.execute_script("return window.mpoxscanNotified.length") == 1
             driver.execute_script("document.getElementById('my-cases').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-my-cases-new-answer.png"))
@@ -445,12 +440,12 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             driver.get(base + sent["follow_up"])
             assert driver.find_element(By.ID, "answer-new").is_displayed()
             assert "not enough to say" in driver.find_element(By.ID, "verdict-text").text
-            found["follow-up with the answer"] = _axe(driver, "the follow-up page with the answer")
+            found["follow-up with the answer"] = axe(driver, "the follow-up page with the answer")
             driver.save_screenshot(str(artefacts / "phone-follow-up-answer.png"))
             driver.refresh()
             assert not driver.find_elements(By.ID, "answer-new")
             driver.get(base + "/")
-            assert _wait(driver, statuses + " === 'answered'")
+            assert wait(driver, statuses + " === 'answered'")
     finally:
         driver.quit()
     for where, violations in found.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import load_catalogues, strings
 from mpoxscan.web import i18n
 
 STATIC = Path(i18n.__file__).parent / "static"
@@ -21,19 +22,8 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 NAMES = {"mpoxscan", "mpox", "·"}
 
 
-def _catalogues() -> dict[str, dict]:
-    return {code: json.loads((i18n.LOCALES / f"{code}.json").read_text(encoding="utf-8")) for code in i18n.LANGUAGES}
-
-
-def _strings(value) -> list[str]:
-    """Every string of a catalogue value: a string, a list, or plural forms."""
-    if isinstance(value, str):
-        return [value]
-    return list(value) if isinstance(value, list) else list(value.values())
-
-
 def test_every_catalogue_has_every_english_key_with_the_same_placeholders():
-    catalogues = _catalogues()
+    catalogues = load_catalogues()
     english = catalogues["en"]
     assert {p.stem for p in i18n.LOCALES.glob("*.json")} == set(i18n.LANGUAGES)
     for code, catalogue in catalogues.items():
@@ -51,12 +41,12 @@ def test_every_catalogue_has_every_english_key_with_the_same_placeholders():
                 assert "other" in value and set(value) <= {"zero", "one", "two", "few", "many", "other"}, (code, key)
             if isinstance(source, list):  # lists of steps: the same steps
                 assert len(value) == len(source), (code, key)
-            wanted = {name for text in _strings(source) for name in PLACEHOLDER.findall(text)}
-            for text in _strings(value):
+            wanted = {name for text in strings(source) for name in PLACEHOLDER.findall(text)}
+            for text in strings(value):
                 assert text.strip(), (code, key)
                 assert set(PLACEHOLDER.findall(text)) == wanted, (code, key, text)
-            if "mpox" in " ".join(_strings(source)).lower():  # the disease keeps its name
-                assert "mpox" in " ".join(_strings(value)).lower(), (code, key)
+            if "mpox" in " ".join(strings(source)).lower():  # the disease keeps its name
+                assert "mpox" in " ".join(strings(value)).lower(), (code, key)
 
 
 def test_the_page_the_service_worker_and_the_server_know_the_same_languages():
@@ -73,7 +63,7 @@ def test_the_english_catalogue_says_what_the_model_and_the_server_say():
     from mpoxscan.deploy.runtime import DISCLAIMER
     from mpoxscan.web.cases import VERDICTS
 
-    english = _catalogues()["en"]
+    english = load_catalogues()["en"]
     assert english["disclaimer"] == DISCLAIMER
     for reason, advice in ADVICE.items():
         slug = reason.replace(" ", "-")
@@ -113,7 +103,7 @@ def _unwritten(texts: list[str]) -> list[str]:
 def test_no_text_is_written_in_the_two_person_pages_or_the_page_script():
     """index.html and followup.html hold no text of their own (only data-i18n ids and Jinja's t() calls, whose ids all
     exist in English); app.js writes no literal text into the page."""
-    english = _catalogues()["en"]
+    english = load_catalogues()["en"]
     page = _Text()
     page.feed((STATIC / "index.html").read_text())
     assert _unwritten(page.texts) == [] and page.attributes == []
@@ -167,7 +157,7 @@ from test_cases import app, client  # noqa: E402,F401
 def test_the_case_keeps_the_language_and_the_canned_answer_reaches_the_person_in_it(app, client):
     from mpoxscan.web import cases as service
 
-    sw = _catalogues()["sw"]
+    sw = load_catalogues()["sw"]
     sent = _send(client, language="sw").json()
     assert sent["language"] == "sw"
     # Without the field, the browser's language decides; a language without a catalogue is refused.
@@ -195,7 +185,7 @@ def test_the_case_keeps_the_language_and_the_canned_answer_reaches_the_person_in
     assert status["verdict_text"] == sw["verdict.likely-mpox"] and status["language"] == "sw"
     # The switch: ?lang=fr shows French and is remembered (cookie) for the next visit.
     page = client.get(sent["follow_up"] + "?lang=fr")
-    fr = _catalogues()["fr"]
+    fr = load_catalogues()["fr"]
     assert '<html lang="fr">' in page.text and fr["verdict.likely-mpox"].replace("'", "&#39;") in page.text
     assert page.cookies.get(i18n.COOKIE) == "fr" or client.cookies.get(i18n.COOKIE) == "fr"
     again = client.get(sent["follow_up"])
@@ -205,7 +195,7 @@ def test_the_case_keeps_the_language_and_the_canned_answer_reaches_the_person_in
     gone = client.post(sent["follow_up"] + "/withdraw")
     assert sw["followup.withdrawn"].format(number=sent["number"]) in gone.text
     missing = client.get(sent["follow_up"], headers={"accept-language": "es-MX"})
-    assert missing.status_code == 404 and _catalogues()["es"]["followup.missing"] in missing.text
+    assert missing.status_code == 404 and load_catalogues()["es"]["followup.missing"] in missing.text
 
 
 def _case_form_for(client) -> dict:
@@ -236,32 +226,6 @@ def test_migration_0004_gives_older_cases_english(database):
 
 # ---- the phone page in Chromium: the browser's language, the switch, the case sent in it ----
 
-VISIBLE_TEXT = """
-const out = [document.title];
-const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-while (walker.nextNode()) {
-  const node = walker.currentNode, text = node.textContent.trim();
-  if (text && node.parentElement.checkVisibility()) out.push(text);
-}
-for (const el of document.querySelectorAll("[aria-label]")) out.push(el.getAttribute("aria-label"));
-return out;
-"""
-
-
-def _english_left(driver, code: str) -> list[str]:
-    """The visible texts of the page that are English catalogue texts with another text in ``code``'s catalogue."""
-    catalogues = _catalogues()
-    translated = {t for k, v in catalogues[code].items() if not k.startswith("_") for t in _strings(v)}
-    english = {t for k, v in catalogues["en"].items() if not k.startswith("_") for t in _strings(v)} - translated
-    return [t for t in driver.execute_script(VISIBLE_TEXT) if t in english]
-
-
-def _prefer(driver, user_agent: str, accept_language: str) -> None:
-    """The browser's own languages (navigator.languages and Accept-Language), as a phone set to them would send."""
-    driver.execute_cdp_cmd("Emulation.setUserAgentOverride",
-                           {"userAgent": user_agent, "acceptLanguage": accept_language})
-
-
 @pytest.mark.integration
 def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared_data, tmp_path, artefacts):
     """For each language: a browser set to it shows the page in it; a photo screened there gets its answer, next steps
@@ -277,14 +241,15 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
     from mpoxscan.web.cases import add_expert, answer_case, case_by_number
     from mpoxscan.web.settings import Settings
     from mpoxscan.web.testing import ServerThread
-    from test_web import _axe, _browser_or_skip, _consent_and_send, _model_with_rule, _phone, _screen, _wait
+    from browser import axe, consent_and_send, english_left, need_browser, phone, prefer, screen, wait
+    from test_web import _model_with_rule
 
-    _browser_or_skip()
-    catalogues = _catalogues()
+    need_browser()
+    catalogues = load_catalogues()
     always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)  # every photo positive
     app = create_app(Settings(model=always, data_dir=tmp_path / "data"))
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
     items = lambda list_id: [li.text for li in driver.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]  # noqa: E731
     user_agent = driver.execute_script("return navigator.userAgent")
@@ -295,14 +260,14 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
             for code in i18n.LANGUAGES:  # the browser's preference, nothing remembered
                 catalogue = catalogues[code]
                 driver.delete_all_cookies()
-                _prefer(driver, user_agent, "en-US,en" if code == "en" else f"{code}-XY,{code};q=0.9,en;q=0.5")
+                prefer(driver, user_agent, "en-US,en" if code == "en" else f"{code}-XY,{code};q=0.9,en;q=0.5")
                 driver.get(server.url + "/")
-                _wait(driver, "return document.body.dataset.ready")
+                wait(driver, "return document.body.dataset.ready")
                 assert driver.execute_script("return document.documentElement.lang") == code
                 switch = Select(driver.find_element(By.ID, "language"))
                 assert switch.first_selected_option.text == catalogue["_meta"]["name"]
                 assert text("status") == catalogue["status.device"] and driver.title == catalogue["page.title"]
-                assert _screen(driver, photo)["answer"] == "positive"
+                assert screen(driver, photo)["answer"] == "positive"
                 assert text("verdict") == catalogue["answer.positive.title"]
                 assert text("explain") == catalogue["answer.positive.text"]
                 assert items("next-list") == catalogue["next.positive"]
@@ -311,17 +276,17 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
                 zero = format_decimal(0, "0.0", locale=code)  # the threshold, 0.0 %: "0,0" in French
                 line = text("screening-line")
                 assert zero in line and line.startswith(catalogue["details.line"].split("{")[0])
-                assert _english_left(driver, code) == [] if code != "en" else True
+                assert english_left(driver, code) == [] if code != "en" else True
                 if code in ("fr", "sw"):
-                    _axe(driver, f"the phone page in {code}")  # the switch's options and the page carry their lang
+                    axe(driver, f"the phone page in {code}")  # the switch's options and the page carry their lang
                     driver.execute_script("window.scrollTo(0, 0)")
                     driver.save_screenshot(str(artefacts / f"phone-answer-{code}.png"))
             # The switch, on a browser set to English, with an answer on screen: everything is redrawn.
             driver.delete_all_cookies()
-            _prefer(driver, user_agent, "en-US,en")
+            prefer(driver, user_agent, "en-US,en")
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert _screen(driver, photo)["answer"] == "positive"
+            wait(driver, "return document.body.dataset.ready")
+            assert screen(driver, photo)["answer"] == "positive"
             for code in ("fr", "pt", "es", "sw", "en"):
                 catalogue = catalogues[code]
                 Select(driver.find_element(By.ID, "language")).select_by_value(code)
@@ -330,18 +295,18 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
                 assert items("next-list") == catalogue["next.positive"] and text("status") == catalogue["status.device"]
                 assert text("send-what") == catalogue["privacy.what.device"]
                 if code != "en":
-                    assert _english_left(driver, code) == []
+                    assert english_left(driver, code) == []
             # Remembered: Swahili stays after a reload, though the browser asks for English; the case is sent in it.
             Select(driver.find_element(By.ID, "language")).select_by_value("sw")
             driver.refresh()
-            _wait(driver, "return document.body.dataset.ready")
+            wait(driver, "return document.body.dataset.ready")
             assert driver.execute_script("return document.documentElement.lang") == "sw"
-            assert _screen(driver, photo)
-            sent = _consent_and_send(driver)
+            assert screen(driver, photo)
+            sent = consent_and_send(driver)
             assert text("sent").startswith(catalogues["sw"]["sent"].split("{")[0] + sent["number"])
-            assert _english_left(driver, "sw") == []
+            assert english_left(driver, "sw") == []
             item = catalogues["sw"]["cases.item"].split("{sent}")[0].format(number=sent["number"])
-            assert _wait(driver, "return document.querySelector('#my-cases-list li') !== null")
+            assert wait(driver, "return document.querySelector('#my-cases-list li') !== null")
             assert text("my-cases-list").startswith(item)
             with app.state.sessions() as db:
                 case = case_by_number(db, sent["number"])
@@ -350,8 +315,8 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
             driver.get(server.url + sent["follow_up"])
             assert driver.execute_script("return document.documentElement.lang") == "sw"
             assert text("verdict-text") == catalogues["sw"]["verdict.see-health-worker"]
-            assert _english_left(driver, "sw") == []
-            _axe(driver, "the follow-up page in Swahili")
+            assert english_left(driver, "sw") == []
+            axe(driver, "the follow-up page in Swahili")
             driver.save_screenshot(str(artefacts / "phone-follow-up-sw.png"))
     finally:
         driver.quit()

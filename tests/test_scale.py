@@ -329,7 +329,7 @@ def test_over_https_on_a_real_host_name_the_service_worker_registers_and_the_pag
     only a secure context gets a service worker (offline use). Chromium maps mpoxscan.test to this machine and trusts
     exactly the test's certificate (by its public key); over plain http the same name gets no service worker."""
     from conftest import chromium, encode, make_photo
-    from test_web import _phone, _screen, _wait
+    from browser import phone, screen, wait
 
     from mpoxscan.web.settings import ORT_DIST
     from mpoxscan.web.testing import ServerThread, count_requests, self_signed_certificate
@@ -343,7 +343,7 @@ def test_over_https_on_a_real_host_name_the_service_worker_registers_and_the_pag
     cert, key, spki = self_signed_certificate(tmp_path / "tls", host)
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(encode(make_photo(1, (320, 256)), "JPEG", quality=92))
-    driver = _phone(chromium(tmp_path / "profile", extra_args=(
+    driver = phone(chromium(tmp_path / "profile", extra_args=(
         f"--host-resolver-rules=MAP {host} 127.0.0.1", f"--ignore-certificate-errors-spki-list={spki}")))
     plain = ServerThread(create_app(_settings(tmp_path / "plain", None, photo_store="folder")), host=host).start()
     app = create_app(_settings(tmp_path, None, photo_store="folder"))
@@ -356,15 +356,15 @@ def test_over_https_on_a_real_host_name_the_service_worker_registers_and_the_pag
         plain.stop()
         driver.get(server.url + "/")
         assert driver.execute_script("return window.isSecureContext") is True
-        _wait(driver, "return document.body.dataset.ready")
-        assert _wait(driver, "return document.body.dataset.offline") == "1"  # the service worker has the page
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, "return document.body.dataset.offline") == "1"  # the service worker has the page
         scope = driver.execute_async_script(
             "const done = arguments[0]; navigator.serviceWorker.ready.then(r => done(r.scope))")
         assert scope == server.url + "/"
         server.stop()  # offline now
         driver.refresh()
-        _wait(driver, "return document.body.dataset.ready")
-        answer = _screen(driver, photo)
+        wait(driver, "return document.body.dataset.ready")
+        answer = screen(driver, photo)
         assert answer and answer["computed"] == "device" and answer["predicted"]
     finally:
         driver.quit()

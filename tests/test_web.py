@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from browser import axe, consent_and_send, desktop, expert_signs_in, need_browser, phone, screen, shown, wait
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
@@ -173,18 +173,6 @@ def test_api_screen_refuses_huge_uploads_and_bombs(client, settings):
     assert r.status_code == 400 and "pixels" in r.json()["detail"]
 
 
-def _phone(driver):
-    """Emulate a phone's screen, 412 x 915 CSS pixels (a window cannot do it: Chromium's are at least 500 px wide)."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 412, "height": 915, "deviceScaleFactor": 1, "mobile": True})
-    return driver
-
-
-def _desktop(driver):
-    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    driver.set_window_size(1280, 1000)
-
-
 def _model_with_rule(folder: Path, name: str, **rule) -> Path:
     """A copy of the bundled model whose answer rule (in its metadata) is changed, e.g. a screening threshold of 0
     (every photo positive) or 1 (none), and ``min_side`` (older files have no rule: no size check)."""
@@ -205,42 +193,6 @@ def _model_with_rule(folder: Path, name: str, **rule) -> Path:
     path = folder / f"{name}.onnx"
     onnx.save(model, str(path))
     return path
-
-
-def _shown(driver, element_id: str) -> bool:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, element_id).is_displayed()
-
-
-def _wait(driver, script: str, tries: int = 300):
-    """Poll a JavaScript expression until it is truthy (30 s at most); its last value."""
-    for _ in range(tries):
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    return value
-
-
-def _screen(driver, photo: Path):
-    """Choose a photo on the page and return the answer the page computed."""
-    from selenium.webdriver.common.by import By
-
-    driver.execute_script("window.mpoxscanLast = null")
-    driver.find_element(By.ID, "photo").send_keys(str(photo))
-    return _wait(driver, "return window.mpoxscanLast || null")
-
-
-def _consent_and_send(driver) -> dict:
-    """Tick consent, press Send, and return the stored case the page received (checked to be waiting)."""
-    from selenium.webdriver.common.by import By
-
-    driver.find_element(By.ID, "consent").click()
-    driver.find_element(By.ID, "send").click()
-    sent = _wait(driver, "return window.mpoxscanSent || null")
-    assert sent and sent["status"] == "waiting"
-    return sent
 
 
 PASSWORD = "correct horse battery staple"
@@ -282,7 +234,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
 
     from mpoxscan.web.cases import add_expert, case_by_number
 
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
     requests = count_requests(app)
@@ -295,10 +247,10 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     try:
         # The person, on a phone.
         driver.get(base + "/")
-        _wait(driver, "return document.body.dataset.ready")
+        wait(driver, "return document.body.dataset.ready")
         assert driver.execute_script("return window.innerWidth") == 412
         assert "on this device" in driver.find_element(By.ID, "status").text
-        result = _screen(driver, photo)
+        result = screen(driver, photo)
         assert result and result["computed"] == "device"
         verdict = driver.find_element(By.ID, "verdict").text
         assert "health worker" in verdict or "No sign" in verdict
@@ -308,7 +260,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.find_element(By.ID, "consent").click()
         assert send.get_attribute("aria-disabled") == "false"
         send.click()
-        sent = _wait(driver, "return window.mpoxscanSent || null")
+        sent = wait(driver, "return window.mpoxscanSent || null")
         assert sent and sent["number"] in driver.find_element(By.ID, "sent").text
         follow_up = driver.find_element(By.ID, "sent-link").get_attribute("href")
         assert follow_up == base + sent["follow_up"]
@@ -320,13 +272,13 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
                                            ("Chickenpox/CHP_01_01.jpg", "Measles/MSL_01_01.jpg", "Healthy/HEALTHY_02_01.jpg",
                                             "Monkeypox/MKP_02_01.jpg")])
         # The expert, on a desktop browser.
-        _desktop(driver)
+        desktop(driver)
         driver.get(base + "/expert")
         assert driver.current_url == base + "/expert/login"
         driver.find_element(By.NAME, "email").send_keys("doc@example.org")
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
         driver.find_element(By.ID, "sign-in").click()
-        _wait(driver, "return document.getElementById('queue') !== null")
+        wait(driver, "return document.getElementById('queue') !== null")
         rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")]
         assert len(rows) == 5 and {sent["number"], *others} == {r.split()[0] for r in rows}
         probabilities = [float(r.split(" %")[0].split()[-1]) for r in rows]
@@ -338,29 +290,29 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
                    if ra == rb)
         driver.save_screenshot(str(artefacts / "dashboard-queue.png"))
         driver.find_element(By.LINK_TEXT, sent["number"]).click()
-        assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
+        assert wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
                              "&& document.images.length === 2")
         driver.save_screenshot(str(artefacts / "dashboard-case.png"))
         driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']").click()
         driver.find_element(By.NAME, "message").send_keys("Please show the lesion to the nurse at your health centre.")
         driver.find_element(By.ID, "send-answer").click()
-        _wait(driver, "return document.getElementById('answered-notice') !== null")
+        wait(driver, "return document.getElementById('answered-notice') !== null")
         assert sent["number"] in driver.find_element(By.ID, "answered-notice").text
         # The person opens the follow-up link.
-        _phone(driver)
+        phone(driver)
         driver.get(follow_up)
         assert "nurse at your health centre" in driver.find_element(By.ID, "expert-message").text
         assert "not enough to say" in driver.find_element(By.ID, "verdict-text").text
         driver.save_screenshot(str(artefacts / "phone-follow-up.png"))
         # Offline after the first visit: stop the server, reload, screen another photo from the service worker's cache.
         driver.get(base + "/")
-        _wait(driver, "return document.body.dataset.ready")
-        assert _wait(driver, "return document.body.dataset.offline") == "1"
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, "return document.body.dataset.offline") == "1"
         server.stop()
         driver.refresh()
-        _wait(driver, "return document.body.dataset.ready")
+        wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
-        offline = _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
+        offline = screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
         assert offline and offline["computed"] == "device" and offline["predicted"]
     finally:
         driver.quit()
@@ -389,7 +341,7 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
     through /api/screen, and the case can be sent like any other."""
     from selenium.webdriver.common.by import By
 
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete globalThis.WebAssembly;"})
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
@@ -397,17 +349,17 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
     try:
         with ServerThread(app) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
+            wait(driver, "return document.body.dataset.ready")
             assert driver.execute_script("return typeof WebAssembly") == "undefined"
             assert "screened by the server" in driver.find_element(By.ID, "status").text
-            result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            result = screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result and result["computed"] == "server"
             # A second photo is screened the same way (by the server here) and sent with the first.
             driver.find_element(By.ID, "more-photo").send_keys(str(shared_data / "msld-v2" / "Healthy" /
                                                                      "HEALTHY_01_01.jpg"))
-            more = _wait(driver, "return (window.mpoxscanMore || [])[0] || null")
+            more = wait(driver, "return (window.mpoxscanMore || [])[0] || null")
             assert more and more["computed"] == "server"
-            sent = _consent_and_send(driver)
+            sent = consent_and_send(driver)
     finally:
         driver.quit()
     assert requests["/api/screen"] == 2
@@ -438,14 +390,14 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     make_photo(7, (160, 120)).resize((1999, 1501), Image.Resampling.BICUBIC).save(photos[-1], quality=92,
                                                                                  exif=exif.tobytes())
     preprocessing = Screener(settings.model).preprocessing
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     try:
         with ServerThread(create_app(Settings(model=settings.model, data_dir=tmp_path / "data"))) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
+            wait(driver, "return document.body.dataset.ready")
             for photo in photos:
                 driver.execute_script("window.mpoxscanLast = null")
-                assert _screen(driver, photo)
+                assert screen(driver, photo)
                 pixels = driver.execute_script(
                     "return Array.from(document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data)")
                 got = np.array(pixels, np.int16).reshape(224, 224, 4)[..., :3]
@@ -468,21 +420,13 @@ def test_api_screen_returns_the_screened_square_on_request(client):
     assert square.size == (224, 224) and not square.getexif()
 
 
-def _browser_or_skip():
-    if not ORT_DIST.is_dir():
-        message = "needs onnxruntime-web (make setup runs npm ci)"
-        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.mark.integration
 def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, artefacts):
     """Positive: show it to a health worker, most positives are false alarms; negative: no sign found; cannot tell
     (a photo under the rule's min_side): retake it, why and how, with no verdict, numbers or map. The numbers go
     under Details, with the diseases' full names; the map has a caption and a legend. Answers are forced by copies of
     the model whose threshold is 0 (all positive) or 1 (none)."""
-    _browser_or_skip()
+    need_browser()
     from selenium.webdriver.common.by import By
 
     from mpoxscan.deploy.answer import ADVICE
@@ -491,17 +435,17 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
     never = _model_with_rule(tmp_path, "never", screening_threshold=1.0, min_side=64)
     small = tmp_path / "small.jpg"
     Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg").convert("RGB").resize((60, 60)).save(small)
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
     try:
         with ServerThread(create_app(Settings(model=always, data_dir=tmp_path / "a"))) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
+            wait(driver, "return document.body.dataset.ready")
             assert driver.find_element(By.ID, "answer").get_attribute("aria-live") == "polite"
             # The photo picker is a real button: reachable and pressed from the keyboard.
             assert driver.execute_script("const b = document.getElementById('pick'); b.focus(); "
                                          "return document.activeElement === b && b.tagName === 'BUTTON'")
-            result = _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            result = screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             assert result["answer"] == "positive"
             assert text("verdict") == "Show this to a health worker"
             assert "Most positive screenings are false alarms" in text("explain")
@@ -510,16 +454,16 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
                 return [li.text for li in driver.find_elements(By.CSS_SELECTOR, f"#{list_id} li")]
 
             table = driver.execute_script("return MPOXSCAN_MESSAGES")
-            assert _shown(driver, "next-steps") and text("next-title") == table["next.title"]
+            assert shown(driver, "next-steps") and text("next-title") == table["next.title"]
             assert steps("next-list") == table["next.positive"]
             assert "Get tested" in steps("next-list")[0] and "avoid close contact" in steps("next-list")[1]
-            assert _shown(driver, "urgent") and steps("urgent-list") == table["next.urgent"]
+            assert shown(driver, "urgent") and steps("urgent-list") == table["next.urgent"]
             assert "eyes" in text("urgent-list") and "trouble breathing" in text("urgent-list")
             driver.execute_script("document.getElementById('next-steps').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-next-steps.png"))
-            assert _shown(driver, "heat-figure") and "Where the model looked" in text("heat-figure")
-            assert _shown(driver, "legend") and "less" in text("legend") and "more" in text("legend")
-            assert not _shown(driver, "probabilities") and not _shown(driver, "retake")  # folded under Details
+            assert shown(driver, "heat-figure") and "Where the model looked" in text("heat-figure")
+            assert shown(driver, "legend") and "less" in text("legend") and "more" in text("legend")
+            assert not shown(driver, "probabilities") and not shown(driver, "retake")  # folded under Details
             driver.find_element(By.CSS_SELECTOR, "#details summary").click()
             names = [r.find_elements(By.TAG_NAME, "td")[0].text
                      for r in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")]
@@ -528,26 +472,26 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             driver.execute_script("document.getElementById('result').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-details.png"))
             # A photo too small to judge: no verdict, no numbers, no map; why, how, and another try.
-            result = _screen(driver, small)
+            result = screen(driver, small)
             assert result["answer"] == "cannot tell" and result["reason"] == "too small"
             assert text("verdict") == "Retake the photo"
             assert "too small" in text("explain") and ADVICE["too small"] in text("explain")
             assert "health worker" not in text("verdict") + text("explain")
             assert steps("next-list") == table["next.unsure"] and "Take the photo again" in text("next-list")
-            assert not _shown(driver, "urgent")
-            assert not _shown(driver, "details") and not _shown(driver, "heat-figure") and not _shown(driver, "legend")
+            assert not shown(driver, "urgent")
+            assert not shown(driver, "details") and not shown(driver, "heat-figure") and not shown(driver, "legend")
             # An expert may still judge what the model cannot.
-            assert _shown(driver, "retake") and _shown(driver, "send-section")
+            assert shown(driver, "retake") and shown(driver, "send-section")
             driver.save_screenshot(str(artefacts / "phone-cannot-tell.png"))
         with ServerThread(create_app(Settings(model=never, data_dir=tmp_path / "b"))) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            result = _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
+            wait(driver, "return document.body.dataset.ready")
+            result = screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
             assert result["answer"] == "negative"
             assert text("verdict") == "No sign of mpox found" and "not a diagnosis" in text("explain")
             assert steps("next-list") == table["next.negative"] and "Watch the lesion" in text("next-list")
-            assert not _shown(driver, "urgent")
-            assert _shown(driver, "details") and not _shown(driver, "retake")
+            assert not shown(driver, "urgent")
+            assert shown(driver, "details") and not shown(driver, "retake")
     finally:
         driver.quit()
 
@@ -561,19 +505,19 @@ def _damaged(path: Path) -> Path:
 def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings, shared_data, tmp_path, artefacts):
     """After a good photo: Send without consent says so (and looks disabled); a damaged file then clears the answer
     and the sending section (so the old photo cannot be sent) and shows one error line, gone after the next answer."""
-    _browser_or_skip()
+    need_browser()
     from selenium.webdriver.common.by import By
 
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     colour = "return getComputedStyle(document.getElementById('send')).backgroundColor"
     try:
         with ServerThread(app) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert _screen(driver, photo)
+            wait(driver, "return document.body.dataset.ready")
+            assert screen(driver, photo)
             send = driver.find_element(By.ID, "send")
             disabled_colour = driver.execute_script(colour)
             send.click()
@@ -585,14 +529,14 @@ def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings
             assert driver.execute_script(colour) != disabled_colour  # the disabled look is visible
             assert driver.find_element(By.ID, "send-status").text == ""
             driver.find_element(By.ID, "photo").send_keys(str(_damaged(tmp_path / "damaged.jpg")))
-            assert _wait(driver, "return document.body.dataset.state === 'error'")
+            assert wait(driver, "return document.body.dataset.state === 'error'")
             assert "could not be opened" in driver.find_element(By.ID, "error").text
             driver.save_screenshot(str(artefacts / "phone-error.png"))
             assert driver.find_element(By.ID, "verdict").text == ""
-            assert not _shown(driver, "result") and not _shown(driver, "send-section")
+            assert not shown(driver, "result") and not shown(driver, "send-section")
             assert driver.execute_script("return window.mpoxscanLast") is None
-            assert _screen(driver, photo)
-            assert not _shown(driver, "error") and _shown(driver, "send-section")
+            assert screen(driver, photo)
+            assert not shown(driver, "error") and shown(driver, "send-section")
     finally:
         driver.quit()
     with app.state.sessions() as db:
@@ -607,7 +551,7 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
     """Chromium cannot decode HEIC: after an answer for another photo, the old answer goes, the page says the photo
     would be sent to the server and waits for the person; then /api/screen answers, the square the server screened
     is shown, and Send sends the file itself (the server strips its metadata)."""
-    _browser_or_skip()
+    need_browser()
     import pillow_heif
     from selenium.webdriver.common.by import By
 
@@ -619,28 +563,28 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
     requests = count_requests(app)
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     try:
         with ServerThread(app) as server:
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert _screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
+            wait(driver, "return document.body.dataset.ready")
+            assert screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
             driver.find_element(By.ID, "photo").send_keys(str(heic))
-            assert _wait(driver, "return document.body.dataset.state === 'offer'")
+            assert wait(driver, "return document.body.dataset.state === 'offer'")
             assert "sent to the server" in driver.find_element(By.ID, "server-offer").text
             driver.save_screenshot(str(artefacts / "phone-heic-offer.png"))
-            assert not _shown(driver, "result") and not _shown(driver, "send-section")
+            assert not shown(driver, "result") and not shown(driver, "send-section")
             assert requests["/api/screen"] == 0  # not before the person agrees
             driver.find_element(By.ID, "screen-on-server").click()
-            result = _wait(driver, "return window.mpoxscanLast || null")
+            result = wait(driver, "return window.mpoxscanLast || null")
             assert result and result["computed"] == "server" and "picture" in result
-            assert driver.find_element(By.ID, "verdict").text and not _shown(driver, "error")
-            assert _shown(driver, "seen-figure") and driver.execute_script(
+            assert driver.find_element(By.ID, "verdict").text and not shown(driver, "error")
+            assert shown(driver, "seen-figure") and driver.execute_script(
                 "return document.getElementById('seen').getContext('2d').getImageData(0, 0, 224, 224).data"
                 ".some(v => v > 0 && v < 255)")
             assert "server removes" in driver.find_element(By.ID, "send-what").text
             driver.save_screenshot(str(artefacts / "phone-heic-answer.png"))
-            sent = _consent_and_send(driver)
+            sent = consent_and_send(driver)
     finally:
         driver.quit()
     assert requests["/api/screen"] == 1
@@ -649,29 +593,6 @@ def test_a_heic_photo_the_browser_cannot_open_is_screened_by_the_server_once_agr
     with app.state.sessions() as db:
         case = case_by_number(db, sent["number"])
         assert case.computed == "server" and case.predicted == expected.predicted
-
-
-AXE = ORT_DIST.parents[1] / "axe-core" / "axe.min.js"  # an npm dev dependency: read by the tests, never served
-
-
-def _axe(driver, where: str) -> list[dict]:
-    """axe-core's audit of the page now open (its source injected with execute_script, so no page ships it): every
-    violation as {id, impact, nodes}; fails on a serious or critical one."""
-    if not AXE.is_file():
-        message = "needs axe-core (make setup runs npm ci)"
-        if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    driver.execute_script(AXE.read_text())
-    violations = driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then((r) => done(r.violations.map((v) => ({id: v.id, "
-        "impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' '))}))))"
-        ".catch((e) => done(String(e)))")
-    assert isinstance(violations, list), violations  # an error message otherwise
-    serious = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert not serious, f"{where}: {serious}"
-    return violations
 
 
 def _contrast(colour_a: str, colour_b: str) -> float:
@@ -693,7 +614,7 @@ def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settin
     page (3:1 at least); the answer and the "sent" confirmation are live regions, and the focus moves to the
     confirmation after sending. The queue has no
     timed reload the expert cannot stop: a refresh link, and a minute's refresh that can be switched off."""
-    _browser_or_skip()
+    need_browser()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -702,15 +623,15 @@ def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settin
 
     always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)
     app = create_app(Settings(model=always, data_dir=tmp_path / "data"))
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     found = {}
     try:
         with ServerThread(app) as server:
             with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
                 add_expert(db, "doc@example.org", PASSWORD)
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            found["phone"] = _axe(driver, "the phone page")
+            wait(driver, "return document.body.dataset.ready")
+            found["phone"] = axe(driver, "the phone page")
             # The language switch comes first (a person who cannot read the page's language needs it before
             # anything else), then the photo button; both show the focus ring.
             ActionChains(driver).send_keys(Keys.TAB).perform()
@@ -724,37 +645,37 @@ def test_every_page_passes_axe_and_the_first_step_works_from_the_keyboard(settin
             assert focus["id"] == "pick" and focus["visible"] and focus["style"] != "none" and focus["width"] >= 2
             assert _contrast(focus["colour"], focus["page"]) >= 3, focus  # WCAG 1.4.11: seen against the page
             driver.save_screenshot(str(artefacts / "phone-keyboard-focus.png"))
-            assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")["answer"] == "positive"
+            assert screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")["answer"] == "positive"
             assert driver.find_element(By.ID, "answer").get_attribute("aria-live") == "polite"
-            found["phone with an answer"] = _axe(driver, "the phone page with an answer")
+            found["phone with an answer"] = axe(driver, "the phone page with an answer")
             driver.find_element(By.CSS_SELECTOR, "#details summary").click()  # the numbers too
-            found["phone with details"] = _axe(driver, "the phone page with its details open")
-            sent = _consent_and_send(driver)
+            found["phone with details"] = axe(driver, "the phone page with its details open")
+            sent = consent_and_send(driver)
             assert driver.execute_script("return document.activeElement.id") == "sent"  # not the page's body
             assert driver.execute_script(
                 "return document.getElementById('sent').closest('[role=status][aria-live=polite]') !== null")
-            found["phone after sending"] = _axe(driver, "the phone page after sending")
+            found["phone after sending"] = axe(driver, "the phone page after sending")
             driver.get(server.url + sent["follow_up"])
-            found["follow-up"] = _axe(driver, "the follow-up page")
-            _desktop(driver)
+            found["follow-up"] = axe(driver, "the follow-up page")
+            desktop(driver)
             driver.get(server.url + "/expert/login")
-            found["sign-in"] = _axe(driver, "the sign-in page")
+            found["sign-in"] = axe(driver, "the sign-in page")
             driver.find_element(By.NAME, "email").send_keys("doc@example.org")
             driver.find_element(By.NAME, "password").send_keys(PASSWORD)
             driver.find_element(By.ID, "sign-in").click()
-            _wait(driver, "return document.body.dataset.autoRefresh")
+            wait(driver, "return document.body.dataset.autoRefresh")
             assert not driver.find_elements(By.CSS_SELECTOR, "meta[http-equiv=refresh]")
-            found["queue"] = _axe(driver, "the queue")
+            found["queue"] = axe(driver, "the queue")
             assert driver.find_element(By.ID, "refresh").get_attribute("href").endswith("/expert?order=priority")
             assert driver.execute_script("return document.body.dataset.autoRefresh") == "on"
             driver.find_element(By.ID, "auto-refresh").click()  # switched off, and kept off after a reload
             assert driver.execute_script("return document.body.dataset.autoRefresh") == "off"
             driver.refresh()
-            assert _wait(driver, "return document.body.dataset.autoRefresh") == "off"
+            assert wait(driver, "return document.body.dataset.autoRefresh") == "off"
             assert not driver.find_element(By.ID, "auto-refresh").is_selected()
             driver.find_element(By.LINK_TEXT, sent["number"]).click()
-            _wait(driver, "return document.getElementById('send-answer') !== null")
-            found["case"] = _axe(driver, "a case page")
+            wait(driver, "return document.getElementById('send-answer') !== null")
+            found["case"] = axe(driver, "a case page")
     finally:
         driver.quit()
     for where, violations in found.items():  # the lesser ones, for the reader of the test log
@@ -768,7 +689,7 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
     /api/privacy) and how to withdraw. "Cases sent from this phone" shows each case's status, asked from the server
     with the case's own link (waiting, then answered), drops a case withdrawn on its follow-up page, and one button
     clears the list (after a confirmation)."""
-    _browser_or_skip()
+    need_browser()
     import hashlib
     import json
 
@@ -778,7 +699,7 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
     from mpoxscan.web.cases import add_expert, answer_case, case_by_number
 
     app = create_app(Settings(model=settings.model, data_dir=tmp_path / "data", keep_days=30))
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     statuses = "return [...document.querySelectorAll('#my-cases-list li')].map(li => li.dataset.status || '')"
     stored = "return JSON.parse(localStorage.getItem('mpoxscan-cases') || '[]').map(c => c.number)"
     try:
@@ -786,16 +707,16 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
             with app.state.sessions() as db:  # once started: the lifespan has opened and migrated the database
                 expert = add_expert(db, "doc@example.org", PASSWORD)
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            assert not _shown(driver, "my-cases")
-            assert _screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
+            wait(driver, "return document.body.dataset.ready")
+            assert not shown(driver, "my-cases")
+            assert screen(driver, shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg")
             privacy = driver.find_element(By.ID, "privacy").text
             assert "What is sent" in privacy and "Who sees it" in privacy and "How to withdraw" in privacy
             assert "30 days after the answer" in driver.find_element(By.ID, "privacy-kept").text
             driver.execute_script("document.getElementById('send-section').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-privacy.png"))
-            first = _consent_and_send(driver)
-            assert _wait(driver, statuses + ".join() === 'waiting'")
+            first = consent_and_send(driver)
+            assert wait(driver, statuses + ".join() === 'waiting'")
             assert "waiting for an expert" in driver.find_element(By.ID, "my-cases-list").text
             # A second case sent from this phone (through the API, as the page would), kept in the phone's list.
             photo = (shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg").read_bytes()
@@ -811,8 +732,8 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
             with app.state.sessions() as db:
                 answer_case(db, case_by_number(db, first["number"]), db.merge(expert), "unlikely-mpox", "")
             driver.refresh()
-            _wait(driver, "return document.body.dataset.ready")
-            assert _wait(driver, statuses + ".join() === 'waiting,answered'")
+            wait(driver, "return document.body.dataset.ready")
+            assert wait(driver, statuses + ".join() === 'waiting,answered'")
             assert "answered" in driver.find_elements(By.CSS_SELECTOR, "#my-cases-list li")[1].text
             driver.execute_script("document.getElementById('my-cases').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-my-cases.png"))
@@ -821,10 +742,10 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
             driver.find_element(By.CSS_SELECTOR, "details summary").click()
             driver.find_element(By.CSS_SELECTOR, "button.danger").click()
             # The form's answer is a new page: wait for it (looking at once raced the navigation on a loaded machine).
-            assert _wait(driver, "return document.getElementById('withdrawn') !== null")
+            assert wait(driver, "return document.getElementById('withdrawn') !== null")
             assert "deleted" in driver.find_element(By.ID, "withdrawn").text
             driver.get(server.url + "/")
-            assert _wait(driver, statuses + ".join() === 'answered'")
+            assert wait(driver, statuses + ".join() === 'answered'")
             assert driver.execute_script(stored) == [first["number"]]
             # One button clears the list (after a confirmation), for a shared phone.
             driver.find_element(By.ID, "clear-cases").click()
@@ -834,10 +755,10 @@ def test_before_consent_the_page_says_what_is_kept_and_the_sent_list_shows_statu
             driver.switch_to.alert.accept()
             assert driver.execute_script(stored) == []
             assert "cleared" in driver.find_element(By.ID, "my-cases-status").text
-            assert not _shown(driver, "my-cases-list") and not _shown(driver, "clear-cases")
+            assert not shown(driver, "my-cases-list") and not shown(driver, "clear-cases")
             driver.refresh()
-            _wait(driver, "return document.body.dataset.ready")
-            assert not _shown(driver, "my-cases")
+            wait(driver, "return document.body.dataset.ready")
+            assert not shown(driver, "my-cases")
     finally:
         driver.quit()
     with app.state.sessions() as db:
@@ -852,7 +773,7 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
     agree (asked again after each photo added) and send. The server stores the three photos with the answers; the
     expert's case page shows the three photos, each with its heat map and answer, and what the person said.
     axe-core checks the phone page with three photos and the case page."""
-    _browser_or_skip()
+    need_browser()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -860,7 +781,7 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
 
     app = create_app(Settings(model=settings.model, data_dir=tmp_path / "data"))
     requests = count_requests(app)
-    driver = _phone(chromium(tmp_path / "profile"))
+    driver = phone(chromium(tmp_path / "profile"))
     photos = [shared_data / "msld-v2" / p for p in ("Monkeypox/MKP_01_01.jpg", "Monkeypox/MKP_01_02.jpg",
                                                     "Healthy/HEALTHY_01_01.jpg")]
     try:
@@ -868,15 +789,15 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             with app.state.sessions() as db:
                 add_expert(db, "doc@example.org", PASSWORD)
             driver.get(server.url + "/")
-            _wait(driver, "return document.body.dataset.ready")
-            first = _screen(driver, photos[0])
+            wait(driver, "return document.body.dataset.ready")
+            first = screen(driver, photos[0])
             assert first["computed"] == "device"
-            assert _shown(driver, "add-photo") and _shown(driver, "questions")
+            assert shown(driver, "add-photo") and shown(driver, "questions")
             driver.find_element(By.ID, "consent").click()  # given for one photo: asked again once one is added
             for n, photo in ((2, photos[1]), (3, photos[2])):
                 driver.execute_script("document.getElementById('add-photo').focus()")  # as after a keyboard press
                 driver.find_element(By.ID, "more-photo").send_keys(str(photo))
-                added = _wait(driver, f"return (window.mpoxscanMore || []).length === {n - 1} && "
+                added = wait(driver, f"return (window.mpoxscanMore || []).length === {n - 1} && "
                                       f"document.querySelectorAll('#more-list li').length === {n - 1}")
                 assert added, driver.find_element(By.ID, "more-status").text
                 assert f"Photo {n} added" in driver.find_element(By.ID, "more-status").text
@@ -886,7 +807,7 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             items = driver.find_elements(By.CSS_SELECTOR, "#more-list li")
             for item, result in zip(items, more):  # each photo shown with its own answer
                 assert item.get_attribute("data-answer") == result["answer"]
-            assert not _shown(driver, "add-photo")  # three: the most a case holds
+            assert not shown(driver, "add-photo")  # three: the most a case holds
             # The button gone, the focus is not left on it (nor dropped to the page's start): on the status line.
             assert driver.execute_script("return document.activeElement.id") == "more-status"
             assert "three photos" in driver.find_element(By.ID, "more-intro").text
@@ -896,20 +817,15 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             Select(driver.find_element(By.ID, "q-body_site")).select_by_value("hands")
             Select(driver.find_element(By.ID, "q-age_band")).select_by_value("18-29")
             driver.save_screenshot(str(artefacts / "phone-three-photos.png"))
-            _axe(driver, "the phone page with three photos and the questions")
-            sent = _consent_and_send(driver)
+            axe(driver, "the phone page with three photos and the questions")
+            sent = consent_and_send(driver)
             assert sent["photos"] == 3
             # The expert.
-            _desktop(driver)
-            driver.get(server.url + "/expert/login")
-            driver.find_element(By.NAME, "email").send_keys("doc@example.org")
-            driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-            driver.find_element(By.ID, "sign-in").click()
-            _wait(driver, "return document.getElementById('queue') !== null")
+            expert_signs_in(driver, server.url)
             row = driver.find_element(By.CSS_SELECTOR, "#queue tbody tr").text
             assert sent["number"] in row and "Fever: Yes · Duration: 3 to 7 days" in row
             driver.find_element(By.LINK_TEXT, sent["number"]).click()
-            assert _wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
+            assert wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
                                  "&& document.images.length === 6")
             for k in (1, 2, 3):
                 assert driver.find_element(By.ID, f"photo-{k}-title").text.startswith(f"Photo {k}:")
@@ -918,7 +834,7 @@ def test_three_photos_and_the_questions_reach_the_expert_in_chromium(settings, s
             assert driver.find_element(By.ID, "q-age_band").text == "18 to 29"
             assert not driver.find_elements(By.ID, "q-mpox_contact")  # left unanswered
             driver.save_screenshot(str(artefacts / "dashboard-three-photos.png"))
-            _axe(driver, "a case page with three photos")
+            axe(driver, "a case page with three photos")
     finally:
         driver.quit()
     assert requests["/api/screen"] == 0  # every photo was screened on the phone
