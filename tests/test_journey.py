@@ -190,8 +190,13 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
         _person_page_checks(driver, code, "the follow-up page with a question")
         _shot(driver, shot("5-follow-up-question"), "thread")
         driver.find_element(By.ID, "reply-text").send_keys(reply)
+        # The photo field speaks the person's language (the browser's own file field would not): a button and the
+        # chosen file's name, from the catalogue.
+        assert text("reply-pick") == t["pick"] and text("reply-photo-name") == t["reply.photo.none"]
+        assert not driver.find_element(By.ID, "reply-photo").is_displayed()
         if code == "en":  # one photo reply is enough: the server screens it, which takes a while here
             driver.find_element(By.ID, "reply-photo").send_keys(str(shared_data / "msld-v2/Monkeypox/MKP_11_01.jpg"))
+            assert text("reply-photo-name") == t["reply.photo.chosen"].replace("{name}", "MKP_11_01.jpg")
         driver.find_element(By.ID, "send-reply").click()
         assert wait(driver, "return document.getElementById('reply-sent') !== null")
         assert text("reply-sent") == t["reply.sent"] and text("waiting") == t["reply.waiting"]
