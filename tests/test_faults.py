@@ -6,6 +6,7 @@ header in redirects, HSTS). Select them with `pytest -m faults`."""
 from __future__ import annotations
 
 import errno
+import html
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from sqlalchemy import event, select
 from mpoxscan.deploy.runtime import bundled_model
 from mpoxscan.web import cases as service
 from mpoxscan.web.app import create_app
-from mpoxscan.web.settings import Settings
+from mpoxscan.web.settings import STATIC, Settings
 from mpoxscan.web.crashtest import ServeProcess, check_store, crash_round, make_jpeg, photo_folder_census
 from mpoxscan.web.tables import Case
 
@@ -209,6 +210,12 @@ def test_a_read_only_data_folder_answers_503_for_every_write_and_keeps_every_cas
     _unavailable(client.post(sent["follow_up"] + "/withdraw"), "read-only")
     _unavailable(_sign_in(client), "read-only")
     assert client.get(sent["follow_up"]).status_code == 200  # reading still works
+    # The person's own form, from a browser: their page in their language says nothing changed (not a JSON line).
+    page = client.post(sent["follow_up"] + "/withdraw?lang=fr", headers={"Accept": "text/html"})
+    french = json.loads((STATIC / "locales" / "fr.json").read_text())["followup.unavailable"]
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert html.escape(french, quote=False) in page.text and page.headers["Retry-After"] == "60"
+    assert all(header in page.headers for header in SECURITY_HEADERS)
     assert _numbers(app) == {sent["number"]} and _photo(app, sent["number"]).is_file()
 
 

@@ -131,6 +131,13 @@ def create_app(settings: Settings) -> FastAPI:
     # the headers itself, so that every answer, 5xx included, carries them.
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(request: Request, exc: StorageUnavailable):
+        if request.url.path.startswith("/c/") and "text/html" in request.headers.get("accept", ""):
+            # A person's own page (a browser's form post): their language, not the API's JSON line.
+            from mpoxscan.web.routers.cases import unavailable_page
+
+            response = await run_in_threadpool(unavailable_page, request)
+            response.headers["Retry-After"] = "60"
+            return secure(request, response)
         return secure(request, JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "60"}))
 
     @app.exception_handler(OSError)

@@ -141,6 +141,12 @@ def _person_page(request: Request, context: dict, lang: str, status_code: int = 
     return response
 
 
+def unavailable_page(request: Request) -> HTMLResponse:
+    """What a person's form (withdraw, reply, unlock) answers when the server cannot store anything: their page, in
+    their language, saying that nothing changed and to try again (the JSON reason is for API clients)."""
+    return _person_page(request, {"case": None, "unavailable": True}, i18n.choose(request), status_code=503)
+
+
 def _locked_page(request: Request, token: str, lang: str, error: str | None = None, status_code: int = 200,
                  headers: dict | None = None):
     """All a locked case shows: that it is locked, and where to give its PIN."""
