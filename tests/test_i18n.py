@@ -322,3 +322,42 @@ def test_each_language_from_the_browser_and_from_the_switch_answers_in_it(shared
         driver.quit()
     for name in ("phone-answer-fr", "phone-answer-sw", "phone-follow-up-sw"):
         assert (artefacts / f"{name}.png").stat().st_size > 10_000
+
+
+def test_a_refused_case_says_why_in_the_persons_language(shared_data, tmp_path):
+    """The server's reasons are English (they serve API clients too); the page shows the usual refusals from its
+    catalogue: here a second case over the hour's upload limit (429) and a photo over the size limit (413), in French."""
+    from selenium.webdriver.common.by import By
+
+    from conftest import chromium
+    from mpoxscan.web.app import create_app
+    from mpoxscan.web.settings import Settings
+    from mpoxscan.web.testing import ServerThread
+    from browser import consent_and_send, need_browser, phone, prefer, screen, wait
+    from test_web import _model_with_rule
+
+    need_browser()
+    french = load_catalogues()["fr"]
+    model = _model_with_rule(tmp_path, "plain", min_side=64)
+    photos = [shared_data / "msld-v2" / "Monkeypox" / f"MKP_0{k}_01.jpg" for k in (1, 2)]
+    driver = phone(chromium(tmp_path / "profile"))
+    prefer(driver, driver.execute_script("return navigator.userAgent"), "fr-FR,fr;q=0.9")
+    try:
+        for settings, expected in ((Settings(model=model, data_dir=tmp_path / "a", upload_limit="1/hour"),
+                                    "send.refused.too-many"),
+                                   (Settings(model=model, data_dir=tmp_path / "b", max_upload_bytes=5_000),
+                                    "send.refused.too-large")):
+            with ServerThread(create_app(settings)) as server:
+                driver.get(server.url + "/")
+                wait(driver, "return document.body.dataset.ready")
+                if expected == "send.refused.too-many":  # the hour's one case goes through
+                    assert screen(driver, photos[0]) and consent_and_send(driver)
+                    driver.get(server.url + "/")
+                    wait(driver, "return document.body.dataset.ready")
+                assert screen(driver, photos[1])
+                driver.find_element(By.ID, "consent").click()
+                driver.find_element(By.ID, "send").click()
+                shown = f"return document.getElementById('send-status').textContent === {json.dumps(french[expected])}"
+                assert wait(driver, shown, tries=100), driver.find_element(By.ID, "send-status").text
+    finally:
+        driver.quit()

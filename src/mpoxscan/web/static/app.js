@@ -275,6 +275,12 @@ function reencode(bitmap, maxSide) {
   return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
 }
 
+/** The refusals of a case that the person reads in their language, by HTTP status. */
+const REFUSALS = {
+  413: "send.refused.too-large", 415: "send.refused.not-a-photo", 429: "send.refused.too-many",
+  503: "send.refused.unavailable",
+};
+
 async function sendCase() {
   if (sending || adding) return;
   if (!current) return;
@@ -316,7 +322,8 @@ async function sendCase() {
     }
     if (pin) form.append("pin", pin);  // the server keeps its hash only; this page forgets it once sent
     const response = await fetch("/api/cases", { method: "POST", body: form });
-    const answer = await response.json();
+    // A proxy in front may answer an error in HTML: that is a refusal, not "no connection".
+    const answer = await response.json().catch(() => ({}));
     const link = response.ok ? location.origin + answer.follow_up : null;
     if (link) {  // kept in this phone's list even if another photo was picked meanwhile: the link is the only way back
       const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
@@ -326,7 +333,12 @@ async function sendCase() {
     }
     if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
     if (!response.ok) {
-      SAY($("send-status"), "send.refused", { reason: answer.detail }); sending = false; updateSend(); return;
+      // The server's reasons are English (it answers API clients too): the usual refusals have texts of their own.
+      const known = REFUSALS[response.status];
+      if (known) SAY($("send-status"), known);
+      else if (answer.detail) SAY($("send-status"), "send.refused", { reason: answer.detail });
+      else SAY($("send-status"), "send.refused.status", { status: response.status });
+      sending = false; updateSend(); return;
     }
     SAY($("send-status"), null);
     $("pin").value = "";
