@@ -101,6 +101,9 @@ RUNS = {
     # sensitivity, every tone bin lifted; benchmarks/results/tone/tone.md), on both protocols.
     "finetune-balance-10fold": ("10fold", "finetune", "kfold", ["efficientnet_lite0"], False, [],
                                 {"finetune": {"tone_balance": True}}),
+    # JPEG views without the tone views: whether the JPEG robustness (issue 13) costs accuracy by itself.
+    "finetune-balance-jpeg-10fold": ("10fold", "finetune", "kfold", ["efficientnet_lite0"], False, [],
+                                     {"finetune": {"tone_balance": True, "jpeg_views": True}}),
     "finetune-balance-exports-official": ("official", "finetune", "official", ["efficientnet_lite0"], False,
                                           ["fp16", "int8"], {"finetune": {"tone_balance": True}}),
 }
