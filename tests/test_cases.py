@@ -754,9 +754,23 @@ def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
         assert message["case"] == sent["number"] and message["event"] == "case.waiting"
         assert message["dashboard"] == f"http://testserver/expert/cases/{sent['number']}"
         assert sent["number"] in message["text"] and 0 <= message["mpox_probability"] <= 1
-        assert message["answer"] in ("positive", "negative", "cannot tell")
+        assert message["answer"] in ("positive", "negative", "cannot tell") and message["photos"] == 1
         token = sent["follow_up"].rsplit("/", 1)[1]
         assert token not in json.dumps(message) and "photo" not in message
+        # The person answers an expert's question: the experts learn that the case is back, never the words.
+        with app.state.sessions() as db:
+            expert = service.add_expert(db, "doc@example.org", "correct horse battery staple")
+            service.ask_person(db, service.case_by_number(db, sent["number"]), expert, None, "Since when?")
+        hook = HTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=hook.serve_forever, daemon=True).start()
+        app.state.settings.notify_url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+        assert client.post(f"/c/{token}/reply", data={"text": "Two weeks, itchy."},
+                           follow_redirects=False).status_code == 303
+        hook.shutdown()
+        replied = received[1]
+        assert replied["event"] == "case.replied" and replied["case"] == sent["number"]
+        assert replied["dashboard"].endswith(f"/expert/cases/{sent['number']}") and sent["number"] in replied["text"]
+        assert "itchy" not in json.dumps(replied) and token not in json.dumps(replied)
         # The webhook is down: the case is stored all the same, and the log line names neither the URL nor the case.
         hook.server_close()
         with caplog.at_level(logging.WARNING, logger="mpoxscan.notify"):

@@ -15,13 +15,21 @@ import urllib.request
 log = logging.getLogger("mpoxscan.notify")
 
 
-def case_message(number: str, probability: float, answer: str, reason: str | None, dashboard: str) -> dict:
+def case_message(number: str, probability: float, answer: str, reason: str | None, dashboard: str,
+                 photos: int = 1) -> dict:
     said = {"positive": "screened positive", "negative": "screened negative"}.get(answer, f"model cannot tell: {reason}")
-    text = f"New mpoxscan case {number}: mpox probability {probability:.0%} ({said}). Review it: {dashboard}"
+    count = f", {photos} photos" if photos > 1 else ""
+    text = f"New mpoxscan case {number}: mpox probability {probability:.0%} ({said}{count}). Review it: {dashboard}"
     # "text" is what Slack- and Mattermost-style incoming webhooks show; the other fields are for programs.
     return {"event": "case.waiting", "case": number, "mpox_probability": round(probability, 4),
-            "screened_positive": answer == "positive", "answer": answer, "reason": reason, "dashboard": dashboard,
-            "text": text}
+            "screened_positive": answer == "positive", "answer": answer, "reason": reason, "photos": photos,
+            "dashboard": dashboard, "text": text}
+
+
+def reply_message(number: str, dashboard: str) -> dict:
+    """The person answered an expert's question: the case is back in the queue (never their words or photo here)."""
+    return {"event": "case.replied", "case": number, "dashboard": dashboard,
+            "text": f"The person replied on mpoxscan case {number}. Review it: {dashboard}"}
 
 
 def post(url: str, message: dict, timeout: float = 10.0) -> bool:

@@ -89,7 +89,8 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
-            case.number, case.screening_probability, case.answer, case.answer_reason, dashboard))
+            case.number, case.screening_probability, case.answer, case.answer_reason, dashboard,
+            photos=len(submitted.case.photos)))
     # Off the event loop: the status reads the case's conversation from the database, and a loop blocked on a
     # connection that other requests' sessions hold stalls every request (50 at once once waited 120 s).
     status = await run_in_threadpool(lambda: (case_status(submitted.case), len(submitted.case.photos)))
@@ -215,7 +216,7 @@ def unlock(request: Request, token: str, pin: Annotated[str, Form(max_length=16)
 @router.post("/c/{token}/reply", response_class=HTMLResponse, include_in_schema=False,
              dependencies=[Depends(same_origin), Depends(no_repeated_fields)])
 async def reply(request: Request, token: str, db: DbSession, photos: Photos, screener: ModelScreener,
-                settings: AppSettings, text: Annotated[str, Form()] = "",
+                settings: AppSettings, background: BackgroundTasks, text: Annotated[str, Form()] = "",
                 photo: Annotated[UploadFile | None, File()] = None):
     """The person answers the expert's question: text and/or one photo (the upload's checks and limits, counted
     against the same rate limit as cases sent, before the body is read). Refused with the reason, in the person's
@@ -232,6 +233,7 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
         return await run_in_threadpool(_follow_up, request, db, case, token, lang,
                                        i18n.text(lang, key, reason=reason), status_code)
 
+    number = case.number  # read now: service.reply expires the case (a reload would run on the event loop)
     try:
         service.check_reply(case)  # before the photo is read: nothing to store for a reply nobody asked for
         image = None
@@ -243,6 +245,9 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
         return await refused(exc.key, str(exc), exc.status)
     except HTTPException as exc:
         return await refused("reply.refused.photo", str(exc.detail), exc.status_code)
+    if settings.notify_url:  # the experts learn that the case is back in the queue, as they learn of new cases
+        dashboard = public_base(request, settings) + f"/expert/cases/{number}"
+        background.add_task(notify.post, settings.notify_url, notify.reply_message(number, dashboard))
     return RedirectResponse(f"/c/{token}?replied=1", status_code=303)
 
 
