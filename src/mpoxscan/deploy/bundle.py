@@ -111,14 +111,13 @@ def _option_values(recipe: dict) -> dict[str, tuple]:
     """Each option of the recipe's strategy: (its default, the recipe's value). Every option counts, not only those
     the recipe sets, so that a checkpoint trained with an option is not shipped under a recipe without it."""
     import dataclasses
-    import importlib
 
-    params = {"finetune": "mpoxscan.training.finetune:FinetuneParams", "full": "mpoxscan.training.full:FullParams",
-              "distill": "mpoxscan.training.distill:DistillParams"}.get(recipe["strategy"])
+    from mpoxscan.training.cv import options_types
+
+    params = options_types().get(recipe["strategy"])  # the registry cv checks options against
     if params is None:
         return {}
-    module, name = params.split(":")
-    fields = dataclasses.fields(getattr(importlib.import_module(module), name))
+    fields = dataclasses.fields(params)
     chosen = recipe["options"].get(recipe["strategy"], {})
     return {f.name: (f.default, chosen.get(f.name, f.default)) for f in fields}
 

@@ -92,7 +92,7 @@ def _distill_fold(model, rows, split, classes, config, progress, return_model=Fa
 STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold, "full": _full_fold, "distill": _distill_fold}
 
 
-def _options_types() -> dict:
+def options_types() -> dict:
     """The typed options each strategy reads from ``CVConfig.extra[name]`` (frozen dataclasses)."""
     from mpoxscan.training.distill import DistillParams
     from mpoxscan.training.finetune import FinetuneParams
@@ -107,7 +107,7 @@ EXTRA_SETTINGS = ("cache", "bootstrap")
 
 def check_options(config: CVConfig) -> None:
     """Refuse unknown keys and bad values in ``config.extra`` before any training starts (a typo must not pass)."""
-    types = _options_types()
+    types = options_types()
     unknown = set(config.extra) - set(types) - set(EXTRA_SETTINGS)
     if unknown:
         raise MpoxscanError(f"unknown setting(s) {', '.join(sorted(unknown))} (known: "
@@ -245,8 +245,8 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str 
         same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
         new = {k: asdict(config)[k] for k in same}
         # The strategies' options too: folds trained at another input size or epoch count must not be mixed.
-        same |= {n: old.get("extra", {}).get(n) for n in _options_types()}
-        new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in _options_types()}  # tuples as JSON lists
+        same |= {n: old.get("extra", {}).get(n) for n in options_types()}
+        new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in options_types()}  # tuples as JSON lists
         if same != new:
             raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
                                 "another manifest or seed): choose another --out")

@@ -6,10 +6,11 @@ Plain functions over a SQLAlchemy session, used by the routers and by `mpoxscan 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import logging
-from collections.abc import Sequence
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import case as sql_case
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mpoxscan.deploy.runtime import Screener, Screening
@@ -432,8 +433,6 @@ def mark_seen(db: Session, case: Case) -> None:
     """The person has opened the follow-up page: what it shows now is no longer new. Written only when something
     was new, and a database that refuses the write (read-only, full) still lets the page be read: the messages
     then stay new until a later visit."""
-    from sqlalchemy.exc import DBAPIError
-
     if not unseen(case):
         return
     latest = max(m.created_at for m in case.messages)
@@ -463,8 +462,6 @@ def unlock_cookie(case: Case, token: str) -> str:
 
 def unlocked(case: Case, token: str, cookie: str | None) -> bool:
     """Whether this request may see the case: no PIN, or a cookie from unlock_cookie that has not expired."""
-    import hmac
-
     if case.pin_hash is None:
         return True
     expires, _, mac = (cookie or "").partition(".")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 import secrets
 import time
 from contextlib import contextmanager
@@ -40,8 +42,6 @@ PIN_PATTERN = r"^[0-9]{4,6}$"
 def hash_pin(pin: str) -> str:
     """A follow-up page's PIN (4 to 6 digits), hashed like a password: a copy of the database does not show it, and
     the hash's cost slows a guesser who has one (the rate limit per case slows one who has only the link)."""
-    import re
-
     if not re.fullmatch(PIN_PATTERN, pin):
         raise ValueError("a PIN is 4 to 6 digits")
     return _hasher.hash(pin)
@@ -51,8 +51,6 @@ def unlock_mac(pin_hash: str, token: str, expires: int) -> str:
     """The proof in a case's unlock cookie that its PIN was given, until ``expires`` (Unix time): keyed by the PIN's
     hash (only in the database; a new PIN makes old cookies worthless) and bound to the link's token, so that every
     worker checks it without state of its own."""
-    import hmac
-
     return hmac.new(pin_hash.encode(), f"{token_hash(token)}.{expires}".encode(), hashlib.sha256).hexdigest()
 
 

@@ -101,16 +101,16 @@ class PhotoStore:
     def heatmap_path(self, name: str) -> Path:
         """Where the server's heat map of photo ``name`` is kept: beside it, a companion by the naming rule (deleted
         and swept with it). It may not exist: cases stored before maps were kept get theirs on first view."""
-        return self.root / f"{Path(name).stem}.heatmap.png"
+        return self.root / companion_name(name, HEATMAP)
 
     def save_heatmap(self, name: str, png: bytes) -> None:
         """Write the heat map of photo ``name`` as durably as the photo (StorageUnavailable on failure)."""
-        self._write(self.heatmap_path(name), png, "heat map")
+        self.save_companion(name, HEATMAP, png, "heat map")
 
     def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
         """Write a file that belongs to photo ``name`` (``<stem>.<suffix>``, e.g. a reply photo ``<stem>.reply-
         <id>.jpg``) as durably as the photo: deleted and swept with it by the naming rule. Returns its name."""
-        companion = f"{Path(name).stem}.{suffix}"
+        companion = companion_name(name, suffix)
         self._write(self.root / companion, data, what)
         return companion
 
@@ -314,13 +314,13 @@ class DatabasePhotoStore:
         return self.save_companion(name, f"{position}.jpg", jpeg, f"photo {position}")
 
     def heatmap_name(self, name: str) -> str:
-        return f"{Path(name).stem}.heatmap.png"
+        return companion_name(name, HEATMAP)
 
     def save_heatmap(self, name: str, png: bytes) -> None:
-        self._write(self.heatmap_name(name), png, "heat map")
+        self.save_companion(name, HEATMAP, png, "heat map")
 
     def save_companion(self, name: str, suffix: str, data: bytes, what: str = "photo") -> str:
-        companion = f"{Path(name).stem}.{suffix}"
+        companion = companion_name(name, suffix)
         self._write(companion, data, what)
         return companion
 
@@ -503,6 +503,15 @@ class DatabasePhotoStore:
         finally:
             if exclusive is not None:
                 self._unlock_exclusive(exclusive)
+
+
+#: The suffix of a photo's heat map: ``<stem>.heatmap.png``.
+HEATMAP = "heatmap.png"
+
+
+def companion_name(name: str, suffix: str) -> str:
+    """The name of a file that belongs to photo ``name`` by the naming rule: ``<stem>.<suffix>``."""
+    return f"{Path(name).stem}.{suffix}"
 
 
 def owner_stem(name: str) -> str:

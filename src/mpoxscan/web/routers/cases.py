@@ -24,6 +24,11 @@ UNLOCK_COOKIE = "mpoxscan_unlock"
 LOCKED = "this case is locked: open its follow-up page and give the PIN chosen when it was sent"
 
 
+def _unlocked(request: Request, case, token: str) -> bool:
+    """Whether this browser may see the case: it has no PIN, or the browser gave it a short while ago."""
+    return service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE))
+
+
 def _check_probabilities(probabilities: dict[str, float], classes: list[str]) -> None:
     if sorted(probabilities) != sorted(classes):
         raise HTTPException(400, f"probabilities must name exactly the model's classes: {', '.join(classes)}")
@@ -93,9 +98,9 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
             photos=len(submitted.case.photos)))
     # Off the event loop: the status reads the case's conversation from the database, and a loop blocked on a
     # connection that other requests' sessions hold stalls every request (50 at once once waited 120 s).
-    status = await run_in_threadpool(lambda: (case_status(submitted.case), len(submitted.case.photos)))
-    return CaseSent(**status[0].model_dump(), follow_up=f"/c/{submitted.token}",
-                    model_matches=form.model_sha256 == served_sha256, photos=status[1])
+    status = await run_in_threadpool(case_status, submitted.case)
+    return CaseSent(**status.model_dump(), follow_up=f"/c/{submitted.token}",
+                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos))
 
 
 def public_base(request: Request, settings: Settings) -> str:
@@ -129,7 +134,7 @@ def case_json(token: str, request: Request, db: DbSession) -> CaseStatus:
     """The case's status and conversation (what the phone's list and its notifications read). A case locked by a
     PIN answers 401 unless this browser gave the PIN on the follow-up page a short while ago."""
     case = _case_or_404(db, token)
-    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+    if not _unlocked(request, case, token):
         return JSONResponse({"detail": LOCKED, "locked": True}, status_code=401)
     return case_status(case)
 
@@ -163,7 +168,7 @@ def follow_up_page(request: Request, token: str, db: DbSession):
     if case is None:
         return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
     lang = i18n.choose(request, case.language)  # the case's language unless the person picked another
-    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+    if not _unlocked(request, case, token):
         return _locked_page(request, token, lang)
     return _follow_up(request, db, case, token, lang)
 
@@ -226,7 +231,7 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
     if case is None:
         return _person_page(request, {"case": None}, i18n.choose(request), status_code=404)
     lang = i18n.choose(request, case.language)
-    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+    if not _unlocked(request, case, token):
         return _locked_page(request, token, lang, status_code=401)
 
     async def refused(key: str, reason: str, status_code: int):
@@ -257,7 +262,7 @@ def withdraw(request: Request, token: str, db: DbSession, photos: Photos):
     number only. A case locked by a PIN must be unlocked first."""
     case = _case_or_404(db, token)
     number, lang = case.number, i18n.choose(request, case.language)
-    if not service.unlocked(case, token, request.cookies.get(UNLOCK_COOKIE)):
+    if not _unlocked(request, case, token):
         return _locked_page(request, token, lang, status_code=401)
     service.withdraw_case(db, photos, case)
     return _person_page(request, {"case": None, "withdrawn": number}, lang)

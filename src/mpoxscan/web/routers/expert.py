@@ -190,9 +190,7 @@ def reply_photo(number: str, message_id: int, db: DbSession, photos: Photos, exp
     message = service.message_by_id(case, message_id)
     if message is None or message.photo_file is None:
         raise HTTPException(404, f"case {case.number} has no reply photo {message_id}")
-    data = photos.read(message.photo_file)
-    if data is None:
-        raise HTTPException(404, f"the reply photo of case {case.number} is missing from the photo store")
+    data = _photo_bytes(photos, case, message.photo_file)
     service.audit(db, "viewed reply photo", expert, case.number, detail=str(message_id))
     return Response(data, media_type="image/jpeg")
 
