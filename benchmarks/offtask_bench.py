@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from scipy.special import logsumexp
 from tqdm import tqdm
 
-from mpoxscan.deploy.answer import AnswerRule, fit_rule
+from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule, fit_rule
 from mpoxscan.deploy.runtime import Screener, bundled_model
 from mpoxscan.images import load_image
 
@@ -147,9 +147,10 @@ def offtask_sets(seed: int = 0) -> dict[str, dict[str, Image.Image]]:
 
 
 def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+    """The photo saved at this JPEG quality, opened again as the app opens an upload (a large one at reduced scale)."""
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return load_image(buf.getvalue(), min_side=224, name="degraded photo")
 
 
 DEGRADATIONS = {
@@ -171,7 +172,7 @@ def answers(screener: Screener, images: list[Image.Image], batch: int = 32, desc
         chunk = images[k:k + batch]
         outputs = screener.run(screener.preprocessing.batch(chunk))
         for j, im in enumerate(chunk):
-            s = screener.verdict(outputs["probabilities"][j], min(im.size), screener.measures(outputs, j))
+            s = screener.verdict(outputs["probabilities"][j], min(im.size), screener.measures(outputs, j, im))
             out.append({"answer": s.answer, "reason": s.reason, "p_positive": s.positive_probability,
                         "max_probability": float(outputs["probabilities"][j].max()),
                         "energy": float(logsumexp(outputs["logits"][j])), **s.measures,
@@ -179,7 +180,8 @@ def answers(screener: Screener, images: list[Image.Image], batch: int = 32, desc
     return out
 
 
-def cross_fitted_refusals(screener: Screener, held: list[dict], reference_quality: np.ndarray, groups: list[str],
+def cross_fitted_refusals(screener: Screener, held: list[dict], reference_quality: np.ndarray,
+                          reference_blockiness: np.ndarray, held_blockiness: np.ndarray, groups: list[str],
                           folds: int = 5, seed: int = 0) -> dict:
     """The threshold procedure's own false-refusal rate: for each fifth of the held-out photos (by patient), the
     off-task limit is re-derived from the other held-out photos and the quality limits from every other photo, then
@@ -188,10 +190,11 @@ def cross_fitted_refusals(screener: Screener, held: list[dict], reference_qualit
 
     base = AnswerRule(screener.rule.screening_threshold, screener.rule.positive_class)
     refused, reasons = np.zeros(len(held), bool), {}
-    held_quality = np.array([[h["brightness"], h["sharpness"], h["skin_share"]] for h in held])
+    held_quality = quality_columns(held)
     offtask = np.array([h["offtask"] for h in held])
     for fit_idx, test_idx in GroupKFold(folds).split(offtask, groups=groups):
-        rule = fit_rule(base, np.concatenate([reference_quality, held_quality[fit_idx]]), offtask[fit_idx])
+        rule = fit_rule(base, np.concatenate([reference_quality, held_quality[fit_idx]]), offtask[fit_idx],
+                        np.concatenate([reference_blockiness, held_blockiness[fit_idx]]))
         for k in test_idx:
             why = rule.refusal(held[k]["short_side"], held[k])
             refused[k] = why is not None
@@ -199,6 +202,11 @@ def cross_fitted_refusals(screener: Screener, held: list[dict], reference_qualit
                 reasons[why] = reasons.get(why, 0) + 1
     return {"refused": int(refused.sum()), "n": len(held), "rate": float(refused.mean()), "reasons": reasons,
             "refused_mask": refused}
+
+
+def quality_columns(got: list[dict]) -> np.ndarray:
+    """The ``quality`` measures of each answer, as the columns :func:`fit_rule` takes."""
+    return np.array([[a[n] for n in QUALITY_MEASURES] for a in got])
 
 
 def auroc(real: list[float], off: list[float]) -> float:
@@ -213,6 +221,7 @@ def auroc(real: list[float], off: list[float]) -> float:
 def run(model: Path, data: Path, work: Path) -> dict:
     from mpoxscan.data.manifest import read_manifest
     from mpoxscan.deploy.bundle import training_manifest
+    from mpoxscan.deploy.export import blockiness_of_rows
     from mpoxscan.training.cv import kept_rows
     from mpoxscan.training.train import inner_split
 
@@ -227,8 +236,7 @@ def run(model: Path, data: Path, work: Path) -> dict:
     held_rows = [rows[k] for k in split.valid]
     held_images = [load(r.path) for r in held_rows]
     held = answers(screener, held_images, desc="held-out photos")
-    train_quality = np.array([[a["brightness"], a["sharpness"], a["skin_share"]]
-                              for a in answers(screener, [load(rows[k].path) for k in split.train], desc="training photos")])
+    train_quality = quality_columns(answers(screener, [load(rows[k].path) for k in split.train], desc="training photos"))
     # MSLD v1 photos that match no v2 patient: curate both and keep the v1 representatives.
     curated = work / "msld"
     from mpoxscan.data.curate import CurateOptions, curate, write_outputs
@@ -246,7 +254,9 @@ def run(model: Path, data: Path, work: Path) -> dict:
     degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in DEGRADATIONS.items()}
 
     is_pos = np.array([r.label == screener.positive_class for r in held_rows])
-    crossfit = cross_fitted_refusals(screener, held, train_quality, [r.group for r in held_rows])
+    # The compression limit is fitted on every photo decoded whole (as the export does), the rule applied as shipped.
+    crossfit = cross_fitted_refusals(screener, held, train_quality, blockiness_of_rows(rows, split.train),
+                                     blockiness_of_rows(rows, split.valid), [r.group for r in held_rows])
     said_pos = np.array([h["p_positive"] >= rule.screening_threshold for h in held])
     answered_pos = np.array([h["answer"] == "positive" for h in held])
     all_off = [a for v in off.values() for a in v]
@@ -304,7 +314,9 @@ def markdown(r: dict) -> str:
     lines = ["# Cannot tell: off-task pictures, degraded photos, false refusals", "",
              f"Model: `{Path(r['model']['file']).name}` (sha256 {r['model']['sha256'][:12]}...). Thresholds from its "
              f"metadata: min side {rule['min_side']} px, brightness >= {rule['min_brightness']:.3f}, sharpness >= "
-             f"{rule['min_sharpness']:.2f}, skin share >= {rule['min_skin_share']:.3f}, off-task score <= "
+             f"{rule['min_sharpness']:.2f}, skin share >= {rule['min_skin_share']:.3f}, "
+             + (f"blockiness <= {rule['max_blockiness']:.2f}, " if rule.get("max_blockiness") is not None else "")
+             + "off-task score <= "
              f"{rule['max_offtask']:.3f}; screening threshold {rule['screening_threshold']:.4f}.", "",
              "## Off-task pictures", "",
              "| source | pictures | cannot tell % | screened positive % | reasons |", "|---|---:|---:|---:|---|"]

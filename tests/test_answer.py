@@ -14,8 +14,8 @@ from mpoxscan.deploy.answer import REASONS, AnswerRule, conformal_limit, fit_rul
 
 ANSWER_JS = Path(__file__).resolve().parents[1] / "src" / "mpoxscan" / "web" / "static" / "answer.js"
 RULE = AnswerRule(screening_threshold=0.3, positive_class="Monkeypox", min_side=64, min_brightness=0.2,
-                  min_sharpness=3.0, min_skin_share=0.05, max_offtask=2.0)
-GOOD = {"brightness": 0.5, "sharpness": 50.0, "skin_share": 0.6, "offtask": 1.0}
+                  min_sharpness=3.0, min_skin_share=0.05, max_blockiness=2.5, max_offtask=2.0)
+GOOD = {"brightness": 0.5, "sharpness": 50.0, "skin_share": 0.6, "blockiness": 1.2, "offtask": 1.0}
 
 
 def test_a_good_photo_is_screened_at_the_threshold():
@@ -27,10 +27,12 @@ def test_a_good_photo_is_screened_at_the_threshold():
     (63, {}, "too small"),
     (500, {"brightness": 0.1}, "too dark"),
     (500, {"sharpness": 1.0}, "blurred"),
+    (500, {"blockiness": 2.6}, "too compressed"),
     (500, {"skin_share": 0.0}, "not a skin close-up"),
     (500, {"offtask": 2.5}, "unlike the photos the model learned from"),
     # The first reason that applies is given: a dark photo is also blurred and holds no skin colour.
-    (500, {"brightness": 0.1, "sharpness": 1.0, "skin_share": 0.0, "offtask": 9.0}, "too dark"),
+    (500, {"brightness": 0.1, "sharpness": 1.0, "skin_share": 0.0, "blockiness": 9.0, "offtask": 9.0}, "too dark"),
+    (500, {"blockiness": 9.0, "skin_share": 0.0, "offtask": 9.0}, "too compressed"),
 ])
 def test_a_photo_the_model_cannot_judge_gets_no_verdict(side, change, reason):
     # Even with P(mpox) = 1: a refused photo never shows a screening verdict.
@@ -74,12 +76,15 @@ def test_conformal_limit_refuses_at_most_alpha_of_exchangeable_photos():
 def test_fit_rule_sets_each_limit_from_its_own_photos():
     rng = np.random.default_rng(1)
     quality = np.column_stack([rng.uniform(0.2, 0.9, 800), rng.uniform(5, 500, 800), rng.uniform(0.1, 1, 800)])
+    blocks = rng.uniform(1, 3, 800)
     offtask = rng.uniform(0.5, 2.0, 150)
-    rule = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask)
+    rule = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask, blocks)
     assert rule.min_side == 64 and rule.max_offtask == offtask.max()  # 150 photos at 1 %: the largest
     assert rule.min_brightness == np.sort(quality[:, 0])[3] and rule.min_sharpness == np.sort(quality[:, 1])[3]
+    assert rule.max_blockiness == np.sort(blocks)[-4]  # an upper limit: the 4th largest of 800 at 0.5 %
     assert rule.notes["quality_photos"] == 800 and rule.notes["offtask_photos"] == 150
-    assert (quality[:, 0] < rule.min_brightness).sum() == 3
+    assert (quality[:, 0] < rule.min_brightness).sum() == 3 and (blocks > rule.max_blockiness).sum() == 3
+    assert fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask).max_blockiness is None  # not measured: off
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")
@@ -89,11 +94,12 @@ def test_the_page_decides_exactly_as_python():
     cases = []
     for _ in range(400):
         rule = RULE.as_dict()
-        for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_offtask"):
+        for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_blockiness", "max_offtask"):
             if rng.random() < 0.2:
                 rule[name] = None
         measures = {"brightness": float(rng.uniform(0, 0.5)), "sharpness": float(rng.uniform(0, 8)),
-                    "skin_share": float(rng.uniform(0, 0.1)), "offtask": float(rng.uniform(1, 3))}
+                    "skin_share": float(rng.uniform(0, 0.1)), "blockiness": float(rng.uniform(1.5, 3.5)),
+                    "offtask": float(rng.uniform(1, 3))}
         if rng.random() < 0.2:
             measures.pop("offtask")
         cases.append({"rule": rule, "p": float(rng.uniform(0, 0.6)), "side": int(rng.integers(40, 100)), "m": measures})
@@ -106,7 +112,7 @@ def test_the_page_decides_exactly_as_python():
     py = [AnswerRule(**{k: v for k, v in c["rule"].items() if k != "notes"}).decide(c["p"], c["side"], c["m"])
           for c in cases]
     assert js == py
-    assert {a for a, _ in py} == {"positive", "negative", "cannot tell"} and len({r for _, r in py}) == 6
+    assert {a for a, _ in py} == {"positive", "negative", "cannot tell"} and len({r for _, r in py}) == 7
 
 
 def test_quality_measures_in_the_graph():
@@ -148,3 +154,83 @@ def test_offtask_score_in_the_graph_matches_its_fit():
     assert np.allclose(scores, fit.score(pooled_moments(torch.cat([train[:20], odd])).numpy()), rtol=1e-4)
     assert np.median(module(train).detach().numpy()) == pytest.approx(1.0, rel=1e-3)  # in units of the median
     assert scores[20:].min() > 3 * scores[:20].max()
+
+
+
+def _photo(size: int, seed: int):
+    """A photo-like picture: smooth colour at every scale and fine grain, no 8-pixel structure."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(40, 220, (12, 12, 3), dtype=np.uint8)).resize((size, size),
+                                                                                          Image.Resampling.BICUBIC)
+    return Image.fromarray(np.clip(np.asarray(coarse, np.float32) + rng.normal(0, 6, (size, size, 3)), 0, 255)
+                           .astype(np.uint8))
+
+
+def _jpeg(image, quality: int):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def test_blockiness_sees_heavy_jpeg_compression_wherever_the_grid_falls():
+    from PIL import Image
+
+    from mpoxscan.deploy.compression import blockiness, photo_blockiness
+
+    photo = _photo(400, 4)
+    clean, q95, q10 = blockiness(photo), blockiness(_jpeg(photo, 95)), blockiness(_jpeg(photo, 10))
+    assert clean < 1.2 and q95 < 1.3 and q10 > 2 * clean
+    # A crop that shifts the block grid by an odd number of pixels (the centre square of a 397 x 395 photo).
+    shifted = _jpeg(photo, 10).crop((3, 5, 400, 400))
+    assert blockiness(shifted) > 2 * clean
+    assert blockiness(Image.new("RGB", (224, 224), (120, 90, 70))) == 0  # a flat picture: no steps, no blocks
+    assert blockiness(Image.new("L", (100, 100), 90)) == 0  # any mode
+    # Not measured on a photo the loader decoded at a reduced scale.
+    reduced = photo.resize((200, 200))
+    reduced.info["source_size"] = (400, 400)
+    assert photo_blockiness(reduced) is None and photo_blockiness(photo) == clean
+
+
+def test_blockiness_reaches_the_answer_from_a_file_path_and_a_reduced_decode(tmp_path):
+    """Through the loader: a small JPEG at quality 10 is measured; a large one decoded at 1/8 scale is not."""
+    from mpoxscan.deploy.compression import photo_blockiness
+    from mpoxscan.images import load_image
+
+    small, large = tmp_path / "small.jpg", tmp_path / "large.jpg"
+    _photo(300, 5).save(small, quality=10)
+    _photo(2000, 6).save(large, quality=10)
+    assert photo_blockiness(load_image(small, min_side=224)) > 2
+    assert photo_blockiness(load_image(large, min_side=224)) is None
+    assert photo_blockiness(load_image(large)) > 2
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")
+def test_the_page_measures_blockiness_exactly_as_python():
+    from PIL import Image
+
+    from mpoxscan.deploy.compression import blockiness, centre_crop_box
+
+    pictures = [_photo(300, 7), _jpeg(_photo(300, 7), 10), _jpeg(_photo(257, 8), 30).crop((1, 2, 257, 250)),
+                Image.new("RGB", (70, 90), (10, 200, 30)), _jpeg(_photo(700, 9), 20)]
+    cases = []
+    for im in pictures:
+        left, top, w, h = centre_crop_box(*im.size)
+        rgba = np.asarray(im.convert("RGBA").crop((left, top, left + w, top + h))).ravel().tolist()
+        cases.append({"size": list(im.size), "rgba": rgba, "w": w, "h": h})
+    script = (f"const A = require({json.dumps(str(ANSWER_JS))});"
+              "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(cases.map(c => [A.centreCropBox(c.size[0], c.size[1]),"
+              " A.blockiness(c.rgba, c.w, c.h)])));")
+    out = subprocess.run(["node", "-e", script], input=json.dumps(cases), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    for im, (box, value) in zip(pictures, got):
+        assert tuple(box) == centre_crop_box(*im.size)
+        assert value == pytest.approx(blockiness(im), rel=1e-9, abs=1e-12)
+    assert got[1][1] > 2 * got[0][1]  # the parity covers a compressed picture too

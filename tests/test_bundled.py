@@ -34,9 +34,10 @@ def test_bundled_file_carries_its_answer_rule():
     assert {"quality", "offtask"} <= set(screener.outputs)
     assert screener.rule.as_dict() == CARD["answer_rule"]
     rule = CARD["answer_rule"]
-    for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_offtask"):
+    for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_blockiness", "max_offtask"):
         assert rule[name] is not None, name  # every check is on in the shipped file
     assert rule["notes"]["quality_photos"] >= 700 and rule["notes"]["offtask_photos"] >= 100
+    assert rule["notes"]["blockiness_photos"] >= 700
 
 
 def test_off_task_pictures_get_cannot_tell():
@@ -125,6 +126,22 @@ def test_predict_says_cannot_tell_without_a_verdict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.splitlines()[0]
     assert "CANNOT TELL (too dark)" in line and "retake" in line and "POSITIVE" not in line and "%" not in line
+
+
+@pytest.mark.integration
+def test_predict_says_too_compressed_for_a_real_photo_kept_at_jpeg_quality_10(shared_data, tmp_path):
+    """The same real photo: screened as it is, "cannot tell (too compressed)" once saved at JPEG quality 10."""
+    from PIL import Image
+
+    photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
+    Image.open(photo).save(tmp_path / "q10.jpg", quality=10)
+    proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "predict", str(photo), str(tmp_path / "q10.jpg"),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    clean, q10 = json.loads(proc.stdout)["results"]
+    assert clean["reason"] is None and clean["measures"]["blockiness"] < CARD["answer_rule"]["max_blockiness"]
+    assert (q10["answer"], q10["reason"]) == ("cannot tell", "too compressed")
+    assert q10["measures"]["blockiness"] > CARD["answer_rule"]["max_blockiness"]
 
 
 def test_predict_gives_a_strip_an_error_line_and_screens_the_rest(tmp_path):

@@ -133,9 +133,16 @@ def test_api_screen_says_cannot_tell_with_a_reason(client):
     Image.open(io.BytesIO(_jpeg())).resize((48, 40)).save(buf, "PNG")
     got = _post_photo(client, "/api/screen", buf.getvalue()).json()
     assert (got["answer"], got["reason"]) == ("cannot tell", "too small")
-    assert set(got["measures"]) == {"brightness", "sharpness", "skin_share", "offtask"}
+    assert set(got["measures"]) == {"brightness", "sharpness", "skin_share", "blockiness", "offtask"}
     rule = client.get("/api/model").json()["answer_rule"]
     assert rule["min_side"] == 64 and rule["max_offtask"] > 0
+    # A photo kept at JPEG quality 10: its 8 x 8 blocks, measured on the upload before any resizing.
+    smooth = Image.open(io.BytesIO(_jpeg((12, 9), 3))).resize((320, 240), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    smooth.save(buf, "JPEG", quality=10)
+    got = _post_photo(client, "/api/screen", buf.getvalue()).json()
+    assert (got["answer"], got["reason"]) == ("cannot tell", "too compressed")
+    assert got["measures"]["blockiness"] > rule["max_blockiness"]
 
 
 @pytest.mark.parametrize("body, status, reason", [
@@ -430,6 +437,8 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
     from selenium.webdriver.common.by import By
 
     from mpoxscan.deploy.answer import ADVICE
+    from mpoxscan.deploy.compression import photo_blockiness
+    from mpoxscan.images import load_image
 
     always = _model_with_rule(tmp_path, "always", screening_threshold=0.0, min_side=64)
     never = _model_with_rule(tmp_path, "never", screening_threshold=1.0, min_side=64)
@@ -483,6 +492,13 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             # An expert may still judge what the model cannot.
             assert shown(driver, "retake") and shown(driver, "send-section")
             driver.save_screenshot(str(artefacts / "phone-cannot-tell.png"))
+            # A real photo kept at JPEG quality 10: the page measures its blocks as the server does (answer.js).
+            q10 = tmp_path / "q10.jpg"
+            Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg").save(q10, quality=10)
+            result = screen(driver, q10)
+            assert (result["answer"], result["reason"]) == ("cannot tell", "too compressed")
+            assert result["measures"]["blockiness"] == pytest.approx(photo_blockiness(load_image(q10)), rel=0.05)
+            assert "too compressed" in text("explain") and ADVICE["too compressed"] in text("explain")
         with ServerThread(create_app(Settings(model=never, data_dir=tmp_path / "b"))) as server:
             driver.get(server.url + "/")
             wait(driver, "return document.body.dataset.ready")

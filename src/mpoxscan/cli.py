@@ -465,7 +465,7 @@ Examples:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 1024), help="--out: photos per network run.")
 def predict_cmd(images, model_file, threads, as_json, out_file, ray_address, workers, batch_size) -> None:
     """Screen photos for mpox with an exported model: positive, negative, or CANNOT TELL (with the reason: too small,
-    too dark, blurred, not a skin close-up, unlike the photos the model learned from), with the class probabilities
+    too dark, blurred, too compressed, not a skin close-up, unlike the photos the model learned from), with the class probabilities
     and the model's threshold. IMAGES: files, folders, glob patterns, or @LIST files (one path per line). Needs ONNX
     Runtime only. Exit status 1 if any photo could not be read."""
     from mpoxscan.deploy.predict import expand_inputs, screen_files

@@ -6,7 +6,8 @@ file alone decides, the same way in ``mpoxscan predict``, ``/api/screen``, case 
 
 The measurements the rule reads are outputs of the model file itself (``quality``: brightness, sharpness and skin
 share of the network's input; ``offtask``: how unlike the training photos the photo is), so that the phone and the
-server measure with the same arithmetic.
+server measure with the same arithmetic. One is not: ``blockiness`` (deploy/compression.py) is measured on the
+decoded photo before resizing, where JPEG's blocks still show; the page mirrors its arithmetic.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REASONS = {
     "too_small": "too small",
     "too_dark": "too dark",
     "blurred": "blurred",
+    "compressed": "too compressed",
     "not_skin": "not a skin close-up",
     "unfamiliar": "unlike the photos the model learned from",
 }
@@ -31,6 +33,7 @@ ADVICE = {
     "too small": "Come closer, or use the camera rather than a thumbnail.",
     "too dark": "Use daylight or the flash.",
     "blurred": "Hold the phone still and tap the lesion to focus.",
+    "too compressed": "Use the photo from the camera itself, not a copy saved from a chat or a web page.",
     "not a skin close-up": "Fill the frame with the lesion and a little skin around it.",
     "unlike the photos the model learned from": "Fill the frame with the lesion and a little skin around it, "
                                                 "in daylight and in focus.",
@@ -50,6 +53,7 @@ class AnswerRule:
     min_brightness: float | None = None  # mean luma of the network's input, 0..1
     min_sharpness: float | None = None  # variance of the Laplacian of the input's luma (0..255 scale)
     min_skin_share: float | None = None  # share of the input's pixels of skin colour
+    max_blockiness: float | None = None  # JPEG's 8 x 8 blocks, at the photo's own resolution (deploy/compression.py)
     max_offtask: float | None = None  # the model's ``offtask`` score: larger is more unlike its training photos
     notes: dict = field(default_factory=dict)  # how each threshold was set (not read by the rule)
 
@@ -67,7 +71,7 @@ class AnswerRule:
 
     def refusal(self, short_side: int | None, measures: dict[str, float]) -> str | None:
         """The reason this photo cannot be judged, or None. ``measures``: brightness, sharpness, skin_share, offtask
-        (a missing measure is not checked, nor the size when ``short_side`` is None)."""
+        blockiness (a missing measure is not checked, nor the size when ``short_side`` is None)."""
         # Written as "not within the limit", so that a measurement that is not a number (NaN) refuses the photo.
         def below(name: str, limit: float | None) -> bool:
             return limit is not None and name in measures and not measures[name] >= limit
@@ -81,6 +85,8 @@ class AnswerRule:
             return REASONS["too_dark"]
         if below("sharpness", self.min_sharpness):
             return REASONS["blurred"]
+        if above("blockiness", self.max_blockiness):
+            return REASONS["compressed"]
         if below("skin_share", self.min_skin_share):
             return REASONS["not_skin"]
         if above("offtask", self.max_offtask):
@@ -97,7 +103,7 @@ class AnswerRule:
 
 
 #: The share of real, in-distribution photos each check may refuse (its conformal level; see :func:`fit_rule`).
-ALPHA = {"brightness": 0.005, "sharpness": 0.005, "skin_share": 0.005, "offtask": 0.01}
+ALPHA = {"brightness": 0.005, "sharpness": 0.005, "skin_share": 0.005, "blockiness": 0.005, "offtask": 0.01}
 #: Photos whose short side is under this are refused (curate rejects such images from training too).
 MIN_SIDE = 64
 
@@ -114,16 +120,20 @@ def conformal_limit(values: np.ndarray, alpha: float, lower: bool) -> float | No
 
 
 def fit_rule(rule: AnswerRule, quality: np.ndarray | None, offtask: np.ndarray | None,
-             alpha: dict[str, float] = ALPHA, min_side: int = MIN_SIDE) -> AnswerRule:
+             blockiness: np.ndarray | None = None, alpha: dict[str, float] = ALPHA,
+             min_side: int = MIN_SIDE) -> AnswerRule:
     """Set the thresholds of ``rule`` from real in-distribution photos that play no other part in them:
-    ``quality`` (n, 3) of the reference photos, ``offtask`` (m,) of photos the off-task subspace was not fitted on.
-    Each check refuses at most its ``alpha`` of such photos."""
+    ``quality`` (n, 3) and ``blockiness`` (n,) of the reference photos, ``offtask`` (m,) of photos the off-task
+    subspace was not fitted on. Each check refuses at most its ``alpha`` of such photos."""
     notes: dict = {"alpha": {k: alpha[k] for k in alpha}}
     limits: dict = {"min_side": min_side}
     if quality is not None and len(quality):
         for j, name in enumerate(QUALITY_MEASURES):
             limits[f"min_{name}"] = conformal_limit(quality[:, j], alpha[name], lower=True)
         notes["quality_photos"] = int(len(quality))
+    if blockiness is not None and len(blockiness):
+        limits["max_blockiness"] = conformal_limit(blockiness, alpha["blockiness"], lower=False)
+        notes["blockiness_photos"] = int(len(blockiness))
     if offtask is not None and len(offtask):
         limits["max_offtask"] = conformal_limit(offtask, alpha["offtask"], lower=False)
         notes["offtask_photos"] = int(len(offtask))

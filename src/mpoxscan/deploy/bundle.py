@@ -41,9 +41,9 @@ LIMITS = [
     "condition will be forced into one of them.",
     "Public images are mostly of typical presentations; accuracy on early lesions, mucosal lesions or unusual photos "
     "is unknown. Figures per skin tone (ITA bins) are in cross_validated_metrics where measured.",
-    "Photos the model cannot judge get 'cannot tell' (too small, too dark, blurred, not a skin close-up, unlike its "
-    "training photos: answer_rule); the off-task check learned only what skin close-ups look like, so a picture of "
-    "skin that is not a lesion close-up (a face, a hand) may still be screened.",
+    "Photos the model cannot judge get 'cannot tell' (too small, too dark, blurred, too compressed, not a skin "
+    "close-up, unlike its training photos: answer_rule); the off-task check learned only what skin close-ups look "
+    "like, so a picture of skin that is not a lesion close-up (a face, a hand) may still be screened.",
     "The screening threshold was set for 95 % mpox sensitivity on 150 held-out photos: it gives many false "
     "positives by design.",
 ]

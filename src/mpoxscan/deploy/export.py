@@ -146,16 +146,17 @@ def outputs_of(model, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarr
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def with_answer_rule(proto, reference: dict[str, np.ndarray], held_out: dict[str, np.ndarray]) -> dict:
+def with_answer_rule(proto, reference: dict[str, np.ndarray], held_out: dict[str, np.ndarray],
+                     blockiness: np.ndarray | None = None) -> dict:
     """Set the "cannot tell" thresholds of an exported variant from its own outputs (the file that is measured is
-    the file that ships): quality limits from the ``reference`` photos' outputs, the off-task limit from the outputs
-    of ``held_out`` photos that the off-task subspace was not fitted on. Returns the rule (also written into the
-    file's metadata)."""
+    the file that ships): quality limits from the ``reference`` photos' outputs (and the compression limit from
+    their ``blockiness``, measured on the photos themselves), the off-task limit from the outputs of ``held_out``
+    photos that the off-task subspace was not fitted on. Returns the rule (also written into the file's metadata)."""
     from mpoxscan.deploy.answer import AnswerRule, fit_rule
     from mpoxscan.deploy.runtime import read_metadata
 
     meta = read_metadata(proto)
-    rule = fit_rule(AnswerRule.from_meta(meta), reference.get("quality"), held_out.get("offtask"))
+    rule = fit_rule(AnswerRule.from_meta(meta), reference.get("quality"), held_out.get("offtask"), blockiness)
     meta["answer_rule"] = rule.as_dict()
     write_metadata(proto, meta)
     return meta["answer_rule"]
@@ -173,6 +174,17 @@ def preprocessed(rows, indices, card: dict) -> np.ndarray:
     arrays = [prep(load_image(rows[k].path, min_side=prep.input_size))
               for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50)]
     return np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
+
+
+def blockiness_of_rows(rows, indices) -> np.ndarray:
+    """The blockiness (deploy/compression.py) of ``rows[k]`` for each k, measured on the photo as decoded."""
+    from tqdm import tqdm
+
+    from mpoxscan.deploy.compression import blockiness
+    from mpoxscan.images import load_image
+
+    return np.array([blockiness(load_image(rows[k].path))
+                     for k in tqdm(indices, desc="blockiness", unit="img", leave=False, disable=len(indices) < 50)])
 
 
 def checkpoint_split(manifest: Path, card: dict):
@@ -288,11 +300,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         # (the subspace was fitted on the training ones).
         photos, n = np.concatenate([train_images, held_out]), len(held_out)
         del train_images
+        native = blockiness_of_rows(rows, split.train + split.valid)
         held_outputs, report["answer_rule"] = {}, {}
         for p, v in variants.items():
             every = outputs_of(v, photos)
             held_outputs[p] = {name: values[len(values) - n:] for name, values in every.items()}
-            report["answer_rule"][p] = with_answer_rule(v, every, held_outputs[p])
+            report["answer_rule"][p] = with_answer_rule(v, every, held_outputs[p], native)
         ref_gate = held_outputs["fp32"]["probabilities"]
         del photos
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule
+from mpoxscan.deploy.compression import photo_blockiness
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.preprocess import Preprocessing
 
@@ -37,7 +38,7 @@ class Screening:
     threshold: float
     answer: str  # "positive" | "negative" | "cannot tell" (deploy/answer.py)
     reason: str | None = None  # why "cannot tell" (None otherwise)
-    measures: dict[str, float] = field(default_factory=dict)  # brightness, sharpness, skin_share, offtask
+    measures: dict[str, float] = field(default_factory=dict)  # brightness, sharpness, skin_share, blockiness, offtask
 
     @property
     def positive(self) -> bool:
@@ -105,9 +106,13 @@ class Screener:
         return self.run(self.preprocessing.batch(images))["probabilities"]
 
     @staticmethod
-    def measures(outputs: dict[str, np.ndarray], k: int) -> dict[str, float]:
-        """The measurements the answer rule reads, for row ``k`` of a batch's outputs (those the file has)."""
+    def measures(outputs: dict[str, np.ndarray], k: int, image: Image.Image | None = None) -> dict[str, float]:
+        """The measurements the answer rule reads, for row ``k`` of a batch's outputs (those the file has), and the
+        photo's own ``blockiness`` when the decoded ``image`` is given (measured before any resizing; not for a photo
+        decoded at a reduced scale)."""
         m = {}
+        if image is not None and (b := photo_blockiness(image)) is not None:
+            m["blockiness"] = round(b, 6)
         if "quality" in outputs:
             m.update({name: round(float(v), 6) for name, v in zip(QUALITY_MEASURES, outputs["quality"][k])})
         if "offtask" in outputs:
@@ -131,7 +136,7 @@ class Screener:
         if not images:
             return []
         outputs = self.run(self.preprocessing.batch(images))
-        return [self.verdict(outputs["probabilities"][k], min(image.size), self.measures(outputs, k))
+        return [self.verdict(outputs["probabilities"][k], min(image.size), self.measures(outputs, k, image))
                 for k, image in enumerate(images)]
 
     def screen_and_map(self, image) -> tuple[Screening, np.ndarray | None, Image.Image]:
@@ -140,7 +145,7 @@ class Screener:
         seen = self.preprocessing.resize_crop(image)
         outputs = self.run(self.preprocessing.normalize(seen)[None])
         cam = outputs["cam"][0] if "cam" in outputs else None
-        answer = self.verdict(outputs["probabilities"][0], min(image.size), self.measures(outputs, 0))
+        answer = self.verdict(outputs["probabilities"][0], min(image.size), self.measures(outputs, 0, image))
         return answer, cam, seen
 
 

@@ -58,7 +58,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
         measures = {}
         if onnx:
             outputs = screener.run(x)
-            proba, heat, measures = outputs["probabilities"][0], outputs["cam"][0], screener.measures(outputs, 0)
+            proba, heat, measures = outputs["probabilities"][0], outputs["cam"][0], screener.measures(outputs, 0, photo)
         else:
             with torch.no_grad():
                 proba = softmax(model(torch.from_numpy(x)).numpy(), card["temperature"])[0]

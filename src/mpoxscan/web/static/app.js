@@ -250,7 +250,7 @@ async function screenMore(file) {
   try {
     if (!bitmap) { SAY($("more-status"), "more.cannot.open"); return; }
     let result, picture;
-    if (session) [result, picture] = await screenOnDevice(bitmap);
+    if (session) [result, picture] = await screenOnDevice(bitmap, file);
     else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
     if (current !== theCase) return;
     theCase.extras.push({ result, bitmap });
@@ -466,11 +466,28 @@ function networkInput(bitmap) {
   return seen;
 }
 
-async function screenOnDevice(bitmap) {
+// The photo's JPEG blockiness (answer.js), read from its centre square as decoded: what the server measures. Not for a
+// JPEG over twice the network's input on its short side, which the server decodes at a reduced scale and does not
+// measure (deploy/compression.py).
+function photoBlockiness(bitmap, file) {
+  if (file && file.type === "image/jpeg" && Math.min(bitmap.width, bitmap.height) > 2 * meta.preprocessing.input_size) return null;
+  const [left, top, w, h] = MPOXSCAN_ANSWER.centreCropBox(bitmap.width, bitmap.height);
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(bitmap, left, top, w, h, 0, 0, w, h);
+  const value = MPOXSCAN_ANSWER.blockiness(ctx.getImageData(0, 0, w, h).data, w, h);
+  canvas.width = canvas.height = 0;
+  return value;
+}
+
+async function screenOnDevice(bitmap, file) {
   const t0 = performance.now(), seen = networkInput(bitmap), t1 = performance.now();
   const out = await session.run({ image: toTensor(seen) });
   const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
   const best = proba.indexOf(Math.max(...proba)), measures = MPOXSCAN_ANSWER.measuresOf(out);
+  const blocks = photoBlockiness(bitmap, file);
+  if (blocks !== null) measures.blockiness = blocks;
   const [answer, reason] = MPOXSCAN_ANSWER.decide(meta.answer_rule, proba[k], Math.min(bitmap.width, bitmap.height), measures);
   const result = { computed: "device", ms, prepMs, answer, reason, measures, predicted: meta.classes[best],
                    probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
@@ -521,7 +538,7 @@ async function screenPicked(file) {
   if (!bitmap) { restoreStatus(); await cannotOpen(file, pick); return; }
   try {
     let result, picture;
-    if (session) [result, picture] = await screenOnDevice(bitmap);
+    if (session) [result, picture] = await screenOnDevice(bitmap, file);
     else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
     if (pick !== picks) return;
     restoreStatus();
