@@ -142,7 +142,40 @@ def test_tone_balance_refuses_a_manifest_without_tones(squares_manifest):
     rows = kept_rows(squares_manifest)
     for r in rows:
         r.ita = ""
-    config = CVConfig(manifest=str(squares_manifest), models=[], strategy="finetune", protocol="kfold",
-                      extra={"finetune": {"tone_balance": True}})
-    with pytest.raises(MpoxscanError, match="needs skin tones"):
-        finetune_fold("mobilenetv2_100", rows, make_splits(rows, "kfold", 0)[0], ["Healthy", "Monkeypox"], config)
+    for options in ({"tone_balance": True}, {"tone_decorrelation": True}):
+        config = CVConfig(manifest=str(squares_manifest), models=[], strategy="finetune", protocol="kfold",
+                          extra={"finetune": options})
+        with pytest.raises(MpoxscanError, match="need skin tones"):
+            finetune_fold("mobilenetv2_100", rows, make_splits(rows, "kfold", 0)[0], ["Healthy", "Monkeypox"], config)
+
+
+def test_tone_correlation_is_the_pooled_within_class_correlation_and_has_a_gradient():
+    """The decorrelation penalty: Pearson of ITA with the mpox log-odds, each non-mpox class centred on its own means,
+    mpox rows and rows without a tone left out; differentiable, so that training can push it to zero."""
+    import torch
+
+    from mpoxscan.training.finetune import tone_correlation
+
+    rng = np.random.default_rng(0)
+    n, positive = 40, 2
+    logits = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32, requires_grad=True)
+    target = torch.tensor(rng.integers(0, 4, n))
+    ita = torch.tensor(rng.uniform(-40, 60, n), dtype=torch.float32)
+    ita[:3] = float("nan")
+    got = tone_correlation(logits, target, ita, positive)
+    got.backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    lg, t, it = logits.detach().numpy(), target.numpy(), ita.numpy()
+    others = np.delete(lg, positive, axis=1)
+    odds = lg[:, positive] - np.log(np.exp(others).sum(1))
+    keep = (t != positive) & ~np.isnan(it)
+    z = np.concatenate([odds[keep & (t == c)] - odds[keep & (t == c)].mean() for c in (0, 1, 3)])
+    x = np.concatenate([it[keep & (t == c)] - it[keep & (t == c)].mean() for c in (0, 1, 3)])
+    assert float(got) == pytest.approx(float((z * x).sum() / np.sqrt((z ** 2).sum() * (x ** 2).sum())), abs=1e-5)
+    # A class-level offset (one class darker and more mpox-like) is not a within-class trend.
+    target = torch.tensor([0] * 10 + [1] * 10)
+    ita = torch.tensor(list(range(10)) * 2, dtype=torch.float32)
+    flat = torch.zeros(20, 3)
+    flat[10:, positive] = 5.0
+    assert float(tone_correlation(flat, target, ita, positive)) == 0.0
+    assert float(tone_correlation(flat[:1], target[:1], ita[:1], positive)) == 0.0  # too few rows: no penalty

@@ -268,7 +268,7 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
 
 def _extra(cache: Path | None, strategy: str, **flags: bool) -> dict:
     """CVConfig.extra from the command line: the cache folder and the finetune strategy's on/off options
-    (tone_balance, tone_views, jpeg_views)."""
+    (tone_balance, tone_views, tone_decorrelation, jpeg_views)."""
     extra: dict = {"cache": str(cache)} if cache else {}
     chosen = {k: True for k, on in flags.items() if on}
     if chosen and strategy != "finetune":
@@ -284,6 +284,8 @@ def _finetune_flags(command):
             ("--tone-balance", "finetune: re-weight training images so that each skin-tone (ITA) bin has the overall "
                                "class mix (needs a manifest with the ita column)."),
             ("--tone-views", "finetune: augmented views also move the skin to a random skin tone."),
+            ("--tone-decorrelation", "finetune: penalise the within-class correlation of skin tone (ITA) with the "
+                                     "mpox log-odds among non-mpox training images (needs the ita column)."),
             ("--jpeg-views", "finetune: half of the augmented views are first saved as a low-quality JPEG (10-60)."))):
         command = click.option(name, is_flag=True, help=text)(command)
     return command
@@ -316,7 +318,7 @@ Examples:
                    "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
 def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, tone_balance, tone_views,
-           jpeg_views, cache, out, quiet, ray_address, device, input_size, epochs, batch_size, teachers) -> None:
+           tone_decorrelation, jpeg_views, cache, out, quiet, ray_address, device, input_size, epochs, batch_size, teachers) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -333,7 +335,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
                       extra={**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
                              **_extra(cache, strategy, tone_balance=tone_balance, tone_views=tone_views,
-                                     jpeg_views=jpeg_views)})
+                                     tone_decorrelation=tone_decorrelation, jpeg_views=jpeg_views)})
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
@@ -368,8 +370,8 @@ Example:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
 @_whole_network_options
-def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_views, jpeg_views, cache, out, force, device,
-              input_size, epochs, batch_size, teachers) -> None:
+def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_views, tone_decorrelation, jpeg_views, cache,
+              out, force, device, input_size, epochs, batch_size, teachers) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
     from mpoxscan.data.manifest import manifest_path
@@ -380,7 +382,8 @@ def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_vi
     manifest = manifest_path(manifest)
     options = {**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
                **{k: v for k, v in _extra(None, strategy, tone_balance=tone_balance, tone_views=tone_views,
-                                            jpeg_views=jpeg_views).items() if k != "cache"}}
+                                            tone_decorrelation=tone_decorrelation, jpeg_views=jpeg_views).items()
+                  if k != "cache"}}
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "

@@ -35,6 +35,9 @@ class FinetuneParams:
     # class mix is the overall one; tone_views moves the skin of every augmented view to a random tone.
     tone_balance: bool = False
     tone_views: bool = False
+    # tone_decorrelation adds to the loss the squared within-class correlation of ITA with the network's mpox
+    # log-odds among the batch's non-mpox images (see tone_correlation): the measured shortcut itself, penalised.
+    tone_decorrelation: bool = False
     # Compression (issue 13): half of the augmented views are first saved as a low-quality JPEG (training/views.py).
     jpeg_views: bool = False
 
@@ -57,6 +60,34 @@ def tone_balance_weights(labels: list[str], bins: list[str | None], clip: float 
             cell = in_bin & (labels_a == c)
             w[cell] = overall[c] / (cell.sum() / in_bin.sum())
     return np.clip(w, 1 / clip, clip)
+
+
+#: Weight of the tone-correlation penalty (a squared correlation, 0..1) against the cross-entropy (about 0.5 to 1.5
+#: during training); fixed in advance, not tuned on any test fold.
+TONE_DECORRELATION_WEIGHT = 1.0
+
+
+def tone_correlation(logits, target, ita, positive: int):
+    """The pooled within-class Pearson correlation of ITA with the log-odds of the ``positive`` class, over the rows
+    whose class is not ``positive`` and whose ITA is known (NaN: unknown), as a differentiable tensor (0 when fewer
+    than two such rows share a class). Written by hand because it is a training loss on one batch (the benchmark's
+    Spearman is scipy's)."""
+    import torch
+
+    others = torch.cat([logits[:, :positive], logits[:, positive + 1:]], dim=1)
+    log_odds = logits[:, positive] - torch.logsumexp(others, dim=1)
+    keep = (target != positive) & ~torch.isnan(ita)
+    z_dev, t_dev = [], []
+    for c in torch.unique(target[keep]):
+        rows = keep & (target == c)
+        if int(rows.sum()) < 2:
+            continue
+        z_dev.append(log_odds[rows] - log_odds[rows].mean())
+        t_dev.append(ita[rows] - ita[rows].mean())
+    if not z_dev:
+        return logits.sum() * 0.0
+    z, t = torch.cat(z_dev), torch.cat(t_dev)
+    return (z * t).sum() / ((z.pow(2).sum() * t.pow(2).sum()).sqrt() + 1e-6)
 
 
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
@@ -102,10 +133,11 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from mpoxscan.training.cv import FoldOutput
 
     params = params or FinetuneParams(**config.extra.get("finetune", {}))
-    if params.tone_balance and not any(r.ita for r in rows):
+    if (params.tone_balance or params.tone_decorrelation) and not any(r.ita for r in rows):
         from mpoxscan.errors import MpoxscanError
 
-        raise MpoxscanError("tone balancing needs skin tones: curate the images again (this manifest has no ita column)")
+        raise MpoxscanError("tone balancing and decorrelation need skin tones: curate the images again (this manifest "
+                            "has no ita column)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # OMP_NUM_THREADS when set (a Ray task sets it to its CPUs; a user may too), else every core.
@@ -137,12 +169,24 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
                                              dtype=torch.float32)
         per_image = nn.CrossEntropyLoss(weight=weights, label_smoothing=params.label_smoothing, reduction="none")
 
+    ita = None
+    if params.tone_decorrelation:
+        from mpoxscan.data.manifest import row_ita
+        from mpoxscan.models.checkpoint import POSITIVE
+
+        ita = torch.tensor([np.nan if row_ita(r) is None else row_ita(r) for r in rows], dtype=torch.float32)
+        positive = classes.index(POSITIVE) if POSITIVE in classes else 0  # screening's class (a test's toy labels: the first)
+
     def batch_loss(out: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         if sample_w is None:
-            return loss_fn(out, y[idx])
-        # The class-weighted mean as CrossEntropyLoss computes it, each image also weighted by its tone weight.
-        target, w = y[idx], sample_w[idx]
-        return (per_image(out, target) * w).sum() / (weights[target] * w).sum()
+            loss = loss_fn(out, y[idx])
+        else:
+            # The class-weighted mean as CrossEntropyLoss computes it, each image also weighted by its tone weight.
+            target, w = y[idx], sample_w[idx]
+            loss = (per_image(out, target) * w).sum() / (weights[target] * w).sum()
+        if ita is not None:
+            loss = loss + TONE_DECORRELATION_WEIGHT * tone_correlation(out, y[idx], ita[idx], positive).pow(2)
+        return loss
 
     optim = torch.optim.AdamW(trainable.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     steps_per_epoch = -(-len(split.train) // params.batch_size)
@@ -188,7 +232,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     trainable.load_state_dict(best[2])
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
             "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views,
-            "jpeg_views": params.jpeg_views}
+            "jpeg_views": params.jpeg_views, "tone_decorrelation": params.tone_decorrelation}
     if return_model:
         for p in model.parameters():
             p.requires_grad_(True)
