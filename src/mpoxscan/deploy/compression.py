@@ -50,6 +50,8 @@ def blockiness_of_luma(luma: np.ndarray) -> float:
     """(H, W) luma on a 0..255 scale -> about 1 for a photo, several for a heavily compressed JPEG: the phase peak of
     the steps across and of the steps down, averaged."""
     luma = np.asarray(luma, np.float64)
+    if min(luma.shape) < 2 * BLOCK + 1:  # too few steps to compare phases (the loader refuses such photos anyway)
+        return 0.0
     across = np.abs(np.diff(luma, axis=1)).mean(0)
     down = np.abs(np.diff(luma, axis=0)).mean(1)
     return (_phase_peak(across) + _phase_peak(down)) / 2

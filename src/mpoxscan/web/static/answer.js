@@ -69,6 +69,7 @@ const MPOXSCAN_ANSWER = (() => {
 
   // The blockiness of RGBA pixels (width x height, e.g. a canvas's ImageData of the centre square).
   function blockiness(rgba, width, height) {
+    if (Math.min(width, height) < 2 * BLOCK + 1) return 0;  // too few steps to compare phases
     const y = new Float64Array(width * height);
     for (let i = 0; i < width * height; i++) {
       y[i] = rgba[4 * i] * LUMA[0] + rgba[4 * i + 1] * LUMA[1] + rgba[4 * i + 2] * LUMA[2];
