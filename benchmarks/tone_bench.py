@@ -15,9 +15,11 @@ bootstrap (1000 resamples of patients).
 
 `--residualise RUN` adds an analysis row "RUN+residualised": a post-hoc correction that would need the photo's ITA
 at inference time (not in the shipped model). Per test fold, the within-class slope of logit P(mpox) on ITA among
-non-mpox photos is fitted on the OTHER folds' out-of-fold predictions, removed from the test fold's logits, and the
-fold's threshold is the adjusted score's 95 %-sensitivity point on the other folds. The other folds' predictions come
-from models that trained on this fold's photos, so the slope is not strictly blind to it: one number, a small leak.
+non-mpox photos is fitted, removed from the test fold's logits, and the fold's threshold is the adjusted score's
+95 %-sensitivity point, both on the fold's own inner-validation predictions (`predictions/valid/`, the photos its
+temperature and threshold came from; the row is marked "inner") -- the way a shipped model would fit them. Runs made
+before `cv` saved those are cross-fitted instead, on the OTHER folds' out-of-fold predictions ("cross-fitted"): those
+come from models that trained on this fold's photos, so the slope is not strictly blind to it (a small leak).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import numpy as np
 from mpoxscan.data.skin import BIN_NAMES, ita_bin
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold, tone_metrics
 from mpoxscan.evaluation.report import plot_tone
-from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold
+from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold, read_fold
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tone"
@@ -54,32 +56,68 @@ def _bootstrap(oof, groups: np.ndarray, classes: list[str], threshold, n: int = 
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in (("gap", gaps), ("rho", rhos))}
 
 
-def residualise(oof, classes: list[str]):
-    """``oof`` with P(mpox) corrected for its within-class linear trend in ITA, cross-fitted over folds (see the
-    module docstring); photos without an ITA are left as they are."""
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _tone_slope(labels: np.ndarray, tone: np.ndarray, log_odds: np.ndarray) -> float:
+    """The pooled within-class least-squares slope of the mpox log-odds on ITA, non-mpox photos with a tone only."""
+    fit = (labels != POSITIVE) & ~np.isnan(tone)
+    x, z = tone[fit].copy(), log_odds[fit].copy()
+    for c in np.unique(labels[fit]):  # within class: the tone mix differs between classes
+        m = labels[fit] == c
+        x[m] -= x[m].mean()
+        z[m] -= z[m].mean()
+    return float(x @ z / (x @ x))
+
+
+def _shifted(p: np.ndarray, tone: np.ndarray, slope: float, centre: float) -> np.ndarray:
+    shift = np.where(~np.isnan(tone), slope * (np.nan_to_num(tone) - centre), 0.0)
+    return 1 / (1 + np.exp(shift - _log_odds(p)))
+
+
+def inner_valid(run: Path, strategy: str, model: str, classes: list[str], splits, rows) -> dict | None:
+    """{fold: (labels, P(mpox), ITA)} of each fold's inner-validation photos (``predictions/valid/``, written by
+    `mpoxscan cv` since 2026-11-26), or None when a fold lacks them."""
+    from mpoxscan.data.manifest import row_ita
+
+    tone = {r.sha256: row_ita(r) for r in rows}
+    k, out = classes.index(POSITIVE), {}
+    for split in splits:
+        stem = f"{model}__{strategy}__{split.name}"
+        got = read_fold(run / "predictions" / "valid", stem, classes)
+        if got is None:
+            return None
+        with open(run / "predictions" / "valid" / f"{stem}.csv", newline="") as fh:
+            shas = [d["sha256"] for d in csv.DictReader(fh)]
+        out[split.name] = (np.asarray(got[0], object), got[1][:, k],
+                           np.array([np.nan if tone.get(h) is None else tone[h] for h in shas]))
+    return out
+
+
+def residualise(oof, classes: list[str], valid: dict | None = None):
+    """``oof`` with P(mpox) corrected for its within-class linear trend in ITA (see the module docstring); photos
+    without an ITA are left as they are. Each fold's slope, centre and threshold are fitted on that fold's own
+    inner-validation predictions when ``valid`` has them (as a shipped model would fit them, like its temperature),
+    else on the other folds' test predictions (cross-fitted: those come from models that saw this fold)."""
     from dataclasses import replace
 
     k = classes.index(POSITIVE)
     y = np.asarray(oof.labels, object)
     folds = np.asarray(oof.fold, object)
     tone = np.array([np.nan if v is None else v for v in oof.ita])
-    p = np.clip(oof.proba[:, k], 1e-6, 1 - 1e-6)
-    logit = np.log(p / (1 - p))
+    p = oof.proba[:, k]
     adjusted, threshold = p.copy(), np.zeros(len(y))
     for fold in np.unique(folds):
         test = folds == fold
-        fit = ~test & (y != POSITIVE) & ~np.isnan(tone)
-        x, z = tone[fit].copy(), logit[fit].copy()
-        for c in np.unique(y[fit]):  # within class: the tone mix differs between classes
-            m = y[fit] == c
-            x[m] -= x[m].mean()
-            z[m] -= z[m].mean()
-        slope, centre = float(x @ z / (x @ x)), float(np.nanmean(tone[~test]))
-        known = ~np.isnan(tone)
-        shift = np.where(known, slope * (np.nan_to_num(tone) - centre), 0.0)
-        adjusted_all = 1 / (1 + np.exp(shift - logit))
-        adjusted[test] = adjusted_all[test]
-        threshold[test] = screening_threshold(y[~test] == POSITIVE, adjusted_all[~test], 0.95)
+        if valid is not None:
+            fy, fp, ft = valid[fold]
+        else:
+            fy, fp, ft = y[~test], p[~test], tone[~test]
+        slope, centre = _tone_slope(fy, ft, _log_odds(fp)), float(np.nanmean(ft))
+        adjusted[test] = _shifted(p[test], tone[test], slope, centre)
+        threshold[test] = screening_threshold(fy == POSITIVE, _shifted(fp, ft, slope, centre), 0.95)
     q = adjusted
     proba = oof.proba.copy()
     rest = np.delete(np.arange(proba.shape[1]), k)
@@ -104,7 +142,9 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
     if oof is None:
         raise SystemExit(f"{run}: no finished folds of {model}")
     if residualised:
-        oof = residualise(oof, classes)
+        valid = inner_valid(run, cfg["strategy"], model, classes, splits, rows)
+        oof = residualise(oof, classes, valid)
+        residualised = "inner" if valid is not None else "cross-fitted"
     by_sha = {r.sha256: r for r in rows}
     missing = [s for s in oof.sha256 if s not in by_sha]
     if missing:
@@ -194,13 +234,16 @@ def markdown(measured: dict, manifest: Path) -> str:
               "| run | finetune options | accuracy % | macro-F1 % | sensitivity % | specificity % |", "|---|---|---|---|---|---|"]
     for name, m in measured.items():
         f = m["fold_mean"]
-        options = f"{m['finetune'] or '-'}" + (" + residualised (analysis)" if m.get("residualised") else "")
+        options = f"{m['finetune'] or '-'}" + (f" + residualised, {m['residualised']} (analysis)"
+                                                if m.get("residualised") else "")
         lines.append(f"| {name} | {options} | " + " | ".join(_pct(f.get(k, float('nan'))) for k in
                      ("accuracy", "macro_f1", "screening_sensitivity", "screening_specificity")) + " |")
     if any(m.get("residualised") for m in measured.values()):
         lines += ["", "Rows `+residualised` are an analysis, not a shipped model: P(mpox) with its within-class linear "
-                  "trend in ITA removed, the slope and each fold's threshold fitted on the other folds' out-of-fold "
-                  "predictions (those models trained on this fold's photos: a small leak through one number). "
+                  "trend in ITA removed. \"inner\": the slope and each fold's threshold fitted on the fold's own "
+                  "inner-validation predictions (as a shipped model would fit them); \"cross-fitted\": on the other "
+                  "folds' out-of-fold predictions (those models trained on this fold's photos: a small leak through "
+                  "one number). "
                   "Shipping it would need each photo's ITA at inference time, i.e. the skin-tone measurement inside "
                   "the model file and the page; one slope for all classes over-corrects some (Healthy) while "
                   "under-correcting others (see the within-class table)."]

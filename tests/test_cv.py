@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import SQUARE_CLASSES as CLASSES, square_photo
 
@@ -44,6 +45,15 @@ def test_training_learns_and_resumes(manifest, tmp_path, strategy, extra):
     assert acc >= 0.9, acc  # two colours of squares: any working training separates them
     preds = sorted((out / "predictions").glob("*.csv"))
     assert len(preds) == 4
+    # Each fold's inner-validation predictions beside its test ones: the photos its calibration was fitted on.
+    from mpoxscan.training.cv import read_fold
+
+    rows, splits = kept_rows(manifest), make_splits(kept_rows(manifest), "kfold", 0)
+    for split in splits:
+        stem = f"mobilenetv2_100__{strategy}__{split.name}"
+        labels, proba, info = read_fold(out / "predictions" / "valid", stem, results["classes"])
+        assert labels == [rows[k].label for k in split.valid] and np.allclose(proba.sum(1), 1, atol=1e-4)
+        assert info["temperature"] == read_fold(out / "predictions", stem, results["classes"])[2]["temperature"]
     # Resume: a finished fold is not recomputed; a deleted one is.
     stamp = preds[0].stat().st_mtime_ns
     preds[1].unlink()

@@ -131,13 +131,15 @@ def fit_calibration(logits_valid: np.ndarray, y_valid: np.ndarray, classes: list
     return temperature, screening_threshold(y_valid == classes.index(POSITIVE), p_val[:, classes.index(POSITIVE)])
 
 
-def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np.ndarray, info: dict) -> None:
+def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np.ndarray, info: dict,
+                indices: list[int] | None = None) -> None:
+    """The predictions of ``split.test`` (or of ``indices``) and the fold's facts, the CSV last."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{stem}.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["path", "sha256", "group", "label"] + [f"p_{c}" for c in classes])
-        for k, p in zip(split.test, proba):
+        for k, p in zip(split.test if indices is None else indices, proba):
             w.writerow([rows[k].path, rows[k].sha256, rows[k].group, rows[k].label] + [f"{x:.6f}" for x in p])
     (out / f".{stem}.json.tmp").write_text(json.dumps(info, indent=2))
     (out / f".{stem}.json.tmp").replace(out / f"{stem}.json")
@@ -214,6 +216,10 @@ def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, 
             "n_valid": len(split.valid), "n_test": len(split.test), "group_leaks": group_leaks(rows, split),
             "uncalibrated_ece": classification_metrics([rows[k].label for k in split.test],
                                                        softmax(result.logits_test), classes)["ece"]}
+    # The inner-validation photos' calibrated predictions too (predictions/valid/): what each fold's post-hoc
+    # choices were fitted on, so that an analysis can fit its own the same way (benchmarks/tone_bench.py).
+    _write_fold(pred_dir / "valid", stem, rows, split, classes, softmax(result.logits_valid, temperature), info,
+                indices=split.valid)
     for suffix, (z_test, z_valid) in result.extra_outputs.items():  # before the main file: it marks done
         t, th = fit_calibration(z_valid, y_val, classes)
         _write_fold(pred_dir, f"{stem}__{suffix}", rows, split, classes, softmax(z_test, t),
