@@ -3,8 +3,8 @@
 A JPEG kept at low quality keeps little more than the mean of each 8 x 8 block, so the steps between neighbouring
 pixels are much larger on one line in eight than elsewhere. Measured on the photo as decoded, before any resizing:
 the network's input is resized by other than a whole factor for most photos, which blurs the block grid away
-although the compression still misleads the network (measured on the held-out photos at JPEG quality 10: 18 of the
-22 answers that changed came from photos whose grid no longer showed at the network's input).
+although the compression still misleads the network (measured on the held-out photos at JPEG quality 10: with the
+measure taken at the network's input, 21 of the 22 answers that still changed came from photos resized to it).
 
 A large JPEG that the image loader decoded at a reduced scale (``load_image(..., min_side=...)``: 1/2 to 1/8, which
 averages the blocks away, as the resize to the network's input would) is not measured; the page skips the same photos
