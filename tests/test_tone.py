@@ -179,3 +179,34 @@ def test_tone_correlation_is_the_pooled_within_class_correlation_and_has_a_gradi
     flat[10:, positive] = 5.0
     assert float(tone_correlation(flat, target, ita, positive)) == 0.0
     assert float(tone_correlation(flat[:1], target[:1], ita[:1], positive)) == 0.0  # too few rows: no penalty
+
+
+def test_the_finetune_flags_reach_cv_and_train_from_the_command_line(squares_manifest, tmp_path, monkeypatch):
+    """Each of the finetune strategy's flags, given to `cv` and to `train`, arrives in the strategy's options."""
+    from click.testing import CliRunner
+
+    import mpoxscan.training.cv as cv
+    import mpoxscan.training.train as train
+    from mpoxscan.cli import cli
+
+    got = {}
+
+    def run_cv(config, out, **kw):  # record what would have been trained, and stop there
+        got["cv"] = config.extra
+        raise SystemExit(0)
+
+    def run_train(*args, options=None, **kw):
+        got["train"] = options
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cv, "run_cv", run_cv)
+    monkeypatch.setattr(train, "train", run_train)
+    flags = ["--tone-balance", "--tone-views", "--tone-decorrelation", "--jpeg-views"]
+    expected = {"tone_balance": True, "tone_views": True, "tone_decorrelation": True, "jpeg_views": True}
+    runner = CliRunner()
+    runner.invoke(cli, ["cv", "--manifest", str(squares_manifest), "--models", "mobilenetv2_100", "--strategy",
+                        "finetune", "--out", str(tmp_path / "cv"), "--cache", str(tmp_path / "c"), *flags])
+    runner.invoke(cli, ["train", "--manifest", str(squares_manifest), "--model", "mobilenetv2_100", "--strategy",
+                        "finetune", "--out", str(tmp_path / "train"), flags[2]])
+    assert got["cv"]["finetune"] == expected and got["cv"]["cache"] == str(tmp_path / "c")
+    assert got["train"]["finetune"] == {"tone_decorrelation": True} and "cache" not in got["train"]

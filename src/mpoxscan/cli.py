@@ -279,7 +279,8 @@ def _extra(cache: Path | None, strategy: str, **flags: bool) -> dict:
 
 
 def _finetune_flags(command):
-    """The finetune strategy's on/off options, shared by cv and train."""
+    """The finetune strategy's on/off options, shared by cv and train (which take them as ``**finetune_flags`` and
+    hand them to :func:`_extra` as they are: a new flag is added here only)."""
     for name, text in reversed((
             ("--tone-balance", "finetune: re-weight training images so that each skin-tone (ITA) bin has the overall "
                                "class mix (needs a manifest with the ita column)."),
@@ -317,8 +318,8 @@ Examples:
               help="Run each (backbone, fold) as a Ray task (the `ray` extra): on this machine, or on the cluster at "
                    "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, tone_balance, tone_views,
-           tone_decorrelation, jpeg_views, cache, out, quiet, ray_address, device, input_size, epochs, batch_size, teachers) -> None:
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet, ray_address,
+           device, input_size, epochs, batch_size, teachers, **finetune_flags) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -334,8 +335,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
                       extra={**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-                             **_extra(cache, strategy, tone_balance=tone_balance, tone_views=tone_views,
-                                     tone_decorrelation=tone_decorrelation, jpeg_views=jpeg_views)})
+                             **_extra(cache, strategy, **finetune_flags)})
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
@@ -370,8 +370,8 @@ Example:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
 @_whole_network_options
-def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_views, tone_decorrelation, jpeg_views, cache,
-              out, force, device, input_size, epochs, batch_size, teachers) -> None:
+def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, device, input_size, epochs, batch_size,
+              teachers, **finetune_flags) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
     from mpoxscan.data.manifest import manifest_path
@@ -381,9 +381,7 @@ def train_cmd(manifest, model_name, strategy, views, seed, tone_balance, tone_vi
     get_spec(model_name)
     manifest = manifest_path(manifest)
     options = {**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-               **{k: v for k, v in _extra(None, strategy, tone_balance=tone_balance, tone_views=tone_views,
-                                            tone_decorrelation=tone_decorrelation, jpeg_views=jpeg_views).items()
-                  if k != "cache"}}
+               **_extra(None, strategy, **finetune_flags)}
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "
