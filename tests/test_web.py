@@ -499,6 +499,7 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             assert (result["answer"], result["reason"]) == ("cannot tell", "too compressed")
             assert result["measures"]["blockiness"] == pytest.approx(photo_blockiness(load_image(q10)), rel=0.05)
             assert "too compressed" in text("explain") and ADVICE["too compressed"] in text("explain")
+            driver.save_screenshot(str(artefacts / "phone-too-compressed.png"))
         with ServerThread(create_app(Settings(model=never, data_dir=tmp_path / "b"))) as server:
             driver.get(server.url + "/")
             wait(driver, "return document.body.dataset.ready")

@@ -37,9 +37,7 @@ def centre_crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int
 def _phase_peak(steps: np.ndarray) -> float:
     """Mean absolute steps between neighbouring columns (or rows) -> the largest of the 8 phases' means over the
     mean of the 7 others (the largest rather than phase 0: a crop shifts the grid)."""
-    n = len(steps) // BLOCK * BLOCK
-    if n < 2 * BLOCK:
-        return 0.0
+    n = len(steps) // BLOCK * BLOCK  # at least 2 blocks: blockiness_of_luma measures no thinner picture
     phases = steps[:n].reshape(n // BLOCK, BLOCK).mean(0)
     peak = float(phases.max())
     rest = (float(phases.sum()) - peak) / (BLOCK - 1)

@@ -57,8 +57,7 @@ const MPOXSCAN_ANSWER = (() => {
 
   // Mean absolute steps -> the largest of the 8 phases' means over the mean of the 7 others.
   function phasePeak(steps) {
-    const n = Math.floor(steps.length / BLOCK) * BLOCK;
-    if (n < 2 * BLOCK) return 0;
+    const n = Math.floor(steps.length / BLOCK) * BLOCK;  // at least 2 blocks: blockiness measures no thinner picture
     const phases = new Float64Array(BLOCK);
     for (let i = 0; i < n; i++) phases[i % BLOCK] += steps[i];
     for (let p = 0; p < BLOCK; p++) phases[p] /= n / BLOCK;
