@@ -110,6 +110,30 @@ def test_train_writes_a_checkpoint_that_rebuilds_and_predicts(manifest, tmp_path
         load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_finetune_at_another_input_size_caches_trains_and_exports_at_it(manifest, tmp_path):
+    """finetune --input-size: the frozen part runs at that size (cached under its own name), the card and the
+    exported file carry it, and the file screens at it."""
+    from mpoxscan.deploy.export import to_onnx_fp32
+    from mpoxscan.deploy.runtime import Screener
+    from mpoxscan.training.train import load_checkpoint, train
+
+    cache = tmp_path / "cache"
+    card = train(manifest, "mobilenetv2_100", "finetune", tmp_path / "m", views=1, cache=cache,
+                 options={"finetune": {"epochs": 12, "batch_size": 8, "patience": 12, "input_size": 96}})
+    assert card["preprocessing"]["input_size"] == 96 and card["training"]["input_size"] == 96
+    names = sorted(p.name for p in cache.rglob("*.npz"))
+    assert names and all(n.endswith("-96px.npz") for n in names), names
+    acts = np.load(next(cache.rglob("*view0*.npz")))["values"]
+    assert acts.shape[-1] == 96 // 16  # the blocks MobileNetV2 fine-tunes start at stride 16 (14 x 14 at 224)
+    model, card = load_checkpoint(tmp_path / "m")
+    (tmp_path / "m.onnx").write_bytes(to_onnx_fp32(model, card).SerializeToString())
+    screener = Screener(tmp_path / "m.onnx")
+    assert screener.input_size == 96
+    p = screener.predict_proba([square_photo(CLASSES["Monkeypox"], 999), square_photo(CLASSES["Healthy"], 998)])
+    assert p.shape == (2, 2) and np.allclose(p.sum(1), 1, atol=1e-4)
+    assert [card["classes"][k] for k in p.argmax(1)] == ["Monkeypox", "Healthy"]
+
+
 def test_cv_scores_the_exported_files_of_each_fold(manifest, tmp_path):
     from mpoxscan.evaluation.report import write_report
 

@@ -205,8 +205,13 @@ def test_the_finetune_flags_reach_cv_and_train_from_the_command_line(squares_man
     expected = {"tone_balance": True, "tone_views": True, "tone_decorrelation": True, "jpeg_views": True}
     runner = CliRunner()
     runner.invoke(cli, ["cv", "--manifest", str(squares_manifest), "--models", "mobilenetv2_100", "--strategy",
-                        "finetune", "--out", str(tmp_path / "cv"), "--cache", str(tmp_path / "c"), *flags])
+                        "finetune", "--out", str(tmp_path / "cv"), "--cache", str(tmp_path / "c"), *flags,
+                        "--input-size", "288"])
     runner.invoke(cli, ["train", "--manifest", str(squares_manifest), "--model", "mobilenetv2_100", "--strategy",
-                        "finetune", "--out", str(tmp_path / "train"), flags[2]])
-    assert got["cv"]["finetune"] == expected and got["cv"]["cache"] == str(tmp_path / "c")
-    assert got["train"]["finetune"] == {"tone_decorrelation": True} and "cache" not in got["train"]
+                        "finetune", "--out", str(tmp_path / "train"), flags[2], "--input-size", "256"])
+    assert got["cv"]["finetune"] == {**expected, "input_size": 288} and got["cv"]["cache"] == str(tmp_path / "c")
+    assert got["train"]["finetune"] == {"tone_decorrelation": True, "input_size": 256} and "cache" not in got["train"]
+    got.clear()
+    refused = runner.invoke(cli, ["cv", "--manifest", str(squares_manifest), "--models", "mobilenetv2_100", "--strategy",
+                                  "finetune", "--out", str(tmp_path / "cv"), "--epochs", "3"])
+    assert refused.exit_code == 1 and "options of the full and distill strategies" in refused.output and not got

@@ -40,13 +40,16 @@ def _image_error(image, why: str) -> None:
 
 def _strategy_options(strategy: str, device: str | None, input_size: int | None, epochs: int | None,
                       batch_size: int | None, teachers: str | None) -> dict:
-    """The whole-network strategies' typed options from the command line ({} for the others)."""
+    """The strategies' typed options from the command line: finetune takes --input-size; full and distill all five."""
     full = {k: v for k, v in {"device": device, "input_size": input_size, "epochs": epochs,
                               "batch_size": batch_size}.items() if v is not None}
+    if strategy == "finetune" and set(full) <= {"input_size"} and not teachers:
+        return {"finetune": full} if full else {}
     if strategy not in ("full", "distill"):
         if full or teachers:
-            raise MpoxscanError(f"--device, --input-size, --epochs, --batch-size and --teachers are options of the "
-                                f"full and distill strategies, not of {strategy}")
+            raise MpoxscanError(f"--device, --epochs, --batch-size and --teachers are options of the full and distill "
+                                f"strategies, not of {strategy}" + ("" if strategy == "finetune" else
+                                                                     " (--input-size: finetune, full and distill)"))
         return {}
     options: dict = {"full": full} if full else {}
     if teachers:
@@ -65,7 +68,7 @@ def _whole_network_options(f):
     """--device, --input-size, --epochs, --batch-size and --teachers (full and distill strategies)."""
     for option in reversed([
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="full / distill: where to train (default auto: CUDA if available; bf16 and channels-last there)."),
-        click.option("--input-size", type=click.IntRange(32, 1024), help="full / distill: train and screen at this input size (default: the backbone's own)."),
+        click.option("--input-size", type=click.IntRange(32, 1024), help="finetune / full / distill: train and screen at this input size (default: the backbone's own)."),
         click.option("--epochs", type=click.IntRange(1, 1000), help="full / distill: epochs (default 40)."),
         click.option("--batch-size", type=click.IntRange(2, 4096), help="full / distill: batch size (default 32)."),
         click.option("--teachers", metavar="MODEL@SIZE,...", help="distill: the teachers (default efficientnet_lite0@320,efficientnet_lite2@260)."),
@@ -266,15 +269,15 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
                + (", duplicates.png" if result.pairs else "") + (", conflicts.png" if result.conflict_pairs else ""))
 
 
-def _extra(cache: Path | None, strategy: str, **flags: bool) -> dict:
-    """CVConfig.extra from the command line: the cache folder and the finetune strategy's on/off options
-    (tone_balance, tone_views, tone_decorrelation, jpeg_views)."""
-    extra: dict = {"cache": str(cache)} if cache else {}
+def _extra(cache: Path | None, strategy: str, options: dict, **flags: bool) -> dict:
+    """CVConfig.extra from the command line: the cache folder, the strategies' ``options`` (_strategy_options) and
+    the finetune strategy's on/off options (tone_balance, tone_views, tone_decorrelation, jpeg_views)."""
+    extra: dict = {**options, **({"cache": str(cache)} if cache else {})}
     chosen = {k: True for k, on in flags.items() if on}
     if chosen and strategy != "finetune":
         raise MpoxscanError(", ".join("--" + k.replace("_", "-") for k in chosen) + ": options of --strategy finetune only")
     if chosen:
-        extra["finetune"] = chosen
+        extra["finetune"] = {**extra.get("finetune", {}), **chosen}
     return extra
 
 
@@ -334,8 +337,9 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
-                      extra={**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-                             **_extra(cache, strategy, **finetune_flags)})
+                      extra=_extra(cache, strategy,
+                                   _strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
+                                   **finetune_flags))
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
         raise MpoxscanError(f"unknown export precision(s) {', '.join(sorted(unknown))} (known: fp32, fp16, int8)")
@@ -380,8 +384,8 @@ def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, de
 
     get_spec(model_name)
     manifest = manifest_path(manifest)
-    options = {**_strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-               **_extra(None, strategy, **finetune_flags)}
+    options = _extra(None, strategy, _strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
+                     **finetune_flags)
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "

@@ -26,9 +26,11 @@ def task_preprocessing(model_name: str) -> Preprocessing:
     return dataclasses.replace(get_spec(model_name).preprocessing, crop_pct=1.0)
 
 
-def frozen_session(model_name: str, until_block: int | None = None, threads: int | None = None):
+def frozen_session(model_name: str, until_block: int | None = None, threads: int | None = None,
+                   input_size: int | None = None):
     """An ONNX Runtime session of the frozen pretrained backbone: images (N, 3, S, S) -> pooled features (N, C),
-    or, with ``until_block``, the activation entering that block (what fine-tuning caches)."""
+    or, with ``until_block``, the activation entering that block (what fine-tuning caches); S is ``input_size``,
+    by default the backbone's own."""
     import onnxruntime as ort
     import torch
 
@@ -47,7 +49,7 @@ def frozen_session(model_name: str, until_block: int | None = None, threads: int
                 return self.backbone.forward_pooled(x)
             return self.backbone.forward_until(x, until_block)
 
-    data = onnx_bytes(Frozen(model), model.spec.preprocessing.input_size, ["out"])
+    data = onnx_bytes(Frozen(model), input_size or model.spec.preprocessing.input_size, ["out"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])

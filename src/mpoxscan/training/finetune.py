@@ -8,6 +8,7 @@ on a random cached view of each training image. Early stopping and model selecti
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -40,6 +41,10 @@ class FinetuneParams:
     tone_decorrelation: bool = False
     # Compression (issue 13): half of the augmented views are first saved as a low-quality JPEG (training/views.py).
     jpeg_views: bool = False
+    # Input size (issue 12): None, the backbone's own. The first GPU probe measured whole-network Lite0 3 points
+    # better at 320 px than at 224; the frozen part then runs (once per view) at this size and the trained blocks
+    # see proportionally larger activations (about 2x the training time at 320).
+    input_size: int | None = None
 
 
 #: Largest factor by which tone balancing up- or down-weights an image: a bin with one Measles photo must not make
@@ -92,23 +97,25 @@ def tone_correlation(logits, target, ita, positive: int):
 
 def cached_activations(model_name: str, block: int, items: list[tuple[str, str]], views: list[int],
                        seed: int, cache: FeatureCache, batch: int = 32, progress: bool = False,
-                       tone: bool = False, jpeg: bool = False) -> dict[int, np.ndarray]:
+                       tone: bool = False, jpeg: bool = False, input_size: int | None = None) -> dict[int, np.ndarray]:
     """{view: float16 (n, C, h, w)}: the frozen part's output for every image and view, computed once (in ONNX
-    Runtime) and kept on disk (``tone``, ``jpeg``: the skin-tone and compressed views, cached under their own
-    names)."""
-    prep = task_preprocessing(model_name)
+    Runtime) and kept on disk (``tone``, ``jpeg``: the skin-tone and compressed views, and ``input_size`` other
+    than the backbone's own, cached under their own names)."""
+    own = task_preprocessing(model_name)
+    prep = dataclasses.replace(own, input_size=input_size) if input_size else own
     session = None
     out = {}
     for v in views:
         # View 0 is the same with or without tone; the others differ, so their cache entries must too.
         name = (f"activations/{model_name}/block{block}-view{v}-seed{seed}" + ("-tone" if tone and v else "")
-                + ("-jpeg" if jpeg and v else ""))
+                + ("-jpeg" if jpeg and v else "")
+                + (f"-{prep.input_size}px" if prep.input_size != own.input_size else ""))
         table = cache.load(name)
         missing = list(dict((sha, p) for p, sha in items if sha not in table).items())
         if missing:
             from tqdm import tqdm
 
-            session = session or frozen_session(model_name, until_block=block)
+            session = session or frozen_session(model_name, until_block=block, input_size=prep.input_size)
             for start in tqdm(range(0, len(missing), batch), desc=f"activations {model_name} view {v}", unit="batch",
                               disable=not progress):
                 chunk = missing[start:start + batch]
@@ -147,7 +154,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     views = list(range(config.views + 1))
     acts = cached_activations(model_name, block, [(r.path, r.sha256) for r in rows], views, config.seed,
                               FeatureCache(config.extra.get("cache")), progress=progress, tone=params.tone_views,
-                              jpeg=params.jpeg_views)
+                              jpeg=params.jpeg_views, input_size=params.input_size)
     y = torch.tensor([classes.index(r.label) for r in rows])
 
     trainable = nn.ModuleList(model.modules_from(block) + [model.get_classifier()])
@@ -233,6 +240,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
             "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views,
             "jpeg_views": params.jpeg_views, "tone_decorrelation": params.tone_decorrelation}
+    if params.input_size:  # the card, the exports and the bundle screen at the size the blocks were trained at
+        info["input_size"] = params.input_size
     if return_model:
         for p in model.parameters():
             p.requires_grad_(True)
