@@ -146,20 +146,24 @@ def offtask_sets(seed: int = 0) -> dict[str, dict[str, Image.Image]]:
 # ---------------------------------------------------------------- degraded photos
 
 
-def _jpeg(im: Image.Image, quality: int) -> Image.Image:
+def _jpeg(im: Image.Image, quality: int, input_size: int) -> Image.Image:
     """The photo saved at this JPEG quality, opened again as the app opens an upload (a large one at reduced scale)."""
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality)
-    return load_image(buf.getvalue(), min_side=224, name="degraded photo")
+    return load_image(buf.getvalue(), min_side=input_size, name="degraded photo")
 
 
-DEGRADATIONS = {
-    "dark (brightness x 0.25)": lambda im: ImageEnhance.Brightness(im).enhance(0.25),
-    "blurred (Gaussian, 3 px at the network's input)": lambda im: im.filter(ImageFilter.GaussianBlur(3 * min(im.size) / 224)),
-    "JPEG quality 10": lambda im: _jpeg(im, 10),
-    "tiny (48 px short side)": lambda im: im.resize((max(1, round(48 * im.width / min(im.size))),
-                                                     max(1, round(48 * im.height / min(im.size)))), Image.Resampling.BICUBIC),
-}
+def degradations(input_size: int) -> dict:
+    """The degraded versions of a real photo, for a network of this input size."""
+    return {
+        "dark (brightness x 0.25)": lambda im: ImageEnhance.Brightness(im).enhance(0.25),
+        "blurred (Gaussian, 3 px at the network's input)":
+            lambda im: im.filter(ImageFilter.GaussianBlur(3 * min(im.size) / input_size)),
+        "JPEG quality 10": lambda im: _jpeg(im, 10, input_size),
+        "tiny (48 px short side)": lambda im: im.resize((max(1, round(48 * im.width / min(im.size))),
+                                                         max(1, round(48 * im.height / min(im.size)))),
+                                                        Image.Resampling.BICUBIC),
+    }
 
 
 # ---------------------------------------------------------------- measuring
@@ -251,7 +255,7 @@ def run(model: Path, data: Path, work: Path) -> dict:
 
     sets = offtask_sets()
     off = {source: answers(screener, list(images.values()), desc=source) for source, images in sets.items()}
-    degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in DEGRADATIONS.items()}
+    degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in degradations(screener.input_size).items()}
 
     is_pos = np.array([r.label == screener.positive_class for r in held_rows])
     # The compression limit is fitted on every photo decoded whole (as the export does), the rule applied as shipped.

@@ -34,7 +34,7 @@ import numpy as np
 from mpoxscan.data.skin import BIN_NAMES, ita_bin
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold, tone_metrics
 from mpoxscan.evaluation.report import plot_tone
-from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold, read_fold
+from mpoxscan.training.cv import kept_rows, make_splits, out_of_fold, read_fold_keys
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "tone"
@@ -86,13 +86,11 @@ def inner_valid(run: Path, strategy: str, model: str, classes: list[str], splits
     k, out = classes.index(POSITIVE), {}
     for split in splits:
         stem = f"{model}__{strategy}__{split.name}"
-        got = read_fold(run / "predictions" / "valid", stem, classes)
+        got = read_fold_keys(run / "predictions" / "valid", stem, classes)
         if got is None:
             return None
-        with open(run / "predictions" / "valid" / f"{stem}.csv", newline="") as fh:
-            shas = [d["sha256"] for d in csv.DictReader(fh)]
         out[split.name] = (np.asarray(got[0], object), got[1][:, k],
-                           np.array([np.nan if tone.get(h) is None else tone[h] for h in shas]))
+                           np.array([np.nan if tone.get(h) is None else tone[h] for h, _ in got[3]]))
     return out
 
 

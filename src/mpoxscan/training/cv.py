@@ -147,6 +147,14 @@ def _write_fold(out: Path, stem: str, rows, split: FoldSplit, classes, proba: np
 
 
 def read_fold(out: Path, stem: str, classes: list[str]) -> tuple[list[str], np.ndarray, dict] | None:
+    """A finished fold's labels, probabilities and facts (None while it is not finished)."""
+    got = read_fold_keys(out, stem, classes)
+    return None if got is None else got[:3]
+
+
+def read_fold_keys(out: Path, stem: str, classes: list[str]) \
+        -> tuple[list[str], np.ndarray, dict, list[tuple[str, str]]] | None:
+    """:func:`read_fold` plus each row's (sha256, path), from the one reading of the CSV."""
     csv_path, json_path = out / f"{stem}.csv", out / f"{stem}.json"
     if not (csv_path.exists() and json_path.exists()):
         return None
@@ -154,7 +162,7 @@ def read_fold(out: Path, stem: str, classes: list[str]) -> tuple[list[str], np.n
         data = list(csv.DictReader(fh))
     labels = [d["label"] for d in data]
     proba = np.array([[float(d[f"p_{c}"]) for c in classes] for d in data]) if data else np.zeros((0, len(classes)))
-    return labels, proba, json.loads(json_path.read_text())
+    return labels, proba, json.loads(json_path.read_text()), [(d["sha256"], d["path"]) for d in data]
 
 
 @dataclass
@@ -179,12 +187,10 @@ def out_of_fold(out: Path, strategy: str, model: str, classes: list[str], splits
     parts = []
     for split in splits:
         stem = f"{model}__{strategy}__{split.name}"
-        got = read_fold(out / "predictions", stem, classes)
+        got = read_fold_keys(out / "predictions", stem, classes)
         if got is None:
             continue
-        with open(out / "predictions" / f"{stem}.csv", newline="") as fh:
-            keys = [(d["sha256"], d["path"]) for d in csv.DictReader(fh)]
-        parts.append((split.name, keys, got))
+        parts.append((split.name, got[3], got[:3]))
     if not parts:
         return None
     keys = [k for _, ks, _ in parts for k in ks]
