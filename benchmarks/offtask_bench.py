@@ -258,9 +258,10 @@ def run(model: Path, data: Path, work: Path) -> dict:
     degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in degradations(screener.input_size).items()}
 
     is_pos = np.array([r.label == screener.positive_class for r in held_rows])
-    # The compression limit is fitted on every photo decoded whole (as the export does), the rule applied as shipped.
-    crossfit = cross_fitted_refusals(screener, held, train_quality, blockiness_of_rows(rows, split.train),
-                                     blockiness_of_rows(rows, split.valid), [r.group for r in held_rows])
+    # The compression limit is fitted on the photos as screening measures them (as the export does).
+    size = screener.input_size
+    crossfit = cross_fitted_refusals(screener, held, train_quality, blockiness_of_rows(rows, split.train, size),
+                                     blockiness_of_rows(rows, split.valid, size), [r.group for r in held_rows])
     said_pos = np.array([h["p_positive"] >= rule.screening_threshold for h in held])
     answered_pos = np.array([h["answer"] == "positive" for h in held])
     all_off = [a for v in off.values() for a in v]

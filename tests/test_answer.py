@@ -85,6 +85,10 @@ def test_fit_rule_sets_each_limit_from_its_own_photos():
     assert rule.notes["quality_photos"] == 800 and rule.notes["offtask_photos"] == 150
     assert (quality[:, 0] < rule.min_brightness).sum() == 3 and (blocks > rule.max_blockiness).sum() == 3
     assert fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask).max_blockiness is None  # not measured: off
+    # Photos that screening does not measure (NaN: a large JPEG decoded at reduced scale) take no part in the limit.
+    with_unmeasured = np.r_[blocks, np.full(40, np.nan), np.full(3, 99.0)][::-1]
+    unmeasured = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask, with_unmeasured)
+    assert unmeasured.notes["blockiness_photos"] == 803 and unmeasured.max_blockiness == np.sort(blocks)[-1]
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")

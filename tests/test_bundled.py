@@ -37,7 +37,8 @@ def test_bundled_file_carries_its_answer_rule():
     for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_blockiness", "max_offtask"):
         assert rule[name] is not None, name  # every check is on in the shipped file
     assert rule["notes"]["quality_photos"] >= 700 and rule["notes"]["offtask_photos"] >= 100
-    assert rule["notes"]["blockiness_photos"] >= 700
+    # Measured as screening measures them: not the large JPEGs that the loader decodes at reduced scale.
+    assert 600 <= rule["notes"]["blockiness_photos"] < rule["notes"]["quality_photos"]
 
 
 def test_off_task_pictures_get_cannot_tell():

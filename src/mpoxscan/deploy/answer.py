@@ -123,7 +123,7 @@ def fit_rule(rule: AnswerRule, quality: np.ndarray | None, offtask: np.ndarray |
              blockiness: np.ndarray | None = None, alpha: dict[str, float] = ALPHA,
              min_side: int = MIN_SIDE) -> AnswerRule:
     """Set the thresholds of ``rule`` from real in-distribution photos that play no other part in them:
-    ``quality`` (n, 3) and ``blockiness`` (n,) of the reference photos, ``offtask`` (m,) of photos the off-task
+    ``quality`` (n, 3) and ``blockiness`` (n,; NaN: not measured) of the reference photos, ``offtask`` (m,) of photos the off-task
     subspace was not fitted on. Each check refuses at most its ``alpha`` of such photos."""
     notes: dict = {"alpha": {k: alpha[k] for k in alpha}}
     limits: dict = {"min_side": min_side}
@@ -131,6 +131,9 @@ def fit_rule(rule: AnswerRule, quality: np.ndarray | None, offtask: np.ndarray |
         for j, name in enumerate(QUALITY_MEASURES):
             limits[f"min_{name}"] = conformal_limit(quality[:, j], alpha[name], lower=True)
         notes["quality_photos"] = int(len(quality))
+    if blockiness is not None:
+        blockiness = np.asarray(blockiness, float)
+        blockiness = blockiness[~np.isnan(blockiness)]  # photos that screening would not measure either
     if blockiness is not None and len(blockiness):
         limits["max_blockiness"] = conformal_limit(blockiness, alpha["blockiness"], lower=False)
         notes["blockiness_photos"] = int(len(blockiness))

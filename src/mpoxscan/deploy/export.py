@@ -162,29 +162,42 @@ def with_answer_rule(proto, reference: dict[str, np.ndarray], held_out: dict[str
     return meta["answer_rule"]
 
 
-def preprocessed(rows, indices, card: dict) -> np.ndarray:
-    """The card's preprocessing of ``rows[k]`` for each k (plain view), as one array (N, 3, S, S)."""
+def preprocessed(rows, indices, card: dict, blockiness: bool = False):
+    """The card's preprocessing of ``rows[k]`` for each k (plain view), as one array (N, 3, S, S); with
+    ``blockiness`` also each photo's blockiness as screening measures it, from the same decode (NaN where screening
+    does not measure it: a JPEG decoded at reduced scale, deploy/compression.py)."""
     from tqdm import tqdm
 
     from mpoxscan.images import load_image
     from mpoxscan.preprocess import Preprocessing
 
-    p = card["preprocessing"]
-    prep = Preprocessing.from_dict(p)
-    arrays = [prep(load_image(rows[k].path, min_side=prep.input_size))
-              for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50)]
-    return np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
+    prep = Preprocessing.from_dict(card["preprocessing"])
+    arrays, measures = [], []
+    for k in tqdm(indices, desc="images", unit="img", leave=False, disable=len(indices) < 50):
+        photo = load_image(rows[k].path, min_side=prep.input_size)
+        arrays.append(prep(photo))
+        if blockiness:
+            measures.append(_screening_blockiness(photo))
+    x = np.stack(arrays) if arrays else np.zeros((0, 3, prep.input_size, prep.input_size), np.float32)
+    return (x, np.array(measures, float)) if blockiness else x
 
 
-def blockiness_of_rows(rows, indices) -> np.ndarray:
-    """The blockiness (deploy/compression.py) of ``rows[k]`` for each k, measured on the photo as decoded."""
+def _screening_blockiness(photo) -> float:
+    from mpoxscan.deploy.compression import photo_blockiness
+
+    value = photo_blockiness(photo)
+    return np.nan if value is None else value
+
+
+def blockiness_of_rows(rows, indices, input_size: int) -> np.ndarray:
+    """The blockiness of ``rows[k]`` for each k as screening at ``input_size`` measures it (NaN where it does not)."""
     from tqdm import tqdm
 
-    from mpoxscan.deploy.compression import blockiness
     from mpoxscan.images import load_image
 
-    return np.array([blockiness(load_image(rows[k].path))
-                     for k in tqdm(indices, desc="blockiness", unit="img", leave=False, disable=len(indices) < 50)])
+    return np.array([_screening_blockiness(load_image(rows[k].path, min_side=input_size))
+                     for k in tqdm(indices, desc="blockiness", unit="img", leave=False, disable=len(indices) < 50)],
+                    float)
 
 
 def checkpoint_split(manifest: Path, card: dict):
@@ -285,9 +298,9 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
                 "may include training images")
         split = inner_split(rows, card.get("training", {}).get("seed", 0))
         cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
-        train_images = preprocessed(rows, split.train, card)
+        train_images, train_blockiness = preprocessed(rows, split.train, card, blockiness=True)
         at = {k: i for i, k in enumerate(split.train)}
-        held_out = preprocessed(rows, split.valid, card)
+        held_out, held_blockiness = preprocessed(rows, split.valid, card, blockiness=True)
         labels = np.array([card["classes"].index(rows[k].label) if rows[k].label in card["classes"] else -1
                            for k in split.valid])
         report["images"] = {"calibration": len(cal_idx), "selection": len(sel_idx), "held_out": len(split.valid),
@@ -300,7 +313,9 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         # (the subspace was fitted on the training ones).
         photos, n = np.concatenate([train_images, held_out]), len(held_out)
         del train_images
-        native = blockiness_of_rows(rows, split.train + split.valid)
+        # Measured as screening measures it (a large JPEG, decoded at reduced scale, is not): the limit is fitted
+        # on the same quantity that it is applied to.
+        native = np.concatenate([train_blockiness, held_blockiness])
         held_outputs, report["answer_rule"] = {}, {}
         for p, v in variants.items():
             every = outputs_of(v, photos)
