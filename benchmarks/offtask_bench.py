@@ -213,6 +213,11 @@ def quality_columns(got: list[dict]) -> np.ndarray:
     return np.array([[a[n] for n in QUALITY_MEASURES] for a in got])
 
 
+def blockiness_column(got: list[dict]) -> np.ndarray:
+    """The blockiness of each answer's photo as screening measured it (NaN where it did not)."""
+    return np.array([a.get("blockiness", np.nan) for a in got], float)
+
+
 def auroc(real: list[float], off: list[float]) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -225,7 +230,6 @@ def auroc(real: list[float], off: list[float]) -> float:
 def run(model: Path, data: Path, work: Path) -> dict:
     from mpoxscan.data.manifest import read_manifest
     from mpoxscan.deploy.bundle import training_manifest
-    from mpoxscan.deploy.export import blockiness_of_rows
     from mpoxscan.training.cv import kept_rows
     from mpoxscan.training.train import inner_split
 
@@ -240,7 +244,8 @@ def run(model: Path, data: Path, work: Path) -> dict:
     held_rows = [rows[k] for k in split.valid]
     held_images = [load(r.path) for r in held_rows]
     held = answers(screener, held_images, desc="held-out photos")
-    train_quality = quality_columns(answers(screener, [load(rows[k].path) for k in split.train], desc="training photos"))
+    train = answers(screener, [load(rows[k].path) for k in split.train], desc="training photos")
+    train_quality = quality_columns(train)
     # MSLD v1 photos that match no v2 patient: curate both and keep the v1 representatives.
     curated = work / "msld"
     from mpoxscan.data.curate import CurateOptions, curate, write_outputs
@@ -258,10 +263,10 @@ def run(model: Path, data: Path, work: Path) -> dict:
     degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in degradations(screener.input_size).items()}
 
     is_pos = np.array([r.label == screener.positive_class for r in held_rows])
-    # The compression limit is fitted on the photos as screening measures them (as the export does).
-    size = screener.input_size
-    crossfit = cross_fitted_refusals(screener, held, train_quality, blockiness_of_rows(rows, split.train, size),
-                                     blockiness_of_rows(rows, split.valid, size), [r.group for r in held_rows])
+    # The compression limit is fitted on the photos as screening measures them (as the export does; NaN: a large
+    # JPEG that screening does not measure).
+    crossfit = cross_fitted_refusals(screener, held, train_quality, blockiness_column(train), blockiness_column(held),
+                                     [r.group for r in held_rows])
     said_pos = np.array([h["p_positive"] >= rule.screening_threshold for h in held])
     answered_pos = np.array([h["answer"] == "positive" for h in held])
     all_off = [a for v in off.values() for a in v]

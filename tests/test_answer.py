@@ -89,6 +89,8 @@ def test_fit_rule_sets_each_limit_from_its_own_photos():
     with_unmeasured = np.r_[blocks, np.full(40, np.nan), np.full(3, 99.0)][::-1]
     unmeasured = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask, with_unmeasured)
     assert unmeasured.notes["blockiness_photos"] == 803 and unmeasured.max_blockiness == np.sort(blocks)[-1]
+    none_measured = fit_rule(AnswerRule(0.3, "Monkeypox"), quality, offtask, np.full(50, np.nan))
+    assert none_measured.max_blockiness is None and none_measured.notes["blockiness_photos"] == 0  # off, and says why
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")
@@ -212,6 +214,32 @@ def test_blockiness_reaches_the_answer_from_a_file_path_and_a_reduced_decode(tmp
     assert photo_blockiness(load_image(small, min_side=224)) > 2
     assert photo_blockiness(load_image(large, min_side=224)) is None
     assert photo_blockiness(load_image(large)) > 2
+
+
+def test_export_measures_blockiness_as_screening_does_from_the_same_decode(tmp_path):
+    """The reference photos of the compression limit: measured from the decode that feeds the network, and not at
+    all where screening does not measure (a JPEG large enough to be decoded at reduced scale), in row order."""
+    from types import SimpleNamespace
+
+    from mpoxscan.deploy.compression import photo_blockiness
+    from mpoxscan.deploy.export import preprocessed
+    from mpoxscan.images import load_image
+
+    paths = [tmp_path / "small.jpg", tmp_path / "large.jpg", tmp_path / "clean.png"]
+    _photo(300, 5).save(paths[0], quality=10)
+    _photo(600, 6).save(paths[1], quality=10)  # short side 600 > 2 x 224: decoded at 1/2 scale
+    _photo(300, 7).save(paths[2])
+    rows = [SimpleNamespace(path=str(p)) for p in paths]
+    card = {"preprocessing": {"input_size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    x, b = preprocessed(rows, [2, 1, 0], card, blockiness=True)
+    assert x.shape == (3, 3, 224, 224) and np.array_equal(x, preprocessed(rows, [2, 1, 0], card))
+    assert np.isnan(b[1]) and b[0] < 1.3 and b[2] > 2
+    assert b[2] == photo_blockiness(load_image(paths[0], min_side=224))
+    # At an input size for which the same JPEG is decoded whole, it is measured.
+    _, at_320 = preprocessed(rows, [1], {"preprocessing": {**card["preprocessing"], "input_size": 320}}, blockiness=True)
+    assert at_320[0] > 2
+    empty, none = preprocessed(rows, [], card, blockiness=True)
+    assert empty.shape == (0, 3, 224, 224) and none.shape == (0,)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js to run answer.js")

@@ -60,7 +60,7 @@ def test_training_learns_and_resumes(manifest, tmp_path, strategy, extra):
     run_cv(CVConfig(**{**config.__dict__, "models": ["mobilenetv2_100"]}), out, progress=False)
     assert preds[0].stat().st_mtime_ns == stamp and preds[1].exists()
     # Another configuration in the same folder is refused.
-    with pytest.raises(MpoxscanError, match="other settings"):
+    with pytest.raises(MpoxscanError, match=r"other settings \(seed 0 there, 1 now\)"):
         run_cv(CVConfig(**{**config.__dict__, "seed": 1}), out, progress=False)
 
 

@@ -130,7 +130,7 @@ def test_full_cv_resumes_a_deleted_fold(full_run):
     run_cv(CVConfig(**config.__dict__), out, progress=False)
     assert preds[0].stat().st_mtime_ns == stamp and preds[2].exists()
     other = CVConfig(**{**config.__dict__, "extra": {**config.extra, "full": {**LEARNS, "input_size": 32}}})
-    with pytest.raises(MpoxscanError, match="other settings"):
+    with pytest.raises(MpoxscanError, match=r"other settings \(full .*\"input_size\": 48.* there, .*\"input_size\": 32"):
         run_cv(other, out, progress=False)  # another input size must not mix with these folds
 
 
@@ -191,7 +191,8 @@ def test_cli_cv_full_and_its_option_checks(squares_manifest, tmp_path):
     assert info["input_size"] == 32 and info["epochs"] == 1 and info["timing"]["device"] == "cpu"
     bad = subprocess.run(cmd + ["--strategy", "linear", "--input-size", "32", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)
-    assert bad.returncode == 1 and "options of the full and distill strategies" in bad.stderr
+    assert bad.returncode == 1 and ("--input-size: options of the full and distill strategies (--input-size also of "
+                                    "finetune), not of linear") in bad.stderr
     bad = subprocess.run(cmd + ["--strategy", "distill", "--teachers", "resnet@224", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "unknown model" in bad.stderr and "Traceback" not in bad.stderr

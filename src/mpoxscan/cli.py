@@ -43,14 +43,13 @@ def _strategy_options(strategy: str, device: str | None, input_size: int | None,
     """The strategies' typed options from the command line: finetune takes --input-size; full and distill all five."""
     full = {k: v for k, v in {"device": device, "input_size": input_size, "epochs": epochs,
                               "batch_size": batch_size}.items() if v is not None}
-    if strategy == "finetune" and set(full) <= {"input_size"} and not teachers:
-        return {"finetune": full} if full else {}
     if strategy not in ("full", "distill"):
-        if full or teachers:
-            raise MpoxscanError(f"--device, --epochs, --batch-size and --teachers are options of the full and distill "
-                                f"strategies, not of {strategy}" + ("" if strategy == "finetune" else
-                                                                     " (--input-size: finetune, full and distill)"))
-        return {}
+        allowed = {"input_size"} if strategy == "finetune" else set()
+        given = [f"--{k.replace('_', '-')}" for k in full if k not in allowed] + (["--teachers"] if teachers else [])
+        if given:
+            also = " (--input-size also of finetune)" if "input_size" in full and strategy != "finetune" else ""
+            raise MpoxscanError(f"{', '.join(given)}: options of the full and distill strategies{also}, not of {strategy}")
+        return {"finetune": full} if full else {}
     options: dict = {"full": full} if full else {}
     if teachers:
         if strategy != "distill":
@@ -65,7 +64,7 @@ def _strategy_options(strategy: str, device: str | None, input_size: int | None,
 
 
 def _whole_network_options(f):
-    """--device, --input-size, --epochs, --batch-size and --teachers (full and distill strategies)."""
+    """--device, --input-size, --epochs, --batch-size and --teachers (full and distill; --input-size also finetune)."""
     for option in reversed([
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="full / distill: where to train (default auto: CUDA if available; bf16 and channels-last there)."),
         click.option("--input-size", type=click.IntRange(32, 1024), help="finetune / full / distill: train and screen at this input size (default: the backbone's own)."),

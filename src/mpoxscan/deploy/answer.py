@@ -134,7 +134,6 @@ def fit_rule(rule: AnswerRule, quality: np.ndarray | None, offtask: np.ndarray |
     if blockiness is not None:
         blockiness = np.asarray(blockiness, float)
         blockiness = blockiness[~np.isnan(blockiness)]  # photos that screening would not measure either
-    if blockiness is not None and len(blockiness):
         limits["max_blockiness"] = conformal_limit(blockiness, alpha["blockiness"], lower=False)
         notes["blockiness_photos"] = int(len(blockiness))
     if offtask is not None and len(offtask):

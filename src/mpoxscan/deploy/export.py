@@ -189,17 +189,6 @@ def _screening_blockiness(photo) -> float:
     return np.nan if value is None else value
 
 
-def blockiness_of_rows(rows, indices, input_size: int) -> np.ndarray:
-    """The blockiness of ``rows[k]`` for each k as screening at ``input_size`` measures it (NaN where it does not)."""
-    from tqdm import tqdm
-
-    from mpoxscan.images import load_image
-
-    return np.array([_screening_blockiness(load_image(rows[k].path, min_side=input_size))
-                     for k in tqdm(indices, desc="blockiness", unit="img", leave=False, disable=len(indices) < 50)],
-                    float)
-
-
 def checkpoint_split(manifest: Path, card: dict):
     """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
     checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
@@ -321,6 +310,12 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
             every = outputs_of(v, photos)
             held_outputs[p] = {name: values[len(values) - n:] for name, values in every.items()}
             report["answer_rule"][p] = with_answer_rule(v, every, held_outputs[p], native)
+        if report["answer_rule"]["fp32"].get("max_blockiness") is None:
+            from mpoxscan.deploy.answer import ALPHA
+
+            log(f"note: only {int(np.sum(~np.isnan(native)))} of {len(native)} photos could be measured for "
+                f"compression as screening measures them (large JPEGs are not): too few for a limit at "
+                f"{ALPHA['blockiness']:.1%}, so the file has no 'too compressed' check")
         ref_gate = held_outputs["fp32"]["probabilities"]
         del photos
     out.mkdir(parents=True, exist_ok=True)

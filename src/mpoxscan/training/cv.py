@@ -235,6 +235,15 @@ def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, 
         _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
 
 
+def _setting(value) -> str:
+    """A setting as the refusal of another run's folder names it (None: not set)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, str) and len(value) == 64:  # a checksum
+        return value[:12] + "..."
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
 def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str | None = None) -> dict:
     """Run (or resume) a cross-validation; returns and writes ``results.json``. ``ray_address``: run the (model,
     fold) tasks on Ray ("local": on this machine; else a cluster's address) instead of one after another here."""
@@ -260,8 +269,8 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str 
         same |= {n: old.get("extra", {}).get(n) for n in options_types()}
         new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in options_types()}  # tuples as JSON lists
         if same != new:
-            raise MpoxscanError(f"{out} holds a run with other settings ({old.get('strategy')}, {old.get('protocol')}, "
-                                "another manifest or seed): choose another --out")
+            differ = ", ".join(f"{k} {_setting(same[k])} there, {_setting(new[k])} now" for k in same if same[k] != new[k])
+            raise MpoxscanError(f"{out} holds a run with other settings ({differ}): choose another --out")
         config.models = list(dict.fromkeys(old.get("models", []) + config.models))
     cfg_path.write_text(json.dumps(asdict(config), indent=2))
 
@@ -374,7 +383,7 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     from mpoxscan.training.features import task_preprocessing
 
     prep = task_preprocessing(model_name)
-    if info.get("input_size"):  # whole-network strategies may train at another size than the backbone's own
+    if info.get("input_size"):  # a strategy trained at another size than the backbone's own (--input-size)
         prep = dataclasses.replace(prep, input_size=info["input_size"])
     card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
                      info["threshold"])

@@ -23,7 +23,7 @@ from mpoxscan.training.views import make_view
 class FinetuneParams:
     """Fixed in advance (not tuned on any test fold)."""
 
-    train_blocks: int = 5  # EfficientNet-Lite0: its last two stages (7 x 7); MobileNetV2: its last two stages too
+    train_blocks: int = 5  # EfficientNet-Lite0: its last two stages (7 x 7 at 224 px); MobileNetV2: its last two stages too
     epochs: int = 40
     batch_size: int = 32
     lr: float = 1e-3
@@ -41,9 +41,10 @@ class FinetuneParams:
     tone_decorrelation: bool = False
     # Compression (issue 13): half of the augmented views are first saved as a low-quality JPEG (training/views.py).
     jpeg_views: bool = False
-    # Input size (issue 12): None, the backbone's own. The first GPU probe measured whole-network Lite0 3 points
-    # better at 320 px than at 224; the frozen part then runs (once per view) at this size and the trained blocks
-    # see proportionally larger activations (about 2x the training time at 320).
+    # Input size (issue 12): None, the backbone's own. The frozen part then runs (once per view) at this size and
+    # the trained blocks see proportionally larger activations (about 2x the training time at 320). The first GPU
+    # probe measured whole-network Lite0 3 points better at 320 px than at 224, but with the early blocks frozen
+    # 320 px measured worse (README, "Input size").
     input_size: int | None = None
 
 
@@ -240,8 +241,8 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     info = {"best_epoch": best[1] + 1, "epochs_run": epoch + 1, "train_blocks": params.train_blocks,
             "best_valid_loss": round(best[0], 4), "tone_balance": params.tone_balance, "tone_views": params.tone_views,
             "jpeg_views": params.jpeg_views, "tone_decorrelation": params.tone_decorrelation}
-    if params.input_size:  # the card, the exports and the bundle screen at the size the blocks were trained at
-        info["input_size"] = params.input_size
+    if params.input_size and params.input_size != task_preprocessing(model_name).input_size:
+        info["input_size"] = params.input_size  # the card, the exports and the bundle screen at this size
     if return_model:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -49,7 +49,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     model, info = STRATEGIES[strategy](model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
     info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
-    # Whole-network strategies may train at another input size than the backbone's own: the card (and so the
+    # finetune, full and distill may train at another input size than the backbone's own: the card (and so the
     # exported file's metadata) carries the size the weights were trained at.
     prep = dataclasses.replace(task_preprocessing(model_name), input_size=info.get("input_size") or
                                task_preprocessing(model_name).input_size)
