@@ -1,0 +1,111 @@
+"""Score an ensemble of finished `mpoxscan cv` runs (the same protocol and folds, e.g. one recipe at several seeds).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/ensemble_bench.py --name finetune-seeds-official \
+        --run runs/bench/finetune-official --run runs/bench/finetune-official-seed1 --run runs/bench/finetune-official-seed2
+
+Per fold, the members' calibrated test probabilities are averaged, and the ensemble's screening threshold (95 %
+mpox sensitivity) is chosen on the average of the members' inner-validation probabilities (`predictions/valid/`),
+as `cv` chooses a single model's: nothing is fitted on a test fold. The members must share their inner validation
+photos (the official protocol does; k-fold runs at different seeds do not, and are refused). Writes
+benchmarks/results/ensemble/NAME.md and NAME.json: each member alone, then the first 2, 3, ... averaged (mean and sd
+over folds, pooled out-of-fold accuracy with its patient-level bootstrap CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.data.manifest import kept_rows
+from mpoxscan.evaluation.metrics import (POSITIVE, classification_metrics, mean_sd_ci, pooled_summary,
+                                         screening_threshold)
+from mpoxscan.training.cv import make_splits, read_fold_keys
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ensemble"
+
+
+def member_folds(run: Path, model: str) -> tuple[dict, dict]:
+    """(config, {fold: (test, valid)}) of one run; test and valid are read_fold_keys tuples."""
+    config = json.loads((run / "config.json").read_text())
+    results = json.loads((run / "results.json").read_text())
+    classes = results["classes"]
+    folds = {}
+    for split in make_splits(kept_rows(Path(config["manifest"])), config["protocol"], config["seed"]):
+        stem = f"{model}__{config['strategy']}__{split.name}"
+        test = read_fold_keys(run / "predictions", stem, classes)
+        valid = read_fold_keys(run / "predictions" / "valid", stem, classes)
+        if test is None or valid is None:
+            raise SystemExit(f"{run}: fold {split.name} lacks its test or inner-validation predictions")
+        folds[split.name] = (test, valid)
+    return {**config, "classes": classes}, folds
+
+
+def score(members: list[tuple[dict, dict]], rows_by_sha: dict) -> dict:
+    """Fold metrics and pooled statistics of the members' averaged probabilities."""
+    classes = members[0][0]["classes"]
+    k = classes.index(POSITIVE)
+    per_fold, labels, proba, groups, thresholds = [], [], [], [], []
+    for fold in members[0][1]:
+        tests = [m[1][fold][0] for m in members]
+        valids = [m[1][fold][1] for m in members]
+        if any(t[3] != tests[0][3] for t in tests) or any(v[3] != valids[0][3] for v in valids):
+            raise SystemExit(f"fold {fold}: the runs do not share their test or inner-validation photos")
+        p_test = np.mean([t[1] for t in tests], axis=0)
+        p_valid = np.mean([v[1] for v in valids], axis=0)
+        y_valid = np.array([lab == POSITIVE for lab in valids[0][0]])
+        threshold = screening_threshold(y_valid, p_valid[:, k])
+        per_fold.append(classification_metrics(tests[0][0], p_test, classes, threshold=threshold))
+        labels += tests[0][0]
+        proba.append(p_test)
+        groups += [rows_by_sha[sha].group for sha, _ in tests[0][3]]
+        thresholds += [threshold] * len(p_test)
+    pooled = pooled_summary(labels, np.concatenate(proba), classes, groups, np.array(thresholds))
+    return {"folds": len(per_fold),
+            "accuracy": mean_sd_ci([f["accuracy"] for f in per_fold]),
+            "macro_f1": mean_sd_ci([f["macro_f1"] for f in per_fold]),
+            "screening_auc": mean_sd_ci([f["screening"]["auc"] for f in per_fold]),
+            "screening_sensitivity": mean_sd_ci([f["screening"]["sensitivity"] for f in per_fold]),
+            "screening_specificity": mean_sd_ci([f["screening"]["specificity"] for f in per_fold]),
+            "per_fold_accuracy": [round(f["accuracy"], 4) for f in per_fold],
+            "pooled_accuracy": pooled["metrics"]["accuracy"], "pooled_ece": pooled["ece"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", type=Path, required=True, help="A finished cv run (2 or more).")
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--name", required=True, help="The results' file name.")
+    args = parser.parse_args()
+    if len(args.run) < 2:
+        parser.error("give at least two --run")
+    members = [member_folds(r, args.model) for r in args.run]
+    rows_by_sha = {r.sha256: r for r in kept_rows(Path(members[0][0]["manifest"]))}
+    table = {}
+    for r, m in zip(args.run, members):
+        table[f"{r.name} (seed {m[0]['seed']}) alone"] = score([m], rows_by_sha)
+    for n in range(2, len(members) + 1):
+        table[f"mean of the first {n}"] = score(members[:n], rows_by_sha)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"runs": [str(r) for r in args.run], "rows": table}, indent=2))
+    pct = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['sd']:.2f}"  # noqa: E731
+    lines = [f"# Ensembles of `mpoxscan cv` runs: {args.name}", "",
+             "Written by `benchmarks/ensemble_bench.py` " + " ".join(f"--run {r}" for r in args.run) + ". Mean ± sd "
+             "over folds; sensitivity / specificity at each fold's threshold, chosen on the (averaged) inner "
+             "validation for 95 % mpox sensitivity; pooled accuracy with its patient-level bootstrap 95 % CI.", "",
+             "| members | accuracy % | macro-F1 % | mpox AUC | sensitivity / specificity % | pooled accuracy % [95 % CI] | per-fold accuracy % |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in table.items():
+        pa = s["pooled_accuracy"]
+        lines.append(f"| {name} | {pct(s['accuracy'])} | {pct(s['macro_f1'])} | {s['screening_auc']['mean']:.3f} | "
+                     f"{100 * s['screening_sensitivity']['mean']:.1f} / {100 * s['screening_specificity']['mean']:.1f} | "
+                     f"{100 * pa['value']:.1f} [{100 * pa['ci95'][0]:.1f}, {100 * pa['ci95'][1]:.1f}] | "
+                     + ", ".join(f"{100 * a:.1f}" for a in s["per_fold_accuracy"]) + " |")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
