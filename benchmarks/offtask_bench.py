@@ -260,7 +260,8 @@ def run(model: Path, data: Path, work: Path) -> dict:
 
     sets = offtask_sets()
     off = {source: answers(screener, list(images.values()), desc=source) for source, images in sets.items()}
-    degraded = {name: answers(screener, [f(im) for im in held_images], desc=name) for name, f in degradations(screener.input_size).items()}
+    degraded = {name: answers(screener, [f(im) for im in held_images], desc=name)
+                for name, f in degradations(screener.input_size).items()}
 
     is_pos = np.array([r.label == screener.positive_class for r in held_rows])
     # The compression limit is fitted on the photos as screening measures them (as the export does; NaN: a large

@@ -380,11 +380,10 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
 
     from mpoxscan.deploy.export import split_variant_probabilities
     from mpoxscan.models.checkpoint import card_core
-    from mpoxscan.training.features import task_preprocessing
+    from mpoxscan.training.features import preprocessing_for
 
-    prep = task_preprocessing(model_name)
-    if info.get("input_size"):  # a strategy trained at another size than the backbone's own (--input-size)
-        prep = dataclasses.replace(prep, input_size=info["input_size"])
+    # A strategy may train at another size than the backbone's own (--input-size): the fold's files screen at it.
+    prep = preprocessing_for(model_name, info.get("input_size"))
     card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
                      info["threshold"])
     probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)

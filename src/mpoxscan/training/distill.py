@@ -60,7 +60,8 @@ def distill_fold(model_name: str, rows, split, classes: list[str], config, progr
     import torch
 
     from mpoxscan.training.cv import FoldOutput
-    from mpoxscan.training.full import (Teacher, device_images, predict_logits, preprocessing_for, resolve_device,
+    from mpoxscan.training.features import preprocessing_for
+    from mpoxscan.training.full import (Teacher, device_images, predict_logits, resolve_device,
                                         train_network)
 
     student_params = FullParams.from_dict(config.extra.get("full"))

@@ -26,6 +26,13 @@ def task_preprocessing(model_name: str) -> Preprocessing:
     return dataclasses.replace(get_spec(model_name).preprocessing, crop_pct=1.0)
 
 
+def preprocessing_for(model_name: str, input_size: int | None) -> Preprocessing:
+    """The task's preprocessing at ``input_size`` (None: the backbone's own); a checkpoint's card and the exported
+    file carry it."""
+    prep = task_preprocessing(model_name)
+    return dataclasses.replace(prep, input_size=input_size) if input_size else prep
+
+
 def frozen_session(model_name: str, until_block: int | None = None, threads: int | None = None,
                    input_size: int | None = None):
     """An ONNX Runtime session of the frozen pretrained backbone: images (N, 3, S, S) -> pooled features (N, C),

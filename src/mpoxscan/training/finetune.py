@@ -8,14 +8,13 @@ on a random cached view of each training image. Early stopping and model selecti
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from mpoxscan.images import load_image
-from mpoxscan.training.features import FeatureCache, frozen_session, task_preprocessing
+from mpoxscan.training.features import FeatureCache, frozen_session, preprocessing_for, task_preprocessing
 from mpoxscan.training.views import make_view
 
 
@@ -103,7 +102,7 @@ def cached_activations(model_name: str, block: int, items: list[tuple[str, str]]
     Runtime) and kept on disk (``tone``, ``jpeg``: the skin-tone and compressed views, and ``input_size`` other
     than the backbone's own, cached under their own names)."""
     own = task_preprocessing(model_name)
-    prep = dataclasses.replace(own, input_size=input_size) if input_size else own
+    prep = preprocessing_for(model_name, input_size)
     session = None
     out = {}
     for v in views:

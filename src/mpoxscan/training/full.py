@@ -10,7 +10,6 @@ under bf16 autocast. The optional ``teachers`` turn it into the student of a dis
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
 import time
@@ -21,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.training.features import preprocessing_for
 from mpoxscan.training.options import refuse_unknown
 from mpoxscan.preprocess import Preprocessing
 
@@ -77,14 +77,6 @@ def resolve_device(name: str):
     if name == "cuda" and not torch.cuda.is_available():
         raise MpoxscanError("--device cuda: no CUDA device is available to PyTorch")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
-def preprocessing_for(model_name: str, input_size: int | None) -> Preprocessing:
-    """The task's preprocessing at ``input_size`` (the checkpoint's card and the exported file carry it)."""
-    from mpoxscan.training.features import task_preprocessing
-
-    prep = task_preprocessing(model_name)
-    return dataclasses.replace(prep, input_size=input_size) if input_size else prep
 
 
 @lru_cache(maxsize=4)

@@ -17,7 +17,7 @@ from mpoxscan.evaluation.metrics import classification_metrics, tone_metrics
 from mpoxscan.models.checkpoint import CARD, CHECKPOINT, card_core, load_checkpoint  # noqa: F401  (re-exported)
 from mpoxscan.training.calibration import softmax
 from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration
-from mpoxscan.training.features import task_preprocessing
+from mpoxscan.training.features import preprocessing_for
 
 
 
@@ -51,8 +51,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
     # finetune, full and distill may train at another input size than the backbone's own: the card (and so the
     # exported file's metadata) carries the size the weights were trained at.
-    prep = dataclasses.replace(task_preprocessing(model_name), input_size=info.get("input_size") or
-                               task_preprocessing(model_name).input_size)
+    prep = preprocessing_for(model_name, info.get("input_size"))
     logits_valid = _logits(model, [rows[k].path for k in split.valid], prep)
     y_valid = np.array([classes.index(rows[k].label) for k in split.valid])
     temperature, threshold = fit_calibration(logits_valid, y_valid, classes)  # as cv calibrates each fold
