@@ -8,7 +8,7 @@ Each fold is one task (fold-local teachers, then the student, all with `mpoxscan
 parallel processes that share the GPU (the probe found per-step overhead, not GPU arithmetic, to be the limit).
 A task that would start too close to the time budget is skipped, and the pool is stopped at the budget: whatever
 finished is scored. Writes to --out (at most 8 files, as the device tool returns them): results.json,
-oof_predictions.csv, student.pt, student_card.json (and log.txt through run.sh).
+oof_predictions.csv, predictions.tar.gz, student.pt, student_card.json (and log.txt through run.sh).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import tarfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -106,8 +107,8 @@ def _summarise(protocol: str, settings: Settings, work: Path) -> tuple[dict, lis
 
     merged = work / protocol / "all"
     (merged / "predictions").mkdir(parents=True, exist_ok=True)
-    for f in (work / protocol).glob("fold*/predictions/*"):
-        shutil.copyfile(f, merged / "predictions" / f.name)
+    for fold in (work / protocol).glob("fold*/predictions"):  # test and predictions/valid/ (inner validation)
+        shutil.copytree(fold, merged / "predictions", dirs_exist_ok=True)
     rows = kept_rows(PROTOCOLS[protocol])
     classes = sorted({r.label for r in rows})
     splits = make_splits(rows, protocol, settings.seed)
@@ -185,6 +186,9 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     with open(args.out / "oof_predictions.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(table)
+    with tarfile.open(args.out / "predictions.tar.gz", "w:gz") as tar:  # per fold, with inner validation: re-scorable
+        for protocol in results:
+            tar.add(args.work / protocol / "all" / "predictions", arcname=f"{protocol}/predictions")
     student = args.work / "student"
     if (student / "model.pt").exists():
         shutil.copyfile(student / "model.pt", args.out / "student.pt")
