@@ -52,8 +52,10 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeEr
 @lru_cache(maxsize=1)
 def _register_heif() -> None:
     """Teach Pillow to open HEIC/HEIF, the default photo format of iPhones (done once, on first use)."""
-    import pillow_heif
-
+    try:
+        import pillow_heif
+    except ImportError:  # a declared dependency; only the bare training environment of the GPU machine lacks it
+        return
     pillow_heif.register_heif_opener()
 
 
