@@ -34,6 +34,8 @@ PROTOCOLS = {"official": GPU / "curated" / "official" / "manifest.csv", "kfold":
 class Settings:
     student: str = "efficientnet_lite0"
     student_size: int = 320
+    strategy: str = "distill"  # or "full": the student alone, no teachers
+    protocols: tuple[str, ...] = ("official", "kfold")
     teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
     epochs: int = 20
     batch_size: int = 64
@@ -71,14 +73,16 @@ def _task(args: tuple) -> dict:
         return {"task": f"{kind}:{fold}", "status": f"skipped (time budget: {expected:.0f} s expected)", "seconds": 0.0}
     from mpoxscan.training.cv import CVConfig, run_cv
 
-    options = {"full": settings.full(), "distill": {"teachers": list(settings.teachers)}}
+    options = {"full": settings.full()}
+    if settings.strategy == "distill":
+        options["distill"] = {"teachers": list(settings.teachers)}
     if kind == "final":
         from mpoxscan.training.train import train
 
-        train(PROTOCOLS["kfold"], settings.student, "distill", Path(work) / "student", seed=settings.seed, force=True,
-              options=options)
+        train(PROTOCOLS["kfold"], settings.student, settings.strategy, Path(work) / "student", seed=settings.seed,
+              force=True, options=options)
     else:
-        config = CVConfig(manifest=str(PROTOCOLS[kind]), models=[settings.student], strategy="distill", protocol=kind,
+        config = CVConfig(manifest=str(PROTOCOLS[kind]), models=[settings.student], strategy=settings.strategy, protocol=kind,
                           views=0, seed=settings.seed, only_folds=[fold], extra={**options, "bootstrap": 1})
         run_cv(config, Path(work) / kind / fold, progress=False)  # one folder per task: no two processes share a file
     seconds = round(time.time() - started, 1)
@@ -92,10 +96,11 @@ def _tasks(settings: Settings) -> list[tuple[str, str]]:
     from mpoxscan.training.cv import kept_rows, make_splits
 
     out = []
-    for protocol, manifest in PROTOCOLS.items():
+    for protocol in settings.protocols:
+        manifest = PROTOCOLS[protocol]
         names = [s.name for s in make_splits(kept_rows(manifest), protocol, settings.seed)]
         out += [(protocol, n) for n in names[:settings.folds_per_protocol or None]]
-        if protocol == "official" and settings.final_student:
+        if protocol == settings.protocols[0] and settings.final_student:
             out.append(("final", "all"))
     return out
 
@@ -112,8 +117,8 @@ def _summarise(protocol: str, settings: Settings, work: Path) -> tuple[dict, lis
     rows = kept_rows(PROTOCOLS[protocol])
     classes = sorted({r.label for r in rows})
     splits = make_splits(rows, protocol, settings.seed)
-    config = CVConfig(manifest=str(PROTOCOLS[protocol]), models=[settings.student], strategy="distill", protocol=protocol,
-                      views=0, seed=settings.seed, extra={"bootstrap": settings.n_boot})
+    config = CVConfig(manifest=str(PROTOCOLS[protocol]), models=[settings.student], strategy=settings.strategy,
+                      protocol=protocol, views=0, seed=settings.seed, extra={"bootstrap": settings.n_boot})
     results = summarise(merged, config, classes, splits, rows)
     with open(write_oof_predictions(merged, config, classes, splits, rows), newline="") as fh:
         table = list(csv.reader(fh))
@@ -141,8 +146,18 @@ def main() -> None:
     for name in ("epochs", "batch_size", "workers", "student_size"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--budget-s", type=float)
+    parser.add_argument("--strategy", choices=("distill", "full"), help="full: the student alone, without teachers")
+    parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
+    parser.add_argument("--no-final", dest="final_student", action="store_false", default=None,
+                        help="do not train the student on every photo")
     args = parser.parse_args()
     settings = PRESETS[args.preset]
+    if args.protocols:
+        unknown = set(args.protocols.split(",")) - set(PROTOCOLS)
+        if unknown:
+            sys.exit(f"unknown protocol(s) {sorted(unknown)} (known: {', '.join(PROTOCOLS)})")
+        settings = replace(settings, protocols=tuple(args.protocols.split(",")))
+    settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student") if getattr(args, k) is not None})
     settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
                                                                   "budget_s") if getattr(args, k) is not None})
     os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))

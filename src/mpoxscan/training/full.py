@@ -50,6 +50,10 @@ class FullParams:
     channels_last: bool = True  # CUDA only
     bf16: bool = True  # CUDA only: autocast to bfloat16
     eval_batch: int = 128
+    # Batch-norm statistics re-estimated on the training photos (plain views) before each validation: the Lite
+    # ports keep TensorFlow's momentum of 0.01, so that over a few hundred steps the running statistics lag far
+    # behind the weights (measured on the GPU: best epoch always the last, validation loss above chance at first).
+    precise_bn: bool = True
     threads: int = 0  # CPU threads of PyTorch; 0: its default (1 is far faster on a shared, busy machine)
     # Distillation (used when teachers are given): loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T | student_T)
     distill_alpha: float = 0.7
@@ -145,6 +149,17 @@ def _autocast(device, bf16: bool):
     import torch
 
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and bf16 else contextlib.nullcontext()
+
+
+def recalibrate_bn(model, images, index, norm: "_Normalise", params: FullParams, device) -> None:
+    """Batch-norm running statistics recomputed as the plain average over ``images[index]`` (precise BN)."""
+    import torch
+    from torch.optim.swa_utils import update_bn
+
+    batches = (norm(images[torch.as_tensor(index[s:s + params.eval_batch], device=device)].float() / 255.0)
+               for s in range(0, len(index), params.eval_batch))
+    with _autocast(device, params.bf16):
+        update_bn(batches, model)
 
 
 def predict_logits(model, images, index, prep: Preprocessing, params: FullParams, device, tta: bool = False) -> np.ndarray:
@@ -249,6 +264,8 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
             if ema is not None:
                 ema.update_parameters(model)
         judged = ema.module if ema is not None else model
+        if params.precise_bn:
+            recalibrate_bn(judged, images, train_idx, norm, params, device)
         val_logits = torch.from_numpy(predict_logits(judged, images, valid_idx, prep, params, device))
         val_loss = float(nn.functional.cross_entropy(val_logits, y_valid)) if len(valid_idx) else float(-epoch)
         history.append(round(val_loss, 4))
