@@ -94,6 +94,32 @@ def test_ema_changes_the_chosen_weights():
     assert not torch.allclose(runs[0.0], runs[0.5])
 
 
+def test_precise_bn_sets_the_statistics_of_the_training_photos():
+    """With precise_bn the chosen model's batch-norm statistics are the plain mean over the training photos' plain
+    views (not a lagging moving average); without it they are not."""
+    from mpoxscan.training.features import preprocessing_for
+    from mpoxscan.training.full import _Normalise
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 1] * 6)
+    train = list(range(8))
+    norm = _Normalise(preprocessing_for("mobilenetv2_100", 32), torch.device("cpu"), False)
+    gaps = {}
+    for precise in (True, False):
+        params = FullParams(**{**TINY, "epochs": 1, "batch_size": 4}, precise_bn=precise)
+        model, _ = train_network("mobilenetv2_100", images, labels, train, list(range(8, 12)), 2, params)
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        seen = []
+        hook = bn.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach()))
+        with torch.no_grad():
+            model.eval()(norm(images[train].float() / 255.0))  # one batch: the cumulative average is the plain mean
+        hook.remove()
+        gaps[precise] = float((bn.running_mean - seen[0].mean((0, 2, 3))).abs().max())
+    assert gaps[True] < 1e-4
+    assert gaps[False] > 1e-2
+
+
 @pytest.fixture(scope="module")
 def full_run(squares_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "run"
