@@ -152,7 +152,8 @@ def _autocast(device, bf16: bool):
 
 
 def recalibrate_bn(model, images, index, norm: "_Normalise", params: FullParams, device) -> None:
-    """Batch-norm running statistics recomputed as the plain average over ``images[index]`` (precise BN)."""
+    """Batch-norm running statistics recomputed over ``images[index]`` (precise BN: PyTorch's ``update_bn`` averages
+    the per-batch statistics of batches of ``params.eval_batch``, with equal weight per batch)."""
     import torch
     from torch.optim.swa_utils import update_bn
 
