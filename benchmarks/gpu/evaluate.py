@@ -182,6 +182,11 @@ def main() -> None:
     print(json.dumps(facts), flush=True)
     tasks = _tasks(settings)
     deadline = started + settings.budget_s
+    per_task = settings.first_task_s() if settings.min_task_s is None else settings.min_task_s
+    # about 10 s pass before the first task starts (imports, spawning): measured 9 s on the H100
+    fit = min(len(tasks), settings.workers * int((settings.budget_s - 15) // per_task)) if per_task else len(tasks)
+    print(f"plan: {len(tasks)} tasks in {settings.workers} processes, at least {per_task:.0f} s each (the H100 timings): "
+          f"{fit} fit in the {settings.budget_s:.0f} s budget", flush=True)
     log = []
     # spawn: CUDA cannot be used in forked children.
     with mp.get_context("spawn").Pool(settings.workers) as pool:
