@@ -120,6 +120,18 @@ def test_precise_bn_sets_the_statistics_of_the_training_photos():
     assert gaps[False] > 1e-2
 
 
+def test_precise_bn_never_forms_a_one_photo_batch():
+    """eval_batch + 1 training photos at 32 px (1 x 1 maps at the end): batches of 9 and 8, not 16 and 1, which batch
+    norm refuses to train on."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (21, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 1] * 10 + [0])
+    params = FullParams(**{**TINY, "epochs": 1}, precise_bn=True)
+    model, info = train_network("mobilenetv2_100", images, labels, list(range(17)), list(range(17, 21)), 2, params)
+    assert np.isfinite(info["best_valid_loss"])
+    assert all(torch.isfinite(m.running_var).all() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
 @pytest.fixture(scope="module")
 def full_run(squares_manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("full") / "run"

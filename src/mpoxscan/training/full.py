@@ -151,14 +151,18 @@ def _autocast(device, bf16: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and bf16 else contextlib.nullcontext()
 
 
-def recalibrate_bn(model, images, index, norm: "_Normalise", params: FullParams, device) -> None:
-    """Batch-norm running statistics recomputed over ``images[index]`` (precise BN: PyTorch's ``update_bn`` averages
-    the per-batch statistics of batches of ``params.eval_batch``, with equal weight per batch)."""
+def recalibrate_bn(model, images, index, norm: "_Normalise", params: FullParams, device, seed: int = 0) -> None:
+    """Batch-norm running statistics recomputed over ``images[index]`` (precise BN). PyTorch's ``update_bn`` gives
+    each batch the same weight, so the photos are shuffled (training lists are sorted by class) and split into
+    batches of equal size, at most ``params.eval_batch`` and never a single photo (batch norm cannot train on one)."""
     import torch
     from torch.optim.swa_utils import update_bn
 
-    batches = (norm(images[torch.as_tensor(index[s:s + params.eval_batch], device=device)].float() / 255.0)
-               for s in range(0, len(index), params.eval_batch))
+    if len(index) < 2:
+        return
+    order = np.random.default_rng(seed).permutation(np.asarray(index))
+    chunks = np.array_split(order, -(-len(order) // params.eval_batch))  # sizes differ by at most one photo
+    batches = (norm(images[torch.as_tensor(c, device=device)].float() / 255.0) for c in chunks)
     with _autocast(device, params.bf16):
         update_bn(batches, model)
 
@@ -266,7 +270,7 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
                 ema.update_parameters(model)
         judged = ema.module if ema is not None else model
         if params.precise_bn:
-            recalibrate_bn(judged, images, train_idx, norm, params, device)
+            recalibrate_bn(judged, images, train_idx, norm, params, device, seed)
         val_logits = torch.from_numpy(predict_logits(judged, images, valid_idx, prep, params, device))
         val_loss = float(nn.functional.cross_entropy(val_logits, y_valid)) if len(valid_idx) else float(-epoch)
         history.append(round(val_loss, 4))
