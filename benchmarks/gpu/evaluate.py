@@ -48,15 +48,17 @@ class Settings:
     final_student: bool = True
     threads: int = 0
     seed: int = 0
+    precise_bn: bool = True  # recorded in each run's config, so that runs with and without it can be told apart
 
     def first_task_s(self) -> float:
         """A process's first task as measured on an H100 shared by 8 processes (2026-11-27, 20 epochs of batch 64 at
-        320 px): a distill task (two teachers, then the student) 371-381 s, its first training alone 146-158 s."""
-        return (380.0 if self.strategy == "distill" else 160.0) * self.epochs / 20
+        320 px, without precise BN): a distill task (two teachers, then the student) 371-381 s, its first training
+        alone 146-158 s. Precise BN cost 27 % more on the CPU (benchmarks/results/precise_bn); not yet measured there."""
+        return (380.0 if self.strategy == "distill" else 160.0) * self.epochs / 20 * (1.3 if self.precise_bn else 1.0)
 
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
-                "input_size": self.student_size, "threads": self.threads}
+                "input_size": self.student_size, "threads": self.threads, "precise_bn": self.precise_bn}
 
 
 PRESETS = {
@@ -98,7 +100,8 @@ def _task(args: tuple) -> dict:
 
 
 def _tasks(settings: Settings) -> list[tuple[str, str]]:
-    """Official folds first (comparable with the probe), then the shipped student, then the 10 grouped folds."""
+    """The first protocol's folds (official by default: comparable with the probe), then the shipped student, then
+    the other protocol's folds."""
     from mpoxscan.training.cv import kept_rows, make_splits
 
     out = []
@@ -156,14 +159,17 @@ def main() -> None:
     parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
     parser.add_argument("--no-final", dest="final_student", action="store_false", default=None,
                         help="do not train the student on every photo")
+    parser.add_argument("--no-precise-bn", dest="precise_bn", action="store_false", default=None,
+                        help="keep the running batch-norm statistics (the first GPU run's recipe)")
     args = parser.parse_args()
     settings = PRESETS[args.preset]
     if args.protocols:
-        unknown = set(args.protocols.split(",")) - set(PROTOCOLS)
+        chosen = tuple(dict.fromkeys(p.strip() for p in args.protocols.split(",")))  # once each: one folder per fold
+        unknown = set(chosen) - set(PROTOCOLS)
         if unknown:
             sys.exit(f"unknown protocol(s) {sorted(unknown)} (known: {', '.join(PROTOCOLS)})")
-        settings = replace(settings, protocols=tuple(args.protocols.split(",")))
-    settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student") if getattr(args, k) is not None})
+        settings = replace(settings, protocols=chosen)
+    settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student", "precise_bn") if getattr(args, k) is not None})
     settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
                                                                   "budget_s") if getattr(args, k) is not None})
     os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))
@@ -185,7 +191,8 @@ def main() -> None:
     per_task = settings.first_task_s() if settings.min_task_s is None else settings.min_task_s
     # about 10 s pass before the first task starts (imports, spawning): measured 9 s on the H100
     fit = min(len(tasks), settings.workers * int((settings.budget_s - 15) // per_task)) if per_task else len(tasks)
-    print(f"plan: {len(tasks)} tasks in {settings.workers} processes, at least {per_task:.0f} s each (the H100 timings): "
+    origin = "the H100 timings at 320 px" if settings.min_task_s is None else "--preset's floor"
+    print(f"plan: {len(tasks)} tasks in {settings.workers} processes, at least {per_task:.0f} s each ({origin}): "
           f"{fit} fit in the {settings.budget_s:.0f} s budget", flush=True)
     log = []
     # spawn: CUDA cannot be used in forked children.
