@@ -226,6 +226,20 @@ def test_heic_photo_loads(tmp_path: Path, photo):
     assert close_to(img.getpixel((8, 8)), RED, tol=40)
 
 
+def test_heic_without_pillow_heif_names_the_missing_package(tmp_path: Path, photo, monkeypatch):
+    """Where pillow-heif is missing (the GPU machine), a HEIC photo is refused naming it, not as 'not an image'."""
+    import pillow_heif
+
+    from mpoxscan import images
+
+    path = tmp_path / "iphone.heic"
+    pillow_heif.from_pillow(photo.resize((128, 96))).save(path, quality=95)
+    monkeypatch.setattr(images, "_register_heif", lambda: False)
+    with pytest.raises(ImageError, match="pillow-heif .* not installed"):
+        load_image(path)
+    assert load_image(encode(photo, "JPEG")).mode == "RGB"  # other formats do not need it
+
+
 def test_large_jpeg_decodes_at_reduced_scale_when_allowed():
     big = Image.new("RGB", (2000, 1600), (10, 120, 200))
     data = encode(big, "JPEG")

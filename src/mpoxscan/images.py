@@ -49,14 +49,20 @@ _MULTI_FRAME_REFUSED = ("GIF", "PNG", "WEBP", "TIFF", "AVIF")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError)
 
 
+# The major brands of HEIF files (ISO/IEC 23008-12): iPhones write "heic"; "mif1"/"msf1" are the generic ones.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
 @lru_cache(maxsize=1)
-def _register_heif() -> None:
-    """Teach Pillow to open HEIC/HEIF, the default photo format of iPhones (done once, on first use)."""
+def _register_heif() -> bool:
+    """Teach Pillow to open HEIC/HEIF, the default photo format of iPhones (done once, on first use); False when
+    pillow-heif is missing (a declared dependency: only the GPU machine's bare training environment lacks it)."""
     try:
         import pillow_heif
-    except ImportError:  # a declared dependency; only the bare training environment of the GPU machine lacks it
-        return
+    except ImportError:
+        return False
     pillow_heif.register_heif_opener()
+    return True
 
 
 @lru_cache(maxsize=1)
@@ -94,7 +100,8 @@ def _read_bytes(source: ImageSource, max_bytes: int, name: str | None = None) ->
 def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT_MIN_SHORT_SIDE,
           max_aspect: float = DEFAULT_MAX_ASPECT_RATIO) -> Image.Image:
     """Identify the format and check the declared size and shape, without decoding the pixels."""
-    _register_heif()
+    if not _register_heif() and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        raise ImageError(f"{name}: a HEIC/HEIF photo, and pillow-heif (which reads them) is not installed")
     with warnings.catch_warnings():
         # We enforce our own pixel limit below; Pillow's warning band would only add noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
