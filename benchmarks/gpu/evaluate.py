@@ -56,6 +56,10 @@ class Settings:
         alone 146-158 s. Precise BN cost 27 % more on the CPU (benchmarks/results/precise_bn); not yet measured there."""
         return (380.0 if self.strategy == "distill" else 160.0) * self.epochs / 20 * (1.3 if self.precise_bn else 1.0)
 
+    def task_floor_s(self) -> float:
+        """The least time a task is expected to take: ``min_task_s`` where a preset sets it, else as measured."""
+        return self.first_task_s() if self.min_task_s is None else self.min_task_s
+
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
                 "input_size": self.student_size, "threads": self.threads, "precise_bn": self.precise_bn}
@@ -75,7 +79,7 @@ def _task(args: tuple) -> dict:
     started = time.time()
     durations = Path(work) / "durations.txt"  # each finished task appends its seconds: the estimate of the next
     done = [float(x) for x in durations.read_text().split()] if durations.exists() else []
-    floor = settings.first_task_s() if settings.min_task_s is None else settings.min_task_s
+    floor = settings.task_floor_s()
     expected = max(floor, sum(done) / len(done)) if done else floor
     if started + expected > deadline:
         return {"task": f"{kind}:{fold}", "status": f"skipped (time budget: {expected:.0f} s expected)", "seconds": 0.0}
@@ -188,7 +192,7 @@ def main() -> None:
     print(json.dumps(facts), flush=True)
     tasks = _tasks(settings)
     deadline = started + settings.budget_s
-    per_task = settings.first_task_s() if settings.min_task_s is None else settings.min_task_s
+    per_task = settings.task_floor_s()
     # about 10 s pass before the first task starts (imports, spawning): measured 9 s on the H100
     fit = min(len(tasks), settings.workers * int((settings.budget_s - 15) // per_task)) if per_task else len(tasks)
     origin = "the H100 timings at 320 px" if settings.min_task_s is None else "--preset's floor"
