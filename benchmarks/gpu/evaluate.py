@@ -49,11 +49,13 @@ class Settings:
     threads: int = 0
     seed: int = 0
     precise_bn: bool = True  # recorded in each run's config, so that runs with and without it can be told apart
+    cudnn_benchmark: bool = False  # FullParams' default since 2026-11-27 (the first run had it on): recorded too
 
     def first_task_s(self) -> float:
         """A process's first task as measured on an H100 shared by 8 processes (2026-11-27, 20 epochs of batch 64 at
         320 px, without precise BN): a distill task (two teachers, then the student) 371-381 s, its first training
-        alone 146-158 s. Precise BN cost 27 % more on the CPU (benchmarks/results/precise_bn); not yet measured there."""
+        alone 146-158 s. Precise BN cost 27 % more on the CPU (benchmarks/results/precise_bn); not yet measured there.
+        Scaled by epochs only: other batch sizes and cuDNN without autotuning are not measured (``--min-task-s``)."""
         return (380.0 if self.strategy == "distill" else 160.0) * self.epochs / 20 * (1.3 if self.precise_bn else 1.0)
 
     def task_floor_s(self) -> float:
@@ -62,7 +64,8 @@ class Settings:
 
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
-                "input_size": self.student_size, "threads": self.threads, "precise_bn": self.precise_bn}
+                "input_size": self.student_size, "threads": self.threads, "precise_bn": self.precise_bn,
+                "cudnn_benchmark": self.cudnn_benchmark}
 
 
 PRESETS = {
@@ -159,6 +162,9 @@ def main() -> None:
     for name in ("epochs", "batch_size", "workers", "student_size"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--budget-s", type=float)
+    parser.add_argument("--min-task-s", type=float, help="no task starts with less time than this left (default: "
+                        "as measured on the H100, Settings.first_task_s)")
+    parser.add_argument("--seed", type=int, help="of the training runs (and the inner split of the 10 folds)")
     parser.add_argument("--strategy", choices=("distill", "full"), help="full: the student alone, without teachers")
     parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
     parser.add_argument("--no-final", dest="final_student", action="store_false", default=None,
@@ -175,7 +181,8 @@ def main() -> None:
         settings = replace(settings, protocols=chosen)
     settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student", "precise_bn") if getattr(args, k) is not None})
     settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
-                                                                  "budget_s") if getattr(args, k) is not None})
+                                                                  "budget_s", "min_task_s", "seed")
+                                    if getattr(args, k) is not None})
     os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))
     missing = [p for p in PROTOCOLS.values() if not p.exists()]
     if missing:

@@ -55,6 +55,10 @@ class FullParams:
     # behind the weights (measured on the GPU: best epoch always the last, validation loss above chance at first).
     precise_bn: bool = True
     threads: int = 0  # CPU threads of PyTorch; 0: its default (1 is far faster on a shared, busy machine)
+    # cuDNN's autotuning of every new input shape (train, last partial batch, recalibration, evaluation). Off: on the
+    # H100 shared by 8 processes a network's first training took 146-158 s and the student, with the same shapes
+    # already tuned (and two teachers run forward too), 52-58 s, so the tuning cost more than it could save.
+    cudnn_benchmark: bool = False
     # Distillation (used when teachers are given): loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T | student_T)
     distill_alpha: float = 0.7
     distill_temperature: float = 2.0
@@ -204,7 +208,7 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
     if device.type == "cpu" and params.threads:
         torch.set_num_threads(params.threads)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels once
+        torch.backends.cudnn.benchmark = params.cudnn_benchmark
     channels_last = device.type == "cuda" and params.channels_last
     model = create_model(model_name, pretrained=True, num_classes=n_classes).to(device)
     if channels_last:
