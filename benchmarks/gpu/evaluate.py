@@ -1,13 +1,14 @@
-"""The whole GPU evaluation of issue 12 in one go: teachers and student on MSLD v2.0's 5 official splits and its
-10 patient-grouped folds, and the student that ships, trained on every photo. See benchmarks/gpu/README.md.
+"""The whole GPU evaluation of issue 12 in one go: the student (EfficientNet-Lite0, whole network, `full`) on MSLD
+v2.0's 5 official splits and its 10 patient-grouped folds, and the student that would ship, trained on every photo;
+with `--strategy distill`, each fold trains its own teachers first. See benchmarks/gpu/README.md.
 
     PYTHONPATH=src python3 benchmarks/gpu/evaluate.py --out $OUT            # on the GPU machine (run.sh)
     PYTHONPATH=src .venv/bin/python benchmarks/gpu/evaluate.py --preset smoke --out /tmp/gpu-smoke   # here, CPU
 
-Each fold is one task (fold-local teachers, then the student, all with `mpoxscan.training.distill`); tasks run in
-parallel processes that share the GPU (the probe found per-step overhead, not GPU arithmetic, to be the limit).
-A task that would start too close to the time budget is skipped, and the pool is stopped at the budget: whatever
-finished is scored. Writes to --out (at most 8 files, as the device tool returns them): results.json,
+Each fold is one task (with distill: fold-local teachers, then the student, all with `mpoxscan.training.distill`);
+tasks run in parallel processes that share the GPU (the probe found per-step overhead, not GPU arithmetic, to be
+the limit). A task that would start too close to the time budget is skipped, and the pool is stopped at the budget:
+whatever finished is scored. Writes to --out (at most 8 files, as the device tool returns them): results.json,
 oof_predictions.csv, predictions.tar.gz, student.pt, student_card.json (and log.txt through run.sh).
 """
 
@@ -34,11 +35,11 @@ PROTOCOLS = {"official": GPU / "curated" / "official" / "manifest.csv", "kfold":
 class Settings:
     student: str = "efficientnet_lite0"
     student_size: int = 320
-    strategy: str = "distill"  # or "full": the student alone, no teachers
+    strategy: str = "full"  # the student alone (fits one call: 16 tasks in 347 s); "distill": teachers first
     protocols: tuple[str, ...] = ("official", "kfold")
     teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
-    epochs: int = 20
-    batch_size: int = 64
+    epochs: int = 40  # the probe's schedule (TOOLCHAIN.md), FullParams' default: 20 of batch 64 did worse
+    batch_size: int = 32
     device: str = "cuda"
     workers: int = 8  # 16 tasks: two rounds
     budget_s: float = 420.0  # training stops here (the summary, bootstrap and copying follow: about 30 s)
@@ -52,11 +53,12 @@ class Settings:
     cudnn_benchmark: bool = False  # FullParams' default since 2026-11-27 (the first run had it on): recorded too
 
     def first_task_s(self) -> float:
-        """A process's first task as measured on an H100 shared by 8 processes (2026-11-27, 20 epochs of batch 64 at
-        320 px, without precise BN): a distill task (two teachers, then the student) 371-381 s, its first training
-        alone 146-158 s. Precise BN cost 27 % more on the CPU (benchmarks/results/precise_bn); not yet measured there.
-        Scaled by epochs only: other batch sizes and cuDNN without autotuning are not measured (``--min-task-s``)."""
-        return (380.0 if self.strategy == "distill" else 160.0) * self.epochs / 20 * (1.3 if self.precise_bn else 1.0)
+        """A process's first task on an H100 shared by 8 processes, scaled by epochs only (other batch sizes are not
+        measured). `full` was measured on 2026-11-27 (40 epochs of batch 32 at 320 px, precise BN, cuDNN without
+        autotuning): first-round tasks 170-207 s, second-round ones 109-149 s. `distill` (two teachers, then the
+        student) is estimated from it as three trainings, 510 s at 40 epochs: its one measurement (371-381 s at 20
+        epochs of batch 64) had cuDNN autotuning on and no precise BN."""
+        return (510.0 if self.strategy == "distill" else 210.0) * self.epochs / 40
 
     def task_floor_s(self) -> float:
         """The least time a task is expected to take: ``min_task_s`` where a preset sets it, else as measured."""
@@ -71,7 +73,7 @@ class Settings:
 PRESETS = {
     "gpu": Settings(),
     # Here, on the CPU: the same code path on every photo, at 32 px for one epoch, one fold per protocol.
-    "smoke": Settings(student_size=32, teachers=("efficientnet_lite0@32",), epochs=1, batch_size=16, device="cpu",
+    "smoke": Settings(strategy="distill", student_size=32, teachers=("efficientnet_lite0@32",), epochs=1, batch_size=16, device="cpu",
                       workers=2, budget_s=1500, min_task_s=0, n_boot=50, folds_per_protocol=1, threads=1),
 }
 
@@ -165,7 +167,7 @@ def main() -> None:
     parser.add_argument("--min-task-s", type=float, help="no task starts with less time than this left (default: "
                         "as measured on the H100, Settings.first_task_s)")
     parser.add_argument("--seed", type=int, help="of the training runs (and the inner split of the 10 folds)")
-    parser.add_argument("--strategy", choices=("distill", "full"), help="full: the student alone, without teachers")
+    parser.add_argument("--strategy", choices=("distill", "full"), help="full (default of --preset gpu): the student alone; distill: teachers first")
     parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
     parser.add_argument("--no-final", dest="final_student", action="store_false", default=None,
                         help="do not train the student on every photo")

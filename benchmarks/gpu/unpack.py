@@ -1,0 +1,55 @@
+"""Turn what a GPU call returned (or its copy under benchmarks/results/gpu/) into `mpoxscan cv` run folders, one per
+protocol, so that the tools that read runs (`benchmarks/ensemble_bench.py`) can re-score and average them with the
+CPU runs.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/gpu/unpack.py \
+        benchmarks/results/gpu/2026-11-27-full-320-40ep-seed0 --name full320-s0
+    # -> runs/gpu/full320-s0-official/ and runs/gpu/full320-s0-kfold/ (config.json, results.json, predictions/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
+    """One run folder per protocol of ``returned`` (results.json and predictions.tar.gz of benchmarks/gpu/evaluate.py)."""
+    report = json.loads((returned / "results.json").read_text())
+    out = []
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(returned / "predictions.tar.gz") as tar:
+        tar.extractall(tmp, filter="data")
+        for protocol, results in report["results"].items():
+            run = runs / f"{name}-{protocol}"
+            if run.exists():
+                shutil.rmtree(run)
+            run.mkdir(parents=True)
+            config = dict(results["config"])
+            # The GPU machine ran from a checkout at its own path: the manifest is the same file of .gpu/ here.
+            config["manifest"] = str(REPO / ".gpu" / "curated" / ("official" if protocol == "official" else "10fold")
+                                     / "manifest.csv")
+            (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            (run / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+            shutil.copytree(Path(tmp) / protocol / "predictions", run / "predictions")
+            out.append(run)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("returned", type=Path, help="the folder the device tool returned (files_at)")
+    parser.add_argument("--name", required=True, help="run folders are named NAME-official and NAME-kfold")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "gpu")
+    args = parser.parse_args()
+    for run in unpack(args.returned, args.name, args.runs):
+        print(run)
+
+
+if __name__ == "__main__":
+    main()
