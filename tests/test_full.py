@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -170,6 +171,26 @@ def test_full_cv_resumes_a_deleted_fold(full_run):
     other = CVConfig(**{**config.__dict__, "extra": {**config.extra, "full": {**LEARNS, "input_size": 32}}})
     with pytest.raises(MpoxscanError, match=r"other settings \(full .*\"input_size\": 48.* there, .*\"input_size\": 32"):
         run_cv(other, out, progress=False)  # another input size must not mix with these folds
+
+
+def test_full_cv_records_every_option_so_that_a_changed_default_cannot_slip_in(full_run):
+    config, out, _ = full_run
+    cfg_path = out / "config.json"
+    written = cfg_path.read_text()
+    recorded = json.loads(written)["extra"]["full"]
+    assert recorded == json.loads(json.dumps(dataclasses.asdict(FullParams(**LEARNS))))  # defaults filled in
+    again = CVConfig(**{**config.__dict__, "extra": {"full": LEARNS, "bootstrap": 50}})
+    try:
+        # As if the run had been made when precise BN was off by default: today's default must not resume it.
+        cfg_path.write_text(json.dumps({**json.loads(written), "extra": {"full": {**recorded, "precise_bn": False}}}))
+        with pytest.raises(MpoxscanError, match=r"other settings \(full .*\"precise_bn\": false"):
+            run_cv(CVConfig(**again.__dict__), out, progress=False)
+        # A run recorded before every option was (only the given ones) still resumes, today's defaults filled in.
+        cfg_path.write_text(json.dumps({**json.loads(written), "extra": {"full": LEARNS, "bootstrap": 50}}))
+        run_cv(CVConfig(**again.__dict__), out, progress=False)
+        assert json.loads(cfg_path.read_text())["extra"]["full"] == recorded
+    finally:
+        cfg_path.write_text(written)
 
 
 def test_distill_scores_teachers_and_student_on_the_same_fold(squares_manifest, tmp_path):

@@ -101,6 +101,19 @@ def options_types() -> dict:
     return {"finetune": FinetuneParams, "full": FullParams, "distill": DistillParams}
 
 
+#: The options each strategy reads (distill trains its student with full's).
+STRATEGY_OPTIONS = {"linear": (), "finetune": ("finetune",), "full": ("full",), "distill": ("full", "distill")}
+
+
+def resolved_options(strategy: str, extra: dict) -> dict:
+    """Every option ``strategy`` reads, defaults filled in, as plain JSON: what a run records, so that a later change
+    of a default cannot slip into the resumed folds of an earlier run."""
+    types = options_types()
+    made = {name: (types[name].from_dict(extra.get(name)) if hasattr(types[name], "from_dict")
+                   else types[name](**dict(extra.get(name) or {}))) for name in STRATEGY_OPTIONS.get(strategy, ())}
+    return {name: json.loads(json.dumps(asdict(params))) for name, params in made.items()}
+
+
 #: Keys of ``CVConfig.extra`` besides the strategies' options.
 EXTRA_SETTINGS = ("cache", "bootstrap")
 
@@ -244,6 +257,14 @@ def _setting(value) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def _resolved_or_raw(old: dict) -> dict:
+    """An earlier run's options with today's defaults filled in; {} where they no longer parse (then they differ)."""
+    try:
+        return resolved_options(old.get("strategy", ""), old.get("extra", {}))
+    except (MpoxscanError, TypeError):
+        return {}
+
+
 def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str | None = None) -> dict:
     """Run (or resume) a cross-validation; returns and writes ``results.json``. ``ray_address``: run the (model,
     fold) tasks on Ray ("local": on this machine; else a cluster's address) instead of one after another here."""
@@ -254,6 +275,7 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str 
     if config.strategy not in STRATEGIES:
         raise MpoxscanError(f"unknown strategy '{config.strategy}' (known: {', '.join(STRATEGIES)})")
     check_options(config)
+    config.extra = {**config.extra, **resolved_options(config.strategy, config.extra)}
     for m in config.models:
         get_spec(m)
     manifest = Path(config.manifest)
@@ -266,7 +288,8 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str 
         same = {k: old.get(k) for k in ("manifest_sha256", "strategy", "protocol", "views", "tta", "seed")}
         new = {k: asdict(config)[k] for k in same}
         # The strategies' options too: folds trained at another input size or epoch count must not be mixed.
-        same |= {n: old.get("extra", {}).get(n) for n in options_types()}
+        # A run written before runs recorded every option (2026-11-27) is compared with today's defaults filled in.
+        same |= {n: old.get("extra", {}).get(n) for n in options_types()} | _resolved_or_raw(old)
         new |= {n: json.loads(json.dumps(config.extra.get(n))) for n in options_types()}  # tuples as JSON lists
         if same != new:
             differ = ", ".join(f"{k} {_setting(same[k])} there, {_setting(new[k])} now" for k in same if same[k] != new[k])

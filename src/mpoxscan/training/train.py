@@ -16,7 +16,7 @@ from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import classification_metrics, tone_metrics
 from mpoxscan.models.checkpoint import CARD, CHECKPOINT, card_core, load_checkpoint  # noqa: F401  (re-exported)
 from mpoxscan.training.calibration import softmax
-from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration
+from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration, resolved_options
 from mpoxscan.training.features import preprocessing_for
 
 
@@ -46,6 +46,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     split = inner_split(rows, seed)
     started = time.perf_counter()
     check_options(config)
+    config.extra = {**config.extra, **resolved_options(strategy, config.extra)}
     model, info = STRATEGIES[strategy](model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
     info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
@@ -58,7 +59,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     p_valid = softmax(logits_valid, temperature)
     card = {
         **card_core(model_name, strategy, classes, dataclasses.asdict(prep), temperature, threshold),
-        "training": {**info, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
+        "training": {**info, "options": resolved_options(strategy, config.extra), "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
                      "seconds": round(time.perf_counter() - started, 1)},
         "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest),
                  "rows_sha256": rows_digest(rows), "images": len(rows)},
