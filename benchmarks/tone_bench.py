@@ -174,7 +174,8 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
                          "screening_sensitivity": m["screening"]["sensitivity"],
                          "screening_specificity": m["screening"]["specificity"]})
     fold_mean = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
-    out = {"run": str(run), "finetune": (cfg.get("extra") or {}).get("finetune", {}), "residualised": residualised,
+    out = {"run": str(run), "strategy": cfg.get("strategy", ""), "finetune": (cfg.get("extra") or {}).get("finetune", {}),
+           "residualised": residualised,
            "n": len(oof.labels),
            "folds": sorted(set(oof.fold), key=lambda f: int(f[4:])), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
     per_image = [{"sha256": s, "relpath": by_sha[s].relpath, "fold": f, "label": y,
@@ -190,7 +191,8 @@ def _pct(x: float) -> str:
 
 def markdown(measured: dict, manifest: Path) -> str:
     first_run = next(iter(measured.values()))
-    lines = ["# Skin tone: baseline and mitigations (EfficientNet-Lite0, finetune, MSLD v2.0, patient-grouped folds)",
+    strategies = ", ".join(dict.fromkeys(m.get("strategy") or "?" for m in measured.values()))
+    lines = [f"# Skin tone: baseline and mitigations (EfficientNet-Lite0, {strategies}, MSLD v2.0, patient-grouped folds)",
              "", f"Folds scored (those every run finished): {', '.join(first_run['folds'])} of 10; {first_run['n']} "
              "test photos.", "", f"Written by `benchmarks/tone_bench.py` from the runs' out-of-fold predictions (`oof_<run>.csv` beside "
              f"this file) and the ITA column of `{manifest.name}` (curate; skin mask: Chai & Ngan YCbCr; ITA from the "
