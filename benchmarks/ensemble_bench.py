@@ -6,7 +6,8 @@
 Per fold, the members' calibrated test probabilities are averaged, and the ensemble's screening threshold (95 %
 mpox sensitivity) is chosen on the average of the members' inner-validation probabilities (`predictions/valid/`),
 as `cv` chooses a single model's: nothing is fitted on a test fold. Where the members' inner validation photos
-differ (k-fold runs at different seeds), the mean of the members' own thresholds stands in. Writes
+differ (k-fold runs at different seeds), the photos common to all of them (none of the members trained on them) are
+used, or, with fewer than 10 mpox photos among them, the mean of the members' own thresholds. Writes
 benchmarks/results/ensemble/NAME.md and NAME.json: each member alone, then the first 2, 3, ... averaged (mean and sd
 over folds, pooled out-of-fold accuracy with its patient-level bootstrap CI).
 """
@@ -48,11 +49,32 @@ def shas(fold: tuple) -> list[str]:
     return [sha for sha, _ in fold[3]]
 
 
+#: The fewest mpox photos a 95 %-sensitivity threshold is chosen on (one miss moves it by 1 / n).
+MIN_SHARED_POSITIVES = 10
+
+
+def shared_threshold(valids: list[tuple], k: int) -> tuple[float | None, str]:
+    """The ensemble's screening threshold from the inner-validation photos of every member (none of the members
+    trained on them): the whole inner validation when the members share it (the official splits, or one seed), else
+    the photos common to all (k-fold runs at different seeds hold out different patients); None when fewer than
+    ``MIN_SHARED_POSITIVES`` of those are mpox."""
+    common = set.intersection(*(set(shas(v)) for v in valids))
+    order = [sha for sha in shas(valids[0]) if sha in common]
+    at = [{sha: i for i, sha in enumerate(shas(v))} for v in valids]
+    p_valid = np.mean([v[1][[a[sha] for sha in order]] for v, a in zip(valids, at)], axis=0)
+    y_valid = np.array([valids[0][0][at[0][sha]] == POSITIVE for sha in order])
+    if y_valid.sum() < MIN_SHARED_POSITIVES:
+        return None, ""
+    shared = len(order) == len(shas(valids[0])) and all(len(shas(v)) == len(order) for v in valids)
+    return screening_threshold(y_valid, p_valid[:, k]), ("averaged inner validation" if shared else
+                                                         "inner-validation photos common to all members")
+
+
 def score(members: list[tuple[dict, dict]], rows_by_sha: dict) -> dict:
     """Fold metrics and pooled statistics of the members' averaged probabilities."""
     classes = members[0][0]["classes"]
     k = classes.index(POSITIVE)
-    per_fold, labels, proba, groups, thresholds, own_thresholds = [], [], [], [], [], []
+    per_fold, labels, proba, groups, thresholds, hows = [], [], [], [], [], []
     for fold in members[0][1]:
         tests = [m[1][fold][0] for m in members]
         valids = [m[1][fold][1] for m in members]
@@ -60,23 +82,19 @@ def score(members: list[tuple[dict, dict]], rows_by_sha: dict) -> dict:
         if any(shas(t) != shas(tests[0]) for t in tests):
             raise SystemExit(f"fold {fold}: the runs do not share their test photos")
         p_test = np.mean([t[1] for t in tests], axis=0)
-        if all(shas(v) == shas(valids[0]) for v in valids):
-            p_valid = np.mean([v[1] for v in valids], axis=0)
-            y_valid = np.array([lab == POSITIVE for lab in valids[0][0]])
-            threshold = screening_threshold(y_valid, p_valid[:, k])
-        else:
-            # k-fold runs at different seeds hold out different inner-validation patients, each of which another
-            # member trained on: no photo is unseen by all. The members' own thresholds (each chosen on its own
-            # inner validation) are averaged instead; still nothing comes from the test fold.
-            threshold = float(np.mean([v[2]["threshold"] for v in valids]))
-            own_thresholds.append(fold)
+        threshold, how = shared_threshold(valids, k)
+        if threshold is None:
+            # Too few mpox photos lie in every member's inner validation to choose a 95 %-sensitivity point: the
+            # members' own thresholds (each from its own inner validation) are averaged; nothing from the test fold.
+            threshold, how = float(np.mean([v[2]["threshold"] for v in valids])), "members' own, averaged"
+        hows.append(how)
         per_fold.append(classification_metrics(tests[0][0], p_test, classes, threshold=threshold))
         labels += tests[0][0]
         proba.append(p_test)
         groups += [rows_by_sha[sha].group for sha, _ in tests[0][3]]
         thresholds += [threshold] * len(p_test)
     pooled = pooled_summary(labels, np.concatenate(proba), classes, groups, np.array(thresholds))
-    return {"folds": len(per_fold), "threshold": "members' own, averaged" if own_thresholds else "averaged inner validation",
+    return {"folds": len(per_fold), "threshold": sorted(set(hows)),
             "accuracy": mean_sd_ci([f["accuracy"] for f in per_fold]),
             "macro_f1": mean_sd_ci([f["macro_f1"] for f in per_fold]),
             "screening_auc": mean_sd_ci([f["screening"]["auc"] for f in per_fold]),
@@ -107,13 +125,15 @@ def main() -> None:
     lines = [f"# Ensembles of `mpoxscan cv` runs: {args.name}", "",
              "Written by `benchmarks/ensemble_bench.py` " + " ".join(f"--run {r}" for r in args.run) + ". Mean ± sd "
              "over folds; sensitivity / specificity at each fold's threshold, chosen on the (averaged) inner "
-             "validation for 95 % mpox sensitivity (\\* where the members' inner validations differ, as for k-fold runs at different "
-             "seeds: the mean of the members' own thresholds); pooled accuracy with its patient-level bootstrap 95 % CI.", "",
+             "validation for 95 % mpox sensitivity (where the members' inner validations differ, as for k-fold runs at "
+             f"different seeds: \\* on the photos in all of them, \\*\\* the mean of the members' own thresholds where fewer "
+             f"than {MIN_SHARED_POSITIVES} mpox photos are common to all); pooled accuracy with its patient-level bootstrap 95 % CI.", "",
              "| members | accuracy % | macro-F1 % | mpox AUC | sensitivity / specificity % | pooled accuracy % [95 % CI] | per-fold accuracy % |",
              "|---|---|---|---|---|---|---|"]
     for name, s in table.items():
         pa = s["pooled_accuracy"]
-        star = "\\*" if s["threshold"].startswith("members") else ""
+        star = "\\*" * (("inner-validation photos common to all members" in s["threshold"])
+                          + 2 * ("members' own, averaged" in s["threshold"]))
         lines.append(f"| {name} | {pct(s['accuracy'])} | {pct(s['macro_f1'])} | {s['screening_auc']['mean']:.3f} | "
                      f"{100 * s['screening_sensitivity']['mean']:.1f} / {100 * s['screening_specificity']['mean']:.1f}{star} | "
                      f"{100 * pa['value']:.1f} [{100 * pa['ci95'][0]:.1f}, {100 * pa['ci95'][1]:.1f}] | "

@@ -225,6 +225,18 @@ def test_card_figures_come_only_from_runs_of_the_shipped_recipe(tmp_path):
     with pytest.raises(SystemExit, match="another recipe"):
         cv_estimate(recipe, {"10 folds": "plain"}, tmp_path)
     assert cv_estimate(recipe, {"missing": "absent"}, tmp_path) == {}
+    # Runs record every option (defaults filled in); a recipe names only those it sets: the same recipe either way.
+    from mpoxscan.training.cv import resolved_options
+
+    (tmp_path / "recorded").mkdir()
+    (tmp_path / "recorded" / "results.json").write_text(json.dumps({
+        "config": {"strategy": "finetune", "extra": {**resolved_options("finetune", {}), "cache": "/x"}},
+        "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary}}}))
+    plain = {**recipe, "options": {}}
+    assert cv_estimate(plain, {"10 folds": "recorded"}, tmp_path)["metrics"]["accuracy"]["mean"] == 0.8
+    assert cv_estimate({**plain, "options": resolved_options("finetune", {})}, {"10 folds": "plain"}, tmp_path)
+    with pytest.raises(SystemExit, match="another recipe"):
+        cv_estimate(recipe, {"10 folds": "recorded"}, tmp_path)
 
 
 def test_the_card_estimates_can_be_refreshed_without_touching_the_model(tmp_path):

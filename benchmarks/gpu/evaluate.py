@@ -35,7 +35,7 @@ PROTOCOLS = {"official": GPU / "curated" / "official" / "manifest.csv", "kfold":
 class Settings:
     student: str = "efficientnet_lite0"
     student_size: int = 320
-    strategy: str = "full"  # the student alone (fits one call: 16 tasks in 347 s); "distill": teachers first
+    strategy: str = "full"  # the student alone (fits one call: 16 tasks in 338-347 s); "distill": teachers first
     protocols: tuple[str, ...] = ("official", "kfold")
     teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
     epochs: int = 40  # the probe's schedule (TOOLCHAIN.md), FullParams' default: 20 of batch 64 did worse
@@ -43,7 +43,7 @@ class Settings:
     device: str = "cuda"
     workers: int = 8  # 16 tasks: two rounds
     budget_s: float = 420.0  # training stops here (the summary, bootstrap and copying follow: about 30 s)
-    min_task_s: float | None = None  # no task starts with less time than this left; None: as measured (first_task_s)
+    min_task_s: float | None = None  # a task's expected time until one has finished; None: as measured (first_task_s)
     n_boot: int = 1000
     folds_per_protocol: int = 0  # 0: all
     final_student: bool = True
@@ -55,14 +55,19 @@ class Settings:
     def first_task_s(self) -> float:
         """A process's first task on an H100 shared by 8 processes, scaled by epochs only (other batch sizes are not
         measured). `full` was measured on 2026-11-27 (40 epochs of batch 32 at 320 px, precise BN, cuDNN without
-        autotuning): first-round tasks 170-207 s, second-round ones 109-149 s. `distill` (two teachers, then the
-        student) is estimated from it as three trainings, 510 s at 40 epochs: its one measurement (371-381 s at 20
-        epochs of batch 64) had cuDNN autotuning on and no precise BN."""
-        return (510.0 if self.strategy == "distill" else 210.0) * self.epochs / 40
+        autotuning): first-round tasks 170-207 s, 180 and 190 s on average in the two runs; second-round ones
+        109-149 s. `distill` (two teachers, then the student) is estimated as three trainings, 510 s at 40 epochs:
+        its one measurement (371-381 s at 20 epochs of batch 64) had cuDNN autotuning on and no precise BN."""
+        return (510.0 if self.strategy == "distill" else 190.0) * self.epochs / 40
 
     def task_floor_s(self) -> float:
-        """The least time a task is expected to take: ``min_task_s`` where a preset sets it, else as measured."""
+        """A task's expected time before any has finished (then the finished ones' mean is): ``min_task_s`` where a
+        preset or the command line sets it, else as measured."""
         return self.first_task_s() if self.min_task_s is None else self.min_task_s
+
+    def options(self) -> dict:
+        """The strategy's options as `cv` and `train` take them."""
+        return {"full": self.full()} | ({"distill": {"teachers": list(self.teachers)}} if self.strategy == "distill" else {})
 
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
@@ -84,15 +89,14 @@ def _task(args: tuple) -> dict:
     started = time.time()
     durations = Path(work) / "durations.txt"  # each finished task appends its seconds: the estimate of the next
     done = [float(x) for x in durations.read_text().split()] if durations.exists() else []
-    floor = settings.task_floor_s()
-    expected = max(floor, sum(done) / len(done)) if done else floor
+    # Before any task has finished, the measured (or given) time of a first task; then the finished tasks' mean (a
+    # process's later tasks were measured faster than its first: the floor must not hold them back).
+    expected = sum(done) / len(done) if done else settings.task_floor_s()
     if started + expected > deadline:
         return {"task": f"{kind}:{fold}", "status": f"skipped (time budget: {expected:.0f} s expected)", "seconds": 0.0}
     from mpoxscan.training.cv import CVConfig, run_cv
 
-    options = {"full": settings.full()}
-    if settings.strategy == "distill":
-        options["distill"] = {"teachers": list(settings.teachers)}
+    options = settings.options()
     if kind == "final":
         from mpoxscan.training.train import train
 
@@ -136,7 +140,8 @@ def _summarise(protocol: str, settings: Settings, work: Path) -> tuple[dict, lis
     classes = sorted({r.label for r in rows})
     splits = make_splits(rows, protocol, settings.seed)
     config = CVConfig(manifest=str(PROTOCOLS[protocol]), models=[settings.student], strategy=settings.strategy,
-                      protocol=protocol, views=0, seed=settings.seed, extra={"bootstrap": settings.n_boot})
+                      protocol=protocol, views=0, seed=settings.seed,
+                      extra={**settings.options(), "bootstrap": settings.n_boot})  # the recipe, in results.json
     results = summarise(merged, config, classes, splits, rows)
     with open(write_oof_predictions(merged, config, classes, splits, rows), newline="") as fh:
         table = list(csv.reader(fh))
@@ -165,7 +170,7 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--budget-s", type=float)
     parser.add_argument("--min-task-s", type=float, help="no task starts with less time than this left (default: "
-                        "as measured on the H100, Settings.first_task_s)")
+                        "as measured on the H100, Settings.first_task_s); then the finished tasks' mean")
     parser.add_argument("--seed", type=int, help="of the training runs (and the inner split of the 10 folds)")
     parser.add_argument("--strategy", choices=("distill", "full"), help="full (default of --preset gpu): the student alone; distill: teachers first")
     parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
@@ -203,9 +208,10 @@ def main() -> None:
     deadline = started + settings.budget_s
     per_task = settings.task_floor_s()
     # about 10 s pass before the first task starts (imports, spawning): measured 9 s on the H100
-    fit = min(len(tasks), settings.workers * int((settings.budget_s - 15) // per_task)) if per_task else len(tasks)
-    origin = "the H100 timings at 320 px" if settings.min_task_s is None else "--preset's floor"
-    print(f"plan: {len(tasks)} tasks in {settings.workers} processes, at least {per_task:.0f} s each ({origin}): "
+    # Rounds of `workers` tasks, each round as long as a first one (later rounds were measured faster: a margin).
+    fit = min(len(tasks), settings.workers * int((settings.budget_s - 10) // per_task)) if per_task else len(tasks)
+    origin = "the H100 timings at 320 px" if settings.min_task_s is None else "--min-task-s or the preset"
+    print(f"plan: {len(tasks)} tasks in {settings.workers} processes, about {per_task:.0f} s each ({origin}): "
           f"{fit} fit in the {settings.budget_s:.0f} s budget", flush=True)
     log = []
     # spawn: CUDA cannot be used in forked children.

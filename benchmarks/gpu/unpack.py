@@ -31,6 +31,14 @@ def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
                 shutil.rmtree(run)
             run.mkdir(parents=True)
             config = dict(results["config"])
+            if "full" not in config.get("extra", {}):  # runs before 2026-11-27 06:00 recorded the recipe only here
+                st = report["settings"]
+                config["extra"] = {**config.get("extra", {}), "full": {
+                    "epochs": st["epochs"], "batch_size": st["batch_size"], "device": st["device"],
+                    "input_size": st["student_size"], "threads": st["threads"],
+                    **{k: st[k] for k in ("precise_bn", "cudnn_benchmark") if k in st}}}
+                if st["strategy"] == "distill":
+                    config["extra"]["distill"] = {"teachers": st["teachers"]}
             # The GPU machine ran from a checkout at its own path: the manifest is the same file of .gpu/ here.
             config["manifest"] = str(REPO / ".gpu" / "curated" / ("official" if protocol == "official" else "10fold")
                                      / "manifest.csv")

@@ -62,8 +62,13 @@ def cv_estimate(recipe: dict = RECIPE, runs: dict[str, str] = CV_RUNS, folder: P
     over folds, the pooled out-of-fold figures with their patient-bootstrap intervals, and the per-skin-tone
     figures where the manifest had tones. A run of another recipe (other strategy options) is an error, not a
     silent substitute."""
+    from mpoxscan.training.cv import resolved_options
+
     keep = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "screening_auc", "screening_sensitivity",
             "screening_specificity", "ece")
+    # Compared with defaults filled in on both sides: runs record every option since 2026-11-27, RECIPE only those
+    # it sets, and a card's recipe whatever its checkpoint recorded.
+    wanted = resolved_options(recipe["strategy"], recipe["options"])
     protocols = {}
     for protocol, name in runs.items():
         path = folder / name / "results.json"
@@ -71,7 +76,8 @@ def cv_estimate(recipe: dict = RECIPE, runs: dict[str, str] = CV_RUNS, folder: P
             continue
         results = json.loads(path.read_text())
         measured = {k: v for k, v in results["config"]["extra"].items() if k != "cache"}
-        if results["config"]["strategy"] != recipe["strategy"] or measured != recipe["options"]:
+        if (results["config"]["strategy"] != recipe["strategy"]
+                or resolved_options(recipe["strategy"], measured) != wanted):
             raise SystemExit(f"{path} measured another recipe ({results['config']['strategy']} {measured}), "
                              f"not {recipe['strategy']} {recipe['options']}")
         model = results["models"][recipe["architecture"]]

@@ -55,9 +55,10 @@ class FullParams:
     # behind the weights (measured on the GPU: best epoch always the last, validation loss above chance at first).
     precise_bn: bool = True
     threads: int = 0  # CPU threads of PyTorch; 0: its default (1 is far faster on a shared, busy machine)
-    # cuDNN's autotuning of every new input shape (train, last partial batch, recalibration, evaluation). Off: on the
-    # H100 shared by 8 processes a network's first training took 146-158 s and the student, with the same shapes
-    # already tuned (and two teachers run forward too), 52-58 s, so the tuning cost more than it could save.
+    # cuDNN's autotuning of every new input shape (train, last partial batch, recalibration, evaluation). Off since
+    # 2026-11-27: on the H100 shared by 8 processes a network's first training took 146-158 s with it and a later one
+    # of the same shapes 52-58 s; tuning and CUDA start-up were not separated, and no A/B run was made. With it off,
+    # 40 epochs of batch 32 took 170-207 s (first epoch ~30 s), which is fast enough for one device call.
     cudnn_benchmark: bool = False
     # Distillation (used when teachers are given): loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T | student_T)
     distill_alpha: float = 0.7
