@@ -132,8 +132,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for name, s in table.items():
         pa = s["pooled_accuracy"]
-        star = "\\*" * (("inner-validation photos common to all members" in s["threshold"])
-                          + 2 * ("members' own, averaged" in s["threshold"]))
+        star = ", ".join(mark for how, mark in (("inner-validation photos common to all members", "\\*"),
+                                                ("members' own, averaged", "\\*\\*")) if how in s["threshold"])
         lines.append(f"| {name} | {pct(s['accuracy'])} | {pct(s['macro_f1'])} | {s['screening_auc']['mean']:.3f} | "
                      f"{100 * s['screening_sensitivity']['mean']:.1f} / {100 * s['screening_specificity']['mean']:.1f}{star} | "
                      f"{100 * pa['value']:.1f} [{100 * pa['ci95'][0]:.1f}, {100 * pa['ci95'][1]:.1f}] | "
