@@ -14,7 +14,6 @@ import numpy as np
 from mpoxscan.data.manifest import kept_rows, manifest_digest  # noqa: F401  (re-exported: older imports)
 from mpoxscan.data.splits import FoldSplit, group_leaks, make_splits  # noqa: F401
 from mpoxscan.errors import MpoxscanError
-from mpoxscan.training.options import refuse_unknown
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
 from mpoxscan.training.calibration import fit_temperature, softmax
 
@@ -109,9 +108,8 @@ def resolved_options(strategy: str, extra: dict) -> dict:
     """Every option ``strategy`` reads, defaults filled in, as plain JSON: what a run records, so that a later change
     of a default cannot slip into the resumed folds of an earlier run."""
     types = options_types()
-    made = {name: (types[name].from_dict(extra.get(name)) if hasattr(types[name], "from_dict")
-                   else types[name](**dict(extra.get(name) or {}))) for name in STRATEGY_OPTIONS.get(strategy, ())}
-    return {name: json.loads(json.dumps(asdict(params))) for name, params in made.items()}
+    return {name: json.loads(json.dumps(asdict(types[name].from_dict(extra.get(name)))))
+            for name in STRATEGY_OPTIONS.get(strategy, ())}
 
 
 #: Keys of ``CVConfig.extra`` besides the strategies' options.
@@ -127,12 +125,9 @@ def check_options(config: CVConfig) -> None:
                             f"{', '.join([*types, *EXTRA_SETTINGS])})")
     for name, cls in types.items():
         if name in config.extra:
-            d = dict(config.extra[name])
-            refuse_unknown(cls, d, name)
+            params = cls.from_dict(config.extra[name])  # refuses unknown names, then the dataclass checks values
             if name == "distill":
-                cls.from_dict(d).teacher_specs()
-            else:
-                cls(**d)
+                params.teacher_specs()
 
 
 def fit_calibration(logits_valid: np.ndarray, y_valid: np.ndarray, classes: list[str]) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from mpoxscan.images import load_image
 from mpoxscan.training.features import FeatureCache, frozen_session, preprocessing_for, task_preprocessing
+from mpoxscan.training.options import refuse_unknown
 from mpoxscan.training.views import make_view
 
 
@@ -45,6 +46,13 @@ class FinetuneParams:
     # probe measured whole-network Lite0 3 points better at 320 px than at 224, but with the early blocks frozen
     # 320 px measured worse (README, "Input size").
     input_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FinetuneParams":
+        """From a CVConfig's ``extra["finetune"]``, refusing names that are not options (a typo must not pass)."""
+        d = dict(d or {})
+        refuse_unknown(cls, d, "finetune")
+        return cls(**d)
 
 
 #: Largest factor by which tone balancing up- or down-weights an image: a bin with one Measles photo must not make
@@ -139,7 +147,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from mpoxscan.models import create_model
     from mpoxscan.training.cv import FoldOutput
 
-    params = params or FinetuneParams(**config.extra.get("finetune", {}))
+    params = params or FinetuneParams.from_dict(config.extra.get("finetune"))
     if (params.tone_balance or params.tone_decorrelation) and not any(r.ita for r in rows):
         from mpoxscan.errors import MpoxscanError
 

@@ -46,7 +46,8 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     split = inner_split(rows, seed)
     started = time.perf_counter()
     check_options(config)
-    config.extra = {**config.extra, **resolved_options(strategy, config.extra)}
+    recorded = resolved_options(strategy, config.extra)
+    config.extra = {**config.extra, **recorded}
     model, info = STRATEGIES[strategy](model_name, rows, split, classes, config, progress=True, return_model=True)
     model.eval()
     info = _without_timing(info)  # device and speed (the teachers' too): not facts of the weights
@@ -59,7 +60,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     p_valid = softmax(logits_valid, temperature)
     card = {
         **card_core(model_name, strategy, classes, dataclasses.asdict(prep), temperature, threshold),
-        "training": {**info, "options": resolved_options(strategy, config.extra), "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
+        "training": {**info, "options": recorded, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
                      "seconds": round(time.perf_counter() - started, 1)},
         "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest),
                  "rows_sha256": rows_digest(rows), "images": len(rows)},
