@@ -169,7 +169,7 @@ def main() -> None:
     for name in ("epochs", "batch_size", "workers", "student_size"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--budget-s", type=float)
-    parser.add_argument("--min-task-s", type=float, help="no task starts with less time than this left (default: "
+    parser.add_argument("--min-task-s", type=float, help="a task's expected time until one has finished (default: "
                         "as measured on the H100, Settings.first_task_s); then the finished tasks' mean")
     parser.add_argument("--seed", type=int, help="of the training runs (and the inner split of the 10 folds)")
     parser.add_argument("--strategy", choices=("distill", "full"), help="full (default of --preset gpu): the student alone; distill: teachers first")

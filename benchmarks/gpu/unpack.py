@@ -19,6 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def settings_of(report: dict):
+    """The evaluate.py Settings a results.json was made with (its lists back to tuples)."""
+    from evaluate import Settings  # this folder's evaluate.py: one definition of how settings become options
+
+    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["settings"].items()})
+
+
 def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
     """One run folder per protocol of ``returned`` (results.json and predictions.tar.gz of benchmarks/gpu/evaluate.py)."""
     report = json.loads((returned / "results.json").read_text())
@@ -32,13 +39,7 @@ def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
             run.mkdir(parents=True)
             config = dict(results["config"])
             if "full" not in config.get("extra", {}):  # runs before 2026-11-27 06:00 recorded the recipe only here
-                st = report["settings"]
-                config["extra"] = {**config.get("extra", {}), "full": {
-                    "epochs": st["epochs"], "batch_size": st["batch_size"], "device": st["device"],
-                    "input_size": st["student_size"], "threads": st["threads"],
-                    **{k: st[k] for k in ("precise_bn", "cudnn_benchmark") if k in st}}}
-                if st["strategy"] == "distill":
-                    config["extra"]["distill"] = {"teachers": st["teachers"]}
+                config["extra"] = {**settings_of(report).options(), **config.get("extra", {})}
             # The GPU machine ran from a checkout at its own path: the manifest is the same file of .gpu/ here.
             config["manifest"] = str(REPO / ".gpu" / "curated" / ("official" if protocol == "official" else "10fold")
                                      / "manifest.csv")
