@@ -38,6 +38,7 @@ class Settings:
     strategy: str = "full"  # the student alone (fits one call: 16 tasks in 338-347 s); "distill": teachers first
     protocols: tuple[str, ...] = ("official", "kfold")
     teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
+    teacher_epochs: int | None = None  # distill: the teachers' epochs (None: the student's)
     epochs: int = 40  # the probe's schedule (TOOLCHAIN.md), FullParams' default: 20 of batch 64 did worse
     batch_size: int = 32
     device: str = "cuda"
@@ -53,12 +54,17 @@ class Settings:
     cudnn_benchmark: bool = False  # FullParams' default since 2026-11-27 (the first run had it on): recorded too
 
     def first_task_s(self) -> float:
-        """A process's first task on an H100 shared by 8 processes, scaled by epochs only (other batch sizes are not
-        measured). `full` was measured on 2026-11-27 (40 epochs of batch 32 at 320 px, precise BN, cuDNN without
-        autotuning): first-round tasks 170-207 s, 180 and 190 s on average in the two runs; second-round ones
-        109-149 s. `distill` (two teachers, then the student) is estimated as three trainings, 510 s at 40 epochs:
-        its one measurement (371-381 s at 20 epochs of batch 64) had cuDNN autotuning on and no precise BN."""
-        return (510.0 if self.strategy == "distill" else 190.0) * self.epochs / 40
+        """A process's first task on a shared H100, scaled by epochs only (other batch sizes and input sizes are not
+        measured). `full`, 40 epochs of batch 32 at 320 px, precise BN, cuDNN without autotuning, 8 processes:
+        first-round tasks 170-207 s (180 and 190 s on average in two runs), second-round ones 109-149 s; 10 processes
+        at once: 224-228 s each, hence the factor above 8. `distill` (6 processes, 25 epochs, the default teachers):
+        Lite0 at 320 px 102-110 s, Lite2 at 260 px 85-99 s, the student (teachers forward included) 70-80 s, 288-319 s
+        a task: about 4.2 s per teacher and epoch, 3.2 s per student epoch and 25 s besides."""
+        crowd = max(1.0, self.workers / 8)  # more processes than 8 share the GPU more thinly
+        if self.strategy == "distill":
+            teacher_epochs = self.teacher_epochs or self.epochs
+            return crowd * (4.2 * len(self.teachers) * teacher_epochs + 3.2 * self.epochs + 25)
+        return crowd * 190.0 * self.epochs / 40
 
     def task_floor_s(self) -> float:
         """A task's expected time before any has finished (then the finished ones' mean is): ``min_task_s`` where a
@@ -67,7 +73,9 @@ class Settings:
 
     def options(self) -> dict:
         """The strategy's options as `cv` and `train` take them."""
-        return {"full": self.full()} | ({"distill": {"teachers": list(self.teachers)}} if self.strategy == "distill" else {})
+        if self.strategy != "distill":
+            return {"full": self.full()}
+        return {"full": self.full(), "distill": {"teachers": list(self.teachers), "teacher_epochs": self.teacher_epochs}}
 
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
@@ -161,6 +169,23 @@ def _headline(results: dict) -> dict:
                                                                              round(model["summary"]["accuracy"]["sd"], 4)]}
 
 
+def _check_networks(settings: Settings) -> None:
+    """Exit with one line if a network is unknown or its weights are missing (on the GPU machine only .gpu/weights
+    has them: prepare.py copies Lite0 and Lite2), before any worker starts."""
+    from mpoxscan.errors import MpoxscanError
+    from mpoxscan.models import create_model
+    from mpoxscan.training.distill import DistillParams
+
+    names = [settings.student]
+    try:
+        if settings.strategy == "distill":
+            names += [name for name, _ in DistillParams.from_dict(settings.options()["distill"]).teacher_specs()]
+        for name in dict.fromkeys(names):
+            create_model(name, pretrained=True, num_classes=2)
+    except MpoxscanError as exc:
+        sys.exit(f"evaluate.py: {exc}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -174,6 +199,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, help="of the training runs (and the inner split of the 10 folds)")
     parser.add_argument("--strategy", choices=("distill", "full"), help="full (default of --preset gpu): the student alone; distill: teachers first")
     parser.add_argument("--protocols", help="comma-separated, of: official, kfold (default both)")
+    parser.add_argument("--teachers", help="distill: comma-separated model@size (default "
+                        "efficientnet_lite0@320,efficientnet_lite2@260)")
+    parser.add_argument("--teacher-epochs", type=int, help="distill: the teachers' epochs (default: --epochs)")
     parser.add_argument("--no-final", dest="final_student", action="store_false", default=None,
                         help="do not train the student on every photo")
     parser.add_argument("--no-precise-bn", dest="precise_bn", action="store_false", default=None,
@@ -186,11 +214,15 @@ def main() -> None:
         if unknown:
             sys.exit(f"unknown protocol(s) {sorted(unknown)} (known: {', '.join(PROTOCOLS)})")
         settings = replace(settings, protocols=chosen)
-    settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student", "precise_bn") if getattr(args, k) is not None})
+    if args.teachers:
+        settings = replace(settings, teachers=tuple(t.strip() for t in args.teachers.split(",") if t.strip()))
+    settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student", "precise_bn", "teacher_epochs")
+                                    if getattr(args, k) is not None})
     settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
                                                                   "budget_s", "min_task_s", "seed")
                                     if getattr(args, k) is not None})
     os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))
+    _check_networks(settings)
     missing = [p for p in PROTOCOLS.values() if not p.exists()]
     if missing:
         sys.exit(f"missing {missing[0]}: run benchmarks/gpu/prepare.py and carry .gpu")
