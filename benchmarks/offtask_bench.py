@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule, fit_rule
 from mpoxscan.deploy.runtime import Screener, bundled_model
+from mpoxscan.errors import MpoxscanError
 from mpoxscan.images import load_image
 
 HERE = Path(__file__).resolve().parent
@@ -400,7 +402,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="where offtask.md/json/png go (another folder for a candidate model than the shipped one)")
     args = parser.parse_args()
-    result = run(args.model, args.data.resolve(), args.work)
+    try:
+        result = run(args.model, args.data.resolve(), args.work)
+    except MpoxscanError as exc:  # a missing or unreadable model: one line, not a traceback
+        sys.exit(f"offtask_bench: {exc}")
     args.results.mkdir(parents=True, exist_ok=True)
     plot(result, args.results / "offtask.png")
     result.pop("plot_data")
