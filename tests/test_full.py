@@ -13,7 +13,8 @@ import torch
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.training.augment import augment_batch, dihedral, mix
 from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, run_cv
-from mpoxscan.training.full import FullParams, distillation_loss, train_network, warmup_cosine
+from mpoxscan.training.full import (FullParams, backbone_stages, distillation_loss, make_optimizer, train_network,
+                                    warmup_cosine)
 
 TINY = {"epochs": 2, "batch_size": 8, "input_size": 32, "threads": 1, "eval_batch": 16}
 # Enough to learn the squares' colour (measured: 0.93 pooled accuracy; 2 epochs at 32 px stay at chance).
@@ -80,6 +81,55 @@ def test_options_are_typed_and_checked():
         FullParams.from_dict({"epoch": 3})
     with pytest.raises(MpoxscanError, match="unknown device"):
         FullParams(device="tpu")
+
+
+def test_layer_decay_slows_each_stage_below_the_next():
+    from mpoxscan.models import create_model
+
+    model = create_model("mobilenetv2_100", pretrained=False, num_classes=2)
+    stages = backbone_stages(model)
+    assert len(stages) == 19  # features.0 ... features.18: the stem, 17 inverted-residual blocks, the last 1x1 conv
+    params = FullParams(lr=1e-3, backbone_lr_ratio=0.25, layer_decay=0.5)
+    optim, _ = make_optimizer(model, params, steps_per_epoch=2)
+    grouped = [id(p) for g in optim.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # every parameter once, none left out
+    lr_of = {id(p): g["initial_lr"] for g in optim.param_groups for p in g["params"]}
+    stage_lr = [lr_of[id(stage[0])] for stage in stages]
+    assert stage_lr[-1] == pytest.approx(2.5e-4) and stage_lr[0] == pytest.approx(2.5e-4 * 0.5 ** 18)
+    assert all(a == pytest.approx(b / 2) for a, b in zip(stage_lr, stage_lr[1:]))
+    assert lr_of[id(model.get_classifier().weight)] == pytest.approx(1e-3)
+    plain, _ = make_optimizer(model, FullParams(), steps_per_epoch=2)  # off: the whole backbone at one rate
+    assert {g["initial_lr"] for g in plain.param_groups} == {2.5e-4, 1e-3}
+
+
+def test_head_only_epochs_train_the_classifier_alone_first():
+    """Linear probe, then fine-tune: for head_only_epochs the backbone does not move (weight decay included), the
+    classifier does; then the backbone learns, with its own warm-up."""
+    from mpoxscan.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2_100", pretrained=False, num_classes=2)
+    params = FullParams(epochs=3, head_only_epochs=1, warmup_epochs=0.5, weight_decay=0.05)
+    optim, sched = make_optimizer(model, params, steps_per_epoch=2)
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    stem, head = model.features[0][0].weight, model.get_classifier().weight
+
+    def step():
+        optim.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optim.step()
+        sched.step()
+
+    before = stem.detach().clone(), head.detach().clone()
+    for _ in range(2):  # the first epoch
+        step()
+    assert torch.equal(stem, before[0]) and not torch.equal(head, before[1])
+    step()
+    assert not torch.equal(stem, before[0])
+    with pytest.raises(MpoxscanError, match="head_only_epochs"):
+        FullParams(epochs=2, head_only_epochs=2)
+    with pytest.raises(MpoxscanError, match="layer_decay"):
+        FullParams(layer_decay=0.0)
 
 
 def test_ema_changes_the_chosen_weights():
@@ -248,6 +298,16 @@ def test_cli_cv_full_and_its_option_checks(squares_manifest, tmp_path):
     assert "pooled out-of-fold accuracy" in proc.stdout and "patient-level bootstrap" in proc.stdout
     info = json.loads((tmp_path / "run" / "predictions" / "mobilenetv2_100__full__fold1.json").read_text())
     assert info["input_size"] == 32 and info["epochs"] == 1 and info["timing"]["device"] == "cpu"
+    proc = subprocess.run(cmd + ["--strategy", "full", "--device", "cpu", "--input-size", "32", "--epochs", "2",
+                                 "--layer-decay", "0.8", "--head-only-epochs", "1", "--batch-size", "8", "--folds",
+                                 "fold1", "--out", str(tmp_path / "lpft"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    recipe = json.loads((tmp_path / "lpft" / "config.json").read_text())["extra"]["full"]
+    assert recipe["layer_decay"] == 0.8 and recipe["head_only_epochs"] == 1
+    bad = subprocess.run(cmd + ["--strategy", "full", "--epochs", "2", "--head-only-epochs", "2", "--out",
+                                str(tmp_path / "x")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "head_only_epochs must be" in bad.stderr and "Traceback" not in bad.stderr
     bad = subprocess.run(cmd + ["--strategy", "linear", "--input-size", "32", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and ("--input-size: options of the full and distill strategies (--input-size also of "

@@ -38,11 +38,13 @@ def _image_error(image, why: str) -> None:
     click.echo(f"error: {why}" if str(image) in why else f"error: {image}: {why}", err=True)
 
 
-def _strategy_options(strategy: str, device: str | None, input_size: int | None, epochs: int | None,
-                      batch_size: int | None, teachers: str | None) -> dict:
-    """The strategies' typed options from the command line: finetune takes --input-size; full and distill all five."""
-    full = {k: v for k, v in {"device": device, "input_size": input_size, "epochs": epochs,
-                              "batch_size": batch_size}.items() if v is not None}
+WHOLE_NETWORK_FLAGS = ("device", "input_size", "epochs", "batch_size", "layer_decay", "head_only_epochs")
+
+
+def _strategy_options(strategy: str, teachers: str | None, flags: dict) -> dict:
+    """The strategies' typed options from the command line (``flags``: WHOLE_NETWORK_FLAGS, None where not given):
+    finetune takes --input-size; full and distill all of them."""
+    full = {k: v for k, v in flags.items() if v is not None}
     if strategy not in ("full", "distill"):
         allowed = {"input_size"} if strategy == "finetune" else set()
         given = [f"--{k.replace('_', '-')}" for k in full if k not in allowed] + (["--teachers"] if teachers else [])
@@ -64,12 +66,14 @@ def _strategy_options(strategy: str, device: str | None, input_size: int | None,
 
 
 def _whole_network_options(f):
-    """--device, --input-size, --epochs, --batch-size and --teachers (full and distill; --input-size also finetune)."""
+    """WHOLE_NETWORK_FLAGS and --teachers (full and distill; --input-size also finetune)."""
     for option in reversed([
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="full / distill: where to train (default auto: CUDA if available; bf16 and channels-last there)."),
         click.option("--input-size", type=click.IntRange(32, 1024), help="finetune / full / distill: train and screen at this input size (default: the backbone's own)."),
         click.option("--epochs", type=click.IntRange(1, 1000), help="full / distill: epochs (default 40)."),
         click.option("--batch-size", type=click.IntRange(2, 4096), help="full / distill: batch size (default 32)."),
+        click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), help="full / distill: each backbone stage learns this much more slowly than the next (default 1: off)."),
+        click.option("--head-only-epochs", type=click.IntRange(0, 999), help="full / distill: train only the new classifier for this many epochs first (linear probe, then fine-tune; default 0)."),
         click.option("--teachers", metavar="MODEL@SIZE,...", help="distill: the teachers (default efficientnet_lite0@320,efficientnet_lite2@260)."),
     ]):
         f = option(f)
@@ -321,7 +325,7 @@ Examples:
                    "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
 def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet, ray_address,
-           device, input_size, epochs, batch_size, teachers, **finetune_flags) -> None:
+           teachers, **flags) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -332,12 +336,14 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     from mpoxscan.models import list_models
     from mpoxscan.training.cv import CVConfig, run_cv
 
+    whole = {k: flags.pop(k) for k in WHOLE_NETWORK_FLAGS}
+    finetune_flags = flags
     manifest = manifest_path(manifest)
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
                       extra=_extra(cache, strategy,
-                                   _strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
+                                   _strategy_options(strategy, teachers, whole),
                                    **finetune_flags))
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
     if unknown:
@@ -373,8 +379,7 @@ Example:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for model.pt and card.json.")
 @click.option("--force", is_flag=True, help="Replace an existing checkpoint.")
 @_whole_network_options
-def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, device, input_size, epochs, batch_size,
-              teachers, **finetune_flags) -> None:
+def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, teachers, **flags) -> None:
     """Train one final model on all kept images (20 % of the patients held out for early stopping, temperature and
     the 95 %-sensitivity screening threshold) and save a checkpoint with everything needed to rebuild it."""
     from mpoxscan.data.manifest import manifest_path
@@ -382,9 +387,9 @@ def train_cmd(manifest, model_name, strategy, views, seed, cache, out, force, de
     from mpoxscan.training.train import train
 
     get_spec(model_name)
+    whole = {k: flags.pop(k) for k in WHOLE_NETWORK_FLAGS}
     manifest = manifest_path(manifest)
-    options = _extra(None, strategy, _strategy_options(strategy, device, input_size, epochs, batch_size, teachers),
-                     **finetune_flags)
+    options = _extra(None, strategy, _strategy_options(strategy, teachers, whole), **flags)
     card = train(manifest, model_name, strategy, out, views=views, seed=seed, cache=cache, force=force, options=options)
     m = card["validation_metrics"]
     click.echo(f"wrote {out / 'model.pt'}: {model_name} ({strategy}), held-out accuracy {100 * m['accuracy']:.1f} %, "

@@ -1,6 +1,7 @@
 """The `full` strategy: every layer of a pretrained backbone trained, made for a GPU and still runnable on a CPU.
 
-AdamW with a lower learning rate for the backbone than for the new classifier, linear warm-up then cosine decay,
+AdamW with a lower learning rate for the backbone than for the new classifier (optionally decaying stage by stage
+towards the input, and zero for the first epochs: linear probe, then fine-tune), linear warm-up then cosine decay,
 weight decay, label smoothing, class-balanced loss, optional weight EMA and mixup / CutMix, and the epoch chosen by
 the loss on the inner validation split. Photos are decoded once at the input size into a uint8 tensor on the
 device and augmented there per batch (:mod:`mpoxscan.training.augment`); on CUDA the network runs channels-last
@@ -63,6 +64,13 @@ class FullParams:
     # Distillation (used when teachers are given): loss = (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T | student_T)
     distill_alpha: float = 0.7
     distill_temperature: float = 2.0
+    # Layer-wise learning-rate decay: each backbone stage (stem, each block, the head convolution) learns
+    # layer_decay times as fast as the stage after it, so the earliest, most generic features move least. 1: off.
+    layer_decay: float = 1.0
+    # Linear probe, then fine-tune (Kumar et al., ICLR 2022): for the first epochs only the new classifier learns (the
+    # backbone's learning rate is 0), so that a random head does not distort the pretrained features; then every
+    # layer, with its own warm-up and cosine over the remaining epochs. 0: off.
+    head_only_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -71,6 +79,11 @@ class FullParams:
             raise MpoxscanError(f"unknown tta '{self.tta}' (known: flip, dihedral)")
         if self.epochs < 1 or self.batch_size < 1 or not 0 <= self.ema_decay < 1:
             raise MpoxscanError("full: epochs and batch_size must be at least 1 and ema_decay in [0, 1)")
+        if not 0 < self.layer_decay <= 1:
+            raise MpoxscanError(f"full: layer_decay must be in (0, 1], not {self.layer_decay}")
+        if not 0 <= self.head_only_epochs < self.epochs:
+            raise MpoxscanError(f"full: head_only_epochs must be at least 0 and below epochs ({self.epochs}), "
+                                f"not {self.head_only_epochs}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FullParams":
@@ -118,6 +131,55 @@ class Teacher:
 
     model: object
     prep: Preprocessing
+
+
+def backbone_stages(model) -> list[list]:
+    """The backbone's parameters (the classifier's left out) by stage, input side first: a stage is the module path
+    up to its first numeric index ("_blocks.3", "features.12") or else the top-level module ("_conv_stem"), in the
+    order the network registers them (which, for the zoo's networks, is the order of the forward pass)."""
+    head = {id(p) for p in model.get_classifier().parameters()}
+    stages: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        if id(p) in head:
+            continue
+        parts = name.split(".")
+        cut = next((i + 1 for i, part in enumerate(parts[:-1]) if part.isdigit()), 1)
+        stages.setdefault(".".join(parts[:cut]), []).append(p)
+    return list(stages.values())
+
+
+def make_optimizer(model, params: FullParams, steps_per_epoch: int, fused: bool = False):
+    """AdamW and its per-step schedule: the classifier at ``params.lr``, the backbone at ``backbone_lr_ratio`` of it
+    (times ``layer_decay`` per stage from the top), no weight decay on biases and batch-norm scales; warm-up then
+    cosine, the backbone held at 0 for the first ``head_only_epochs``. (optimizer, LambdaLR scheduler)."""
+    import torch
+
+    slow = params.lr * params.backbone_lr_ratio
+    stages = backbone_stages(model)
+    groups, is_head = [], []
+    for depth, stage in enumerate(stages):
+        lr = slow * params.layer_decay ** (len(stages) - 1 - depth)
+        groups += [{"params": [p for p in stage if p.ndim > 1], "weight_decay": params.weight_decay, "lr": lr},
+                   {"params": [p for p in stage if p.ndim <= 1], "weight_decay": 0.0, "lr": lr}]
+        is_head += [False, False]
+    head = list(model.get_classifier().parameters())
+    groups += [{"params": [p for p in head if p.ndim > 1], "weight_decay": params.weight_decay, "lr": params.lr},
+               {"params": [p for p in head if p.ndim <= 1], "weight_decay": 0.0, "lr": params.lr}]
+    is_head += [True, True]
+    kept = [(g, h) for g, h in zip(groups, is_head) if g["params"]]  # a stage may lack biases
+    optim = torch.optim.AdamW([g for g, _ in kept], lr=params.lr, fused=fused)
+    total = params.epochs * steps_per_epoch
+    warmup = int(params.warmup_epochs * steps_per_epoch)
+    frozen = params.head_only_epochs * steps_per_epoch
+
+    def head_factor(step: int) -> float:
+        return warmup_cosine(step, total, warmup)
+
+    def backbone_factor(step: int) -> float:
+        return 0.0 if step < frozen else warmup_cosine(step - frozen, total - frozen, warmup)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, [head_factor if h else backbone_factor for _, h in kept])
+    return optim, sched
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -214,21 +276,8 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
     model = create_model(model_name, pretrained=True, num_classes=n_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    head = list(model.get_classifier().parameters())
-    head_ids = {id(p) for p in head}
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
-    decay = lambda ps: [p for p in ps if p.ndim > 1]  # noqa: E731  no weight decay on biases and batch-norm scales
-    no_decay = lambda ps: [p for p in ps if p.ndim <= 1]  # noqa: E731
-    slow = params.lr * params.backbone_lr_ratio
-    optim = torch.optim.AdamW([
-        {"params": decay(backbone), "weight_decay": params.weight_decay, "lr": slow},
-        {"params": no_decay(backbone), "weight_decay": 0.0, "lr": slow},
-        {"params": decay(head), "weight_decay": params.weight_decay, "lr": params.lr},
-        {"params": no_decay(head), "weight_decay": 0.0, "lr": params.lr}], lr=params.lr, fused=device.type == "cuda")
     steps_per_epoch = max(1, -(-len(train_idx) // params.batch_size))
-    total = params.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: warmup_cosine(s, total, int(params.warmup_epochs * steps_per_epoch)))
+    optim, sched = make_optimizer(model, params, steps_per_epoch, fused=device.type == "cuda")
     counts = np.bincount(labels[train_idx].cpu().numpy(), minlength=n_classes).astype(float)
     weights = (torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
                if params.class_balanced else None)
