@@ -52,24 +52,27 @@ class Settings:
     seed: int = 0
     precise_bn: bool = True  # recorded in each run's config, so that runs with and without it can be told apart
     cudnn_benchmark: bool = False  # FullParams' default since 2026-11-27 (the first run had it on): recorded too
+    layer_decay: float = 1.0  # FullParams' layer-wise learning-rate decay (1: off)
+    head_only_epochs: int = 0  # FullParams' linear-probe epochs before every layer trains (0: off)
 
-    def first_task_s(self) -> float:
-        """A process's first task on a shared H100, scaled by epochs only (other batch sizes and input sizes are not
-        measured). `full`, 40 epochs of batch 32 at 320 px, precise BN, cuDNN without autotuning, 8 processes:
-        first-round tasks 170-207 s (180 and 190 s on average in two runs), second-round ones 109-149 s; 10 processes
-        at once: 224-228 s each, hence the factor above 8. `distill` (6 processes, 25 epochs, the default teachers):
-        Lite0 at 320 px 102-110 s, Lite2 at 260 px 85-99 s, the student (teachers forward included) 70-80 s, 288-319 s
-        a task: about 4.2 s per teacher and epoch, 3.2 s per student epoch and 25 s besides."""
-        crowd = max(1.0, self.workers / 8)  # more processes than 8 share the GPU more thinly
+    def first_task_s(self, running: int | None = None) -> float:
+        """A task's expected time in a first round of ``running`` processes sharing an H100 (default ``workers``),
+        scaled by epochs only (other batch sizes and input sizes are not measured). `full`, 40 epochs of batch 32 at
+        320 px, precise BN, cuDNN without autotuning, 8 processes: first-round tasks 170-207 s (180 and 190 s on
+        average in two runs), second-round ones 109-149 s; 10 processes at once: 224-228 s each, hence the factor
+        above 8. `distill` (6 processes, 25 epochs, the default teachers, 2026-11-27): each teacher 85-110 s (its first
+        epoch 36-46 s, then about 2.6-3 s), the student 70-83 s (3.3 s an epoch, the teachers' forward passes
+        included), 31-35 s besides; 288-319 s a task."""
+        crowd = max(1.0, min(self.workers, running or self.workers) / 8)  # beyond 8 processes share the GPU more thinly
         if self.strategy == "distill":
-            teacher_epochs = self.teacher_epochs or self.epochs
-            return crowd * (4.2 * len(self.teachers) * teacher_epochs + 3.2 * self.epochs + 25)
+            teacher = 35 + 2.9 * ((self.teacher_epochs or self.epochs) - 1)
+            return crowd * (35 + len(self.teachers) * teacher + 3.3 * self.epochs)
         return crowd * 190.0 * self.epochs / 40
 
-    def task_floor_s(self) -> float:
+    def task_floor_s(self, running: int | None = None) -> float:
         """A task's expected time before any has finished (then the finished ones' mean is): ``min_task_s`` where a
         preset or the command line sets it, else as measured."""
-        return self.first_task_s() if self.min_task_s is None else self.min_task_s
+        return self.first_task_s(running) if self.min_task_s is None else self.min_task_s
 
     def options(self) -> dict:
         """The strategy's options as `cv` and `train` take them."""
@@ -80,7 +83,8 @@ class Settings:
     def full(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "device": self.device,
                 "input_size": self.student_size, "threads": self.threads, "precise_bn": self.precise_bn,
-                "cudnn_benchmark": self.cudnn_benchmark}
+                "cudnn_benchmark": self.cudnn_benchmark, "layer_decay": self.layer_decay,
+                "head_only_epochs": self.head_only_epochs}
 
 
 PRESETS = {
@@ -93,13 +97,13 @@ PRESETS = {
 
 def _task(args: tuple) -> dict:
     """One fold (or the final student) in a worker process: {task, seconds, status}."""
-    kind, fold, settings, work, deadline = args
+    kind, fold, settings, work, deadline, floor = args
     started = time.time()
     durations = Path(work) / "durations.txt"  # each finished task appends its seconds: the estimate of the next
     done = [float(x) for x in durations.read_text().split()] if durations.exists() else []
     # Before any task has finished, the measured (or given) time of a first task; then the finished tasks' mean (a
     # process's later tasks were measured faster than its first: the floor must not hold them back).
-    expected = sum(done) / len(done) if done else settings.task_floor_s()
+    expected = sum(done) / len(done) if done else floor
     if started + expected > deadline:
         return {"task": f"{kind}:{fold}", "status": f"skipped (time budget: {expected:.0f} s expected)", "seconds": 0.0}
     from mpoxscan.training.cv import CVConfig, run_cv
@@ -169,15 +173,17 @@ def _headline(results: dict) -> dict:
                                                                              round(model["summary"]["accuracy"]["sd"], 4)]}
 
 
-def _check_networks(settings: Settings) -> None:
-    """Exit with one line if a network is unknown or its weights are missing (on the GPU machine only .gpu/weights
-    has them: prepare.py copies Lite0 and Lite2), before any worker starts."""
+def _check_recipe(settings: Settings) -> None:
+    """Exit with one line if an option is out of range, a network unknown or its weights missing (on the GPU machine
+    only .gpu/weights has them: prepare.py copies Lite0 and Lite2), before any worker starts."""
     from mpoxscan.errors import MpoxscanError
     from mpoxscan.models import create_model
     from mpoxscan.training.distill import DistillParams
+    from mpoxscan.training.full import FullParams
 
     names = [settings.student]
     try:
+        FullParams.from_dict(settings.full())
         if settings.strategy == "distill":
             names += [name for name, _ in DistillParams.from_dict(settings.options()["distill"]).teacher_specs()]
         for name in dict.fromkeys(names):
@@ -191,8 +197,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mpoxscan-gpu-work"))
-    for name in ("epochs", "batch_size", "workers", "student_size"):
+    for name in ("epochs", "batch_size", "workers", "student_size", "head_only_epochs"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
+    parser.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay of the backbone (1: off)")
     parser.add_argument("--budget-s", type=float)
     parser.add_argument("--min-task-s", type=float, help="a task's expected time until one has finished (default: "
                         "as measured on the H100, Settings.first_task_s); then the finished tasks' mean")
@@ -214,15 +221,18 @@ def main() -> None:
         if unknown:
             sys.exit(f"unknown protocol(s) {sorted(unknown)} (known: {', '.join(PROTOCOLS)})")
         settings = replace(settings, protocols=chosen)
+    if (args.teachers or args.teacher_epochs is not None) and (args.strategy or settings.strategy) != "distill":
+        sys.exit("evaluate.py: --teachers and --teacher-epochs are options of --strategy distill")
     if args.teachers:
         settings = replace(settings, teachers=tuple(t.strip() for t in args.teachers.split(",") if t.strip()))
     settings = replace(settings, **{k: getattr(args, k) for k in ("strategy", "final_student", "precise_bn", "teacher_epochs")
                                     if getattr(args, k) is not None})
     settings = replace(settings, **{k: getattr(args, k) for k in ("epochs", "batch_size", "workers", "student_size",
-                                                                  "budget_s", "min_task_s", "seed")
+                                                                  "budget_s", "min_task_s", "seed", "layer_decay",
+                                                                  "head_only_epochs")
                                     if getattr(args, k) is not None})
     os.environ.setdefault("MPOXSCAN_WEIGHTS_DIR", str(GPU / "weights"))
-    _check_networks(settings)
+    _check_recipe(settings)
     missing = [p for p in PROTOCOLS.values() if not p.exists()]
     if missing:
         sys.exit(f"missing {missing[0]}: run benchmarks/gpu/prepare.py and carry .gpu")
@@ -238,7 +248,7 @@ def main() -> None:
     print(json.dumps(facts), flush=True)
     tasks = _tasks(settings)
     deadline = started + settings.budget_s
-    per_task = settings.task_floor_s()
+    per_task = settings.task_floor_s(len(tasks))
     # about 10 s pass before the first task starts (imports, spawning): measured 9 s on the H100
     # Rounds of `workers` tasks, each round as long as a first one (later rounds were measured faster: a margin).
     fit = min(len(tasks), settings.workers * int((settings.budget_s - 10) // per_task)) if per_task else len(tasks)
@@ -248,7 +258,7 @@ def main() -> None:
     log = []
     # spawn: CUDA cannot be used in forked children.
     with mp.get_context("spawn").Pool(settings.workers) as pool:
-        pending = [pool.apply_async(_task, ((k, f, settings, str(args.work), deadline),)) for k, f in tasks]
+        pending = [pool.apply_async(_task, ((k, f, settings, str(args.work), deadline, per_task),)) for k, f in tasks]
         for (kind, fold), result in zip(tasks, pending):
             try:
                 got = result.get(timeout=max(1.0, deadline - time.time()))

@@ -25,6 +25,10 @@ class DistillParams:
     teachers: tuple[str, ...] = ("efficientnet_lite0@320", "efficientnet_lite2@260")
     teacher_epochs: int | None = None  # None: the student's
 
+    def __post_init__(self) -> None:
+        if self.teacher_epochs is not None and self.teacher_epochs < 1:
+            raise MpoxscanError(f"distill: teacher_epochs must be at least 1, not {self.teacher_epochs}")
+
     @classmethod
     def from_dict(cls, d: dict | None) -> "DistillParams":
         d = dict(d or {})
@@ -41,6 +45,9 @@ class DistillParams:
         for t in self.teachers:
             name, _, size = t.partition("@")
             get_spec(name)
+            if size and not (size.isdigit() and 32 <= int(size) <= 1024):
+                raise MpoxscanError(f"distill: teacher '{t}': the input size after @ must be a whole number of pixels "
+                                    "from 32 to 1024")
             out.append((name, int(size) if size else None))
         if not out:
             raise MpoxscanError("distill: at least one teacher is needed")
