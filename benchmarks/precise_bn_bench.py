@@ -10,7 +10,9 @@ re-estimates them on the training photos before each validation (``FullParams.pr
 fold, seed and schedule twice on the CPU, once each way (two processes, one thread each), and writes
 benchmarks/results/precise_bn/: summary.json (per variant and fold: test accuracy, macro-F1, best epoch,
 validation-loss history, seconds; merged with earlier invocations) and valid_loss.png. With --folds and --variants
-it measures other splits (each variant and fold in its own process, two at a time).
+it measures other splits (each variant and fold in its own process, two at a time). The variant `layer-decay` is
+precise BN plus the options that keep early layers near their ImageNet weights (`layer_decay` 0.8, the first
+2 epochs on the classifier alone): the whole-network counterpart of `finetune`'s frozen early blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "precise_bn"
+VARIANTS = {"running-stats": {"precise_bn": False}, "precise-bn": {"precise_bn": True},
+            "layer-decay": {"precise_bn": True, "layer_decay": 0.8, "head_only_epochs": 2}}
 
 
 def _one(args: tuple) -> dict:
@@ -30,9 +34,8 @@ def _one(args: tuple) -> dict:
     name, manifest, fold, epochs, batch_size, input_size, work = args
     from mpoxscan.training.cv import CVConfig, run_cv
 
-    precise = name == "precise-bn"
     full = {"epochs": epochs, "batch_size": batch_size, "device": "cpu", "threads": 1, "input_size": input_size,
-            "precise_bn": precise}
+            **VARIANTS[name]}
     config = CVConfig(manifest=str(manifest), models=["efficientnet_lite0"], strategy="full", protocol="official",
                       views=0, only_folds=[fold], extra={"full": full, "bootstrap": 200})
     started = time.perf_counter()
@@ -50,7 +53,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=Path("runs/bench"))
     parser.add_argument("--folds", default="fold1", help="comma-separated official splits")
-    parser.add_argument("--variants", default="running-stats,precise-bn", help="of: running-stats, precise-bn")
+    parser.add_argument("--variants", default="running-stats,precise-bn", help=f"of: {', '.join(VARIANTS)}")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--input-size", type=int, default=224)
@@ -60,8 +63,8 @@ def main() -> None:
     manifest = manifests(args.data, args.work)["official"]
     work = args.work / "precise-bn"
     variants = [v for v in args.variants.split(",") if v]
-    if set(variants) - {"running-stats", "precise-bn"}:
-        raise SystemExit(f"unknown variant in {variants} (known: running-stats, precise-bn)")
+    if set(variants) - set(VARIANTS):
+        raise SystemExit(f"unknown variant in {variants} (known: {', '.join(VARIANTS)})")
     jobs = [(v, manifest, f, args.epochs, args.batch_size, args.input_size, str(work))
             for f in args.folds.split(",") for v in variants]
     with mp.get_context("spawn").Pool(2) as pool:
@@ -80,7 +83,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for r in runs:
         h = r["valid_loss_history"]
-        ax.plot(range(1, len(h) + 1), h, marker="o", ms=3, ls="-" if r["name"] == "precise-bn" else "--",
+        ax.plot(range(1, len(h) + 1), h, marker="o", ms=3, ls={"precise-bn": "-", "layer-decay": "-."}.get(r["name"], "--"),
                 label=f"{r['name']}, {r['fold']}: test accuracy {100 * r['accuracy']:.1f} %, best epoch {r['best_epoch']}")
     ax.axhline(__import__("math").log(6), color="grey", lw=0.8, ls=":", label="chance (ln 6)")
     ax.set_xlabel("epoch")
