@@ -127,6 +127,15 @@ def test_predict_says_cannot_tell_without_a_verdict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.splitlines()[0]
     assert "CANNOT TELL (too dark)" in line and "retake" in line and "POSITIVE" not in line and "%" not in line
+    proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "predict", str(dark), "--json"], capture_output=True,
+                          text=True, timeout=120)
+    got = json.loads(proc.stdout)
+    got = got["results"][0] if "results" in got else got
+    assert got["answer"] == "cannot tell" and got["screening"]["positive"] is None  # false would read as negative
+    proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "explain", "bundled", str(dark), "--out",
+                           str(tmp_path / "maps")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "CANNOT TELL (too dark)" in proc.stdout and "not an answer" in proc.stdout
 
 
 @pytest.mark.integration

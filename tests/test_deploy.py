@@ -111,7 +111,8 @@ def test_predict_cli_screens_files_folders_and_globs(exported, photos, tmp_path)
     assert sum(line.startswith("error:") for line in proc.stderr.splitlines()) == 3 and "Traceback" not in proc.stderr
     proc = subprocess.run(CLI + ["predict", str(photos["Healthy"].parent), "--model", str(model)],
                           capture_output=True, text=True, timeout=120)
-    assert "Healthy.jpg: Healthy" in proc.stdout and "not a diagnosis" in proc.stdout
+    assert "Healthy.jpg: negative" in proc.stdout and "most likely of the classes: Healthy" in proc.stdout
+    assert "not a diagnosis" in proc.stdout
 
 
 def test_predict_never_imports_torch(exported, photos):

@@ -104,6 +104,14 @@ def test_the_manifest_has_an_id_png_icons_and_a_maskable_one(client):
     assert 'rel="apple-touch-icon" href="/static/icon-192.png"' in page
 
 
+def test_the_photo_pickers_offer_the_gallery_too(client):
+    """`capture` on a file input makes phones open the camera only: a photo already taken could not be chosen."""
+    import re
+
+    pickers = re.findall(r'<input[^>]*type="file"[^>]*>', client.get("/").text)
+    assert len(pickers) == 2 and all('accept="image/*"' in p and "capture" not in p for p in pickers)
+
+
 def test_every_script_of_the_page_is_kept_for_offline_use(client):
     """The service worker caches each script the phone page loads (a new one, such as messages.js, must be added)."""
     import re
@@ -128,7 +136,7 @@ def test_api_screen_says_cannot_tell_with_a_reason(client):
     buf = io.BytesIO()
     Image.new("RGB", (320, 240), (0, 0, 0)).save(buf, "PNG")
     got = _post_photo(client, "/api/screen", buf.getvalue()).json()
-    assert got["answer"] == "cannot tell" and got["reason"] == "too dark" and got["screening"]["positive"] is False
+    assert got["answer"] == "cannot tell" and got["reason"] == "too dark" and got["screening"]["positive"] is None
     buf = io.BytesIO()
     Image.open(io.BytesIO(_jpeg())).resize((48, 40)).save(buf, "PNG")
     got = _post_photo(client, "/api/screen", buf.getvalue()).json()
@@ -146,7 +154,7 @@ def test_api_screen_says_cannot_tell_with_a_reason(client):
 
 
 @pytest.mark.parametrize("body, status, reason", [
-    (b"", 400, "empty upload"),
+    (b"", 400, "photo: empty file (0 bytes)"),
     (b"%PDF-1.4 not a photo", 415, "not an image"),
     (_jpeg()[:200], 400, "truncated"),
 ])
@@ -296,9 +304,21 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         assert all(a >= b for (a, ra), (b, rb) in zip(zip(probabilities, rank), zip(probabilities[1:], rank[1:]))
                    if ra == rb)
         driver.save_screenshot(str(artefacts / "dashboard-queue.png"))
+        fits = "return document.documentElement.scrollWidth <= window.innerWidth"
+        loaded = ("return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
+                  "&& document.images.length === 2")
+        phone(driver)  # an expert on a phone: a wide table scrolls in its box, the page never sideways
+        driver.refresh()
+        wait(driver, "return document.getElementById('queue') !== null")
+        assert driver.execute_script(fits)
+        driver.save_screenshot(str(artefacts / "dashboard-queue-phone.png"))
         driver.find_element(By.LINK_TEXT, sent["number"]).click()
-        assert wait(driver, "return [...document.images].every(i => i.complete && i.naturalWidth > 0) "
-                             "&& document.images.length === 2")
+        assert wait(driver, loaded)
+        assert driver.execute_script(fits)
+        driver.save_screenshot(str(artefacts / "dashboard-case-phone.png"))
+        desktop(driver)
+        driver.refresh()
+        assert wait(driver, loaded)
         driver.save_screenshot(str(artefacts / "dashboard-case.png"))
         driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']").click()
         driver.find_element(By.NAME, "message").send_keys("Please show the lesion to the nurse at your health centre.")
@@ -521,13 +541,17 @@ def _damaged(path: Path) -> Path:
 @pytest.mark.integration
 def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings, shared_data, tmp_path, artefacts):
     """After a good photo: Send without consent says so (and looks disabled); a damaged file then clears the answer
-    and the sending section (so the old photo cannot be sent) and shows one error line, gone after the next answer."""
+    and the sending section (so the old photo cannot be sent) and shows one error line, gone after the next answer.
+    A text file named .jpg is no photo either: it is not offered to the server as a format only the server reads."""
     need_browser()
     from selenium.webdriver.common.by import By
 
     photo = shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg"
     app_settings = Settings(model=settings.model, data_dir=tmp_path / "data")
     app = create_app(app_settings)
+    requests = count_requests(app)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo, only text\n" * 20)
     driver = phone(chromium(tmp_path / "profile"))
     colour = "return getComputedStyle(document.getElementById('send')).backgroundColor"
     try:
@@ -554,8 +578,13 @@ def test_a_failed_photo_leaves_no_old_answer_and_send_says_why_it_waits(settings
             assert driver.execute_script("return window.mpoxscanLast") is None
             assert screen(driver, photo)
             assert not shown(driver, "error") and shown(driver, "send-section")
+            driver.find_element(By.ID, "photo").send_keys(str(text))
+            assert wait(driver, "return document.body.dataset.state === 'error'")
+            assert "could not be opened" in driver.find_element(By.ID, "error").text
+            assert not shown(driver, "server-offer")
     finally:
         driver.quit()
+    assert requests["/api/screen"] == 0
     with app.state.sessions() as db:
         from mpoxscan.web.cases import counts
 

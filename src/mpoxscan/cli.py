@@ -522,8 +522,8 @@ def _screen_archive(images: list[str], model: Path, out: Path, ray_address: str 
         sys.exit(1)
     done = screen_archive(paths, model, out, ray_address=ray_address, workers=workers, threads=threads,
                           batch_size=batch_size, progress=True)
-    click.echo(f"{out}: {done.answered} photos answered ({done.rate:.1f} per second), {done.skipped} already there, "
-               f"{done.errors} could not be read")
+    click.echo(f"{out}: {done.answered - done.errors} photos answered and {done.errors} could not be read "
+               f"({done.rate:.1f} per second); {done.skipped} answered by an earlier run")
     if errors or done.errors:
         sys.exit(1)
 
@@ -534,10 +534,14 @@ def _answer_line(path, answer) -> str:
 
     if answer.answer == "cannot tell":
         return f"{path}: CANNOT TELL ({answer.reason}): retake the photo. {ADVICE[answer.reason]}"
+    # The screening verdict first (it is what the person acts on), then the numbers behind it; the most likely class
+    # only where it is not the screened one (a screening tool, not a diagnosis of another disease).
     verdict = "POSITIVE: please show this to a health worker" if answer.positive else "negative"
-    return (f"{path}: {answer.predicted} ({100 * answer.probabilities[answer.predicted]:.0f} %)   "
-            f"{answer.positive_class} {100 * answer.positive_probability:.1f} % "
-            f"(threshold {100 * answer.threshold:.1f} %): {verdict}")
+    line = (f"{path}: {verdict}   ({answer.positive_class} {100 * answer.positive_probability:.1f} %, "
+            f"screening threshold {100 * answer.threshold:.1f} %")
+    if answer.predicted != answer.positive_class:
+        line += f"; most likely of the classes: {answer.predicted} {100 * answer.probabilities[answer.predicted]:.0f} %"
+    return line + ")"
 
 
 @cli.command("bench", epilog="""\b
@@ -645,8 +649,14 @@ def explain_cmd(model, images, out, method, validate_manifest, onnx_files, limit
         click.echo(json.dumps(records, indent=2))
     else:
         for r in records:
-            if "error" not in r:
-                click.echo(f"{r['explanation']}: {r['predicted']} {100 * r['probability']:.0f} %")
+            if "error" in r:
+                continue
+            if r["answer"] == "cannot tell":  # no class for a photo the model cannot judge: the map is still drawn
+                click.echo(f"{r['explanation']}: CANNOT TELL ({r['reason']}); map of its top class, "
+                           f"{r['predicted']} {100 * r['probability']:.0f} %, which is not an answer")
+            else:
+                click.echo(f"{r['explanation']}: {r['predicted']} {100 * r['probability']:.0f} %"
+                           + ("  (screened positive)" if r["flagged"] else ""))
     if failed:
         sys.exit(1)
 

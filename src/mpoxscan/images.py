@@ -231,7 +231,7 @@ def load_image(
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image too large (possible decompression bomb)") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image data ({_one_line(exc)})") from None
+        raise ImageError(f"{name}: truncated or corrupt image data: {_one_line(exc)}") from None
     try:
         transposed = ImageOps.exif_transpose(img)
     except _DECODE_ERRORS:

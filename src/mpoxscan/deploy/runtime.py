@@ -49,7 +49,9 @@ class Screening:
         return {"answer": self.answer, "reason": self.reason, "predicted": self.predicted,
                 "probabilities": self.probabilities,
                 "screening": {"class": self.positive_class, "probability": self.positive_probability,
-                              "threshold": self.threshold, "positive": self.positive},
+                              # null, not false, for a photo the model cannot judge: false would read as negative
+                              "threshold": self.threshold,
+                              "positive": None if self.answer == "cannot tell" else self.positive},
                 "measures": self.measures}
 
 

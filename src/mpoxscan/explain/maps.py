@@ -67,9 +67,11 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
         positive = rule.positive_class
         p_pos = float(proba[classes.index(positive)])
         answer, reason = rule.decide(p_pos, min(photo.size), measures)
-        caption = " · ".join([f"{classes[k]} {100 * proba[k]:.0f} %"]
+        # "cannot tell" leads: for a photo the model cannot judge, its top class is not an answer
+        caption = " · ".join(([f"cannot tell: {reason}"] if reason else [])
+                             + [f"{'top class ' if reason else ''}{classes[k]} {100 * proba[k]:.0f} %"]
                              + ([f"{positive} {100 * p_pos:.0f} %"] if classes[k] != positive else [])
-                             + ([f"cannot tell: {reason}"] if reason else ["flagged"] if answer == "positive" else [])
+                             + (["flagged"] if answer == "positive" else [])
                              + [method] + (["no positive evidence to map"] if float(np.max(heat)) <= 0 else []))
         target = out / f"{Path(path).stem}.{method}.png"
         overlay(seen, np.asarray(heat, np.float32), caption).save(target)

@@ -26,6 +26,25 @@ def _ramp_table() -> np.ndarray:
     return colourise(np.arange(256, dtype=np.float32) / 255)
 
 
+def _wrap(caption: str, font, width: float) -> list[str]:
+    """The caption in lines that fit ``width`` pixels, broken between its " · " parts, else between words. By hand:
+    textwrap counts characters, not the pixels of a proportional font."""
+    lines: list[str] = []
+    for part in caption.split(" · "):
+        joined = f"{lines[-1]} · {part}" if lines else part
+        if lines and font.getlength(joined) <= width:
+            lines[-1] = joined
+            continue
+        lines.append("")
+        for word in part.split(" "):
+            candidate = f"{lines[-1]} {word}" if lines[-1] else word
+            if lines[-1] and font.getlength(candidate) > width:
+                lines.append(word)
+            else:
+                lines[-1] = candidate
+    return lines
+
+
 def overlay(photo: Image.Image, heat: np.ndarray, caption: str | None = None, alpha: float = 0.45,
             width: int = 448) -> Image.Image:
     """The photo with the map blended over it where the map is strong, scaled to ``width``, captioned below."""
@@ -40,8 +59,13 @@ def overlay(photo: Image.Image, heat: np.ndarray, caption: str | None = None, al
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     if caption:
         font = ImageFont.load_default(size=max(11, width // 28))
-        band = Image.new("RGB", (width, int(width / 9)), (255, 255, 255))
-        ImageDraw.Draw(band).text((8, band.height // 2), caption, fill=(0, 0, 0), font=font, anchor="lm")
+        lines = _wrap(caption, font, width - 16)
+        line_height = int(max(11, width // 28) * 1.35)
+        band = Image.new("RGB", (width, max(int(width / 9), line_height * len(lines) + 10)), (255, 255, 255))
+        draw = ImageDraw.Draw(band)
+        top = (band.height - line_height * len(lines)) // 2
+        for i, line in enumerate(lines):
+            draw.text((8, top + i * line_height + line_height // 2), line, fill=(0, 0, 0), font=font, anchor="lm")
         canvas = Image.new("RGB", (width, width + band.height), (255, 255, 255))
         canvas.paste(out, (0, 0))
         canvas.paste(band, (0, width))

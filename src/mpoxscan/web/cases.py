@@ -64,7 +64,9 @@ def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
 
     buf = io.BytesIO()
     # zlib's fastest level: a fifth of the default's time, a fifth larger (about 200 kB), for every case received.
-    overlay(seen, cam, caption=f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}").save(
+    top = f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}"
+    caption = f"cannot tell: {answer.reason} · top class {top}" if answer.answer == "cannot tell" else top
+    overlay(seen, cam, caption=caption).save(
         buf, "PNG", compress_level=1)
     return buf.getvalue()
 

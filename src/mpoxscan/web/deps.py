@@ -162,7 +162,7 @@ def open_upload(data: bytes, settings: Settings, min_side: int | None = None, na
     ``min_side``: enough for screening, so a large JPEG may be decoded at a reduced scale (never for a photo kept);
     ``name``: what the reason calls the photo ("photo 3" in a case of three)."""
     if not data:
-        raise HTTPException(400, f"empty upload: no {name} in the request")
+        raise HTTPException(400, f"{name}: empty file (0 bytes)")  # the field was sent (else 422), with nothing in it
     try:
         return load_image(data, max_pixels=settings.max_pixels, min_side=min_side, name=name)
     except ImageError as exc:

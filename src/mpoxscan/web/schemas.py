@@ -121,7 +121,8 @@ class Screening(BaseModel):
     class_: str = Field(alias="class", description="the class screened for (mpox)")
     probability: float
     threshold: float = Field(description="the screening threshold: positive at or above it")
-    positive: bool = Field(description="screened positive (never for a photo the model cannot judge)")
+    positive: bool | None = Field(description="screened positive: true or false, and null for a photo the model cannot "
+                                           "judge (false would read as negative)")
 
 
 class ScreenAnswer(BaseModel):

@@ -492,7 +492,7 @@ async function screenOnDevice(bitmap, file) {
   const result = { computed: "device", ms, prepMs, answer, reason, measures, predicted: meta.classes[best],
                    probabilities: Object.fromEntries(meta.classes.map((c, i) => [c, proba[i]])),
                    screening: { class: meta.positive_class, probability: proba[k], threshold: meta.screening_threshold,
-                                positive: answer === "positive" },
+                                positive: answer === "cannot tell" ? null : answer === "positive" },
                    cam: out.cam ? Array.from(out.cam.data) : null };
   return [result, seen];
 }
@@ -564,11 +564,19 @@ async function looksCommon(file) {
     starts(0x42, 0x4d);
 }
 
+// Formats a phone may save that some browsers cannot open but the server can: HEIF / HEIC / AVIF (an ISO box
+// "ftyp" at byte 4) and TIFF (a camera's DNG too). Anything else that fails to open is not worth sending.
+async function looksServerOnly(file) {
+  const b = new Uint8Array(await file.slice(0, 12).arrayBuffer());
+  const at = (offset, ...bytes) => bytes.every((v, i) => b[offset + i] === v);
+  return at(4, 0x66, 0x74, 0x79, 0x70) || at(0, 0x49, 0x49, 0x2a, 0x00) || at(0, 0x4d, 0x4d, 0x00, 0x2a);
+}
+
 async function cannotOpen(file, pick) {
-  let common = true;
-  try { common = await looksCommon(file); } catch (err) { /* unreadable: damaged */ }
+  let common = true, serverOnly = false;
+  try { [common, serverOnly] = [await looksCommon(file), await looksServerOnly(file)]; } catch (err) { /* unreadable: damaged */ }
   if (pick !== picks) return;
-  if (common || file.size === 0) {
+  if (common || !serverOnly || file.size === 0) {
     fail("error.damaged");
     return;
   }
