@@ -31,7 +31,8 @@ run: setup
 	$(BIN)/mpoxscan models --check
 	$(BIN)/mpoxscan serve
 
-# Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 10 minutes on 2 cores.
+# Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 5 minutes on 2 cores with the
+# activation cache warm, about 15 with a cold one (README, "On the phone: ... and the bundled model").
 model: setup
 	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
 
