@@ -69,12 +69,12 @@ def screen(archive: Path, out: Path, *extra: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "mpoxscan.cli", "predict", str(archive), "--out", str(out), *extra],
                           capture_output=True, text=True)
     wall = time.perf_counter() - started
-    m = re.search(r"(\d+) photos answered \(([\d.]+) per second\)", proc.stdout)
+    m = re.search(r"(\d+) photos answered and (\d+) could not be read \(([\d.]+) per second\)", proc.stdout)
     if proc.returncode != 0 or not m:
         raise SystemExit(f"predict {' '.join(extra)} failed: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
-    n = int(m.group(1))
+    n = int(m.group(1)) + int(m.group(2))  # every photo of this run, unreadable ones included (a row each)
     return {"args": " ".join(extra) or "(single process, all cores)", "photos": n, "wall_seconds": round(wall, 1),
-            "photos_per_second_wall": round(n / wall, 1), "photos_per_second_screening": float(m.group(2))}
+            "photos_per_second_wall": round(n / wall, 1), "photos_per_second_screening": float(m.group(3))}
 
 
 def kill_and_resume(archive: Path, out: Path, n: int, workers: int) -> dict:
@@ -92,12 +92,13 @@ def kill_and_resume(archive: Path, out: Path, n: int, workers: int) -> dict:
     time.sleep(2)
     before = sum(1 for _ in open(out, "rb") if _.endswith(b"\n")) - 1  # whole rows, header not counted
     proc = subprocess.run(args, capture_output=True, text=True)
-    m = re.search(r"(\d+) photos answered .* (\d+) already there", proc.stdout)
+    m = re.search(r"(\d+) photos answered and (\d+) could not be read .*; (\d+) already in the file", proc.stdout)
     import csv
 
     with open(out, newline="") as f:
         images = [r["image"] for r in csv.DictReader(f)]
-    return {"killed_after_rows": before, "resumed_answered": int(m.group(1)), "resumed_skipped": int(m.group(2)),
+    return {"killed_after_rows": before, "resumed_answered": int(m.group(1)) + int(m.group(2)),
+            "resumed_skipped": int(m.group(3)),
             "rows_at_end": len(images), "distinct_photos": len(set(images)), "photos": n,
             "answered_twice": len(images) - len(set(images)), "never_answered": n - len(set(images))}
 

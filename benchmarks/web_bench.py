@@ -137,7 +137,7 @@ def compare_with_python(browser: dict) -> dict:
         got = np.array([result["probabilities"][c] for c in screener.classes])
         want = np.array([expected.probabilities[c] for c in screener.classes])
         same_top += result["predicted"] == expected.predicted
-        same_verdict += result["screening"]["positive"] == expected.positive
+        same_verdict += result["answer"] == expected.answer  # positive, negative or cannot tell
         diffs.append(np.abs(got - want))
     diffs = np.array(diffs)
     return {"photos": len(browser), "same_top_class": int(same_top), "same_verdict": int(same_verdict),

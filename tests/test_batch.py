@@ -126,7 +126,7 @@ def test_ray_gives_the_local_answers_and_resumes_after_a_kill(tmp_path):
                 timeout=300)
     assert proc.returncode == (0 if bad_answered else 1), proc.stderr  # 1: this run met the bad photo
     # Every whole line of the killed run is kept (a half-written last one is cut and its photo screened again).
-    assert any(f"{n} answered by an earlier run" in proc.stdout for n in (len(before), len(before) - 1)), proc.stdout
+    assert any(f"{n} already in the file from an earlier run" in proc.stdout for n in (len(before), len(before) - 1)), proc.stdout
     rows = _rows(out)
     assert sorted(r["image"] for r in rows) == sorted(expected)  # each photo once: none redone, none lost
     for r in rows:

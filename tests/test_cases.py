@@ -724,6 +724,25 @@ def test_serve_purges_by_its_keep_days_at_start_and_the_page_is_told_the_figure(
     assert CliRunner().invoke(cli, ["serve", "--keep-days", "0", "--data-dir", str(tmp_path)]).exit_code == 2
 
 
+def test_cannot_tell_is_never_shown_as_a_class_or_a_negative():
+    """The dashboard's class comes from the photo with the highest mpox probability: none where the model could not
+    judge that photo, even when another photo of the case was judged; the webhook says null, not false."""
+    from types import SimpleNamespace
+
+    from mpoxscan.web.notify import case_message
+
+    def case(*photos):
+        return SimpleNamespace(predicted="Monkeypox", photos=[SimpleNamespace(screening_probability=p, answer=a)
+                                                              for p, a in photos])
+
+    assert service.model_class(case((0.30, "positive"), (0.45, "cannot tell"))) is None
+    assert service.model_class(case((0.45, "positive"), (0.30, "cannot tell"))) == "Monkeypox"
+    assert service.model_class(case((0.05, "negative"))) == "Monkeypox"
+    unsure = case_message("AB12-CD34", 0.5, "cannot tell", "too dark", "http://x/expert/cases/AB12-CD34")
+    assert unsure["screened_positive"] is None and "cannot tell" in unsure["text"]
+    assert case_message("AB12-CD34", 0.01, "negative", None, "http://x")["screened_positive"] is False
+
+
 def test_experts_are_notified_of_new_cases_without_the_photo(tmp_path, caplog):
     """A webhook receives the case number, the answer and the dashboard link; a webhook that is down costs only the
     notification, and its failure is logged without the case."""

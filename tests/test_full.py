@@ -13,8 +13,8 @@ import torch
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.training.augment import augment_batch, dihedral, mix
 from mpoxscan.training.cv import CVConfig, kept_rows, make_splits, run_cv
-from mpoxscan.training.full import (FullParams, backbone_stages, distillation_loss, make_optimizer, train_network,
-                                    warmup_cosine)
+from mpoxscan.training.full import (FullParams, backbone_stages, distillation_loss, freeze_backbone, make_optimizer,
+                                    steps_per_epoch, train_network, warmup_cosine)
 
 TINY = {"epochs": 2, "batch_size": 8, "input_size": 32, "threads": 1, "eval_batch": 16}
 # Enough to learn the squares' colour (measured: 0.93 pooled accuracy; 2 epochs at 32 px stay at chance).
@@ -99,12 +99,21 @@ def test_layer_decay_slows_each_stage_below_the_next():
     assert all(a == pytest.approx(b / 2) for a, b in zip(stage_lr, stage_lr[1:]))
     assert lr_of[id(model.get_classifier().weight)] == pytest.approx(1e-3)
     plain, _ = make_optimizer(model, FullParams(), steps_per_epoch=2)  # off: the whole backbone at one rate
-    assert {g["initial_lr"] for g in plain.param_groups} == {2.5e-4, 1e-3}
+    assert {g["initial_lr"] for g in plain.param_groups} == {2.5e-4, 1e-3} and len(plain.param_groups) == 4
+    lite0 = backbone_stages(create_model("efficientnet_lite0", pretrained=False, num_classes=2))
+    assert len(lite0) == 18  # the stem (convolution and its batch norm), 16 blocks, the head convolution with its own
+
+
+def test_the_schedule_counts_the_steps_the_loop_takes():
+    """A last batch of one photo is skipped by the loop (batch norm cannot train on it): not counted either, so that
+    the cosine ends at about 0 and the backbone starts learning in the epoch after the linear probe."""
+    assert steps_per_epoch(97, 32) == 3 and steps_per_epoch(98, 32) == 4 and steps_per_epoch(96, 32) == 3
+    assert steps_per_epoch(1, 32) == 1 and steps_per_epoch(33, 32) == 1
 
 
 def test_head_only_epochs_train_the_classifier_alone_first():
-    """Linear probe, then fine-tune: for head_only_epochs the backbone does not move (weight decay included), the
-    classifier does; then the backbone learns, with its own warm-up."""
+    """Linear probe, then fine-tune: while frozen the backbone gets no gradient (so no optimizer state and no weight
+    decay) and its batch norm does not update its statistics; the classifier learns. Unfrozen, everything learns."""
     from mpoxscan.models import create_model
 
     torch.manual_seed(0)
@@ -113,6 +122,7 @@ def test_head_only_epochs_train_the_classifier_alone_first():
     optim, sched = make_optimizer(model, params, steps_per_epoch=2)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
     stem, head = model.features[0][0].weight, model.get_classifier().weight
+    bn = model.features[0][1]
 
     def step():
         optim.zero_grad()
@@ -120,16 +130,26 @@ def test_head_only_epochs_train_the_classifier_alone_first():
         optim.step()
         sched.step()
 
-    before = stem.detach().clone(), head.detach().clone()
+    before = stem.detach().clone(), head.detach().clone(), bn.running_mean.clone()
+    model.train()
+    freeze_backbone(model, True)
     for _ in range(2):  # the first epoch
         step()
     assert torch.equal(stem, before[0]) and not torch.equal(head, before[1])
+    assert torch.equal(bn.running_mean, before[2]) and stem not in optim.state
+    model.train()
+    freeze_backbone(model, False)
     step()
-    assert not torch.equal(stem, before[0])
+    assert not torch.equal(stem, before[0]) and bn.training and stem.requires_grad
     with pytest.raises(MpoxscanError, match="head_only_epochs"):
         FullParams(epochs=2, head_only_epochs=2)
     with pytest.raises(MpoxscanError, match="layer_decay"):
         FullParams(layer_decay=0.0)
+    # In training: the chosen model comes back whole, every parameter trainable again.
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
+    trained, info = train_network("mobilenetv2_100", images, torch.tensor([0, 1] * 6), list(range(8)),
+                                  list(range(8, 12)), 2, FullParams(**{**TINY, "batch_size": 4}, head_only_epochs=1))
+    assert np.isfinite(info["best_valid_loss"]) and all(p.requires_grad for p in trained.parameters())
 
 
 def test_ema_changes_the_chosen_weights():

@@ -523,7 +523,7 @@ def _screen_archive(images: list[str], model: Path, out: Path, ray_address: str 
     done = screen_archive(paths, model, out, ray_address=ray_address, workers=workers, threads=threads,
                           batch_size=batch_size, progress=True)
     click.echo(f"{out}: {done.answered - done.errors} photos answered and {done.errors} could not be read "
-               f"({done.rate:.1f} per second); {done.skipped} answered by an earlier run")
+               f"({done.rate:.1f} per second); {done.skipped} already in the file from an earlier run")
     if errors or done.errors:
         sys.exit(1)
 

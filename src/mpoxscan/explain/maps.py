@@ -77,5 +77,6 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
         overlay(seen, np.asarray(heat, np.float32), caption).save(target)
         records.append({"image": str(path), "explanation": str(target), "predicted": classes[k],
                         "probability": round(float(proba[k]), 4), "positive_probability": round(p_pos, 4),
-                        "flagged": answer == "positive", "answer": answer, "reason": reason, "method": method})
+                        "flagged": None if reason else answer == "positive", "answer": answer, "reason": reason,
+                        "method": method})
     return records

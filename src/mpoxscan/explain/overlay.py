@@ -42,6 +42,9 @@ def _wrap(caption: str, font, width: float) -> list[str]:
                 lines.append(word)
             else:
                 lines[-1] = candidate
+            while font.getlength(lines[-1]) > width and len(lines[-1]) > 1:  # one word wider than a line: cut it
+                cut = max((i for i in range(1, len(lines[-1])) if font.getlength(lines[-1][:i]) <= width), default=1)
+                lines[-1:] = [lines[-1][:cut], lines[-1][cut:]]
     return lines
 
 

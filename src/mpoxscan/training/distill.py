@@ -77,8 +77,9 @@ def distill_fold(model_name: str, rows, split, classes: list[str], config, progr
     labels = torch.tensor([classes.index(r.label) for r in rows], device=device)
     teachers, plain, tta, facts = [], [], [], []
     for k, (name, size) in enumerate(options.teacher_specs()):
-        params = dataclasses.replace(student_params, input_size=size, ema_decay=0.0,
-                                     epochs=options.teacher_epochs or student_params.epochs)
+        epochs = options.teacher_epochs or student_params.epochs
+        params = dataclasses.replace(student_params, input_size=size, ema_decay=0.0, epochs=epochs,
+                                     head_only_epochs=min(student_params.head_only_epochs, epochs - 1))
         prep = preprocessing_for(name, size)
         images = device_images(rows, prep, device)
         model, info = train_network(name, images, labels, split.train, split.valid, len(classes), params,

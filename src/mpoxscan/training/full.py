@@ -68,8 +68,8 @@ class FullParams:
     # layer_decay times as fast as the stage after it, so the earliest, most generic features move least. 1: off.
     layer_decay: float = 1.0
     # Linear probe, then fine-tune (Kumar et al., ICLR 2022): for the first epochs only the new classifier learns (the
-    # backbone's learning rate is 0), so that a random head does not distort the pretrained features; then every
-    # layer, with its own warm-up and cosine over the remaining epochs. 0: off.
+    # backbone frozen: no gradients, batch norm in inference mode), so that a random head does not distort the
+    # pretrained features; then every layer, with its own warm-up and cosine over the remaining epochs. 0: off.
     head_only_epochs: int = 0
 
     def __post_init__(self) -> None:
@@ -135,27 +135,42 @@ class Teacher:
 
 def backbone_stages(model) -> list[list]:
     """The backbone's parameters (the classifier's left out) by stage, input side first: a stage is the module path
-    up to its first numeric index ("_blocks.3", "features.12") or else the top-level module ("_conv_stem"), in the
-    order the network registers them (which, for the zoo's networks, is the order of the forward pass)."""
+    up to its first numeric index ("_blocks.3", "features.12"); modules without one form the stem before the first
+    indexed stage and the head after the last ("_conv_stem" with "_bn0"; "_conv_head" with "_bn1"). The order is the
+    one the network registers them in, which for the zoo's networks is the order of the forward pass."""
     head = {id(p) for p in model.get_classifier().parameters()}
     stages: dict[str, list] = {}
+    seen_indexed = False
     for name, p in model.named_parameters():
         if id(p) in head:
             continue
         parts = name.split(".")
-        cut = next((i + 1 for i, part in enumerate(parts[:-1]) if part.isdigit()), 1)
-        stages.setdefault(".".join(parts[:cut]), []).append(p)
+        cut = next((i + 1 for i, part in enumerate(parts[:-1]) if part.isdigit()), None)
+        seen_indexed = seen_indexed or cut is not None
+        key = ".".join(parts[:cut]) if cut else (" head" if seen_indexed else " stem")
+        stages.setdefault(key, []).append(p)
     return list(stages.values())
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch as the training loop takes them: a last batch of one photo is skipped (batch
+    norm cannot train on it), so that the schedule ends where the training does."""
+    if n_train <= 1:
+        return 1
+    return max(1, n_train // batch_size + (n_train % batch_size >= 2))
 
 
 def make_optimizer(model, params: FullParams, steps_per_epoch: int, fused: bool = False):
     """AdamW and its per-step schedule: the classifier at ``params.lr``, the backbone at ``backbone_lr_ratio`` of it
     (times ``layer_decay`` per stage from the top), no weight decay on biases and batch-norm scales; warm-up then
-    cosine, the backbone held at 0 for the first ``head_only_epochs``. (optimizer, LambdaLR scheduler)."""
+    cosine, the backbone's own starting after ``head_only_epochs`` (the training loop freezes it until then).
+    (optimizer, LambdaLR scheduler)."""
     import torch
 
     slow = params.lr * params.backbone_lr_ratio
-    stages = backbone_stages(model)
+    # Without layer decay the backbone is one group (4 groups in all: fewer kernel launches of a fused AdamW).
+    stages = backbone_stages(model) if params.layer_decay < 1 else [
+        [p for stage in backbone_stages(model) for p in stage]]
     groups, is_head = [], []
     for depth, stage in enumerate(stages):
         lr = slow * params.layer_decay ** (len(stages) - 1 - depth)
@@ -180,6 +195,18 @@ def make_optimizer(model, params: FullParams, steps_per_epoch: int, fused: bool 
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, [head_factor if h else backbone_factor for _, h in kept])
     return optim, sched
+
+
+def freeze_backbone(model, frozen: bool) -> None:
+    """A linear probe's backbone: no gradients (so no optimizer state, no weight decay, no backward pass through it)
+    and batch norm normalising with its running statistics, not the batch's, and not updating them (precise BN still
+    re-estimates them before each validation); undone with ``frozen=False``."""
+    head = set(model.get_classifier().modules())
+    for module in model.modules():
+        if module not in head and not list(module.children()):
+            module.train(not frozen and model.training)
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(not frozen)
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -276,8 +303,8 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
     model = create_model(model_name, pretrained=True, num_classes=n_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = max(1, -(-len(train_idx) // params.batch_size))
-    optim, sched = make_optimizer(model, params, steps_per_epoch, fused=device.type == "cuda")
+    optim, sched = make_optimizer(model, params, steps_per_epoch(len(train_idx), params.batch_size),
+                                  fused=device.type == "cuda")
     counts = np.bincount(labels[train_idx].cpu().numpy(), minlength=n_classes).astype(float)
     weights = (torch.tensor(len(train_idx) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
                if params.class_balanced else None)
@@ -297,6 +324,10 @@ def train_network(model_name: str, images, labels, train_idx: list[int], valid_i
     bar = tqdm(range(params.epochs), desc=desc or f"full {model_name}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
+        if epoch < params.head_only_epochs:
+            freeze_backbone(model, True)  # linear probe: only the new classifier learns
+        elif epoch == params.head_only_epochs and epoch:
+            freeze_backbone(model, False)
         order = train_idx_t[torch.randperm(len(train_idx), generator=generator)]
         for start in range(0, len(order), params.batch_size):
             idx = order[start:start + params.batch_size].to(device)

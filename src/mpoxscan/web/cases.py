@@ -208,6 +208,13 @@ def photo_of(case: Case, position: int):
     return next((p for p in photos_of(case) if p.position == position), None)
 
 
+def model_class(case: Case) -> str | None:
+    """The class the dashboard may show as the model's answer: the case's class comes from its photo with the
+    highest mpox probability, so None where the model could not judge that photo (its top class is no answer)."""
+    source = max(photos_of(case), key=lambda p: p.screening_probability)  # the first of equals, as submit_case
+    return None if source.answer == "cannot tell" else case.predicted
+
+
 #: What the queue shows of the answers, most telling first (the case page shows them all).
 QUEUE_SUMMARY = {"fever": "Fever", "symptom_duration": "Duration", "mpox_contact": "Contact"}
 

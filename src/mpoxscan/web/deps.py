@@ -19,7 +19,7 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import i18n
-from mpoxscan.web.cases import PhotoStore, answers_summary, signed_in_expert
+from mpoxscan.web.cases import PhotoStore, answers_summary, model_class, signed_in_expert
 from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
@@ -43,6 +43,7 @@ templates.env.filters["age"] = age
 templates.env.filters["language_name"] = i18n.name
 templates.env.globals["person_text"] = i18n.text
 templates.env.globals["summary"] = answers_summary  # the queue's line of the person's answers
+templates.env.globals["model_class"] = model_class  # no class as the answer for a photo the model cannot judge
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
