@@ -90,7 +90,7 @@ def test_layer_decay_slows_each_stage_below_the_next():
     stages = backbone_stages(model)
     assert len(stages) == 19  # features.0 ... features.18: the stem, 17 inverted-residual blocks, the last 1x1 conv
     params = FullParams(lr=1e-3, backbone_lr_ratio=0.25, layer_decay=0.5)
-    optim, _ = make_optimizer(model, params, steps_per_epoch=2)
+    optim, _ = make_optimizer(model, params, epoch_steps=2)
     grouped = [id(p) for g in optim.param_groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # every parameter once, none left out
     lr_of = {id(p): g["initial_lr"] for g in optim.param_groups for p in g["params"]}
@@ -98,7 +98,7 @@ def test_layer_decay_slows_each_stage_below_the_next():
     assert stage_lr[-1] == pytest.approx(2.5e-4) and stage_lr[0] == pytest.approx(2.5e-4 * 0.5 ** 18)
     assert all(a == pytest.approx(b / 2) for a, b in zip(stage_lr, stage_lr[1:]))
     assert lr_of[id(model.get_classifier().weight)] == pytest.approx(1e-3)
-    plain, _ = make_optimizer(model, FullParams(), steps_per_epoch=2)  # off: the whole backbone at one rate
+    plain, _ = make_optimizer(model, FullParams(), epoch_steps=2)  # off: the whole backbone at one rate
     assert {g["initial_lr"] for g in plain.param_groups} == {2.5e-4, 1e-3} and len(plain.param_groups) == 4
     lite0 = backbone_stages(create_model("efficientnet_lite0", pretrained=False, num_classes=2))
     assert len(lite0) == 18  # the stem (convolution and its batch norm), 16 blocks, the head convolution with its own
@@ -119,7 +119,7 @@ def test_head_only_epochs_train_the_classifier_alone_first():
     torch.manual_seed(0)
     model = create_model("mobilenetv2_100", pretrained=False, num_classes=2)
     params = FullParams(epochs=3, head_only_epochs=1, warmup_epochs=0.5, weight_decay=0.05)
-    optim, sched = make_optimizer(model, params, steps_per_epoch=2)
+    optim, sched = make_optimizer(model, params, epoch_steps=2)
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
     stem, head = model.features[0][0].weight, model.get_classifier().weight
     bn = model.features[0][1]

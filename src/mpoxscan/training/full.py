@@ -1,7 +1,7 @@
 """The `full` strategy: every layer of a pretrained backbone trained, made for a GPU and still runnable on a CPU.
 
 AdamW with a lower learning rate for the backbone than for the new classifier (optionally decaying stage by stage
-towards the input, and zero for the first epochs: linear probe, then fine-tune), linear warm-up then cosine decay,
+towards the input, and the backbone frozen for the first epochs: linear probe, then fine-tune), warm-up then cosine,
 weight decay, label smoothing, class-balanced loss, optional weight EMA and mixup / CutMix, and the epoch chosen by
 the loss on the inner validation split. Photos are decoded once at the input size into a uint8 tensor on the
 device and augmented there per batch (:mod:`mpoxscan.training.augment`); on CUDA the network runs channels-last
@@ -160,7 +160,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, n_train // batch_size + (n_train % batch_size >= 2))
 
 
-def make_optimizer(model, params: FullParams, steps_per_epoch: int, fused: bool = False):
+def make_optimizer(model, params: FullParams, epoch_steps: int, fused: bool = False):
     """AdamW and its per-step schedule: the classifier at ``params.lr``, the backbone at ``backbone_lr_ratio`` of it
     (times ``layer_decay`` per stage from the top), no weight decay on biases and batch-norm scales; warm-up then
     cosine, the backbone's own starting after ``head_only_epochs`` (the training loop freezes it until then).
@@ -183,9 +183,9 @@ def make_optimizer(model, params: FullParams, steps_per_epoch: int, fused: bool 
     is_head += [True, True]
     kept = [(g, h) for g, h in zip(groups, is_head) if g["params"]]  # a stage may lack biases
     optim = torch.optim.AdamW([g for g, _ in kept], lr=params.lr, fused=fused)
-    total = params.epochs * steps_per_epoch
-    warmup = int(params.warmup_epochs * steps_per_epoch)
-    frozen = params.head_only_epochs * steps_per_epoch
+    total = params.epochs * epoch_steps
+    warmup = int(params.warmup_epochs * epoch_steps)
+    frozen = params.head_only_epochs * epoch_steps
 
     def head_factor(step: int) -> float:
         return warmup_cosine(step, total, warmup)
