@@ -18,6 +18,12 @@ import numpy as np
 
 ANSWERS = ("positive", "negative", "cannot tell")
 
+
+def screened_positive(answer: str) -> bool | None:
+    """An answer as JSON's yes / no: True, False, and None (null) for "cannot tell", which False would misread as a
+    negative screening (predict --json, /api/screen, the webhook, explain's records)."""
+    return None if answer == "cannot tell" else answer == "positive"
+
 #: Reasons for "cannot tell", in the order they are checked: the first that applies is given.
 REASONS = {
     "too_small": "too small",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule
+from mpoxscan.deploy.answer import QUALITY_MEASURES, AnswerRule, screened_positive
 from mpoxscan.deploy.compression import photo_blockiness
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.preprocess import Preprocessing
@@ -49,9 +49,7 @@ class Screening:
         return {"answer": self.answer, "reason": self.reason, "predicted": self.predicted,
                 "probabilities": self.probabilities,
                 "screening": {"class": self.positive_class, "probability": self.positive_probability,
-                              # null, not false, for a photo the model cannot judge: false would read as negative
-                              "threshold": self.threshold,
-                              "positive": None if self.answer == "cannot tell" else self.positive},
+                              "threshold": self.threshold, "positive": screened_positive(self.answer)},
                 "measures": self.measures}
 
 

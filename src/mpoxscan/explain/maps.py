@@ -17,7 +17,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
     file (its on-device ``cam`` output, which equals Grad-CAM for these networks)."""
     from tqdm import tqdm
 
-    from mpoxscan.deploy.answer import AnswerRule
+    from mpoxscan.deploy.answer import AnswerRule, screened_positive
     from mpoxscan.deploy.runtime import Screener
     from mpoxscan.explain.overlay import overlay
     from mpoxscan.images import load_image
@@ -77,6 +77,5 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
         overlay(seen, np.asarray(heat, np.float32), caption).save(target)
         records.append({"image": str(path), "explanation": str(target), "predicted": classes[k],
                         "probability": round(float(proba[k]), 4), "positive_probability": round(p_pos, 4),
-                        "flagged": None if reason else answer == "positive", "answer": answer, "reason": reason,
-                        "method": method})
+                        "flagged": screened_positive(answer), "answer": answer, "reason": reason, "method": method})
     return records

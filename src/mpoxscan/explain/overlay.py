@@ -61,9 +61,10 @@ def overlay(photo: Image.Image, heat: np.ndarray, caption: str | None = None, al
     blended = np.asarray(photo, np.float32) * (1 - weight) + _ramp_table()[levels].astype(np.float32) * weight
     out = Image.fromarray(blended.clip(0, 255).astype(np.uint8))
     if caption:
-        font = ImageFont.load_default(size=max(11, width // 28))
+        size = max(11, width // 28)
+        font = ImageFont.load_default(size=size)
         lines = _wrap(caption, font, width - 16)
-        line_height = int(max(11, width // 28) * 1.35)
+        line_height = int(size * 1.35)
         band = Image.new("RGB", (width, max(int(width / 9), line_height * len(lines) + 10)), (255, 255, 255))
         draw = ImageDraw.Draw(band)
         top = (band.height - line_height * len(lines)) // 2

@@ -12,6 +12,8 @@ import logging
 import urllib.error
 import urllib.request
 
+from mpoxscan.deploy.answer import screened_positive
+
 log = logging.getLogger("mpoxscan.notify")
 
 
@@ -22,9 +24,7 @@ def case_message(number: str, probability: float, answer: str, reason: str | Non
     text = f"New mpoxscan case {number}: mpox probability {probability:.0%} ({said}{count}). Review it: {dashboard}"
     # "text" is what Slack- and Mattermost-style incoming webhooks show; the other fields are for programs.
     return {"event": "case.waiting", "case": number, "mpox_probability": round(probability, 4),
-            # null, not false, when the model cannot tell: false would read as a negative screening
-            "screened_positive": None if answer == "cannot tell" else answer == "positive", "answer": answer,
-            "reason": reason, "photos": photos,
+            "screened_positive": screened_positive(answer), "answer": answer, "reason": reason, "photos": photos,
             "dashboard": dashboard, "text": text}
 
 
