@@ -145,7 +145,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from torch import nn
 
     from mpoxscan.models import create_model
-    from mpoxscan.training.cv import FoldOutput
+    from mpoxscan.training.outputs import FoldOutput
 
     params = params or FinetuneParams.from_dict(config.extra.get("finetune"))
     if (params.tone_balance or params.tone_decorrelation) and not any(r.ita for r in rows):
