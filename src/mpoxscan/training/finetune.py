@@ -44,7 +44,7 @@ class FinetuneParams:
     # Input size (issue 12): None, the backbone's own. The frozen part then runs (once per view) at this size and
     # the trained blocks see proportionally larger activations (about 2x the training time at 320). The first GPU
     # probe measured whole-network Lite0 3 points better at 320 px than at 224, but with the early blocks frozen
-    # 320 px measured worse (README, "Input size").
+    # 320 px measured worse (docs/research/training.md, "Input size").
     input_size: int | None = None
 
     @classmethod
