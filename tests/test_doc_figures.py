@@ -181,6 +181,12 @@ def test_readme_headline_figures():
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"| {mean_sd(s['accuracy'])} % ({with_ci(pooled(CV + 'finetune-10fold')['accuracy'])}) |" in readme
     assert f"| {mean_sd(alone(CV + 'finetune-official')['accuracy'])} % |" in readme
+    import json
+
+    for run, minutes in (("finetune-10fold", 46), ("finetune-official", 26)):  # the time column: the folds' own seconds
+        results = json.loads((REPO / CV / run / "results.json").read_text())
+        seconds = sum(f["info"]["seconds"] for f in results["models"]["efficientnet_lite0"]["folds"])
+        assert round(seconds / 60) == minutes and f"{minutes} min ({seconds:,.0f} s" in readme, run
     assert (f"{100 * s['screening_specificity']['mean']:.1f} % at each fold's threshold "
             f"({100 * s['screening_sensitivity']['mean']:.1f} % sensitivity)") in readme
 
@@ -204,7 +210,9 @@ def test_gpu_single_runs():
     rows = {"student (Lite0 320 px, distilled)": "main", "student, flip TTA": "tta", "teacher Lite0 320 px": "teacher1",
             "teacher Lite2 260 px": "teacher2", "teachers' mean": "teacher", "teachers' mean, flip TTA": "teacher-tta"}
     for label, variant in rows.items():
-        quoted("research/gpu.md", f"| {label} | {acc(D20, 'official', variant)} |")
+        kfold = alone(D20, "kfold", variant)["accuracy"]  # its 2 finished grouped folds; no sd where they agree
+        kfold_text = f"{100 * kfold['mean']:.2f}" + (f" ± {100 * kfold['sd']:.2f}" if kfold["sd"] > 0 else "")
+        quoted("research/gpu.md", f"| {label} | {acc(D20, 'official', variant)} | {kfold_text} |")
 
 
 def test_gpu_third_session_table():
@@ -338,3 +346,47 @@ def test_gpu_tone_at_one_pooled_threshold():
     quoted("research/gpu.md", f"is {got['full320_s0'][0]} points for seed 0 and {got['full320_s1'][0]} for seed 1",
            f"The within-class rho of ITA with P(mpox) is {got['full320_s0'][1]} and {got['full320_s1'][1]}",
            f"gap {got['full320_s2'][0]} points, rho {got['full320_s2'][1].split(' [')[0]}")
+
+
+def test_tone_prose():
+    """The figures the tone page's prose adds to its table, per bin, at each fold's threshold or at one pooled
+    threshold for 95 % sensitivity (as tone_bench computes it)."""
+    from mpoxscan.evaluation.metrics import POSITIVE, screening_threshold, tone_metrics
+
+    def tone(name: str, run: str, pooled_threshold: bool) -> dict:
+        classes, oof, _ = tone_oof(name, run)
+        k = classes.index(POSITIVE)
+        thr = (screening_threshold(np.array([y == POSITIVE for y in oof.labels]), oof.proba[:, k], 0.95)
+               if pooled_threshold else oof.threshold)
+        t = tone_metrics(oof.labels, oof.proba, classes, oof.ita, thr)
+        flagged = oof.proba[:, k] >= thr
+        t["specificity"] = float((~flagged[[y != POSITIVE for y in oof.labels]]).mean())
+        return t
+
+    spec = lambda t, b=None: f"{100 * (t['bins'][b]['specificity'] if b else t['specificity']):.1f}"  # noqa: E731
+    bal, plain = tone("tone_balance", "finetune-balance-10fold", True), tone("plain", "finetune-10fold", True)
+    dec, plain_f = tone("decorrelate", "finetune-decorrelate-10fold", False), tone("plain", "finetune-10fold", False)
+    i320 = tone("input_320", "finetune-320-10fold", True)
+    quoted("research/tone.md",
+           f"at one pooled 95 %-sensitivity threshold {spec(bal)} % against {spec(plain)} %, dark {spec(bal, 'dark')} "
+           f"against {spec(plain, 'dark')} %) but not the darkest more (gap {100 * bal['specificity_gap']['gap']:+.1f})",
+           f"(very light {spec(dec, 'very light')} against {spec(plain_f, 'very light')} %) while the dark bin gains "
+           f"little ({spec(dec, 'dark')} against {spec(plain_f, 'dark')} %)",
+           f"but {100 * i320['specificity_gap']['gap']:+.1f} at one pooled threshold")
+
+
+def test_readme_figures_of_the_shipped_model_and_the_offtask_benchmark():
+    """The README's figures that are not cross-validation: the bundled file's size and agreement (its card.json) and
+    the off-task benchmark (its committed results), so that a rebuilt model or a rerun benchmark cannot leave the
+    README behind."""
+    import json
+
+    card = json.loads((REPO / "src/mpoxscan/bundled/card.json").read_text())
+    offtask = json.loads((REPO / "benchmarks/results/offtask/offtask.json").read_text())
+    agreement = card["fidelity"]["variants"][card["precision"]]["agreement"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"| {card['bytes'] / 1e6:.2f} MB, {100 * agreement:.1f} % |" in readme
+    assert (f"| {100 * offtask['offtask_all']['cannot_tell']:.1f} %, "
+            f"{100 * offtask['real']['held_out_cross_fitted']['rate']:.1f} % |") in readme
+    assert "(286)" in readme and offtask["offtask_all"]["n"] == 286
+    assert f"| {offtask['seconds']:.0f} s |" in readme
