@@ -457,3 +457,56 @@ def test_a_crash_leaves_the_previous_export_whole_and_the_next_run_finishes(clie
     second_key = _export_id(app, second["number"])
     assert _files(out) == {f"Healthy/case-{second_key}_1.jpg"} and set(_manifest(out)) == {second_key}
     assert not (out / "_meta" / "staging").exists()
+
+
+def test_migration_0008_keeps_every_case_its_photos_and_messages_and_gives_no_consent(database, tmp_path):
+    """From 0007 with a case of two photos and a conversation: after 0008 the case has its photos and messages, no
+    training consent and no label; back to 0007 and up again keeps them too (on SQLite a copied table would have
+    taken them with it through ON DELETE CASCADE)."""
+    from sqlalchemy import text
+
+    from mpoxscan.web.db import make_engine, migrate
+
+    from test_cases import utcnow
+
+    engine = make_engine(database)
+    migrate(engine, "0007")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
+            "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, answer, "
+            "status, language) VALUES ('OLDX-0001', :h, :t, 'abc.jpg', 's', 'm', 'device', '{}', 'Monkeypox', "
+            "'{}', 0.6, 0.5, 'positive', 'answered', 'en')"), {"h": "h" * 64, "t": utcnow()})
+        case_id = connection.scalar(text("SELECT id FROM cases"))
+        for position in (1, 2):
+            connection.execute(text(
+                "INSERT INTO case_photos (case_id, position, photo_file, photo_sha256, computed, device_probabilities, "
+                "predicted, probabilities, screening_probability, answer) VALUES (:c, :p, :f, 's', 'device', '{}', "
+                "'Monkeypox', '{}', 0.6, 'positive')"), {"c": case_id, "p": position, "f": f"abc.{position}.jpg"})
+        connection.execute(text("INSERT INTO messages (case_id, author, kind, canned, created_at) VALUES "
+                                "(:c, 'expert', 'conclusion', 'likely-mpox', :t)"), {"c": case_id, "t": utcnow()})
+
+    def counts() -> tuple:
+        with engine.connect() as connection:
+            return tuple(connection.scalar(text(f"SELECT count(*) FROM {table}"))
+                         for table in ("cases", "case_photos", "messages"))
+
+    migrate(engine)
+    assert counts() == (1, 2, 1)
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT training_consent, label, label_test FROM cases")).one()
+    assert (bool(row[0]), row[1], row[2]) == (False, None, None)
+    from alembic import command
+    from alembic.config import Config
+
+    from mpoxscan.web.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    assert counts() == (1, 2, 1)
+    migrate(engine)
+    assert counts() == (1, 2, 1)
+    engine.dispose()

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.sql.expression import false
 
 
 class UTCDateTime(TypeDecorator):
@@ -119,7 +118,7 @@ class Case(Base):
     # The second consent (migration 0008), separate from the consent to send and optional: these photos, without the
     # person's name, may be used to improve the screening (`mpoxscan cases export`). Withdrawable on the follow-up
     # page; False unless the person ticked it.
-    training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # The expert's label, given with the conclusion: a class of the served model's taxonomy, or "unsure"; whether a
     # test confirmed it (cases.LABEL_TESTS, e.g. "mpox-pcr") and the test's result (cases.TEST_RESULTS). Who gave it
     # is in the audit log only. NULL for cases concluded before 0008 (never exported, like "unsure").

@@ -23,11 +23,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("cases") as batch:
-        batch.add_column(sa.Column("training_consent", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("label", sa.String(length=40), nullable=True))
-        batch.add_column(sa.Column("label_test", sa.String(length=16), nullable=True))
-        batch.add_column(sa.Column("label_test_result", sa.String(length=16), nullable=True))
+    # Plain ALTER TABLE ... ADD COLUMN on every backend: on SQLite a batch that copies the table would drop the old
+    # one, and the foreign keys' ON DELETE CASCADE would take every case's photos and messages with it. Hence a
+    # constant default ("0": false on SQLite and PostgreSQL alike), which SQLite adds in place.
+    for column in (sa.Column("training_consent", sa.Boolean(), nullable=False, server_default="0"),
+                   sa.Column("label", sa.String(length=40), nullable=True),
+                   sa.Column("label_test", sa.String(length=16), nullable=True),
+                   sa.Column("label_test_result", sa.String(length=16), nullable=True)):
+        op.add_column("cases", column)
     op.create_table("training_withdrawals",
                     sa.Column("export_id", sa.String(length=64), nullable=False),
                     sa.Column("withdrawn_at", mpoxscan.web.tables.UTCDateTime(timezone=True), nullable=False),
@@ -36,8 +39,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("training_withdrawals")
-    with op.batch_alter_table("cases") as batch:
-        batch.drop_column("label_test_result")
-        batch.drop_column("label_test")
-        batch.drop_column("label")
-        batch.drop_column("training_consent")
+    for name in ("label_test_result", "label_test", "label", "training_consent"):
+        # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later) for the same reason as above: no copy of the table.
+        op.execute(f"ALTER TABLE cases DROP COLUMN {name}")
