@@ -19,7 +19,7 @@ from mpoxscan.web import cases as service
 from mpoxscan.web import training_export
 from mpoxscan.web.app import create_app
 from mpoxscan.web.settings import Settings
-from mpoxscan.web.tables import AuditEvent, Case, TrainingWithdrawal
+from mpoxscan.web.tables import Case, TrainingWithdrawal
 
 EMAIL = "doc@example.org"
 
@@ -95,6 +95,9 @@ def test_the_training_consent_is_separate_optional_and_stored_per_case(client):
         stored = {n: service.case_by_number(db, n).training_consent for n in (plain["number"], given["number"])}
     assert stored == {plain["number"]: False, given["number"]: True}
     assert client.get(f"/api/cases/{_token(given)}").json()["training_consent"] is True
+    with _db(client.app) as db:  # the skin tone is measured for the export only with the training consent
+        tones = {n: service.case_by_number(db, n).photos[0].ita for n in (plain["number"], given["number"])}
+    assert tones[plain["number"]] is None and isinstance(tones[given["number"]], float)
     schema = client.get("/api/openapi.json").text
     assert "training_consent" in schema
 
@@ -510,3 +513,49 @@ def test_migration_0008_keeps_every_case_its_photos_and_messages_and_gives_no_co
     migrate(engine)
     assert counts() == (1, 2, 1)
     engine.dispose()
+
+
+def test_the_expert_loop_simulation_exports_each_photo_under_its_true_class(tmp_path):
+    """benchmarks/expert_loop_bench.py on six tiny generated photos: sent through the real API on a server thread with
+    both consents, concluded with their true class but one "unsure" (a share of 0.2), exported: five cases, each in
+    its true class's folder, the mapping naming which photo became which case."""
+    import csv
+    import importlib.util
+
+    from conftest import REPO, make_photo
+
+    spec = importlib.util.spec_from_file_location("expert_loop_bench", REPO / "benchmarks" / "expert_loop_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    source = tmp_path / "held-out"
+    for k, label in enumerate(["Monkeypox", "Monkeypox", "Chickenpox", "Chickenpox", "Healthy", "Healthy"]):
+        (source / label).mkdir(parents=True, exist_ok=True)
+        make_photo(300 + k, (200, 160)).save(source / label / f"p{k}.jpg", quality=90)
+    pairs = bench.source_pairs(source)
+    timings: dict = {}
+    out = bench.simulate(pairs, tmp_path / "export", unsure_share=0.2, seed=1, work=tmp_path / "work",
+                         timings=timings)
+    assert (timings["cases"], timings["unsure"], timings["exported_cases"]) == (6, 1, 5)
+    with open(f"{out}.mapping.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted((Path(r["path"]).name, r["true_class"]) for r in rows) == sorted((p.name, c) for p, c in pairs)
+    unsure = [r for r in rows if r["label_given"] == "unsure"]
+    assert len(unsure) == 1 and unsure[0]["exported"] == "False"
+    assert _files(out) == {f"{r['true_class']}/case-{r['export_id']}_1.jpg" for r in rows if r["exported"] == "True"}
+    assert set(_manifest(out)) == {r["export_id"] for r in rows if r["exported"] == "True"}
+    with pytest.raises(ValueError, match="Acne"):
+        bench.simulate([(pairs[0][0], "Acne")], tmp_path / "other", work=tmp_path / "work2")
+
+
+def test_the_exported_skin_tone_is_the_one_curate_measures(tmp_path):
+    """The manifest's ITA (measured on arrival, data.skin.working_ita) is the value curate's fingerprint computes for
+    the same file: the same working size, the same rule."""
+    from conftest import make_photo
+
+    from mpoxscan.data import fingerprint, skin
+
+    assert skin.WORKING_SIDE == fingerprint.WORK_SIDE
+    for seed in range(3):
+        path = tmp_path / f"{seed}.jpg"
+        make_photo(seed, (900, 700)).save(path, quality=90)
+        assert skin.working_ita(path.read_bytes()) == fingerprint.compute(path).ita

@@ -127,13 +127,18 @@ class _Screened:
     answer: Screening
     heatmap: bytes | None
     sent: SentPhoto
+    ita: float | None = None
 
 
-def _screen_for_storing(screener: Screener, sent: SentPhoto) -> _Screened:
+def _screen_for_storing(screener: Screener, sent: SentPhoto, measure_tone: bool = False) -> _Screened:
+    """``measure_tone``: the photo's skin tone too (for the training export: only with the training consent)."""
+    from mpoxscan.data.skin import working_ita
+
     jpeg = strip_metadata(sent.image, max_side=STORED_MAX_SIDE)
     stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
     answer, cam, seen = screener.screen_and_map(stored)
-    return _Screened(jpeg, answer, None if cam is None else heatmap_png(answer, cam, seen), sent)
+    return _Screened(jpeg, answer, None if cam is None else heatmap_png(answer, cam, seen), sent,
+                     working_ita(jpeg) if measure_tone else None)
 
 
 def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
@@ -161,7 +166,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
     if len(sent) > MAX_PHOTOS:
         raise ValueError(f"at most {MAX_PHOTOS} photos per case")
     answers = check_answers(answers or {})
-    screened = [_screen_for_storing(screener, one) for one in sent]
+    screened = [_screen_for_storing(screener, one, training_consent) for one in sent]
     pin_hash = hash_pin(pin) if pin else None
     highest = max(screened, key=lambda s: s.answer.positive_probability)
     urgent = min(screened, key=lambda s: URGENCY[s.answer.answer])  # the first of the most urgent, in sent order
@@ -188,7 +193,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                                      device_probabilities=one.sent.device_probabilities,
                                      predicted=one.answer.predicted, probabilities=one.answer.probabilities,
                                      screening_probability=one.answer.positive_probability,
-                                     answer=one.answer.answer, answer_reason=one.answer.reason)
+                                     answer=one.answer.answer, answer_reason=one.answer.reason, ita=one.ita)
                            for position, (stored_name, one) in enumerate(zip(names, screened), start=1)]
             db.add(case)
             try:
@@ -214,7 +219,7 @@ def photos_of(case: Case) -> list:
                             computed=case.computed, device_probabilities=case.device_probabilities,
                             predicted=case.predicted, probabilities=case.probabilities,
                             screening_probability=case.screening_probability, answer=case.answer,
-                            answer_reason=case.answer_reason)]
+                            answer_reason=case.answer_reason, ita=None)]
 
 
 def photo_of(case: Case, position: int):

@@ -397,13 +397,12 @@ def cases_export(out: Path, data_dir: Path | None, db: str | None, photo_store: 
     drops the withdrawn ones; a crash leaves the previous export whole. The database must be at this version's schema
     (it is not migrated here)."""
     from mpoxscan.web.db import default_data_dir
-    from mpoxscan.web.training_export import check_schema, curate_command, export_cases
+    from mpoxscan.web.training_export import curate_command, export_cases
 
     folder = data_dir or default_data_dir()
     if not db and not (folder / "mpoxscan.sqlite3").is_file():
         raise MpoxscanError(f"no database in {folder}: give the --data-dir (or --db) the server uses")
     with _session(folder, db, migrate_schema=False) as session:
-        check_schema(session.get_bind())
         report = export_cases(session, _photo_store(photo_store, folder, session.get_bind()), out)
     classes = ", ".join(f"{label} {n}" for label, n in report.by_class.items()) or "no case yet"
     if report.recovered:

@@ -147,6 +147,9 @@ class CasePhoto(Base):
     screening_probability: Mapped[float] = mapped_column(Float)
     answer: Mapped[str] = mapped_column(String(12))
     answer_reason: Mapped[str | None] = mapped_column(String(64))
+    # The photo's skin tone (ITA, degrees; data.skin.working_ita), measured when it arrives with the training consent
+    # (for the export's manifest); NULL without that consent or without enough skin (migration 0008).
+    ita: Mapped[float | None] = mapped_column(Float)
     case: Mapped[Case] = relationship(back_populates="photos")
 
 

@@ -1,6 +1,7 @@
 """The second consent and the expert's label (issue 30): cases.training_consent (optional, never given by default),
 cases.label / label_test / label_test_result (a class of the model's taxonomy or "unsure", and the test that
-confirmed it), and training_withdrawals (the export ids of cases whose training consent was withdrawn).
+confirmed it), case_photos.ita (the skin tone, measured on arrival for cases with that consent), and
+training_withdrawals (the export ids of cases whose training consent was withdrawn).
 
 Cases stored before this revision have no training consent and no label: no export ever holds them.
 
@@ -31,6 +32,7 @@ def upgrade() -> None:
                    sa.Column("label_test", sa.String(length=16), nullable=True),
                    sa.Column("label_test_result", sa.String(length=16), nullable=True)):
         op.add_column("cases", column)
+    op.add_column("case_photos", sa.Column("ita", sa.Float(), nullable=True))
     op.create_table("training_withdrawals",
                     sa.Column("export_id", sa.String(length=64), nullable=False),
                     sa.Column("withdrawn_at", mpoxscan.web.tables.UTCDateTime(timezone=True), nullable=False),
@@ -39,6 +41,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("training_withdrawals")
+    op.execute("ALTER TABLE case_photos DROP COLUMN ita")
     for name in ("label_test_result", "label_test", "label", "training_consent"):
         # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later) for the same reason as above: no copy of the table.
         op.execute(f"ALTER TABLE cases DROP COLUMN {name}")
