@@ -559,3 +559,19 @@ def test_the_exported_skin_tone_is_the_one_curate_measures(tmp_path):
         path = tmp_path / f"{seed}.jpg"
         make_photo(seed, (900, 700)).save(path, quality=90)
         assert skin.working_ita(path.read_bytes()) == fingerprint.compute(path).ita
+
+
+def test_a_case_whose_photo_is_gone_from_the_store_is_left_out_whole_with_a_warning(client, database, store_kind,
+                                                                                   tmp_path):
+    """A photo removed from the store by hand: the export leaves that case out (never half a case) and says so."""
+    app = client.app
+    whole = _send(client, _photo_bytes(50), training_consent="true").json()
+    broken = _send(client, _photo_bytes(51), training_consent="true", **_more_photo(client, 2, 52)).json()
+    for sent in (whole, broken):
+        assert _conclude(client, sent["number"], label="Measles").status_code == 303
+    with _db(app) as db:
+        second = service.photo_of(service.case_by_number(db, broken["number"]), 2).photo_file
+    app.state.photos.delete_file(second)
+    r = _export(tmp_path, database, store_kind, tmp_path / "out")
+    assert r.exit_code == 0 and "1 case(s) left out: a photo missing from the photo store" in r.output
+    assert _files(tmp_path / "out") == {f"Measles/case-{_export_id(app, whole['number'])}_1.jpg"}
