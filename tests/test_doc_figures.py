@@ -390,3 +390,19 @@ def test_readme_figures_of_the_shipped_model_and_the_offtask_benchmark():
             f"{100 * offtask['real']['held_out_cross_fitted']['rate']:.1f} % |") in readme
     assert "(286)" in readme and offtask["offtask_all"]["n"] == 286
     assert f"| {offtask['seconds']:.0f} s |" in readme
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in (REPO / "benchmarks/results/gpu").glob("*/predictions.tar.gz")
+                                       for p in [p.parent]))
+def test_committed_inner_validation_predictions_are_those_of_the_archive(run, tmp_path):
+    """valid_predictions.csv is exactly what `benchmarks/gpu/unpack.py --valid-csv` writes from the run's
+    predictions.tar.gz (the GPU machine's own files): nothing in it was typed or edited."""
+    import shutil
+
+    sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+    import unpack
+
+    folder = REPO / "benchmarks/results/gpu" / run
+    for name in ("results.json", "predictions.tar.gz"):
+        shutil.copy(folder / name, tmp_path / name)
+    assert unpack.write_valid_predictions(tmp_path).read_bytes() == (folder / "valid_predictions.csv").read_bytes()
