@@ -32,9 +32,9 @@ from mpoxscan.data.fingerprint import Fingerprint
 
 @dataclass(frozen=True)
 class DuplicateParams:
-    phash_radius: int = 16
+    phash_radius: int = 12
     quadrant_radius: int = 6
-    neighbours: int = 8  # nearest pictures by CNN descriptor verified as candidates (0: pHash candidates only)
+    neighbours: int = 6  # nearest pictures by CNN descriptor verified as candidates (0: pHash candidates only)
     match_min: float = 0.4  # median tile correlation of the aligned pictures that makes a copy
     min_inliers: int = 6  # keypoint matches agreeing on one transform, to try that alignment
 

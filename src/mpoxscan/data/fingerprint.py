@@ -137,6 +137,53 @@ def dihedral_phashes(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(hashes), np.array(quads)
 
 
+#: A row or column of the working picture whose grey levels vary less than this (0-255) is margin, not picture.
+MARGIN_STD = 1.5
+#: A caption strip: at most this share of the picture, beyond a margin band of at least MARGIN_GAP rows.
+CAPTION_SHARE, MARGIN_GAP = 0.25, 3
+
+
+def _span(content: np.ndarray) -> tuple[int, int]:
+    """[start, end) of the picture along one axis: the margins at both ends stripped, then a caption strip cut off
+    where a margin band of MARGIN_GAP lines or more separates it from the rest near one end."""
+    on = np.flatnonzero(content)
+    if not len(on):
+        return 0, len(content)
+    start, end = int(on[0]), int(on[-1]) + 1
+    flat = ~content[start:end]
+    n = end - start
+    for k in range(n):  # a margin band starting at k
+        if flat[k] and (k == 0 or not flat[k - 1]):
+            stop = k
+            while stop < n and flat[stop]:
+                stop += 1
+            if stop - k >= MARGIN_GAP:
+                if k <= CAPTION_SHARE * n:  # a strip before the band: caption above
+                    return _span_from(start + stop, end, content)
+                if n - stop <= CAPTION_SHARE * n:  # a strip after it: caption below
+                    return start, start + k
+    return start, end
+
+
+def _span_from(start: int, end: int, content: np.ndarray) -> tuple[int, int]:
+    on = np.flatnonzero(content[start:end])
+    return (start + int(on[0]), start + int(on[-1]) + 1) if len(on) else (start, end)
+
+
+def content_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """The picture inside a figure panel: uniform margins (frames, letterboxing) stripped and a caption strip cut
+    off. A web copy of a photo is often framed or captioned ("Figure 2"); those parts say nothing about the photo,
+    and two different photos in one journal's frame would otherwise look alike. The whole picture when the rest
+    would be under half of it (a photo with a plain background keeps it)."""
+    gray = np.asarray(image.convert("L"), np.float32)
+    h, w = gray.shape
+    y0, y1 = _span(gray.std(axis=1) >= MARGIN_STD)
+    x0, x1 = _span(gray[y0:y1].std(axis=0) >= MARGIN_STD) if y1 > y0 else (0, w)
+    if (y1 - y0) * (x1 - x0) < 0.5 * w * h or min(y1 - y0, x1 - x0) < 16:
+        return 0, 0, w, h
+    return x0, y0, x1, y1
+
+
 def _quarters(size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """Top-left, top-right, bottom-left, bottom-right: a privacy bar or a sticker spoils one or two, not all four."""
     w, h = size
@@ -159,17 +206,21 @@ def compute(path: Path) -> Fingerprint:
         return Fingerprint(sha256=sha, error=str(exc).removeprefix(f"{path.name}: "))
     width, height = image.info["source_size"]
     image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    hashes, quadrants = dihedral_phashes(image)
+    # Quality and skin tone describe the whole photo; what finds copies describes the picture inside its frame.
     rgb = np.asarray(image, np.float32)
-    gray_work = image.convert("L")
-    gray = np.asarray(gray_work, np.float32)
     colour = np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean()
+    gray_std, tone = float(np.asarray(image.convert("L"), np.float32).std()), ita(image)
+    box = content_box(image)
+    if box != (0, 0, *image.size):
+        image = image.crop(box)
+    hashes, quadrants = dihedral_phashes(image)
+    gray_work = image.convert("L")
     small = gray_work.copy()
     small.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BOX)
     return Fingerprint(sha256=sha, width=width, height=height, phash=hashes, quadrants=quadrants,
                        gray=np.asarray(small, np.uint8), keypoints=keypoints(gray_work, small.size[0] / gray_work.size[0]),
                        embedding=None if _embedder is None else _embedder(image),
-                       gray_std=float(gray.std()), colourfulness=float(colour), ita=ita(image))
+                       gray_std=gray_std, colourfulness=float(colour), ita=tone)
 
 
 def compute_all(paths: list[Path], jobs: int | None = None, progress: bool = True,

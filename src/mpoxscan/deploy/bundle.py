@@ -2,11 +2,13 @@
 
     python -m mpoxscan.deploy.bundle [--data ../shared/data] [--work runs/bundle]
 
-The recipe is the best mobile configuration of the cross-validation (benchmarks/results/cv): EfficientNet-Lite0,
-its last five blocks fine-tuned, trained here on every kept image of MSLD v2.0 (20 % of the patients held out for
-early stopping, temperature and the screening threshold). It is exported and the smallest variant that passes the
+The recipe is EfficientNet-Lite0 with its last five blocks fine-tuned (finetune), chosen and measured on the pooled
+public data set (issue 26: six sources, 8 classes; benchmarks/pool_bench.py): trained here on every kept photo of
+the pool (20 % of the groups held out for early stopping and the temperature). The screening threshold is the
+operating point of the recipe's out-of-fold predictions on the pool's 5 grouped folds (95 % of hundreds of mpox
+photos), not the held-out 20 %'s; the card describes exactly that threshold. The smallest variant that passes the
 fidelity gate (int8, else fp16, else fp32) is written to src/mpoxscan/bundled/ with card.json and fidelity.json
-(the fp32 model's probabilities on the held-out images, so that a test can check the shipped file against them).
+(the fp32 model's outputs on the held-out images, so that a test can check the shipped file against them).
 """
 
 from __future__ import annotations
@@ -25,27 +27,35 @@ from mpoxscan.deploy.fidelity import Gate
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "bundled"
 REPO = Path(__file__).resolve().parents[3]
 RECIPE = {"architecture": "efficientnet_lite0", "strategy": "finetune", "views": 4, "seed": 0, "options": {}}
-#: The cross-validations of exactly this recipe (benchmarks/cv_bench.py runs), the primary estimate first.
-CV_RUNS = {"patient-grouped 10 folds": "finetune-10fold",
-           "MSLD v2.0's official 5 splits, patient-grouped (they put 1 to 2 patient groups on both sides of a split; "
-           "see benchmarks/results/curate.md)": "finetune-exports-official"}
-CV_RESULTS = REPO / "benchmarks" / "results" / "cv"
-DATASET = {"name": "MSLD v2.0 (Mpox Skin Lesion Dataset)", "folder": "msld-v2",
-           "licence": "CC BY-NC 4.0: non-commercial research use only",
-           "citation": "Ali et al., Mpox Skin Lesion Dataset v2.0, 2024"}
+POOL = "public"  # the shipped pool file (data/pools/public.toml)
+POOL_FOLDS = 5
+#: The cross-validations of exactly this recipe on the pool (benchmarks/pool_bench.py), by protocol.
+POOL_RUNS = {"kfold": "finetune-kfold", "official": "finetune-official", "loso": "finetune-loso"}
+POOL_RESULTS = REPO / "benchmarks" / "results" / "pool"
+PROTOCOL_NAMES = {
+    "kfold": "the pool's 5 grouped folds, stratified by class and source",
+    "official": "MSLD v2.0's official 5 splits (MSLD test photos), the other sources on the training side only",
+    "loso": "leave one site out: each of MSLD, msid, viral-rash, hfmd, DermNet NZ tested by a model that never saw it",
+}
+DATASET = {"name": "The public pool: MSLD v2.0, MSLD v1, DermNet NZ (atlas), viral-rash-2024, MSID, hfmd-2025, "
+                   "de-duplicated across sources (mpoxscan curate --pool public)",
+           "licence": "MSLD: CC BY-NC 4.0 (non-commercial research use only); the other sources state no licence: "
+                      "third-party web and atlas images, research use only, do not redistribute",
+           "citation": "Ali et al., Mpox Skin Lesion Dataset v2.0, 2024; and the sources listed in ../shared/data"}
 INTENDED_USE = ("A preliminary screening aid for skin lesions photographed with a phone: it says whether the photo "
                 "looks like mpox enough to deserve a health worker's attention. Research and non-commercial use.")
 LIMITS = [
     "Not a diagnosis and not a medical device: a negative answer does not rule mpox out.",
-    "Trained on 750 public photos of 6 classes (mpox, chickenpox, cowpox, HFMD, measles, healthy); any other skin "
-    "condition will be forced into one of them.",
+    "Trained on public web and atlas photos of 8 classes (mpox, chickenpox, cowpox, HFMD, measles, healthy skin, acne "
+    "and other look-alike rashes in one class); any other skin condition is forced into one of them. Labels are the "
+    "uploaders' folder names, not clinical diagnoses.",
     "Public images are mostly of typical presentations; accuracy on early lesions, mucosal lesions or unusual photos "
-    "is unknown. Figures per skin tone (ITA bins) are in cross_validated_metrics where measured.",
+    "is unknown. The leave-one-site-out figures (cross_validated_metrics.protocols.loso) are the honest estimate for "
+    "photos from a place the model never saw.",
     "Photos the model cannot judge get 'cannot tell' (too small, too dark, blurred, too compressed, not a skin "
-    "close-up, unlike its training photos: answer_rule); the off-task check learned only what skin close-ups look "
-    "like, so a picture of skin that is not a lesion close-up (a face, a hand) may still be screened.",
-    "The screening threshold was set for 95 % mpox sensitivity on 150 held-out photos: it gives many false "
-    "positives by design.",
+    "close-up, unlike its training photos: answer_rule).",
+    "The screening threshold flags 95 % of the mpox photos of the pool's out-of-fold predictions: it gives false "
+    "positives by design; see the positive predictive values at 1, 10 and 30 % prevalence.",
 ]
 
 
@@ -53,24 +63,45 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _rounded(v: dict) -> dict:
-    return {"mean": round(v["mean"], 4), "sd": round(v["sd"], 4)}
+def pool_manifest(data: Path, folder: Path) -> Path:
+    """Curate the pool (the shipped pool file, 5 grouped folds) into ``folder``; the manifest's path. The bundle
+    and benchmarks/pool_bench.py curate it this one way, so that the card's figures describe the same rows."""
+    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
+    from mpoxscan.data.sources import load_pool, pool_path
+
+    sources, classes = load_pool(pool_path(POOL), Path(data).resolve())
+    opts = CurateOptions(n_folds=POOL_FOLDS, seed=0, progress=True, classes=classes)
+    write_outputs(curate(sources, opts), Path(folder), opts, force=True)
+    return Path(folder) / "manifest.csv"
 
 
-def cv_estimate(recipe: dict = RECIPE, runs: dict[str, str] = CV_RUNS, folder: Path = CV_RESULTS) -> dict:
-    """The recipe's cross-validated metrics, as benchmarks/cv_bench.py measured them: per protocol the mean and sd
-    over folds, the pooled out-of-fold figures with their patient-bootstrap intervals, and the per-skin-tone
-    figures where the manifest had tones. A run of another recipe (other strategy options) is an error, not a
-    silent substitute."""
+#: Benchmarks of the shipped model call this to find its held-out photos.
+training_manifest = pool_manifest
+
+
+def shipped_operating_point(folder: Path = POOL_RESULTS) -> dict:
+    """The threshold the bundle ships: from the recipe's pooled out-of-fold predictions on the pool's k folds."""
+    from mpoxscan.evaluation.operating import operating_point, read_predictions
+
+    path = folder / POOL_RUNS["kfold"] / "oof_predictions.csv"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run benchmarks/pool_bench.py --only kfold first (the shipped threshold "
+                         "is chosen on its out-of-fold predictions)")
+    point = operating_point(read_predictions(path))
+    return {**point, "source": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)}
+
+
+def pool_estimates(threshold: float, folder: Path = POOL_RESULTS, recipe: dict = RECIPE) -> dict:
+    """The recipe's cross-validated figures on the pool, every one at the shipped ``threshold``: per protocol the
+    fold accuracies, the pooled figures with group-level bootstrap intervals, per class the share flagged positive,
+    the PPV at 1, 10 and 30 % prevalence; for leave-one-site-out also each site's answers under the whole rule. A
+    run of another recipe is an error, not a silent substitute."""
+    from mpoxscan.evaluation.operating import figures_at, read_predictions
     from mpoxscan.training.cv import resolved_options
 
-    keep = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "screening_auc", "screening_sensitivity",
-            "screening_specificity", "ece")
-    # Compared with defaults filled in on both sides: runs record every option since 2026-11-27, RECIPE only those
-    # it sets, and a card's recipe whatever its checkpoint recorded.
     wanted = resolved_options(recipe["strategy"], recipe["options"])
     protocols = {}
-    for protocol, name in runs.items():
+    for protocol, name in POOL_RUNS.items():
         path = folder / name / "results.json"
         if not path.exists():
             continue
@@ -81,36 +112,25 @@ def cv_estimate(recipe: dict = RECIPE, runs: dict[str, str] = CV_RUNS, folder: P
             raise SystemExit(f"{path} measured another recipe ({results['config']['strategy']} {measured}), "
                              f"not {recipe['strategy']} {recipe['options']}")
         model = results["models"][recipe["architecture"]]
-        entry = {"source": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
-                 "folds": len(model["folds"]), "metrics": {k: _rounded(model["summary"][k]) for k in keep}}
-        if model.get("pooled"):
-            entry["pooled_out_of_fold"] = model["pooled"]
+        at = figures_at(read_predictions(folder / name / "oof_predictions.csv"), threshold)
+        entry = {"protocol": PROTOCOL_NAMES[protocol], "source": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+                 "folds": {f["fold"]: {"accuracy": round(f["metrics"]["accuracy"], 4),
+                                       "mpox_auc": (f["metrics"].get("screening") or {}).get("auc"),
+                                       "n_test": f["info"]["n_test"]} for f in model["folds"]},
+                 "accuracy_over_folds": {k: round(model["summary"]["accuracy"][k], 4) for k in ("mean", "sd")},
+                 "at_shipped_threshold": at}
         if model.get("tone"):
             entry["skin_tone"] = model["tone"]
-        if model.get("exports"):
-            entry["exported_files"] = {p: {k: _rounded(e[k]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}
-                                       for p, e in model["exports"].items()}
+        if model.get("answers"):
+            entry["answers_per_site"] = model["answers"]["per_fold"]
+            entry["answers_note"] = ("each site's photos answered by the fold's own exported file (fp32) with the "
+                                     "whole answer rule fitted on the other sites' photos, its threshold from its own "
+                                     "inner validation: flagged = positive, cannot tell = refused")
         protocols[protocol] = entry
-    if not protocols:
-        return {}
-    primary = next(iter(protocols))
-    return {"protocol": primary, "metrics": protocols[primary]["metrics"], "protocols": protocols,
-            "note": "Estimates of the recipe (the same training on other data splits), not scores of this file: "
-                    "this file was trained on all of these images. exported_files: each fold's model exported and "
-                    "quantized like this file, scored on that fold's test images. skin_tone: pooled out-of-fold, "
-                    "each photo at its fold's threshold, by ITA bin."}
-
-
-def training_manifest(data: Path, folder: Path) -> Path:
-    """Curate the bundle's training set (MSLD v2.0, its official folds) into ``folder``; the manifest's path.
-    Benchmarks of the shipped model call this too, to find its held-out photos."""
-    from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-    from mpoxscan.data.sources import Source
-
-    data = Path(data).resolve()
-    opts = CurateOptions(folds_from=data / DATASET["folder"] / "_meta" / "folds.csv", progress=True)
-    write_outputs(curate([Source("msld2", data / DATASET["folder"], r"^([A-Z]+_\d+)_")], opts), Path(folder), opts, force=True)
-    return Path(folder) / "manifest.csv"
+    return {"threshold": threshold, "protocols": protocols,
+            "note": "Estimates of the recipe (the same training on other splits of the pool), not scores of this file: "
+                    "this file was trained on all of these photos. Every pooled figure is at the shipped threshold; "
+                    "intervals are 95 % group-level bootstrap intervals (copies and patients drawn together)."}
 
 
 def _option_values(recipe: dict) -> dict[str, tuple]:
@@ -151,7 +171,8 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     from mpoxscan.training.train import inner_split, load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
-    manifest = training_manifest(data, work / "msld2")
+    point = shipped_operating_point()  # first: without the pool's cross-validation there is nothing to ship
+    manifest = pool_manifest(data, work / "pool")
     if reuse_checkpoint and (work / "checkpoint" / "model.pt").exists():
         _, card = load_checkpoint(work / "checkpoint")
         if not same_training_data(manifest, card["data"]):
@@ -167,7 +188,8 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     report, rejected = None, {}
     for precisions in (["fp32", "int8"], ["fp32", "fp16"], ["fp32"]):  # the smallest variant that passes the gate
         try:
-            report = export(work / "checkpoint", exported, precisions, manifest, gate, force=True)
+            report = export(work / "checkpoint", exported, precisions, manifest, gate, force=True,
+                            screening_threshold=point["threshold"])
             break
         except MpoxscanError as exc:
             print(f"{precisions[-1]} not bundled: {exc}", flush=True)
@@ -192,7 +214,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
                            for k in range(0, len(images), 16)])
     fidelity = {"reference": "fp32, offtask, quality: outputs of the fp32 ONNX export of the same checkpoint; gradcam: "
                               "captum LayerGradCam of the PyTorch checkpoint for the fp32 answer (last feature map)", "images": [
-        {"path": f"{DATASET['folder']}/{r.relpath}", "sha256": r.sha256, "label": r.label,
+        {"path": f"{r.source}/{r.relpath}", "sha256": r.sha256, "label": r.label,
          "fp32": [round(float(x), 6) for x in p], "gradcam": np.round(c, 5).tolist(),
          "offtask": round(float(o), 5), "quality": [round(float(x), 5) for x in q]}
         for r, p, c, o, q in zip(held, p_ref, cams, out_ref["offtask"], out_ref["quality"])]}
@@ -204,16 +226,18 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
         "file": target.name, "sha256": _sha256(target), "bytes": target.stat().st_size, "precision": chosen,
         "mpoxscan_version": __version__,
         "architecture": card["architecture"], "strategy": card["strategy"], "classes": card["classes"],
-        "positive_class": card["positive_class"], "screening_threshold": card["screening_threshold"],
+        "positive_class": card["positive_class"], "screening_threshold": point["threshold"],
+        "operating_point": point,
         "answer_rule": Screener(target).rule.as_dict(),
         "temperature": card["temperature"], "preprocessing": card["preprocessing"],
-        "data": {**{k: v for k, v in DATASET.items() if k != "folder"}, "images": card["data"]["images"],
+        "data": {**DATASET, "images": card["data"]["images"], "per_class": _class_counts(manifest),
                  "manifest_sha256": card["data"]["manifest_sha256"], "rows_sha256": card["data"].get("rows_sha256")},
         "recipe": {**RECIPE, **{k: v for k, v in card["training"].items() if k != "seconds"}},
         "held_out_metrics": {k: card["validation_metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-        | {"screening": card["validation_metrics"].get("screening"),
-           "note": "on the 150 held-out photos that chose the epoch, the temperature and the threshold: optimistic"},
-        "cross_validated_metrics": cv_estimate(),
+        | {"note": f"on the {card['training']['images_valid']} held-out photos that chose the epoch and the "
+                   "temperature: optimistic; its screening figures are at that split's own threshold, not the "
+                   "shipped one, so they are not repeated here"},
+        "cross_validated_metrics": pool_estimates(point["threshold"]),
         "fidelity": {"gate": gate.__dict__, "variants": variants, "int8_selection": report.get("int8_selection")},
         "intended_use": INTENDED_USE, "limitations": LIMITS,
     }
@@ -223,7 +247,15 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     return model_card
 
 
-def refresh_card_estimates(package: Path = PACKAGE_DIR, runs: dict[str, str] = CV_RUNS, folder: Path = CV_RESULTS) -> dict:
+def _class_counts(manifest: Path) -> dict[str, int]:
+    from collections import Counter
+
+    from mpoxscan.data.manifest import kept_rows
+
+    return dict(sorted(Counter(r.label for r in kept_rows(manifest)).items()))
+
+
+def refresh_card_estimates(package: Path = PACKAGE_DIR, folder: Path = POOL_RESULTS) -> dict:
     """Rewrite only ``cross_validated_metrics`` of the shipped card: they describe the recipe (measured by cv runs
     of it), not the file, so a new run of the same recipe updates them without rebuilding the model."""
     path = package / "card.json"
@@ -232,7 +264,7 @@ def refresh_card_estimates(package: Path = PACKAGE_DIR, runs: dict[str, str] = C
         "options": card["recipe"].get("options", {})}
     if recipe["architecture"] != RECIPE["architecture"] or recipe["strategy"] != RECIPE["strategy"]:
         raise SystemExit(f"{path} describes {recipe['architecture']} {recipe['strategy']}, not the recipe in bundle.py")
-    card["cross_validated_metrics"] = cv_estimate(recipe, runs, folder)
+    card["cross_validated_metrics"] = pool_estimates(card["screening_threshold"], folder, recipe)
     path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -245,8 +277,8 @@ def main() -> None:
                         help="export the checkpoint a previous build left in --work again, without training (after a "
                              "change to export, quantization or the answer rule)")
     parser.add_argument("--card-only", action="store_true",
-                        help="only refresh the card's cross-validated figures from benchmarks/results/cv (after a new "
-                             "cv_bench run of the same recipe); the model file is not touched")
+                        help="only refresh the card's cross-validated figures from benchmarks/results/pool (after a new "
+                             "pool_bench run of the same recipe), at the shipped threshold; the model file is not touched")
     args = parser.parse_args()
     if args.card_only:
         card = refresh_card_estimates()

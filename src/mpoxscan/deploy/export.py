@@ -230,9 +230,12 @@ def build_variants(fp32, card: dict, precisions: list[str], calibration: np.ndar
 
 def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path | None, gate: Gate = Gate(),
            int8_settings: str = "auto", n_calibration: int = 64, n_selection: int = 400, seed: int = 0,
-           force: bool = False, log=print, formats: tuple[str, ...] = ("onnx",)) -> dict:
+           force: bool = False, log=print, formats: tuple[str, ...] = ("onnx",),
+           screening_threshold: float | None = None) -> dict:
     """Write ``model.<precision>.onnx`` for each precision that passes the gate, plus ``export.json`` and
-    ``card.json``; raise a clear error naming every variant that failed."""
+    ``card.json``; raise a clear error naming every variant that failed. ``screening_threshold``: the files'
+    threshold instead of the checkpoint's (the bundle ships the operating point of the recipe's out-of-fold
+    predictions, not the one its 20 % held-out split chose)."""
     from mpoxscan.models.checkpoint import load_checkpoint
 
     unknown = set(precisions) - set(PRECISIONS)
@@ -254,6 +257,9 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
                             "against fp32 on its held-out images, and int8 is calibrated on its training images")
     model, card = load_checkpoint(checkpoint)
     card.setdefault("parameters", int(sum(p.numel() for p in model.parameters())))
+    if screening_threshold is not None:
+        card["checkpoint_screening_threshold"] = card["screening_threshold"]
+        card["screening_threshold"] = float(screening_threshold)
     started = time.perf_counter()
     report: dict = {"checkpoint": str(Path(checkpoint).resolve()), "gate": gate.__dict__, "variants": {}}
     failures: list[str] = []
