@@ -218,9 +218,13 @@ def create_app_from_env() -> FastAPI:
 def uvicorn_options(host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,
                     tls_key: str | None = None) -> dict:
     """uvicorn's options, the same for one server in this process and for `serve --workers N`."""
-    # No access log: its URLs would hold follow-up links (secrets) and case numbers.
+    from mpoxscan.web.connections import BACKLOG, GuardedH11Protocol
+
+    # No access log: its URLs would hold follow-up links (secrets) and case numbers. The protocol: uvicorn's h11 with
+    # a header timeout and a connection cap (slowloris).
     return dict(host=host, port=port, log_level="warning", access_log=False, proxy_headers=bool(trusted_proxies),
-                forwarded_allow_ips=trusted_proxies or None, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+                forwarded_allow_ips=trusted_proxies or None, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                http=GuardedH11Protocol, backlog=BACKLOG)
 
 
 def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,
