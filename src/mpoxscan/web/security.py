@@ -152,6 +152,9 @@ class RateLimits:
     storage: str = "memory://"
     sessions: Any = None  # a sessionmaker: the RESERVED kinds in the database
     _items: dict[str, RateLimitItem] = field(default_factory=dict)
+    # (kind, key) -> when (time.monotonic) this process last saw the database refuse it and until when the refusal
+    # holds: a flood of refused attempts costs no database write each (a refused unlock took 28 ms, 10 without).
+    _refused: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._limiter = MovingWindowRateLimiter(storage_from_string(self.storage))
@@ -177,6 +180,8 @@ class RateLimits:
         if not self._in_database(kind):
             with _storage_errors():
                 return Reservation(kind) if self._limiter.hit(self._item(kind), kind, key) else None
+        if self.refused(kind, key):
+            return None
         from sqlalchemy import delete, func, select, text
 
         from mpoxscan.web.tables import RateLimitHit, utcnow
@@ -199,9 +204,24 @@ class RateLimits:
                 RateLimitHit.kind == kind, RateLimitHit.client == client, RateLimitHit.at > since))
             if counted > self._item(kind).amount:
                 db.rollback()
+                self._remember_refusal(kind, key)
                 return None
             db.commit()
             return Reservation(kind, hit.id)
+
+    def refused(self, kind: str, key: str) -> bool:
+        """Whether this process saw the database refuse ``key`` a moment ago, its window not moved on since (no
+        database asked): a request checking several limits looks at all of them before reserving any."""
+        return self._refused.get((kind, key), 0.0) > time.monotonic()
+
+    def _remember_refusal(self, kind: str, key: str) -> None:
+        """Until the oldest counted attempt leaves the window, this process refuses ``key`` without asking the
+        database again (other workers' counts only add to it; a place given back early is found after that)."""
+        now = time.monotonic()
+        if len(self._refused) > 10_000:  # forget what has expired (an attack from many addresses)
+            for stale in [k for k, until in self._refused.items() if until <= now]:
+                self._refused.pop(stale, None)
+        self._refused[(kind, key)] = now + self.retry_after(kind, key)
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose attempt does not count (the right password or PIN; a check that never
@@ -224,6 +244,9 @@ class RateLimits:
             return type(exc).__name__
 
     def retry_after(self, kind: str, key: str) -> int:
+        refused_until = self._refused.get((kind, key), 0.0) - time.monotonic()
+        if refused_until > 0:
+            return max(1, int(refused_until) + 1)
         if self._in_database(kind):
             from mpoxscan.web.tables import utcnow
 

@@ -211,8 +211,9 @@ def unlock(request: Request, token: str, db: DbSession, settings: AppSettings,
         return _unlocked_redirect(case, token, settings)
     limits, address = request.app.state.limits, client_key(request)
     case_key = f"case {case.token_hash}"  # never reused (a row id is, once a case is withdrawn: issue 27)
+    counts = (("address_unlocks", address), ("case_unlocks", case_key), ("pins", case_key))
     held = []
-    for kind, key in (("address_unlocks", address), ("case_unlocks", case_key), ("pins", case_key)):
+    for kind, key in sorted(counts, key=lambda count: not limits.refused(*count)):  # a known refusal first: no write
         reservation = limits.reserve(kind, key)
         if reservation is None:
             for earlier in held:  # no check ran: the other counts give their places back
@@ -233,7 +234,7 @@ def unlock(request: Request, token: str, db: DbSession, settings: AppSettings,
     if not right:
         service.audit(db, "wrong PIN", case_number=case.number)
         return _locked_page(request, token, lang, i18n.text(lang, "pin.wrong"), 401)
-    limits.release(held[-1])  # the right PIN is no wrong guess
+    limits.release(next(r for r in held if r.kind == "pins"))  # the right PIN is no wrong guess
     return _unlocked_redirect(case, token, settings)
 
 
