@@ -30,9 +30,11 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-#: argon2 checks (each about 64 MiB and a few hundred ms of every core) running at once in one process; a check
-#: that finds them all taken is refused at once (TooBusy: a 429), never queued on a thread that other requests need.
-ARGON2_SLOTS = 2
+#: argon2 checks running at once in one process: one (each takes about 64 MiB and, in its 4 lanes, a few hundred ms
+#: of up to 4 cores; two at once finish no sooner on a small machine). A check that finds none free is refused at
+#: once (TooBusy: a 429), never queued on a thread that other requests need; the sending phone's device key needs no
+#: argon2 at all.
+ARGON2_SLOTS = 1
 _argon2_slots = threading.BoundedSemaphore(ARGON2_SLOTS)
 
 

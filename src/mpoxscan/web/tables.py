@@ -180,7 +180,7 @@ class AuditEvent(Base):
 
 
 class RateLimitHit(Base):
-    """One counted attempt of a rate-limited kind (today: a failed expert sign-in) by one client, kept in the
+    """One counted attempt of a rate-limited kind (security.RESERVED: sign-ins, PIN checks) by one client, kept in the
     database so that the limit survives a restart and is shared by every worker. ``client`` is the sha256 of the
     address; rows older than the limit's window are deleted as new ones come."""
 
