@@ -317,6 +317,46 @@ def unlock_flood(folder: Path, clients: int, rounds: int) -> dict:
             "looped_page_answers": statuses(page_answers), "aim_ratio": 2.0}
 
 
+# 3b. What an argon2 check's priority does to a screening beside it (in this process).
+
+def argon2_priority(rounds: int = 15) -> dict:
+    """A screening's time (median of ``rounds``) alone, and beside a loop of argon2 checks at the same priority and at
+    security.ARGON2_NICE (the checks' own thread, as the server runs them)."""
+    from mpoxscan.deploy.runtime import Screener, bundled_model
+    from mpoxscan.images import load_image
+    from mpoxscan.web import security
+    from mpoxscan.web.crashtest import make_jpeg
+
+    screener, photo = Screener(bundled_model()), load_image(make_jpeg(1, (640, 480)))
+    password_hash = security._hasher.hash("4711")
+
+    def screenings() -> float:
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            screener.screen_and_map(photo)
+            times.append(1000 * (time.perf_counter() - started))
+        return round(statistics.median(times), 1)
+
+    out = {"alone_ms": screenings()}
+    for nice in (0, security.ARGON2_NICE):
+        stop = threading.Event()
+
+        def loop():
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            while not stop.is_set():
+                security._hasher.verify(password_hash, "4711")
+
+        thread = threading.Thread(target=loop)
+        thread.start()
+        time.sleep(0.5)
+        out[f"beside_argon2_nice_{nice}_ms"] = screenings()
+        stop.set()
+        thread.join()
+    return out
+
+
 # 4. Slowloris.
 
 def slowloris(folder: Path, connections: int) -> dict:
@@ -392,6 +432,8 @@ def main() -> None:
             print(json.dumps(out["pin_bursts"][-1]), flush=True)
         out["unlock_flood"] = unlock_flood(folder, 40, 10 if args.quick else 30)
         print(json.dumps(out["unlock_flood"]), flush=True)
+        out["argon2_priority"] = argon2_priority()
+        print(json.dumps(out["argon2_priority"]), flush=True)
         out["slowloris"] = slowloris(folder, 1100)
         print(json.dumps(out["slowloris"]), flush=True)
     out["answers"] = len(STATUSES)
@@ -446,6 +488,10 @@ def report(out: dict) -> str:
            f"the same {fl['clients']} clients reloading the case's locked page instead ({fl['looped_page_answers']}): "
            f"p95 {fl['looped_page_p95_ms']} ms, {fl['looped_page_ratio']}x (for comparison: a flood of a cheap "
            f"page).", "",
+           "## An argon2 check's priority", "",
+           f"A screening (median of 15, this process) alone: {out['argon2_priority']['alone_ms']} ms; beside a loop of "
+           f"argon2 checks at the same priority: {out['argon2_priority']['beside_argon2_nice_0_ms']} ms; at nice 10, as "
+           f"the server runs them: {out['argon2_priority']['beside_argon2_nice_10_ms']} ms.", "",
            "## Slowloris", "",
            f"{sl['opened']} half-open connections (the start of a request's headers, never finished) against "
            f"`mpoxscan serve` with an open-file limit of {sl['open_files_limit']} (soft and hard), opened in "

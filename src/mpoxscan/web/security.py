@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,24 @@ def hash_password(password: str) -> str:
 #: argon2 at all.
 ARGON2_SLOTS = 1
 _argon2_slots = threading.BoundedSemaphore(ARGON2_SLOTS)
+#: The nice value of the threads that run argon2 checks (Linux): the scheduler then gives a screening or a case being
+#: stored its cores first, and the checks what is left.
+ARGON2_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: a nice value is a thread's own, and argon2's lane threads, started
+    from this one, inherit it). Elsewhere nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+# Hand-written rather than left to the request's thread: a lowered priority cannot be raised again without
+# privileges, so the checks get threads of their own that never run anything else.
+_argon2_threads = ThreadPoolExecutor(max_workers=ARGON2_SLOTS, thread_name_prefix="argon2",
+                                     initializer=_lower_priority)
 
 
 class TooBusy(Exception):
@@ -49,7 +69,7 @@ def verify_password(password_hash: str, password: str) -> bool:
     if not _argon2_slots.acquire(blocking=False):
         raise TooBusy("too many password and PIN checks at once: try again in a second")
     try:
-        return _hasher.verify(password_hash, password)
+        return _argon2_threads.submit(_hasher.verify, password_hash, password).result()
     except (VerificationError, InvalidHashError):
         return False
     except UnicodeError:  # a lone surrogate (sent through a multipart charset) is no one's password
