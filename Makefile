@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpoxscan-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test model tflite ray clean
+.PHONY: setup run test docs model tflite ray clean
 
 setup: $(STAMP)
 
@@ -26,13 +26,20 @@ $(STAMP): pyproject.toml Makefile src/mpoxscan/web/package-lock.json
 DATA ?= ../shared/data
 
 # The screening app on the bundled model: open the address it prints (a phone-sized window, or a phone on the
-# same network with `.venv/bin/mpoxscan serve --host 0.0.0.0`). Ctrl-C stops it.
+# same network with `.venv/bin/mpoxscan serve --host 0.0.0.0`). Ctrl-C stops it. `make run PORT=8080`: another port.
+PORT ?= 8000
 run: setup
 	$(BIN)/mpoxscan models --check
-	$(BIN)/mpoxscan serve
+	@echo "mpoxscan: serving on port $(PORT) (another one: make run PORT=8080)"
+	$(BIN)/mpoxscan serve --port $(PORT)
+
+# The documentation site (MkDocs, Material theme) into site/; the tests build it with --strict too.
+# MkDocs 2 is announced as incompatible with every plugin: the dev extra pins mkdocs < 2, so its notice is silenced.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 # Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 5 minutes on 2 cores with the
-# activation cache warm, about 15 with a cold one (README, "On the phone: ... and the bundled model").
+# activation cache warm, about 15 with a cold one (docs/tools/export.md, "The bundled model").
 model: setup
 	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
 
@@ -59,4 +66,4 @@ test: setup
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(TFLITE_VENV) build site src/*.egg-info .pytest_cache

@@ -70,8 +70,9 @@ def shared_threshold(valids: list[tuple], k: int) -> tuple[float | None, str]:
                                                          "inner-validation photos common to all members")
 
 
-def score(members: list[tuple[dict, dict]], rows_by_sha: dict) -> dict:
-    """Fold metrics and pooled statistics of the members' averaged probabilities."""
+def score(members: list[tuple[dict, dict]], rows_by_sha: dict, n_boot: int = 2000) -> dict:
+    """Fold metrics and pooled statistics of the members' averaged probabilities (``n_boot`` bootstrap draws for
+    the pooled intervals; 0: the point values alone)."""
     classes = members[0][0]["classes"]
     k = classes.index(POSITIVE)
     per_fold, labels, proba, groups, thresholds, hows = [], [], [], [], [], []
@@ -82,18 +83,31 @@ def score(members: list[tuple[dict, dict]], rows_by_sha: dict) -> dict:
         if any(shas(t) != shas(tests[0]) for t in tests):
             raise SystemExit(f"fold {fold}: the runs do not share their test photos")
         p_test = np.mean([t[1] for t in tests], axis=0)
-        threshold, how = shared_threshold(valids, k)
-        if threshold is None:
-            # Too few mpox photos lie in every member's inner validation to choose a 95 %-sensitivity point: the
-            # members' own thresholds (each from its own inner validation) are averaged; nothing from the test fold.
-            threshold, how = float(np.mean([v[2]["threshold"] for v in valids])), "members' own, averaged"
+        if any(v is None for v in valids):
+            # Re-scoring from committed files (benchmarks/rescore.py) where a member's inner-validation predictions
+            # were not kept: a run alone keeps the threshold its fold chose; an ensemble's cannot be chosen, so its
+            # sensitivity and specificity are not scored (NaN), never scored at a stand-in threshold.
+            threshold, how = ((tests[0][2]["threshold"], "the run's own") if len(members) == 1 else
+                              (None, "not scored: inner-validation predictions not committed"))
+        else:
+            threshold, how = shared_threshold(valids, k)
+            if threshold is None:
+                # Too few mpox photos lie in every member's inner validation to choose a 95 %-sensitivity point:
+                # the members' own thresholds (each from its own inner validation) are averaged; nothing from the
+                # test fold.
+                threshold, how = float(np.mean([v[2]["threshold"] for v in valids])), "members' own, averaged"
         hows.append(how)
-        per_fold.append(classification_metrics(tests[0][0], p_test, classes, threshold=threshold))
+        fold_metrics = classification_metrics(tests[0][0], p_test, classes, threshold=threshold)
+        if threshold is None:
+            fold_metrics["screening"].update(sensitivity=float("nan"), specificity=float("nan"))
+        per_fold.append(fold_metrics)
         labels += tests[0][0]
         proba.append(p_test)
         groups += [rows_by_sha[sha].group for sha, _ in tests[0][3]]
         thresholds += [threshold] * len(p_test)
-    pooled = pooled_summary(labels, np.concatenate(proba), classes, groups, np.array(thresholds))
+    scored = all(t is not None for t in thresholds)
+    pooled = pooled_summary(labels, np.concatenate(proba), classes, groups,
+                            np.array(thresholds, float) if scored else None, n_boot=n_boot)
     return {"folds": len(per_fold), "threshold": sorted(set(hows)),
             "accuracy": mean_sd_ci([f["accuracy"] for f in per_fold]),
             "macro_f1": mean_sd_ci([f["macro_f1"] for f in per_fold]),

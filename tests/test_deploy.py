@@ -39,7 +39,7 @@ def test_fp32_onnx_matches_pytorch(exported, checkpoint, photos):
     import torch
 
     from mpoxscan.images import load_image
-    from mpoxscan.training.calibration import softmax
+    from mpoxscan.numeric import softmax
     from mpoxscan.training.train import load_checkpoint
 
     model, card = load_checkpoint(checkpoint)

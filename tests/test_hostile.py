@@ -403,34 +403,52 @@ def test_the_sending_phone_opens_its_case_with_its_device_key_whatever_wrong_pin
         assert status.status_code == 200 and status.json()["number"] == sent["number"]
 
 
-def test_the_migration_to_0008_keeps_cases_and_goes_back(database):
+def test_the_migration_0008_hardening_keeps_cases_their_photos_and_messages_and_goes_back(database):
+    """A PIN-locked case with a photo and a message, from the revision before: after 0008_hardening it has no device
+    key (it opens with its PIN, as before) and keeps its photo and message (added in place: a copied table would
+    have taken them through ON DELETE CASCADE on SQLite); down and up again keeps them too."""
+    from alembic import command
+    from alembic.config import Config
     from sqlalchemy import inspect, text
 
-    from mpoxscan.web.db import make_engine, migrate
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
     from mpoxscan.web.tables import utcnow
 
+    before = "0008_training_consent"
     engine = make_engine(database)
-    migrate(engine, "0007")
+    migrate(engine, before)
     with engine.begin() as connection:
         connection.execute(text(
             "INSERT INTO cases (number, token_hash, created_at, photo_file, photo_sha256, model_sha256, computed, "
             "device_probabilities, predicted, probabilities, screening_probability, screening_threshold, status, "
             "answer, language, pin_hash) VALUES ('OLDP-0008', 'h', :t, 'x.jpg', '0', '0', 'device', '{}', "
             "'Monkeypox', '{}', 0.7, 0.5, 'waiting', 'positive', 'en', :pin)"), {"t": utcnow(), "pin": "x"})
+        case_id = connection.scalar(text("SELECT id FROM cases"))
+        connection.execute(text(
+            "INSERT INTO case_photos (case_id, position, photo_file, photo_sha256, computed, device_probabilities, "
+            "predicted, probabilities, screening_probability, answer) VALUES (:c, 1, 'x.jpg', 's', 'device', '{}', "
+            "'Monkeypox', '{}', 0.7, 'positive')"), {"c": case_id})
+        connection.execute(text("INSERT INTO messages (case_id, author, kind, created_at) VALUES "
+                                "(:c, 'expert', 'question', :t)"), {"c": case_id, "t": utcnow()})
+
+    def rows() -> tuple:
+        with engine.connect() as connection:
+            return tuple(connection.scalar(text(f"SELECT count(*) FROM {table}"))
+                         for table in ("cases", "case_photos", "messages"))
+
     migrate(engine)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT number, device_key_hash FROM cases")).all() == [("OLDP-0008", None)]
-    from alembic import command
-    from alembic.config import Config
-
-    from mpoxscan.web.db import MIGRATIONS
-
+    assert rows() == (1, 1, 1)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:  # and back
         config.attributes["connection"] = connection
-        command.downgrade(config, "0007")
+        command.downgrade(config, before)
     assert "device_key_hash" not in {c["name"] for c in inspect(engine).get_columns("cases")}
+    assert rows() == (1, 1, 1)
+    migrate(engine)
+    assert rows() == (1, 1, 1)
     engine.dispose()
 
 

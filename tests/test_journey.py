@@ -209,6 +209,7 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
         assert text("case-status") == "replied"
         _shot(driver, shot("6-dashboard-reply"), "thread")
         driver.find_element(By.CSS_SELECTOR, f"input[name=verdict][value='{verdict}']").click()
+        driver.find_element(By.CSS_SELECTOR, "input[name=label][value='unsure']").click()
         driver.find_element(By.NAME, "message").send_keys(message)
         driver.find_element(By.ID, "send-answer").click()
         assert wait(driver, "return document.getElementById('answered-notice') !== null")

@@ -272,11 +272,15 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.save_screenshot(str(artefacts / "phone-answer.png"))
         send = driver.find_element(By.ID, "send")
         assert send.get_attribute("aria-disabled") == "true"  # nothing leaves the phone without consent
+        training = driver.find_element(By.ID, "training-consent")
+        assert not training.is_selected()  # the second consent is never given for the person
         driver.find_element(By.ID, "consent").click()
         assert send.get_attribute("aria-disabled") == "false"
+        training.click()  # optional: sending never waits for it
         send.click()
         sent = wait(driver, "return window.mpoxscanSent || null")
-        assert sent and sent["number"] in driver.find_element(By.ID, "sent").text
+        assert sent and sent["number"] in driver.find_element(By.ID, "sent").text and sent["training_consent"]
+        assert not driver.find_element(By.ID, "training-consent").is_enabled()  # sent: no longer changed here
         follow_up = driver.find_element(By.ID, "sent-link").get_attribute("href")
         assert follow_up == base + sent["follow_up"]
         assert sent["number"] in driver.find_element(By.ID, "my-cases-list").text  # kept on the phone for later
@@ -323,6 +327,9 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']").click()
         driver.find_element(By.NAME, "message").send_keys("Please show the lesion to the nurse at your health centre.")
         driver.find_element(By.ID, "send-answer").click()
+        assert driver.find_elements(By.ID, "answered-notice") == []  # the label is required: no answer without it
+        driver.find_element(By.CSS_SELECTOR, "input[name=label][value='Monkeypox']").click()
+        driver.find_element(By.ID, "send-answer").click()
         wait(driver, "return document.getElementById('answered-notice') !== null")
         assert sent["number"] in driver.find_element(By.ID, "answered-notice").text
         # The person opens the follow-up link.
@@ -330,6 +337,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.get(follow_up)
         assert "nurse at your health centre" in driver.find_element(By.ID, "expert-message").text
         assert "not enough to say" in driver.find_element(By.ID, "verdict-text").text
+        assert driver.find_element(By.ID, "withdraw-training").is_displayed()  # the training consent, withdrawable
         driver.save_screenshot(str(artefacts / "phone-follow-up.png"))
         # Offline after the first visit: stop the server, reload, screen another photo from the service worker's cache.
         driver.get(base + "/")
@@ -353,6 +361,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
     with app.state.sessions() as db:
         case = case_by_number(db, sent["number"])
         assert case.status == "answered" and case.verdict == "see-health-worker" and case.computed == "device"
+        assert case.training_consent and case.label == "Monkeypox" and case.label_test is None
         assert case.device_probabilities == pytest.approx(result["probabilities"])
     token = follow_up.rsplit("/", 1)[1]
     # Nothing personal in the server's logs (the test's own clients, Selenium and urllib3, log what they send).

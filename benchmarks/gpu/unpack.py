@@ -5,11 +5,18 @@ CPU runs.
     PYTHONPATH=src .venv/bin/python benchmarks/gpu/unpack.py \
         benchmarks/results/gpu/2026-11-27-full-320-40ep-seed0 --name full320-s0
     # -> runs/gpu/full320-s0-official/ and runs/gpu/full320-s0-kfold/ (config.json, results.json, predictions/)
+    PYTHONPATH=src .venv/bin/python benchmarks/gpu/unpack.py benchmarks/results/gpu/2026-11-27-full-320-40ep-seed0 --valid-csv
+    # -> benchmarks/results/gpu/2026-11-27-full-320-40ep-seed0/valid_predictions.csv
+
+`--valid-csv` writes the inner-validation predictions of every fold (what each fold's threshold and temperature
+were fitted on) as one CSV beside `oof_predictions.csv`, in its columns, so that a figure that needs them (an
+ensemble's threshold) can be re-scored from committed files (tests/test_doc_figures.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import tarfile
@@ -50,12 +57,43 @@ def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
     return out
 
 
+def write_valid_predictions(returned: Path) -> Path:
+    """``returned/valid_predictions.csv``: the inner-validation predictions in predictions.tar.gz, one row per photo
+    and fold, in oof_predictions.csv's columns (threshold: the one the fold chose on these photos)."""
+    report = json.loads((returned / "results.json").read_text())
+    path = returned / "valid_predictions.csv"
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(returned / "predictions.tar.gz") as tar:
+        tar.extractall(tmp, filter="data")
+        classes = next(iter(report["results"].values()))["classes"]
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["protocol", "image", "sha256", "group", "fold", "model", "strategy", "variant", "label",
+                        "threshold"] + [f"p_{c}" for c in classes])
+            for protocol in report["results"]:
+                for part in sorted((Path(tmp) / protocol / "predictions" / "valid").glob("*.csv")):
+                    model, strategy, fold, *variant = part.stem.split("__")
+                    threshold = json.loads(part.with_suffix(".json").read_text())["threshold"]
+                    with open(part, newline="") as src:
+                        for row in csv.DictReader(src):
+                            w.writerow([protocol, row["path"], row["sha256"], row["group"], fold, model, strategy,
+                                        variant[0] if variant else "main", row["label"], f"{threshold:.6f}"]
+                                       + [row[f"p_{c}"] for c in classes])
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("returned", type=Path, help="the folder the device tool returned (files_at)")
-    parser.add_argument("--name", required=True, help="run folders are named NAME-official and NAME-kfold")
+    parser.add_argument("--name", help="run folders are named NAME-official and NAME-kfold")
+    parser.add_argument("--valid-csv", action="store_true",
+                        help="only write RETURNED/valid_predictions.csv (the inner-validation predictions)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "gpu")
     args = parser.parse_args()
+    if args.valid_csv:
+        print(write_valid_predictions(args.returned))
+        return
+    if not args.name:
+        parser.error("--name is needed to unpack into run folders")
     for run in unpack(args.returned, args.name, args.runs):
         print(run)
 

@@ -7,6 +7,7 @@ use ``retone`` to move a photo along the skin-tone axis.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -60,6 +61,21 @@ def ita(image: Image.Image | np.ndarray) -> float | None:
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     tone = skin_tone(rgb)
     return None if tone is None else ita_of_lab(*tone)
+
+
+#: The size curate measures a photo's skin tone at (data.fingerprint's working copy): a photo measured elsewhere
+#: (the training export) is measured at the same size, so that the two values agree.
+WORKING_SIDE = 256
+
+
+def working_ita(data: bytes | Path) -> float | None:
+    """ita() of an image file as curate measures it: decoded at a reduced scale where the JPEG allows, reduced to
+    WORKING_SIDE (long side, box filter)."""
+    from mpoxscan.images import load_image
+
+    image = load_image(data, min_side=WORKING_SIDE)
+    image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+    return ita(image)
 
 
 def ita_bin(value: float | None) -> str | None:

@@ -35,7 +35,7 @@ def explain_images(model_path: Path | str, images: list[Path], out: Path, method
 
         from mpoxscan.explain.attribution import attribute
         from mpoxscan.preprocess import Preprocessing
-        from mpoxscan.training.calibration import softmax
+        from mpoxscan.numeric import softmax
         from mpoxscan.models.checkpoint import load_checkpoint
 
         model, card = load_checkpoint(model_path)

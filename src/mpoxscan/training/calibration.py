@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from mpoxscan.numeric import softmax
 
 
 def fit_temperature(logits: np.ndarray, y_idx: np.ndarray) -> float:

@@ -15,7 +15,9 @@ from mpoxscan.data.manifest import kept_rows, manifest_digest  # noqa: F401  (re
 from mpoxscan.data.splits import FoldSplit, group_leaks, make_splits  # noqa: F401
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import POSITIVE, classification_metrics, screening_threshold
-from mpoxscan.training.calibration import fit_temperature, softmax
+from mpoxscan.numeric import softmax
+from mpoxscan.training.calibration import fit_temperature
+from mpoxscan.training.outputs import FoldOutput
 
 
 @dataclass
@@ -33,17 +35,6 @@ class CVConfig:
     # and score the exported files on the fold's test images: the accuracy of what is shipped.
     exports: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class FoldOutput:
-    logits_test: np.ndarray
-    logits_valid: np.ndarray
-    info: dict
-    model: object = None  # the trained network, when config.exports asks for it
-    # Other predictions of the same fold, {suffix: (logits_test, logits_valid)}, each calibrated on its own and saved
-    # as <stem>__<suffix>: e.g. with and without TTA, or a distillation's teachers.
-    extra_outputs: dict = field(default_factory=dict)
 
 
 # One registry for `cv` and `train`: each strategy trains on split.train and selects on split.valid, and returns the
@@ -310,7 +301,7 @@ def run_cv(config: CVConfig, out: Path, progress: bool = True, ray_address: str 
         else:
             from mpoxscan.training.ray_cv import run_folds_on_ray
 
-            run_folds_on_ray(ray_address, out, config, rows, classes, pending, on_done=bar.update)
+            run_folds_on_ray(ray_address, out, config, rows, classes, pending, run_fold, on_done=bar.update)
     results = summarise(out, config, classes, splits, rows)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_oof_predictions(out, config, classes, splits, rows)

@@ -56,7 +56,7 @@ class DistillParams:
 
 def ensemble_logits(logits: list[np.ndarray]) -> np.ndarray:
     """The log of the mean softmax of several models: the ensemble's logits (its softmax is their mean)."""
-    from mpoxscan.training.calibration import softmax
+    from mpoxscan.numeric import softmax
 
     return np.log(np.clip(np.mean([softmax(z) for z in logits], axis=0), 1e-12, None))
 
@@ -66,7 +66,7 @@ def distill_fold(model_name: str, rows, split, classes: list[str], config, progr
     """Teachers, then the student, on one fold; the student's logits, and the teachers' in ``extra_outputs``."""
     import torch
 
-    from mpoxscan.training.cv import FoldOutput
+    from mpoxscan.training.outputs import FoldOutput
     from mpoxscan.training.features import preprocessing_for
     from mpoxscan.training.full import (Teacher, device_images, predict_logits, resolve_device,
                                         train_network)

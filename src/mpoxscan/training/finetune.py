@@ -44,7 +44,7 @@ class FinetuneParams:
     # Input size (issue 12): None, the backbone's own. The frozen part then runs (once per view) at this size and
     # the trained blocks see proportionally larger activations (about 2x the training time at 320). The first GPU
     # probe measured whole-network Lite0 3 points better at 320 px than at 224, but with the early blocks frozen
-    # 320 px measured worse (README, "Input size").
+    # 320 px measured worse (docs/research/training.md, "Input size").
     input_size: int | None = None
 
     @classmethod
@@ -145,7 +145,7 @@ def finetune_fold(model_name: str, rows, split, classes: list[str], config, prog
     from torch import nn
 
     from mpoxscan.models import create_model
-    from mpoxscan.training.cv import FoldOutput
+    from mpoxscan.training.outputs import FoldOutput
 
     params = params or FinetuneParams.from_dict(config.extra.get("finetune"))
     if (params.tone_balance or params.tone_decorrelation) and not any(r.ita for r in rows):

@@ -388,7 +388,7 @@ def full_fold(model_name: str, rows, split, classes: list[str], config, progress
     ``config.tta`` the TTA ones; the other kind in ``extra_outputs``), or with ``return_model`` (model, facts)."""
     import torch
 
-    from mpoxscan.training.cv import FoldOutput
+    from mpoxscan.training.outputs import FoldOutput
 
     params = params or FullParams.from_dict(config.extra.get("full"))
     device = resolve_device(params.device)

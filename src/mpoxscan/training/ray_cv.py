@@ -1,6 +1,7 @@
 """`mpoxscan cv --ray [ADDRESS]`: each (backbone, fold) task of a cross-validation as a Ray task.
 
-The tasks are the ones `run_cv` would run one after another here (`cv.run_fold`): each trains, calibrates and writes
+The tasks are the ones `run_cv` would run one after another here (`cv.run_fold`, handed in by `run_cv` so that this
+module never imports cv.py, which imports it): each trains, calibrates and writes
 its fold's predictions into the run folder, so the run folder, the resumption (finished folds are skipped before any
 task is sent) and the summary are the same with and without Ray. On a cluster the run folder, the manifest's photos
 and the feature cache must be on storage every node reads and writes (a shared file system). A task asks Ray for
@@ -20,10 +21,8 @@ from mpoxscan.errors import MpoxscanError
 GPU_STRATEGIES = ("full", "distill")
 
 
-def _fold_task(out: str, config, rows, classes: list[str], model: str, split, cpus: int) -> str:
+def _fold_task(run_fold: Callable, out: str, config, rows, classes: list[str], model: str, split, cpus: int) -> str:
     import torch
-
-    from mpoxscan.training.cv import run_fold
 
     # The strategies size PyTorch's thread pool from OMP_NUM_THREADS (else all cores): a task uses what it asked for.
     os.environ["OMP_NUM_THREADS"] = str(cpus)
@@ -32,10 +31,10 @@ def _fold_task(out: str, config, rows, classes: list[str], model: str, split, cp
     return f"{model} {split.name}"
 
 
-def run_folds_on_ray(address: str, out: Path, config, rows, classes: list[str], pending: list,
+def run_folds_on_ray(address: str, out: Path, config, rows, classes: list[str], pending: list, run_fold: Callable,
                      on_done: Callable[[], object] = lambda: None, cpus: int = 1) -> None:
-    """Run the pending (model, split) tasks on Ray and wait for all of them; the first failure is raised (the folds
-    that finished are kept: rerun to resume)."""
+    """Run the pending (model, split) tasks on Ray, each as ``run_fold(out, config, rows, classes, model, split)``,
+    and wait for all of them; the first failure is raised (the folds that finished are kept: rerun to resume)."""
     from mpoxscan.ray_support import start_ray
 
     if not pending:
@@ -46,8 +45,8 @@ def run_folds_on_ray(address: str, out: Path, config, rows, classes: list[str], 
     task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=0)(_fold_task)
     # Put the rows once in the object store: every task reads the same manifest.
     rows_ref = ray.put(rows)
-    running = {task.remote(str(Path(out).resolve()), config, rows_ref, classes, model, split, cpus): (model, split)
-               for model, split in pending}
+    running = {task.remote(run_fold, str(Path(out).resolve()), config, rows_ref, classes, model, split, cpus):
+               (model, split) for model, split in pending}
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1)

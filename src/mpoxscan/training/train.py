@@ -15,7 +15,7 @@ from mpoxscan.data.splits import inner_split  # noqa: F401  (re-exported: older 
 from mpoxscan.errors import MpoxscanError
 from mpoxscan.evaluation.metrics import classification_metrics, tone_metrics
 from mpoxscan.models.checkpoint import CARD, CHECKPOINT, card_core, load_checkpoint  # noqa: F401  (re-exported)
-from mpoxscan.training.calibration import softmax
+from mpoxscan.numeric import softmax
 from mpoxscan.training.cv import STRATEGIES, CVConfig, check_options, fit_calibration, resolved_options
 from mpoxscan.training.features import preprocessing_for
 

@@ -27,9 +27,9 @@ from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web import i18n
-from mpoxscan.web.security import (PIN_PATTERN, dummy_verify, hash_password, hash_pin, new_case_number, new_token,
-                                   token_hash, unlock_mac, verify_password)
-from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, Message, utcnow
+from mpoxscan.web.security import (PIN_PATTERN, dummy_verify, export_id, hash_password, hash_pin, new_case_number,
+                                   new_token, token_hash, unlock_mac, verify_password)
+from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, Message, TrainingWithdrawal, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,18 @@ UNLOCK_LIFETIME = timedelta(minutes=30)
 #: The statuses of a case: waiting for an expert; asked (waiting for the person's reply); replied (back in the queue,
 #: marked); answered (the conclusion given).
 QUEUED = ("waiting", "replied")
+
+#: The expert's label when the class cannot be told from what the case shows (never exported).
+UNSURE = "unsure"
+#: The tests an expert may say confirmed their label: code -> how the (English-only) dashboard names it.
+LABEL_TESTS = {"mpox-pcr": "PCR for mpox", "other-pcr": "PCR for another virus (e.g. varicella-zoster)",
+               "other-test": "another laboratory test"}
+#: A confirming test's result, as the laboratory reported it for what it tested.
+TEST_RESULTS = ("positive", "negative")
+#: Conclusions whose photos never become training data, whatever the label: the photo shows too little.
+UNEXPORTED_VERDICTS = ("retake-photo",)
+# A label becomes a folder name of the export (DIR/<label>/): a class of the model's taxonomy always is one.
+LABEL_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ()+,._-]{0,39}")
 
 
 @dataclass
@@ -116,13 +128,18 @@ class _Screened:
     answer: Screening
     heatmap: bytes | None
     sent: SentPhoto
+    ita: float | None = None
 
 
-def _screen_for_storing(screener: Screener, sent: SentPhoto) -> _Screened:
+def _screen_for_storing(screener: Screener, sent: SentPhoto, measure_tone: bool = False) -> _Screened:
+    """``measure_tone``: the photo's skin tone too (for the training export: only with the training consent)."""
+    from mpoxscan.data.skin import working_ita
+
     jpeg = strip_metadata(sent.image, max_side=STORED_MAX_SIDE)
     stored = load_image(jpeg)  # what the expert will see is exactly what the server screened
     answer, cam, seen = screener.screen_and_map(stored)
-    return _Screened(jpeg, answer, None if cam is None else heatmap_png(answer, cam, seen), sent)
+    return _Screened(jpeg, answer, None if cam is None else heatmap_png(answer, cam, seen), sent,
+                     working_ita(jpeg) if measure_tone else None)
 
 
 def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
@@ -138,18 +155,19 @@ def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
 def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
                 device_probabilities: dict[str, float], computed: str, model_sha256: str,
                 language: str = "en", pin: str | None = None, *, more: Sequence[SentPhoto] = (),
-                answers: dict[str, str | None] | None = None) -> Submitted:
+                answers: dict[str, str | None] | None = None, training_consent: bool = False) -> Submitted:
     """Store the photos a person agreed to send (``photo``, then up to two ``more``): each with its metadata
     stripped again, screened again by the server, and its heat map drawn once, now (the expert's views read it; the
     same screening, so map and numbers agree). All or nothing: every photo is screened before any is stored, and a
     failure while storing deletes what was stored. ``language``: the person's (one of i18n.LANGUAGES), in which they
     read the expert's answer; ``pin``: locks the follow-up page (only its hash is kept); ``answers``: the optional
-    questions' codes (QUESTIONS)."""
+    questions' codes (QUESTIONS); ``training_consent``: the second, optional consent (the photos may be used, without
+    the person's name, to improve the screening)."""
     sent = [SentPhoto(photo, device_probabilities, computed), *more]
     if len(sent) > MAX_PHOTOS:
         raise ValueError(f"at most {MAX_PHOTOS} photos per case")
     answers = check_answers(answers or {})
-    screened = [_screen_for_storing(screener, one) for one in sent]
+    screened = [_screen_for_storing(screener, one, training_consent) for one in sent]
     pin_hash = hash_pin(pin) if pin else None
     device_key = new_token() if pin else None  # see check_device_key
     highest = max(screened, key=lambda s: s.answer.positive_probability)
@@ -172,13 +190,13 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         screening_threshold=highest.answer.threshold, answer=urgent.answer.answer,
                         answer_reason=urgent.answer.reason, status="waiting", language=language,
                         pin_hash=pin_hash, device_key_hash=token_hash(device_key) if device_key else None,
-                        **answers)
+                        training_consent=training_consent, **answers)
             case.photos = [CasePhoto(position=position, photo_file=stored_name,
                                      photo_sha256=hashlib.sha256(one.jpeg).hexdigest(), computed=one.sent.computed,
                                      device_probabilities=one.sent.device_probabilities,
                                      predicted=one.answer.predicted, probabilities=one.answer.probabilities,
                                      screening_probability=one.answer.positive_probability,
-                                     answer=one.answer.answer, answer_reason=one.answer.reason)
+                                     answer=one.answer.answer, answer_reason=one.answer.reason, ita=one.ita)
                            for position, (stored_name, one) in enumerate(zip(names, screened), start=1)]
             db.add(case)
             try:
@@ -204,7 +222,7 @@ def photos_of(case: Case) -> list:
                             computed=case.computed, device_probabilities=case.device_probabilities,
                             predicted=case.predicted, probabilities=case.probabilities,
                             screening_probability=case.screening_probability, answer=case.answer,
-                            answer_reason=case.answer_reason)]
+                            answer_reason=case.answer_reason, ita=None)]
 
 
 def photo_of(case: Case, position: int):
@@ -256,8 +274,22 @@ def withdraw_case(db: Session, store: PhotoStore, case: Case) -> None:
     went leaves a case without its photo (the expert's page says so), never a photo without a case."""
     number = case.number
     store.delete(case.photo_file)
+    if case.training_consent:  # an export that holds it drops it, though the case is gone from the database
+        db.merge(TrainingWithdrawal(export_id=export_id(case.number, case.token_hash)))
     db.delete(case)
     db.add(AuditEvent(action="case withdrawn", case_number=number))
+    db.commit()
+
+
+def withdraw_training_consent(db: Session, case: Case) -> None:
+    """The person withdraws the training consent only (the case stays with the expert): the case leaves every
+    future export, by its export id, which stays recorded after the case is deleted. Models trained before are not
+    recalled (the page says so before the consent is given). Withdrawing again changes nothing."""
+    if not case.training_consent:
+        return
+    case.training_consent = False
+    db.merge(TrainingWithdrawal(export_id=export_id(case.number, case.token_hash)))
+    db.add(AuditEvent(action="training consent withdrawn", case_number=case.number))
     db.commit()
 
 
@@ -330,18 +362,41 @@ def counts(db: Session) -> dict[str, int]:
     return {"waiting": 0, "answered": 0, **{status: n for status, n in rows}}  # "asked", "replied" once there are
 
 
-def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str) -> None:
+def check_label(label: str, classes: Sequence[str], test: str | None = None,
+                test_result: str | None = None) -> tuple[str, str | None, str | None]:
+    """The expert's label as stored: a class of the served model's taxonomy (``classes``, read from its metadata)
+    or UNSURE, and the confirming test with its result (both or neither). ValueError naming what is wrong."""
+    if label != UNSURE and label not in classes:
+        raise ValueError(f"unknown label {label[:40]!r}: one of the model's classes ({', '.join(classes)}) or {UNSURE}")
+    if label != UNSURE and not LABEL_FOLDER.fullmatch(label):
+        raise ValueError(f"the model's class {label[:40]!r} cannot name an export folder: it cannot be a label")
+    if test is not None and test not in LABEL_TESTS:
+        raise ValueError(f"unknown test {test[:40]!r}: one of {', '.join(LABEL_TESTS)}, or none")
+    if test_result is not None and test_result not in TEST_RESULTS:
+        raise ValueError(f"unknown test result {test_result[:40]!r}: one of {', '.join(TEST_RESULTS)}")
+    if (test is None) != (test_result is None):
+        raise ValueError("a confirming test needs its result, and a result its test")
+    return label, test, test_result
+
+
+def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str, label: str = UNSURE, *,
+                classes: Sequence[str] = (), test: str | None = None, test_result: str | None = None) -> None:
+    """The expert's conclusion: the verdict the person reads, a message, and the label (a class of ``classes``, the
+    served model's, or UNSURE; with the test that confirmed it, if any). Who answered goes to the audit log."""
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}: one of {', '.join(VERDICTS)}")
     if "\x00" in message:
         raise ValueError("the message holds a NUL character")
+    label, test, test_result = check_label(label, classes, test, test_result)
     again = case.status == "answered"
     case.verdict, case.message = verdict, message.strip() or None
+    case.label, case.label_test, case.label_test_result = label, test, test_result
     case.status, case.answered_at, case.answered_by = "answered", utcnow(), expert
     case.messages.append(Message(author="expert", kind="conclusion", canned=verdict, text=case.message,
                                  expert_id=expert.id, created_at=case.answered_at))
+    confirmed = f"; confirmed by {test}: {test_result}" if test else ""
     db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="answer changed" if again else "answered",
-                      case_number=case.number, detail=verdict))
+                      case_number=case.number, detail=f"{verdict}; label {label}{confirmed}"))
     db.commit()
 
 

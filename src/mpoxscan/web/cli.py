@@ -251,13 +251,14 @@ def _check_limits(*values: str) -> None:
 
 
 @contextmanager
-def _session(data_dir: Path | None, db: str | None):
+def _session(data_dir: Path | None, db: str | None, migrate_schema: bool = True):
     from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
 
     url = database_url(db, _data_folder(data_dir))
     with _database_errors(_safe_url(url)):
         engine = make_engine(url)
-        migrate(engine)
+        if migrate_schema:
+            migrate(engine)
         with session_factory(engine)() as session:
             yield session
     engine.dispose()
@@ -352,6 +353,7 @@ def expert_enable(email: str, data_dir: Path | None, db: str | None) -> None:
 Example:
   mpoxscan cases purge --answered-days 90      # delete cases answered more than 90 days ago, with their photos
   mpoxscan cases purge                         # only remove files no case owns (left by a crash or a full disk)
+  mpoxscan cases export --out expert-cases     # consented, expert-labelled cases as a source folder for curate
 """)
 def cases_group() -> None:
     """Stored cases (same --data-dir / --db as `serve`)."""
@@ -383,3 +385,34 @@ def cases_purge(answered_days: int | None, data_dir: Path | None, db: str | None
             raise MpoxscanError(str(exc)) from None
     spared = (f"; {report.kept_young} younger than an hour kept (a server is running)" if report.kept_young else "")
     click.echo(f"{len(report.removed)} file(s) no case owns removed from the photo folder{spared}")
+
+
+@cases_group.command("export")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The export folder: new, empty, or written by an earlier export (then brought up to date).")
+@_data_dir_option
+@_db_option
+@_photo_store_option
+def cases_export(out: Path, data_dir: Path | None, db: str | None, photo_store: str) -> None:
+    """Write the answered cases whose person gave the training consent, labelled by the expert with a class (not
+    "unsure", nor concluded "retake-photo"), as a source folder for `mpoxscan curate`: OUT/<label>/case-<id>_<n>.jpg
+    (the photos as stored) and OUT/_meta/cases.jsonl (provenance; nothing personal). A rerun adds the new cases and
+    drops the withdrawn ones; a crash leaves the previous export whole. The database must be at this version's schema
+    (it is not migrated here)."""
+    from mpoxscan.web.db import default_data_dir
+    from mpoxscan.web.training_export import curate_command, export_cases
+
+    folder = data_dir or default_data_dir()
+    if not db and not (folder / "mpoxscan.sqlite3").is_file():
+        raise MpoxscanError(f"no database in {folder}: give the --data-dir (or --db) the server uses")
+    with _session(folder, db, migrate_schema=False) as session:
+        report = export_cases(session, _photo_store(photo_store, folder, session.get_bind()), out)
+    classes = ", ".join(f"{label} {n}" for label, n in report.by_class.items()) or "no case yet"
+    if report.recovered:
+        click.echo(f"finished the export that stopped in {out} before updating it")
+    click.echo(f"exported {report.cases} case(s), {report.photos} photo(s) to {out} ({report.added} added, "
+               f"{report.removed} removed, {report.kept_after_deletion} kept after their deletion): {classes}")
+    if report.missing:
+        click.echo(f"warning: {report.missing} case(s) left out: a photo missing from the photo store (or a label "
+                   f"no folder can be named)", err=True)
+    click.echo(f"curate it with: {curate_command(out)}")

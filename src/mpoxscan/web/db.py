@@ -124,5 +124,21 @@ def migrate(engine: Engine, revision: str = "head") -> str:
     return ScriptDirectory.from_config(config).get_current_head()
 
 
+def schema_revisions(engine: Engine) -> tuple[str | None, str, bool]:
+    """(the database's Alembic revision or None for no schema, this version's newest, whether this version knows
+    the database's revision): for commands that must not migrate a database as a side effect (`cases export`)."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(config)
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    known = current is None or any(r.revision == current for r in script.walk_revisions())
+    return current, script.get_current_head(), known
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)

@@ -42,6 +42,10 @@ class CaseForm(PhotoForm):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     consent: Literal["true"] = Field(description='the person agreed to send the photo to an expert: exactly "true"')
+    # The second consent: separate, optional, absent unless the person ticked it.
+    training_consent: Literal["true", "false"] | None = Field(
+        None, description='the person also allows these photos, without their name, to be used to improve the '
+                          'screening: "true"; absent or "false": not allowed (withdrawable on the follow-up page)')
     computed: Literal["device", "server"] = Field(description="where the phone's answer was computed")
     probabilities: Json[dict[StrictStr, StrictFloat]] = Field(
         description='the answer the phone showed, as a JSON object {class: probability} naming each of the model\'s '
@@ -101,6 +105,9 @@ class CaseForm(PhotoForm):
         """Photos 2 and 3, where given: (position, file, computed, probabilities)."""
         return [(k, getattr(self, f"photo_{k}"), getattr(self, f"computed_{k}"), getattr(self, f"probabilities_{k}"))
                 for k in range(2, MAX_PHOTOS + 1) if getattr(self, f"photo_{k}") is not None]
+
+    def allows_training(self) -> bool:
+        return self.training_consent == "true"
 
     def answers(self) -> dict[str, str | None]:
         return {field: getattr(self, field) for field in QUESTIONS}
@@ -173,6 +180,8 @@ class CaseStatus(BaseModel):
     messages: list[ThreadMessage] = Field(default_factory=list, description="the conversation, oldest first")
     unseen: int = Field(0, description="the expert's messages not yet seen on the follow-up page ('new answer')")
     locked: bool = Field(False, description="the follow-up page asks for the PIN chosen at sending")
+    training_consent: bool = Field(False, description="the photos may be used, without the person's name, to improve "
+                                                      "the screening (until withdrawn on the follow-up page)")
 
 
 class CaseSent(CaseStatus):

@@ -114,6 +114,17 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: Hex digits of a case's export id: 80 bits, no collision among any number of cases this service will hold.
+EXPORT_ID_DIGITS = 20
+
+
+def export_id(number: str, case_token_hash: str) -> str:
+    """The name a case goes by in a training export (`mpoxscan cases export`): a hash of its number keyed with its
+    stored token hash, so that it is the same in every export but cannot be traced back to the case number without
+    the database (a plain hash of an 8-character number could be reversed by trying them all)."""
+    return hmac.new(case_token_hash.encode(), number.encode(), hashlib.sha256).hexdigest()[:EXPORT_ID_DIGITS]
+
+
 def new_case_number() -> str:
     """A short number a person can quote, e.g. K7QF-2M9D: about 39 random bits, not secret (the link's token is)."""
     chars = "".join(secrets.choice(_CASE_ALPHABET) for _ in range(8))

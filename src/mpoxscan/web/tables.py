@@ -118,6 +118,17 @@ class Case(Base):
     messages: Mapped[list[Message]] = relationship(
         back_populates="case", cascade="all, delete-orphan", order_by="(Message.created_at, Message.id)")
 
+    # The second consent (migration 0008), separate from the consent to send and optional: these photos, without the
+    # person's name, may be used to improve the screening (`mpoxscan cases export`). Withdrawable on the follow-up
+    # page; False unless the person ticked it.
+    training_consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The expert's label, given with the conclusion: a class of the served model's taxonomy, or "unsure"; whether a
+    # test confirmed it (cases.LABEL_TESTS, e.g. "mpox-pcr") and the test's result (cases.TEST_RESULTS). Who gave it
+    # is in the audit log only. NULL for cases concluded before 0008 (never exported, like "unsure").
+    label: Mapped[str | None] = mapped_column(String(40))
+    label_test: Mapped[str | None] = mapped_column(String(16))
+    label_test_result: Mapped[str | None] = mapped_column(String(16))
+
 
 class CasePhoto(Base):
     """One photo of a case, with what the phone and the server's re-screening answered for it. Stored files follow
@@ -139,6 +150,9 @@ class CasePhoto(Base):
     screening_probability: Mapped[float] = mapped_column(Float)
     answer: Mapped[str] = mapped_column(String(12))
     answer_reason: Mapped[str | None] = mapped_column(String(64))
+    # The photo's skin tone (ITA, degrees; data.skin.working_ita), measured when it arrives with the training consent
+    # (for the export's manifest); NULL without that consent or without enough skin (migration 0008).
+    ita: Mapped[float | None] = mapped_column(Float)
     case: Mapped[Case] = relationship(back_populates="photos")
 
 
@@ -201,3 +215,13 @@ class StoredPhoto(Base):
     name: Mapped[str] = mapped_column(String(80), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class TrainingWithdrawal(Base):
+    """A case whose person withdrew the training consent (or the whole case) after giving it: only the case's export
+    id (security.export_id: a keyed hash, not the number), so that `cases export` drops it from an export folder even
+    once the case itself is deleted. Cases deleted by the retention purge leave no row: their exported photos stay."""
+
+    __tablename__ = "training_withdrawals"
+    export_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    withdrawn_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -63,7 +63,7 @@ def case_status(case, lang: str | None = None) -> CaseStatus:
         verdict=case.verdict, language=case.language,
         verdict_text=i18n.text(lang, f"verdict.{case.verdict}") if case.verdict in service.VERDICTS else None,
         message=case.message, answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
-        disclaimer=i18n.text(lang, "disclaimer"))
+        disclaimer=i18n.text(lang, "disclaimer"), training_consent=case.training_consent)
 
 
 @router.post("/api/cases", status_code=201, dependencies=[Depends(no_repeated_fields)])
@@ -90,7 +90,8 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
             for raw, (k, _file, computed, probs) in zip(extra_data, extras)]
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256,
-        form.language or i18n.choose(request), form.pin, more=more, answers=form.answers())
+        form.language or i18n.choose(request), form.pin, more=more, answers=form.answers(),
+        training_consent=form.allows_training())
     if settings.notify_url:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
@@ -187,6 +188,7 @@ def _follow_up(request: Request, db: Session, case, token: str, lang: str, reply
                "thread": [(m, case.messages[i].created_at) for i, m in enumerate(status.messages)
                           if m.kind != "conclusion"],
                "replied": "replied" in request.query_params, "reply_error": reply_error,
+               "training_withdrawn": "training-withdrawn" in request.query_params,
                "max_message": service.MAX_MESSAGE}
     service.mark_seen(db, case)
     return _person_page(request, context, lang, status_code=status_code)
@@ -284,6 +286,18 @@ async def reply(request: Request, token: str, db: DbSession, photos: Photos, scr
         dashboard = public_base(request, settings) + f"/expert/cases/{number}"
         background.add_task(notify.post, settings.notify_url, notify.reply_message(number, dashboard))
     return RedirectResponse(f"/c/{token}?replied=1", status_code=303)
+
+
+@router.post("/c/{token}/training/withdraw", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(same_origin)])
+def withdraw_training(request: Request, token: str, db: DbSession):
+    """The person withdraws the training consent only: the case stays with the expert, and leaves every future
+    training export (`mpoxscan cases export`). A case locked by a PIN must be unlocked first."""
+    case = _case_or_404(db, token)
+    if not _unlocked(request, case, token):
+        return _locked_page(request, token, i18n.choose(request, case.language), status_code=401)
+    service.withdraw_training_consent(db, case)
+    return RedirectResponse(f"/c/{token}?training-withdrawn=1", status_code=303)
 
 
 @router.post("/c/{token}/withdraw", response_class=HTMLResponse, include_in_schema=False)

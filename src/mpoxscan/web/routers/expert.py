@@ -89,7 +89,8 @@ def case_page(request: Request, number: str, db: DbSession, screener: ModelScree
     return templates.TemplateResponse(request, "case.html", {
         "expert": expert, "case": case, "photos": photos, "rows": rows, "verdicts": service.VERDICTS,
         "answers": service.question_answers(case), "requests": service.REQUESTS,
-        "max_message": service.MAX_MESSAGE})
+        "max_message": service.MAX_MESSAGE, "labels": [*screener.classes, service.UNSURE],
+        "label_tests": service.LABEL_TESTS, "test_results": service.TEST_RESULTS})
 
 
 def _photo(case, position: int):
@@ -170,13 +171,21 @@ async def _send_heatmap(number: str, position: int, db: Session, photos: service
 
 @router.post("/cases/{number}/answer", dependencies=[Depends(same_origin)])
 def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: CurrentExpert,
-           message: Annotated[str, Form(max_length=4000)] = ""):
+           screener: ModelScreener, message: Annotated[str, Form(max_length=4000)] = "",
+           label: Annotated[str, Form(max_length=40)] = service.UNSURE,
+           test: Annotated[str, Form(max_length=16)] = "", test_result: Annotated[str, Form(max_length=16)] = ""):
+    """The conclusion: the verdict the person reads, a message, and the expert's label (a class of the served
+    model, or "unsure", the default), with the test that confirmed it and its result (``test`` empty: none)."""
     case = _case(db, number)
     if verdict not in service.VERDICTS:
         raise HTTPException(400, f"unknown verdict: one of {', '.join(service.VERDICTS)}")
     if "\x00" in message:
         raise HTTPException(400, "the message holds a NUL character (a control character no text needs)")
-    service.answer_case(db, case, expert, verdict, message)
+    try:
+        service.answer_case(db, case, expert, verdict, message, label, classes=screener.classes, test=test or None,
+                            test_result=test_result or None)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
     return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
 
 

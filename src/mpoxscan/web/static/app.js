@@ -72,6 +72,7 @@ function clearAnswer() {
   $("verdict").hidden = true; $("next-steps").hidden = true;  // no empty heading between answers
   $("error").hidden = true; SAY($("error"), null);
   $("consent").checked = false; $("pin").value = ""; sending = false; adding = false;
+  $("training-consent").checked = false; $("training-consent").disabled = false;
   // The other photos and the answers to the questions belong to the case of the photo that was on screen.
   $("more-list").replaceChildren(); SAY($("more-status"), null);
   for (const select of $("questions").querySelectorAll("select")) select.value = "";
@@ -197,6 +198,7 @@ function updateSend() {
 
 function offerSending(fromFile) {
   $("send-section").hidden = false; $("consent").checked = false; sending = false; $("send").hidden = false;
+  $("training-consent").checked = false; $("training-consent").disabled = false;  // never carried over
   SAY($("send-what"), fromFile ? "privacy.what.file" : "privacy.what.device");
   SAY($("send-status"), null); $("sent").hidden = true;
   updateSend(); updateMore();
@@ -257,6 +259,7 @@ async function screenMore(file) {
     drawMorePhoto(n, result, picture);
     SAY($("more-status"), "more.added", { n, answer: { id: headline(result)[1] } });
     $("consent").checked = false;  // the consent given was for fewer photos: asked again
+    $("training-consent").checked = false;
     window.mpoxscanMore = theCase.extras.map((extra) => extra.result);
   } catch (err) {
     if (current !== theCase) return;
@@ -321,6 +324,8 @@ async function sendCase() {
       if (select.value) form.append(select.name, select.value);
     }
     if (pin) form.append("pin", pin);  // the server keeps its hash only; this page forgets it once sent
+    // The second consent only when ticked: not sending it means no.
+    if ($("training-consent").checked) form.append("training_consent", "true");
     const response = await fetch("/api/cases", { method: "POST", body: form });
     // A proxy in front may answer an error in HTML: that is a refusal, not "no connection".
     const answer = await response.json().catch(() => ({}));
@@ -346,6 +351,7 @@ async function sendCase() {
     $("sent-link").href = link; $("sent-link").textContent = link;
     $("sent").hidden = false; $("send").hidden = true;
     $("questions").disabled = true; updateMore();  // what was sent stays on screen as sent
+    $("training-consent").disabled = true;
     $("sent").focus();  // the Send button just vanished: without this the focus falls back to the page
     window.mpoxscanSent = answer;
   } catch (err) {

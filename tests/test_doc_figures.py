@@ -1,0 +1,408 @@
+"""Every figure the research record quotes from a run whose per-image predictions are committed is re-scored here
+from those files (issue 29): single runs and ensembles with benchmarks/ensemble_bench.py's own `score` (read through
+benchmarks/rescore.py), pooled figures with the one metrics module, skin tone with benchmarks/tone_bench.py's own
+bootstrap. A quoted figure that the files no longer give, or a page that no longer quotes it, fails here.
+
+Figures that cannot be re-scored (no per-image file committed) are marked so on the pages themselves
+(docs/research/index.md says which)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import rescore  # noqa: E402
+
+DOCS = REPO / "docs"
+CV = "benchmarks/results/cv/"
+GPU = "benchmarks/results/gpu/2026-11-27-"
+
+
+def page(name: str) -> str:
+    return " ".join((DOCS / name).read_text().split())  # line breaks of the prose do not matter
+
+
+def quoted(name: str, *texts: str) -> None:
+    text = page(name)
+    for t in texts:
+        assert " ".join(t.split()) in text, f"{name} does not say {t!r}"
+
+
+@lru_cache(maxsize=None)
+def member(folder: str, protocol: str | None = None, variant: str = "main"):
+    return rescore.member(folder, protocol, variant)
+
+
+@lru_cache(maxsize=None)
+def alone(folder: str, protocol: str | None = None, variant: str = "main") -> dict:
+    return rescore.score([member(folder, protocol, variant)], n_boot=0)
+
+
+def mean_sd(d: dict) -> str:
+    return f"{100 * d['mean']:.2f} ± {100 * d['sd']:.2f}"
+
+
+def sens_spec(s: dict) -> str:
+    return f"{100 * s['screening_sensitivity']['mean']:.1f} / {100 * s['screening_specificity']['mean']:.1f}"
+
+
+def pooled(folder: str, protocol: str | None = None, variant: str = "main", n_boot: int = 2000, seed: int = 0) -> dict:
+    """pooled_summary over a run's committed out-of-fold predictions, each photo at its fold's threshold, as `cv`
+    computes it (the same file order, so the same bootstrap draws)."""
+    from mpoxscan.evaluation.metrics import pooled_summary
+
+    config, folds = member(folder, protocol, variant)
+    tests = [t for t, _ in folds.values()]
+    labels = [y for t in tests for y in t[0]]
+    groups = [config["groups"][sha] for t in tests for sha, _ in t[3]]
+    thresholds = np.concatenate([np.full(len(t[0]), t[2]["threshold"]) for t in tests])
+    out = pooled_summary(labels, np.concatenate([t[1] for t in tests]), config["classes"], groups, thresholds,
+                         n_boot=n_boot, seed=seed)
+    return out["metrics"]
+
+
+def with_ci(m: dict, digits: int = 1) -> str:
+    v, (lo, hi) = m["value"], m["ci95"]
+    return f"{100 * v:.{digits}f} % [{100 * lo:.{digits}f}, {100 * hi:.{digits}f}]"
+
+
+# --- the CPU table (docs/research/training.md) ------------------------------------------------------------------
+
+CPU_ROWS = {
+    ("official 5 splits", "finetune (last 5 blocks)"): "finetune-official",
+    ("official 5 splits", "finetune at 320 px"): "finetune-320-official",
+    ("10-fold, patient-grouped", "finetune (last 5 blocks)"): "finetune-10fold",
+    ("10-fold, patient-grouped", "finetune at 320 px"): "finetune-320-10fold",
+    ("10-fold, patient-grouped", "finetune + tone balance"): "finetune-balance-10fold",
+    ("official 5 splits", "finetune + tone balance"): "finetune-balance-exports-official",
+    ("10-fold, patient-grouped", "finetune + tone balance, JPEG views"): "finetune-balance-jpeg-10fold",
+    ("10-fold, patient-grouped", "finetune + tone balance, tone views, JPEG views"): "finetune-tone-jpeg-10fold",
+    ("10-fold, patient-grouped", "finetune + tone decorrelation"): "finetune-decorrelate-10fold",
+}
+
+
+@pytest.mark.parametrize("row", list(CPU_ROWS), ids=[CPU_ROWS[r] for r in CPU_ROWS])
+def test_cpu_table_row(row):
+    s = alone(CV + CPU_ROWS[row])
+    bold = lambda x: f"**{x}**" if row == ("official 5 splits", "finetune (last 5 blocks)") else x  # noqa: E731
+    quoted("research/training.md", f"| {row[0]} | {row[1]} | efficientnet_lite0 | {bold(mean_sd(s['accuracy']))} | "
+                                   f"{mean_sd(s['macro_f1'])} | {s['screening_auc']['mean']:.3f} | {sens_spec(s)} | yes |")
+
+
+def test_cpu_rows_without_per_image_files_say_so():
+    """The rows whose runs left no per-image file are marked, and really have none."""
+    for line in (DOCS / "research/training.md").read_text().splitlines():
+        if line.startswith("| ") and ("efficientnet" in line or "mobilenet" in line):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if (cells[0], cells[1]) not in CPU_ROWS:
+                assert cells[-1] == "no", line
+    for name in ("linear-10fold", "linear-official", "finetune-tta-official", "finetune-exports-official"):
+        assert not (REPO / CV / name / "oof_predictions.csv").exists(), name
+
+
+def test_input_size_paragraph():
+    a224, a320 = alone(CV + "finetune-official"), alone(CV + "finetune-320-official")
+    diffs = np.array(rescore.fold_accuracy(member(CV + "finetune-320-official"))) \
+        - np.array(rescore.fold_accuracy(member(CV + "finetune-official")))
+    k224, k320 = alone(CV + "finetune-10fold"), alone(CV + "finetune-320-10fold")
+    quoted("research/training.md",
+           f"Official splits: {mean_sd(a320['accuracy'])} % against {mean_sd(a224['accuracy'])} % at 224 px, lower on "
+           f"{int((diffs < 0).sum())} of the 5 splits ({100 * diffs.min():+.1f} to {100 * diffs.max():+.1f} points; pooled "
+           f"{with_ci(pooled(CV + 'finetune-320-official')['accuracy'])} against "
+           f"{with_ci(pooled(CV + 'finetune-official')['accuracy'])}",
+           f"Patient-grouped 10 folds: {mean_sd(k320['accuracy'])} % against {mean_sd(k224['accuracy'])} % (pooled "
+           f"{with_ci(pooled(CV + 'finetune-320-10fold')['accuracy'])} against "
+           f"{with_ci(pooled(CV + 'finetune-10fold')['accuracy'])}), specificity "
+           f"{100 * k320['screening_specificity']['mean']:.1f} against {100 * k224['screening_specificity']['mean']:.1f} % at "
+           f"{100 * k320['screening_sensitivity']['mean']:.1f} / {100 * k224['screening_sensitivity']['mean']:.1f} % "
+           f"sensitivity, mpox AUC {k320['screening_auc']['mean']:.3f} against {k224['screening_auc']['mean']:.3f}")
+
+
+# --- ensembles (docs/research/ensembles.md) ------------------------------------------------------------------------
+
+S0, S1, S2 = GPU + "full-320-40ep-seed0", GPU + "full-320-40ep-seed1", GPU + "full-320-40ep-seed2-kfold"
+ENSEMBLES = {
+    "`finetune` 224 + 320 px (CPU) | grouped 10 folds": [(CV + "finetune-10fold",), (CV + "finetune-320-10fold",)],
+    "`full` 320 px seeds 0 + 1 (GPU) | grouped 10 folds": [(S0, "kfold"), (S1, "kfold")],
+    "`full` seeds 0 + 1 + `finetune` 224 + 320 px | grouped 10 folds": [
+        (S0, "kfold"), (S1, "kfold"), (CV + "finetune-10fold",), (CV + "finetune-320-10fold",)],
+    "`full` seeds 0 + 1 + 2 + `finetune` 224 + 320 px | grouped 10 folds": [
+        (S0, "kfold"), (S1, "kfold"), (S2, "kfold"), (CV + "finetune-10fold",), (CV + "finetune-320-10fold",)],
+    "`full` 320 px seeds 0 + 1 (GPU) | official 5 splits": [(S0, "official"), (S1, "official")],
+    "`full` seeds 0 + 1 + `finetune` 320 px | official 5 splits": [
+        (S0, "official"), (S1, "official"), (CV + "finetune-320-official",)],
+    "`full` seeds 0 + 1, `full` 384 px, the distilled student, `finetune` 320 px | official 5 splits": [
+        (S0, "official"), (S1, "official"), (GPU + "full-384-40ep-official", "official"),
+        (GPU + "distill-320-25ep-official", "official"), (CV + "finetune-320-official",)],
+}
+WITH_CI = {"`finetune` 224 + 320 px (CPU) | grouped 10 folds",
+           "`full` seeds 0 + 1 + 2 + `finetune` 224 + 320 px | grouped 10 folds"}
+
+
+@pytest.mark.parametrize("name", list(ENSEMBLES), ids=[f"ensemble{i}" for i in range(len(ENSEMBLES))])
+def test_ensemble_row(name):
+    members = [member(*spec) for spec in ENSEMBLES[name]]
+    s = rescore.score(members, n_boot=2000 if name in WITH_CI else 0)
+    best = "five" in name or "+ 2 +" in name
+    acc, auc = mean_sd(s["accuracy"]), f"{s['screening_auc']['mean']:.3f}"
+    pa = s["pooled_accuracy"]
+    pooled_text = (f"{100 * pa['value']:.1f} [{100 * pa['ci95'][0]:.1f}, {100 * pa['ci95'][1]:.1f}]" if name in WITH_CI
+                   else f"{100 * pa['value']:.1f}")
+    row = f"| {name} | {f'**{acc}**' if best else acc} | {f'**{auc}**' if best else auc} | {pooled_text} |"
+    quoted("research/ensembles.md", row)
+    line = next(x for x in (DOCS / "research/ensembles.md").read_text().splitlines() if x.startswith(f"| {name} |"))
+    if any(len(spec) == 1 for spec in ENSEMBLES[name]):  # a CPU member: its inner validation was not kept
+        assert np.isnan(s["screening_sensitivity"]["mean"]) and line.endswith("not re-scorable |"), line
+    else:
+        assert line.endswith(f"| {sens_spec(s)} |"), line
+
+
+def test_five_network_ensemble_headline():
+    """The README's best figure, from the five members' committed predictions."""
+    members = [member(*spec) for spec in ENSEMBLES["`full` seeds 0 + 1 + 2 + `finetune` 224 + 320 px | grouped 10 folds"]]
+    s = rescore.score(members, n_boot=0)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"| {mean_sd(s['accuracy'])} %; {s['screening_auc']['mean']:.3f} |" in readme
+    quoted("research/gpu.md", f"gives **{mean_sd(s['accuracy'])} %** on the grouped folds",
+           f"mean mpox AUC over folds of {s['screening_auc']['mean']:.3f}, against "
+           f"{alone(CV + 'finetune-10fold')['screening_auc']['mean']:.3f} for the shipped recipe alone")
+
+
+def test_readme_headline_figures():
+    s = alone(CV + "finetune-10fold")
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"| {mean_sd(s['accuracy'])} % ({with_ci(pooled(CV + 'finetune-10fold')['accuracy'])}) |" in readme
+    assert f"| {mean_sd(alone(CV + 'finetune-official')['accuracy'])} % |" in readme
+    import json
+
+    for run, minutes in (("finetune-10fold", 46), ("finetune-official", 26)):  # the time column: the folds' own seconds
+        results = json.loads((REPO / CV / run / "results.json").read_text())
+        seconds = sum(f["info"]["seconds"] for f in results["models"]["efficientnet_lite0"]["folds"])
+        assert round(seconds / 60) == minutes and f"{minutes} min ({seconds:,.0f} s" in readme, run
+    assert (f"{100 * s['screening_specificity']['mean']:.1f} % at each fold's threshold "
+            f"({100 * s['screening_sensitivity']['mean']:.1f} % sensitivity)") in readme
+
+
+# --- the GPU sessions (docs/research/gpu.md) ----------------------------------------------------------------------
+
+D25, D20, F384 = GPU + "distill-320-25ep-official", GPU + "distill-320-20ep", GPU + "full-384-40ep-official"
+
+
+def test_gpu_single_runs():
+    acc = lambda *spec: mean_sd(alone(*spec)["accuracy"])  # noqa: E731
+    quoted("research/gpu.md",
+           f"**{acc(S0, 'official')} / {acc(S1, 'official')} %** on the official splits and "
+           f"**{acc(S0, 'kfold')} / {acc(S1, 'kfold')} %** on the grouped 10 folds",
+           f"the student {acc(D25, 'official')} % on the official splits, its teachers' mean "
+           f"{acc(D25, 'official', 'teacher')} %",
+           f"**Larger input** (`full` at 384 px): {acc(F384, 'official')} %",
+           f"**A third seed** on the grouped folds: {acc(S2, 'kfold')} %")
+    student = alone(D20, "official")["accuracy"]
+    quoted("research/gpu.md", f"**{100 * student['mean']:.1f} ± {100 * student['sd']:.1f} %**")
+    rows = {"student (Lite0 320 px, distilled)": "main", "student, flip TTA": "tta", "teacher Lite0 320 px": "teacher1",
+            "teacher Lite2 260 px": "teacher2", "teachers' mean": "teacher", "teachers' mean, flip TTA": "teacher-tta"}
+    for label, variant in rows.items():
+        kfold = alone(D20, "kfold", variant)["accuracy"]  # its 2 finished grouped folds; no sd where they agree
+        kfold_text = f"{100 * kfold['mean']:.2f}" + (f" ± {100 * kfold['sd']:.2f}" if kfold["sd"] > 0 else "")
+        quoted("research/gpu.md", f"| {label} | {acc(D20, 'official', variant)} | {kfold_text} |")
+
+
+def test_gpu_third_session_table():
+    """Per split, pooled with its interval (evaluate.py's 1,000 draws, seed 0), pooled AUC and sens / spec."""
+    for label, spec in {"distilled student, Lite0 320 px, 25 epochs": (D25, "official", "main"),
+                        "its teachers' mean (Lite0 320 + Lite2 260 px, 25 epochs each)": (D25, "official", "teacher"),
+                        "`full` Lite0 384 px, 40 epochs": (F384, "official", "main")}.items():
+        s, p = alone(*spec), pooled(*spec, n_boot=1000)
+        splits = ", ".join(f"{100 * a:.1f}" for a in s["per_fold_accuracy"])
+        quoted("research/gpu.md", f"| {label} | {mean_sd(s['accuracy'])} | {splits} | "
+                                  f"{with_ci(p['accuracy']).replace(' %', '')} | {p['screening_auc']['value']:.3f} | "
+                                  f"{100 * p['sensitivity']['value']:.1f} / {100 * p['specificity']['value']:.1f} |")
+    for label, variant in {"teacher Lite0 320 px alone": "teacher1", "teacher Lite2 260 px alone": "teacher2"}.items():
+        s = alone(D25, "official", variant)
+        quoted("research/gpu.md", f"| {label} | {mean_sd(s['accuracy'])} | "
+                                  + ", ".join(f"{100 * a:.1f}" for a in s["per_fold_accuracy"]) + " |")
+
+
+def test_distilled_student_against_its_teachers_per_split():
+    """Issue 29, audit finding 2: -6.2 to +4.9 points (the page said -5.6)."""
+    diff = np.array(rescore.fold_accuracy(member(D25, "official"))) \
+        - np.array(rescore.fold_accuracy(member(D25, "official", "teacher")))
+    quoted("research/gpu.md", f"per split {100 * diff.min():+.1f} to {100 * diff.max():+.1f} points from the teachers' "
+                              "mean".replace("+-", "-"))
+    assert f"{100 * diff.min():.1f}" == "-6.2"
+
+
+def test_gpu_second_session_table():
+    for label, seed, folder in (("`full` Lite0 320 px, seed 0", 0, S0), ("the same, seed 1", 1, S1)):
+        cells = []
+        for protocol in ("official", "kfold"):
+            s, p = alone(folder, protocol), pooled(folder, protocol, n_boot=1000, seed=seed)
+            cells.append(f"{mean_sd(s['accuracy'])} | {with_ci(p['accuracy']).replace(' %', '')} | "
+                         f"{p['screening_auc']['value']:.3f} | {100 * p['sensitivity']['value']:.1f} / "
+                         f"{100 * p['specificity']['value']:.1f}")
+        text = page("research/gpu.md")
+        for c in cells:
+            assert c in text, f"{label}: {c}"
+
+
+# --- skin tone (docs/research/tone.md) ----------------------------------------------------------------------------
+
+TONE_ROWS = {"plain (shipped)": ("plain", "finetune-10fold"),
+             "tone balance alone (`--tone-balance`)": ("tone_balance", "finetune-balance-10fold"),
+             "tone balance + JPEG views": ("balance_jpeg", "finetune-balance-jpeg-10fold"),
+             "tone balance + tone views + JPEG views": ("tone_jpeg", "finetune-tone-jpeg-10fold"),
+             "tone decorrelation (`--tone-decorrelation`)": ("decorrelate", "finetune-decorrelate-10fold"),
+             "plain at 320 px (`--input-size 320`)": ("input_320", "finetune-320-10fold"),
+             "analysis: plain, P(mpox)'s trend in ITA removed, fitted on each fold's inner validation":
+                 ("plain+residualised", "finetune-10fold")}
+
+
+def tone_oof(name: str, run: str):
+    """benchmarks/results/tone/oof_NAME.csv as the `oof` that tone_bench's functions read, with each photo's patient
+    group from the run's committed oof_predictions.csv."""
+    with open(REPO / "benchmarks/results/tone" / f"oof_{name}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+    group = member(CV + run)[0]["groups"]
+    return classes, SimpleNamespace(
+        labels=[r["label"] for r in rows], proba=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]),
+        ita=[float(r["ita"]) if r["ita"] else None for r in rows],
+        threshold=np.array([float(r["fold_threshold"]) for r in rows])), np.array([group[r["sha256"]] for r in rows])
+
+
+@pytest.mark.parametrize("label", list(TONE_ROWS), ids=[v[0] for v in TONE_ROWS.values()])
+def test_tone_table_row(label):
+    import tone_bench
+
+    from mpoxscan.evaluation.metrics import POSITIVE, tone_metrics
+
+    classes, oof, groups = tone_oof(*TONE_ROWS[label])
+    t = tone_metrics(oof.labels, oof.proba, classes, oof.ita, oof.threshold)
+    k = classes.index(POSITIVE)
+    is_pos = np.array([y == POSITIVE for y in oof.labels])
+    flagged = oof.proba[:, k] >= oof.threshold
+    accuracy = np.mean([classes[i] == y for i, y in zip(oof.proba.argmax(axis=1), oof.labels)])
+    ci = tone_bench._bootstrap(oof, groups, classes, oof.threshold, n=1000)
+    gap, rho = t["specificity_gap"]["gap"], t["ita_vs_p_positive"]["pooled_within_class"]["rho"]
+    quoted("research/tone.md",
+           f"| {label} | {100 * accuracy:.1f} | {100 * flagged[is_pos].mean():.1f} | {100 * (~flagged[~is_pos]).mean():.1f} | "
+           f"{100 * gap:+.1f} [{100 * ci['gap'][0]:+.1f}, {100 * ci['gap'][1]:+.1f}] | "
+           f"{rho:+.3f} [{ci['rho'][0]:+.3f}, {ci['rho'][1]:+.3f}] |")
+
+
+def test_tone_balancing_on_the_official_splits():
+    """Issue 29, audit finding 3: the 62.8 / 66.2 % pair is at thresholds chosen on each run's pooled test
+    predictions, which the page now says; the operating point as shipped is quoted beside it."""
+    from mpoxscan.evaluation.metrics import POSITIVE, screening_threshold
+
+    def at_pooled_95(folder: str) -> float:
+        config, folds = member(folder)
+        k = config["classes"].index(POSITIVE)
+        y = np.array([lab == POSITIVE for t, _ in folds.values() for lab in t[0]])
+        p = np.concatenate([t[1][:, k] for t, _ in folds.values()])
+        return float((p[~y] < screening_threshold(y, p)).mean())
+
+    bal, plain = CV + "finetune-balance-exports-official", CV + "finetune-official"
+    quoted("research/tone.md",
+           f"pooled accuracy {100 * pooled(bal, n_boot=0)['accuracy']['value']:.1f} against "
+           f"{100 * pooled(plain, n_boot=0)['accuracy']['value']:.1f} %, specificity {100 * at_pooled_95(bal):.1f} against "
+           f"{100 * at_pooled_95(plain):.1f} % at 95 % sensitivity, where each run's threshold was chosen on its own "
+           "pooled out-of-fold test predictions",
+           f"at each fold's own threshold, {100 * alone(bal)['screening_specificity']['mean']:.1f} against "
+           f"{100 * alone(plain)['screening_specificity']['mean']:.1f} % specificity at {sens_spec(alone(bal)).split(' /')[0]}"
+           f" / {sens_spec(alone(plain)).split(' /')[0]} % sensitivity")
+
+
+def test_gpu_tone_at_one_pooled_threshold():
+    """The GPU runs' specificity gaps and rhos (docs/research/gpu.md), at one threshold on the pooled out-of-fold
+    P(mpox) for 95 % sensitivity, with tone_bench's bootstrap, from benchmarks/results/gpu/tone-full320/oof_*.csv."""
+    import tone_bench
+
+    from mpoxscan.evaluation.metrics import POSITIVE, screening_threshold, tone_metrics
+
+    got = {}
+    for name, folder in (("full320_s0", S0), ("full320_s1", S1), ("full320_s2", S2)):
+        with open(REPO / "benchmarks/results/gpu/tone-full320" / f"oof_{name}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+        group = member(folder, "kfold")[0]["groups"]
+        oof = SimpleNamespace(labels=[r["label"] for r in rows], ita=[float(r["ita"]) if r["ita"] else None for r in rows],
+                              proba=np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]))
+        k = classes.index(POSITIVE)
+        threshold = screening_threshold(np.array([y == POSITIVE for y in oof.labels]), oof.proba[:, k], 0.95)
+        t = tone_metrics(oof.labels, oof.proba, classes, oof.ita, threshold)
+        ci = tone_bench._bootstrap(oof, np.array([group[r["sha256"]] for r in rows]), classes, threshold, n=1000)
+        got[name] = (f"{100 * t['specificity_gap']['gap']:+.1f} [{100 * ci['gap'][0]:+.1f}, {100 * ci['gap'][1]:+.1f}]",
+                     f"{t['ita_vs_p_positive']['pooled_within_class']['rho']:+.3f} "
+                     f"[{ci['rho'][0]:+.3f}, {ci['rho'][1]:+.3f}]")
+    quoted("research/gpu.md", f"is {got['full320_s0'][0]} points for seed 0 and {got['full320_s1'][0]} for seed 1",
+           f"The within-class rho of ITA with P(mpox) is {got['full320_s0'][1]} and {got['full320_s1'][1]}",
+           f"gap {got['full320_s2'][0]} points, rho {got['full320_s2'][1].split(' [')[0]}")
+
+
+def test_tone_prose():
+    """The figures the tone page's prose adds to its table, per bin, at each fold's threshold or at one pooled
+    threshold for 95 % sensitivity (as tone_bench computes it)."""
+    from mpoxscan.evaluation.metrics import POSITIVE, screening_threshold, tone_metrics
+
+    def tone(name: str, run: str, pooled_threshold: bool) -> dict:
+        classes, oof, _ = tone_oof(name, run)
+        k = classes.index(POSITIVE)
+        thr = (screening_threshold(np.array([y == POSITIVE for y in oof.labels]), oof.proba[:, k], 0.95)
+               if pooled_threshold else oof.threshold)
+        t = tone_metrics(oof.labels, oof.proba, classes, oof.ita, thr)
+        flagged = oof.proba[:, k] >= thr
+        t["specificity"] = float((~flagged[[y != POSITIVE for y in oof.labels]]).mean())
+        return t
+
+    spec = lambda t, b=None: f"{100 * (t['bins'][b]['specificity'] if b else t['specificity']):.1f}"  # noqa: E731
+    bal, plain = tone("tone_balance", "finetune-balance-10fold", True), tone("plain", "finetune-10fold", True)
+    dec, plain_f = tone("decorrelate", "finetune-decorrelate-10fold", False), tone("plain", "finetune-10fold", False)
+    i320 = tone("input_320", "finetune-320-10fold", True)
+    quoted("research/tone.md",
+           f"at one pooled 95 %-sensitivity threshold {spec(bal)} % against {spec(plain)} %, dark {spec(bal, 'dark')} "
+           f"against {spec(plain, 'dark')} %) but not the darkest more (gap {100 * bal['specificity_gap']['gap']:+.1f})",
+           f"(very light {spec(dec, 'very light')} against {spec(plain_f, 'very light')} %) while the dark bin gains "
+           f"little ({spec(dec, 'dark')} against {spec(plain_f, 'dark')} %)",
+           f"but {100 * i320['specificity_gap']['gap']:+.1f} at one pooled threshold")
+
+
+def test_readme_figures_of_the_shipped_model_and_the_offtask_benchmark():
+    """The README's figures that are not cross-validation: the bundled file's size and agreement (its card.json) and
+    the off-task benchmark (its committed results), so that a rebuilt model or a rerun benchmark cannot leave the
+    README behind."""
+    import json
+
+    card = json.loads((REPO / "src/mpoxscan/bundled/card.json").read_text())
+    offtask = json.loads((REPO / "benchmarks/results/offtask/offtask.json").read_text())
+    agreement = card["fidelity"]["variants"][card["precision"]]["agreement"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"| {card['bytes'] / 1e6:.2f} MB, {100 * agreement:.1f} % |" in readme
+    assert (f"| {100 * offtask['offtask_all']['cannot_tell']:.1f} %, "
+            f"{100 * offtask['real']['held_out_cross_fitted']['rate']:.1f} % |") in readme
+    assert "(286)" in readme and offtask["offtask_all"]["n"] == 286
+    assert f"| {offtask['seconds']:.0f} s |" in readme
+
+
+@pytest.mark.parametrize("run", sorted(p.name for p in (REPO / "benchmarks/results/gpu").glob("*/predictions.tar.gz")
+                                       for p in [p.parent]))
+def test_committed_inner_validation_predictions_are_those_of_the_archive(run, tmp_path):
+    """valid_predictions.csv is exactly what `benchmarks/gpu/unpack.py --valid-csv` writes from the run's
+    predictions.tar.gz (the GPU machine's own files): nothing in it was typed or edited."""
+    import shutil
+
+    sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+    import unpack
+
+    folder = REPO / "benchmarks/results/gpu" / run
+    for name in ("results.json", "predictions.tar.gz"):
+        shutil.copy(folder / name, tmp_path / name)
+    assert unpack.write_valid_predictions(tmp_path).read_bytes() == (folder / "valid_predictions.csv").read_bytes()
