@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -403,6 +404,27 @@ def slowloris(folder: Path, connections: int) -> dict:
             "tracebacks": log.count("Traceback"), "aim_ms": 1000}
 
 
+def fresh_database(admin_url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the PostgreSQL server of ``admin_url`` (as the tests' fixture makes), and the function
+    that drops it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"mpoxscan_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
@@ -428,7 +450,15 @@ def main() -> None:
                 import redis as redis_client
 
                 redis_client.Redis.from_url(redis).flushdb()
-            out["pin_bursts"].append(pin_burst(folder, label, extra, 20))
+            drop = None
+            if "--db" in extra:  # each server its own new database
+                url, drop = fresh_database(postgres)
+                extra = [url if arg == postgres else arg for arg in extra]
+            try:
+                out["pin_bursts"].append(pin_burst(folder, label, extra, 20))
+            finally:
+                if drop:
+                    drop()
             print(json.dumps(out["pin_bursts"][-1]), flush=True)
         out["unlock_flood"] = unlock_flood(folder, 40, 10 if args.quick else 30)
         print(json.dumps(out["unlock_flood"]), flush=True)
