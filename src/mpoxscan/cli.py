@@ -196,7 +196,13 @@ def imagenet_cmd(images: tuple[Path, ...], model_names: str | None, top_k: int, 
 
 
 CURATE_EXAMPLE = """\b
-Example (MSLD v2.0 and MSLD v1 as one pool; v1's mixed "Others" folder is chickenpox or measles):
+Examples:
+  # the six public sources of ../shared/data as one pool, by the shipped pool file (taxonomy, label maps,
+  # patient-id rules, priorities, MSLD v2.0's official splits):
+  mpoxscan curate --pool public --data ../shared/data --folds 5 --out curated/pool
+  # the same, plus the experts' exported cases (mpoxscan cases export) as one more source:
+  mpoxscan curate --pool public expert=exports/cases --group 'expert=^case-([0-9a-f]{20})_' --out curated/pool+cases
+  # MSLD v2.0 and MSLD v1 by hand; v1's mixed "Others" folder is chickenpox or measles:
   mpoxscan curate msld2=../shared/data/msld-v2 msld1=../shared/data/msld-v1 \\
       --group 'msld2=^([A-Z]+_[0-9]+)_' --group 'msld1=^(N?M[0-9]+)_' \\
       --label-map 'msld1:Others=Chickenpox|Measles' --priority msld2=1 \\
@@ -205,8 +211,14 @@ Example (MSLD v2.0 and MSLD v1 as one pool; v1's mixed "Others" folder is chicke
 
 
 @cli.command("curate", epilog=CURATE_EXAMPLE)
-@click.argument("sources", nargs=-1, required=True, metavar="[NAME=]FOLDER...")
+@click.argument("sources", nargs=-1, metavar="[NAME=]FOLDER...")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output folder (must not exist unless --force).")
+@click.option("--pool", metavar="NAME|FILE", help="Sources, label maps and taxonomy from a pool file (shipped: 'public'); "
+              "positional sources are added to it and must map into its classes.")
+@click.option("--data", "data_root", default=Path("../shared/data"), show_default=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The folder a pool file's source paths are relative to.")
+@click.option("--classes", metavar="A,B,...", help="The taxonomy: every label a source produces must be one of these "
+              "(every class folder of a source with a --label-map must then be mapped, or skipped with FOLDER=-).")
 @click.option("--group", "groups", multiple=True, metavar="NAME=REGEX",
               help="Patient id from the file name: first capture group (or whole match). Default: each file its own group.")
 @click.option("--label-map", "label_maps", multiple=True, metavar="NAME:FOLDER=LABEL[|LABEL...]",
@@ -218,8 +230,9 @@ Example (MSLD v2.0 and MSLD v1 as one pool; v1's mixed "Others" folder is chicke
 @click.option("--export-size", type=click.IntRange(16, 4096), help="Also write square copies (short side resized, centre crop) of kept images.")
 @click.option("--phash-radius", default=16, show_default=True, type=click.IntRange(0, 32), help="Candidate pairs: pHash bits that may differ.")
 @click.option("--quadrant-radius", default=6, show_default=True, type=click.IntRange(0, 32), help="Candidate pairs: pHash bits that may differ in one quarter.")
-@click.option("--texture-min", default=0.5, show_default=True, type=float, help="Verified copy: median tile texture correlation.")
-@click.option("--keypoint-min-inliers", default=12, show_default=True, type=int, help="Verified crop/zoom: ORB inliers of one similarity transform.")
+@click.option("--neighbours", default=8, show_default=True, type=click.IntRange(0, 100), help="Candidate pairs: each picture's nearest pictures by CNN descriptor (crops, recolours; 0: off).")
+@click.option("--match-min", default=0.4, show_default=True, type=click.FloatRange(-1, 1), help="Verified copy: median tile correlation of the aligned pictures.")
+@click.option("--min-inliers", default=6, show_default=True, type=click.IntRange(3, 500), help="Keypoint matches that must agree on a transform before it is tried.")
 @click.option("--min-side", default=64, show_default=True, type=int, help="Reject images whose short side is smaller (px).")
 @click.option("--max-aspect", default=3.0, show_default=True, type=float, help="Reject images more elongated than this.")
 @click.option("--min-contrast", default=4.0, show_default=True, type=float, help="Reject nearly uniform images (grayscale std, 0-255).")
@@ -228,9 +241,9 @@ Example (MSLD v2.0 and MSLD v1 as one pool; v1's mixed "Others" folder is chicke
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, folds_from, export_size, phash_radius,
-               quadrant_radius, texture_min, keypoint_min_inliers, min_side, max_aspect, min_contrast, min_colourfulness, jobs, force,
-               as_json, quiet) -> None:
+def curate_cmd(sources, out, pool, data_root, classes, groups, label_maps, priorities, n_folds, seed, folds_from, export_size,
+               phash_radius, quadrant_radius, neighbours, match_min, min_inliers, min_side, max_aspect, min_contrast,
+               min_colourfulness, jobs, force, as_json, quiet) -> None:
     """Curate folders of class sub-folders into one clean manifest with leakage-free folds.
 
     Finds exact and near duplicates within and across sources (re-encoded, resized, cropped, flipped, rotated,
@@ -240,10 +253,16 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
     from mpoxscan.data.curate import CurateOptions, curate, write_outputs
     from mpoxscan.data.duplicates import DuplicateParams
     from mpoxscan.data.quality import QualityParams
-    from mpoxscan.data.sources import Source, parse_keyed, parse_label_maps, parse_source_arg
+    from mpoxscan.data.sources import (Source, check_taxonomy, load_pool, parse_keyed, parse_label_maps,
+                                       parse_source_arg, pool_path)
 
     if out.exists() and not force:
         raise MpoxscanError(f"{out} already exists: choose another --out or add --force to replace it")
+    if not sources and not pool:
+        raise MpoxscanError("no sources: give [NAME=]FOLDER arguments, --pool, or both")
+    pooled, taxonomy = load_pool(pool_path(pool), data_root) if pool else ([], ())
+    if classes:
+        taxonomy = tuple(c.strip() for c in classes.split(",") if c.strip())
     parsed = [parse_source_arg(text, k) for k, text in enumerate(sources)]
     names = {name for name, _ in parsed}
     regexes = parse_keyed(groups, "--group", names)
@@ -253,13 +272,17 @@ def curate_cmd(sources, out, groups, label_maps, priorities, n_folds, seed, fold
         prio_int = {k: int(v) for k, v in prio.items()}
     except ValueError:
         raise MpoxscanError("--priority expects NAME=INT") from None
-    srcs = [Source(name=name, root=root, group_regex=regexes.get(name), label_map=maps.get(name, {}),
-                   priority=prio_int.get(name, 0)) for name, root in parsed]
+    srcs = pooled + [Source(name=name, root=root, group_regex=regexes.get(name), label_map=maps.get(name, {}),
+                            priority=prio_int.get(name, 0), strict=bool(taxonomy and maps.get(name)))
+                     for name, root in parsed]
+    if taxonomy:
+        check_taxonomy(srcs, taxonomy)
     options = CurateOptions(
-        duplicates=DuplicateParams(phash_radius=phash_radius, quadrant_radius=quadrant_radius, texture_min=texture_min,
-                                   keypoint_min_inliers=keypoint_min_inliers),
+        duplicates=DuplicateParams(phash_radius=phash_radius, quadrant_radius=quadrant_radius, neighbours=neighbours,
+                                   match_min=match_min, min_inliers=min_inliers),
         quality=QualityParams(min_side, max_aspect, min_contrast, min_colourfulness),
         n_folds=n_folds, seed=seed, folds_from=folds_from, export_size=export_size, jobs=jobs, progress=not quiet,
+        classes=taxonomy,
     )
     result = curate(srcs, options)
     folder = write_outputs(result, out, options, force=force)
@@ -304,16 +327,21 @@ Examples:
       --strategy linear --protocol official --out runs/linear-official
   mpoxscan cv --manifest curated/msld2-10fold --models all --strategy linear --out runs/linear-10fold
   mpoxscan cv --manifest curated/msld2-10fold --models all --strategy finetune --out runs/ft-10fold --ray
+  mpoxscan cv --manifest curated/pool --models efficientnet_lite0 --strategy finetune --protocol loso --out runs/ft-loso
   mpoxscan report runs/linear-10fold
 """)
 @click.option("--manifest", required=True, type=click.Path(path_type=Path), help="manifest.csv from mpoxscan curate (or its folder).")
 @click.option("--models", "model_names", default="all", show_default=True, metavar="A,B|all", help="Backbones of the zoo.")
 @click.option("--strategy", default="linear", show_default=True, help="linear (frozen features + logistic regression), finetune (last blocks), full (every layer) or distill (full teachers -> student).")
-@click.option("--protocol", type=click.Choice(["kfold", "official"]), default="kfold", show_default=True,
-              help="kfold: the manifest's fold column; official: its imported splits (curate --folds-from).")
+@click.option("--protocol", type=click.Choice(["kfold", "official", "loso"]), default="kfold", show_default=True,
+              help="kfold: the manifest's fold column; official: its imported splits (curate --folds-from; other "
+                   "sources of a pool train in every split); loso: leave one site out (each site the test side once).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average the test predictions over the views.")
 @click.option("--exports", metavar="fp16,int8", help="Also export each fold's model to ONNX (fp32 and these variants; int8 calibrated on the fold's training images) and score the files on the fold's test images.")
+@click.option("--answers", is_flag=True, help="Also export each fold's model (fp32) with the whole answer rule that ships, "
+              "fitted on the fold's own photos, and record each test photo's answer (positive, negative, cannot tell): "
+              "results.json then gives per class the share flagged and the share refused.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--folds", "only_folds", metavar="fold1,fold2", help="Run only these folds (default: all).")
 @_finetune_flags
@@ -324,8 +352,8 @@ Examples:
               help="Run each (backbone, fold) as a Ray task (the `ray` extra): on this machine, or on the cluster at "
                    "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed, only_folds, cache, out, quiet, ray_address,
-           teachers, **flags) -> None:
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, answers, seed, only_folds, cache, out, quiet,
+           ray_address, teachers, **flags) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -342,7 +370,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, seed,
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
-                      extra=_extra(cache, strategy,
+                      answers=answers, extra=_extra(cache, strategy,
                                    _strategy_options(strategy, teachers, whole),
                                    **finetune_flags))
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}

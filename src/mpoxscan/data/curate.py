@@ -32,6 +32,7 @@ class CurateOptions:
     export_size: int | None = None
     jobs: int | None = None
     progress: bool = True
+    classes: tuple[str, ...] = ()  # the taxonomy: every kept label must be one of these (empty: any folder name)
 
 
 @dataclass
@@ -68,12 +69,24 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
     if len({s.name for s in sources}) != len(sources):
         raise SourceError("two sources have the same name: give each a NAME=PATH")
     records: list[Record] = [r for s in sources for r in scan(s)]
+    if options.classes:
+        for r in records:
+            if bad := [x for x in r.fine_labels if x not in options.classes]:
+                raise SourceError(f"source '{r.source}': class folder '{r.folder}' gives '{bad[0]}', which is not one of "
+                                  f"the classes ({', '.join(options.classes)}): map it with --label-map")
     priority = {s.name: (s.priority, -k) for k, s in enumerate(sources)}  # higher priority, then earlier source
+    site_of = {s.name: s.site_name for s in sources}
     paths = [r.path for r in records]
-    prints = fingerprint.compute_all(paths, jobs=options.jobs, progress=options.progress)
+    embedder = None
+    if options.duplicates.neighbours > 0 and len(paths) > 1:
+        from mpoxscan.data.embedding import model_bytes
+
+        embedder = model_bytes()
+    prints = fingerprint.compute_all(paths, jobs=options.jobs, progress=options.progress, embedder=embedder)
     reasons = [rejection_reason(fp, options.quality) for fp in prints]
     active = [k for k, r in enumerate(reasons) if r is None]
-    matches, n_candidates = find_duplicates(paths, prints, options.duplicates, active=active, progress=options.progress)
+    matches, n_candidates = find_duplicates(paths, prints, options.duplicates, active=active, progress=options.progress,
+                                            jobs=options.jobs)
     cluster_of = clusters(len(records), matches)
     match_of: dict[int, Match] = {}
     for m in matches:
@@ -83,7 +96,7 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
     rows = [
         ManifestRow(path=str(r.path.resolve()), source=r.source, relpath=r.relpath, label=r.label, source_label=r.folder,
                     group=r.group, sha256=fp.sha256, width=fp.width, height=fp.height, status="kept",
-                    ita="" if fp.ita is None else f"{fp.ita:.2f}")
+                    ita="" if fp.ita is None else f"{fp.ita:.2f}", site=site_of[r.source])
         for r, fp in zip(records, prints)
     ]
     for k, reason in enumerate(reasons):
@@ -93,10 +106,21 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
     members: dict[int, list[int]] = defaultdict(list)
     for k in active:
         members[int(cluster_of[k])].append(k)
-    pairs, conflict_pairs, conflicts = [], [], []
+    pairs, conflict_pairs, conflicts, overruled = [], [], [], []
     for group in (g for g in members.values() if len(g) > 1):
         votes = [LabelVote(records[k].label, records[k].fine_labels) for k in group]
         label = resolve(votes)
+        if label is None:
+            # Copies disagree. Where one source outranks every other source in the cluster, its label wins (MSLD
+            # v2.0's authors over a re-hoster's folder name), so that the benchmark's photos keep their place; the
+            # overruled labels are listed in the report. Otherwise the copies are conflicts, left out.
+            top = max(priority[records[k].source][0] for k in group)
+            leaders = {records[k].source for k in group if priority[records[k].source][0] == top}
+            if len(leaders) == 1:
+                label = resolve([v for k, v in zip(group, votes) if records[k].source in leaders])
+                if label is not None:
+                    overruled.append({"label": label, "files": [f"{records[k].source}/{records[k].relpath} ({records[k].label})"
+                                                                for k in group]})
         if label is None:
             text = ", ".join(f"{records[k].label} ({records[k].source}/{records[k].relpath})" for k in group)
             for k in group:
@@ -106,7 +130,10 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
                               "files": [f"{records[k].source}/{records[k].relpath}" for k in group]})
             conflict_pairs.append((group[0], group[1], match_of[group[1]]))
             continue
-        rep = max(group, key=lambda k: (prints[k].width * prints[k].height, priority[records[k].source], -k))
+        # The copy of the highest-priority source stays (MSLD v2.0's photos keep their official splits), then the
+        # largest: a re-hosted larger version of a benchmark photo joins its group but does not replace it.
+        rep = max(group, key=lambda k: (priority[records[k].source][0], prints[k].width * prints[k].height,
+                                        priority[records[k].source][1], -k))
         rows[rep].label = label
         for k in group:
             if k != rep:
@@ -114,6 +141,14 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
                 rows[k].reason = f"copy of {records[rep].source}/{records[rep].relpath}"
                 rows[k].match = match_of[k].describe()
                 pairs.append((rep, k, match_of[k]))
+
+    if options.classes:
+        # A coarse label that no finer copy resolved (MSLD v1's "Others": chickenpox or measles) is not a class of
+        # the taxonomy: such a photo cannot be trained or scored on, so it is left out, with its reason.
+        for row, record in zip(rows, records):
+            if row.status == "kept" and row.label not in options.classes:
+                row.status = "rejected"
+                row.reason = f"ambiguous label: {row.label} ({'|'.join(record.fine_labels)}), no copy says which"
 
     merged = _merge_groups([r.group for r in records], cluster_of)
     joined = sorted({(a, b) for a, b in zip([r.group for r in records], merged) if a != b})
@@ -124,27 +159,35 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
     if not kept:
         raise MpoxscanError("no image survived curation (all unreadable, rejected, duplicates or conflicts)")
     official_leaks: dict[str, list[str]] = {}
-    if options.folds_from:
-        fold_names, official = read_official_folds(options.folds_from)
-        names = Counter(Path(rows[k].relpath).name for k in kept)
+    by_source = [(s, s.folds_from) for s in sources if s.folds_from]
+    if options.folds_from:  # one file for every source, matched by file name (the names must not clash)
+        by_source = [(None, options.folds_from)]
+    for source, folds_file in by_source:
+        fold_names, official = read_official_folds(folds_file)
+        mine = [k for k in kept if source is None or rows[k].source == source.name]
+        names = Counter(Path(rows[k].relpath).name for k in mine)
         if clash := [n for n, c in names.items() if c > 1 and n in official]:
             raise MpoxscanError(f"--folds-from: file name {clash[0]} appears in two sources; cannot tell which it means")
-        for k in kept:
+        for k in mine:
             splits = official.get(Path(rows[k].relpath).name)
             rows[k].splits = ",".join(splits) if splits else ""
             rows[k].reason = "" if splits else "not in the imported folds"
-        if not any(rows[k].splits for k in kept):
-            raise MpoxscanError(f"--folds-from {options.folds_from}: none of its file names is among the kept images")
+        if not any(rows[k].splits for k in mine):
+            raise MpoxscanError(f"folds {folds_file}: none of its file names is among the kept images")
         # Leaks of the folds as published: every listed image counts, including the copies that curation drops.
-        listed = [k for k, row in enumerate(rows) if row.status != "rejected" and Path(row.relpath).name in official]
+        listed = [k for k, row in enumerate(rows) if row.status != "rejected" and Path(row.relpath).name in official
+                  and (source is None or row.source == source.name)]
         official_leaks = split_leaks([rows[k].group for k in listed], [official[Path(rows[k].relpath).name] for k in listed], fold_names)
-    else:
-        folds = assign_folds([rows[k].label for k in kept], [rows[k].group for k in kept], options.n_folds, options.seed)
+    if not options.folds_from:
+        # Stratified by class, and by source where there are several, so that every fold holds each source's mix.
+        strata = [rows[k].label if len(sources) == 1 else f"{rows[k].label}|{rows[k].source}" for k in kept]
+        folds = assign_folds(strata, [rows[k].group for k in kept], options.n_folds, options.seed)
         for k, f in zip(kept, folds):
             rows[k].fold = str(f)
 
     report = _report(sources, records, rows, options, matches, n_candidates, conflicts, joined, official_leaks,
                      time.perf_counter() - started)
+    report["labels_overruled_by_priority"] = overruled
     return Curation(rows=rows, report=report, pairs=pairs, conflict_pairs=conflict_pairs)
 
 
@@ -167,11 +210,28 @@ def _report(sources, records, rows, options, matches, n_candidates, conflicts, j
         for other in sorted(sources_of[rep_of[k]] - {rows[k].source}):
             cross[f"{rows[k].source} -> {other}"] += 1
     unmatched_groups = Counter(r.source for r in records if not r.group_matched)
+    # Per source and class folder: what was found, kept, dropped as a copy (and of which source's photo), refused.
+    table: dict[tuple[str, str], dict] = {}
+    for k, (r, row) in enumerate(zip(records, rows)):
+        cell = table.setdefault((r.source, r.folder), {"source": r.source, "folder": r.folder, "class": r.label,
+                                                        "found": 0, "kept": 0, "copies": Counter(), "rejected": 0,
+                                                        "conflict": 0})
+        cell["found"] += 1
+        if row.status == "kept":
+            cell["kept"] += 1
+        elif row.status == "duplicate":
+            cell["copies"][rows[index_of[row.duplicate_of]].source] += 1
+        else:
+            cell[row.status] += 1
+    per_source_class = [{**c, "copies": dict(sorted(c["copies"].items()))} for _, c in sorted(table.items())]
     return {
         "mpoxscan_curate_version": 1,
         "sources": [{"name": s.name, "root": str(s.root.resolve()), "group_regex": s.group_regex,
                      "label_map": {k: list(v) for k, v in s.label_map.items()}, "priority": s.priority,
+                     "site": s.site_name, "folds_from": str(s.folds_from) if s.folds_from else None,
                      "files_without_group_match": unmatched_groups.get(s.name, 0)} for s in sources],
+        "per_source_class": per_source_class,
+        "classes": list(options.classes),
         "options": {"duplicates": asdict(options.duplicates), "quality": asdict(options.quality),
                     "folds": "from " + str(options.folds_from) if options.folds_from else options.n_folds,
                     "seed": options.seed, "export_size": options.export_size},

@@ -1,52 +1,56 @@
-"""Exact and near-duplicate detection: checksum, perceptual-hash candidates, then verification.
+"""Exact and near-duplicate detection: checksum, candidate pairs, then verification by aligning the two pictures.
 
-Three stages, so that each does what it is good at:
+Public mpox image sets are web re-hosts of the same photos, cropped (often tightly), recoloured, rotated,
+watermarked, squashed and re-encoded. Three stages, so that each does what it is good at:
 1. byte-identical files share a SHA-256;
-2. candidates: pairs whose pHash (ImageHash) differs in at most ``phash_radius`` of 64 bits under one of the 8
-   flips/rotations, or where one quarter of the picture hashes within ``quadrant_radius`` (a black privacy bar
-   over the eyes moves the whole-picture hash far, but leaves the other quarters alone); found with ball trees
-   (scikit-learn) rather than by comparing every pair;
-3. verification of each candidate, because in close-ups of skin many unrelated photos have close pHashes:
-   - texture: the fine texture of the two pictures correlates (median over 16 tiles, so that a privacy bar over
-     the eyes does not spoil it); catches re-encoded, resized, recoloured, flipped and rotated copies;
-   - keypoints: ORB features (OpenCV) agree under one similarity transform (RANSAC); catches crops and zooms.
-     Used only on whole-picture candidates: on arbitrary pairs ORB finds chance agreements (14 inliers measured).
-The defaults come from measurements on MSLD v1 + v2 (benchmarks/curate_bench.py, README).
+2. candidates, from two searches:
+   - pHash (ImageHash) within ``phash_radius`` of 64 bits under one of the 8 flips/rotations, or one quarter within
+     ``quadrant_radius`` (a privacy bar spoils one quarter, not all four); ball trees (scikit-learn);
+   - each picture's ``neighbours`` nearest pictures by a CNN descriptor (data/embedding.py), which survives the
+     crops and recolours that move a pHash far;
+3. verification of each candidate by alignment, because in close-ups of skin many unrelated photos are close by
+   either search: the pictures are aligned (the 8 whole-picture flips/rotations; or the similarity transform that
+   ORB keypoint matches agree on, by RANSAC, refined by OpenCV's ECC), and their band-passed grey levels are
+   compared tile by tile over the overlap. A copy agrees almost everywhere (median tile correlation 0.8-1.0 for
+   crops, recolours, watermarks; 0.4-0.6 for heavy re-encoding); unrelated photos that share only a frame, a
+   caption or an atlas watermark agree on a few tiles, not the median.
+The thresholds come from the check set of benchmarks/dedup_bench.py (results/dedup.md): altered copies of real
+photos mixed with unrelated ones.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.data.fingerprint import WORK_SIDE, Fingerprint
+from mpoxscan.data.fingerprint import Fingerprint
 
 
 @dataclass(frozen=True)
 class DuplicateParams:
     phash_radius: int = 16
     quadrant_radius: int = 6
-    texture_min: float = 0.5
-    keypoint_min_inliers: int = 12
+    neighbours: int = 8  # nearest pictures by CNN descriptor verified as candidates (0: pHash candidates only)
+    match_min: float = 0.4  # median tile correlation of the aligned pictures that makes a copy
+    min_inliers: int = 6  # keypoint matches agreeing on one transform, to try that alignment
 
 
 @dataclass(frozen=True)
 class Match:
     i: int
     j: int
-    method: str  # "identical", "texture" or "keypoints"
-    phash_distance: int
-    score: float  # texture correlation or keypoint inliers; 1.0 for identical files
+    method: str  # "identical", "aligned" (whole pictures, flipped or turned) or "keypoints" (crops, zooms)
+    phash_distance: int  # -1 when the pair was proposed by its CNN descriptors alone
+    score: float  # median tile correlation after alignment; 1.0 for identical files
 
     def describe(self) -> str:
         if self.method == "identical":
             return "identical"
-        score = f"{self.score:.3f}" if self.method == "texture" else f"{int(self.score)} inliers"
-        return f"{self.method}={score}" + (f" (pHash d={self.phash_distance})" if self.phash_distance >= 0 else "")
+        return f"{self.method}={self.score:.3f}" + (f" (pHash d={self.phash_distance})" if self.phash_distance >= 0 else "")
 
 
 def _within(index_hashes: np.ndarray, queries: np.ndarray, radius: int) -> set[tuple[int, int]]:
@@ -66,100 +70,197 @@ def _distance(hashes: np.ndarray, i: int, j: int) -> int:
     return int(np.min(np.count_nonzero(hashes[i] != hashes[j, 0], axis=-1)))
 
 
-def candidate_pairs(phashes: np.ndarray, quadrants: np.ndarray | None, params: DuplicateParams) -> dict[tuple[int, int], int]:
-    """{(i, j): whole-picture pHash distance} for i < j that are within the pHash radius, or whose quarters are
-    within the quadrant radius under the same flip/rotation."""
+def candidate_pairs(phashes: np.ndarray, quadrants: np.ndarray | None, params: DuplicateParams,
+                    embeddings: np.ndarray | None = None) -> dict[tuple[int, int], int]:
+    """{(i, j): whole-picture pHash distance, or -1 for a pair only the CNN descriptors propose} for i < j."""
     if len(phashes) < 2:
         return {}
     pairs = _within(phashes[:, 0], phashes, params.phash_radius)
     if quadrants is not None:
         for q in range(quadrants.shape[2]):
             pairs |= _within(quadrants[:, 0, q], quadrants[:, :, q], params.quadrant_radius)
-    return {(i, j): min(_distance(phashes, i, j), _distance(phashes, j, i)) for i, j in sorted(pairs)}
+    out = {(i, j): min(_distance(phashes, i, j), _distance(phashes, j, i)) for i, j in sorted(pairs)}
+    if embeddings is not None and params.neighbours > 0:
+        from mpoxscan.data.embedding import nearest
+
+        for i, row in enumerate(nearest(embeddings, params.neighbours)):
+            for j in row.tolist():
+                out.setdefault((min(i, j), max(i, j)), -1)
+    return out
 
 
-def _dihedral(a: np.ndarray) -> list[np.ndarray]:
-    return [a, a[:, ::-1], a[::-1], np.rot90(a, 1), np.rot90(a, 2), np.rot90(a, 3), a.T, np.rot90(a, 2).T]
+# --- verification: align, then compare -------------------------------------------------------------------------
+# Written by hand (with OpenCV's pieces) because no library offers a copy check that survives crops, recolours and
+# captions at once: perceptual hashes fail on crops, and keypoint counts alone match atlas watermarks and frames.
+
+TILE = 12  # pixels of the grey copy (long side 128) per compared tile
+MIN_TILES = 6  # fewer informative tiles in the overlap: no verdict from the picture itself
+MIN_OVERLAP = 0.2  # ... or an overlap smaller than this share of the compared picture: a corner agreeing by chance
+TILE_SIGNAL = 1.0  # a tile counts when either picture's band-passed grey levels vary this much (0-255 scale)
+TILE_FLAT = 0.3  # ... and correlates as 0 when one of the two is flatter than this (structure against none)
 
 
-def _tiles(a: np.ndarray, grid: int = 4) -> np.ndarray:
-    """(S, S) -> (grid*grid, tile pixels), each tile centred and scaled to unit norm."""
-    s = a.shape[0] // grid
-    t = a.astype(np.float32).reshape(grid, s, grid, s).transpose(0, 2, 1, 3).reshape(grid * grid, s * s)
-    t = t - t.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(t, axis=1, keepdims=True)
-    return np.divide(t, norm, out=np.zeros_like(t), where=norm > 1e-6)
-
-
-def texture_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Best over the 8 flips/rotations of the median tile correlation of two texture maps (1 = same picture)."""
-    tb = _tiles(b)
-    return max(float(np.median((_tiles(np.ascontiguousarray(x)) * tb).sum(axis=1))) for x in _dihedral(a))
-
-
-@lru_cache(maxsize=4096)
-def _orb_features(path: str, mirror: bool):
-    import cv2
-    from PIL import Image
-
-    from mpoxscan.images import load_image
-
-    image = load_image(path, min_side=WORK_SIDE).convert("L")
-    image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    if mirror:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    keypoints, descriptors = cv2.ORB_create(nfeatures=500).detectAndCompute(np.asarray(image), None)
-    points = np.float32([k.pt for k in keypoints]) if keypoints else np.zeros((0, 2), np.float32)
-    return points, descriptors
-
-
-def keypoint_inliers(path_a: Path, path_b: Path) -> int:
-    """ORB matches (ratio test) that agree with one similarity transform (RANSAC); mirrored copies included."""
+def _band(gray: np.ndarray) -> np.ndarray:
+    """Band-pass (difference of Gaussians): the lesions' and the skin's structure, without the lighting or the
+    finest grain, which re-encoding and resizing destroy."""
     import cv2
 
-    best = 0
-    pb, db = _orb_features(str(path_b), False)
-    if db is None or len(db) < 8:
-        return 0
+    return cv2.GaussianBlur(gray, (0, 0), 0.8) - cv2.GaussianBlur(gray, (0, 0), 2.5)
+
+
+def agreement(a: np.ndarray, b: np.ndarray, transform: np.ndarray, refine: bool = False) -> float:
+    """Median tile correlation of two grey pictures once ``transform`` (2x3, a's pixels -> b's) aligns a onto b,
+    compared in the frame of the coarser one; -1 when the overlap has too few informative tiles."""
+    import cv2
+
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
+    if scale > 1.0:  # compare in the coarser frame: enlarging a copy cannot restore its detail
+        a, b, transform, scale = b, a, cv2.invertAffineTransform(transform), 1.0 / scale
+    h, w = b.shape
+    ones = np.ones_like(a)
+    if refine:
+        warp = cv2.invertAffineTransform(transform).astype(np.float32)
+        mask = (cv2.warpAffine(ones, transform, (w, h), flags=cv2.INTER_NEAREST) > 0).astype(np.uint8)
+        try:
+            _, warp = cv2.findTransformECC(b, a, warp, cv2.MOTION_AFFINE,
+                                           (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4), mask, 3)
+            transform = cv2.invertAffineTransform(warp)
+        except cv2.error:  # ECC did not converge: keep the keypoints' transform
+            pass
+    sigma = 0.6 * np.sqrt(max(1.0 / (scale * scale) - 1.0, 0.0))  # anti-aliasing before shrinking
+    source = cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0.2 else a
+    warped = cv2.warpAffine(source, transform, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    valid = cv2.warpAffine(ones, transform, (w, h), flags=cv2.INTER_NEAREST) > 0
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # the band-pass reaches ~3 px
+    ny, nx = h // TILE, w // TILE
+    if ny == 0 or nx == 0:
+        return -1.0
+
+    def tiles(x: np.ndarray) -> np.ndarray:  # (ny, nx): each tile's sum over the valid pixels
+        return x[:ny * TILE, :nx * TILE].reshape(ny, TILE, nx, TILE).sum(axis=(1, 3))
+
+    m = valid.astype(np.float32)
+    pa, pb = _band(warped) * m, _band(b) * m
+    n = tiles(m)
+    use = n >= 0.95 * TILE * TILE
+    if use.sum() < max(MIN_TILES, MIN_OVERLAP * ny * nx):
+        return -1.0
+    n = np.maximum(n, 1.0)
+    mean_a, mean_b = tiles(pa) / n, tiles(pb) / n
+    var_a = np.maximum(tiles(pa * pa) / n - mean_a ** 2, 0.0)
+    var_b = np.maximum(tiles(pb * pb) / n - mean_b ** 2, 0.0)
+    cov = tiles(pa * pb) / n - mean_a * mean_b
+    sa, sb = np.sqrt(var_a), np.sqrt(var_b)
+    use &= np.maximum(sa, sb) >= TILE_SIGNAL
+    both = np.minimum(sa, sb) >= TILE_FLAT
+    corr = np.where(both, cov / np.maximum(sa * sb, 1e-12), 0.0)[use]
+    return float(np.median(corr)) if len(corr) >= MIN_TILES else -1.0
+
+
+def whole_picture_transforms(a_shape: tuple[int, int], b_shape: tuple[int, int]) -> list[np.ndarray]:
+    """The 8 maps of picture a onto picture b as a whole (each flip/rotation, stretched to b's size)."""
+    import cv2
+
+    (ha, wa), (hb, wb) = a_shape, b_shape
+    src = np.float32([[0, 0], [wa, 0], [0, ha]])
+    corner = {"tl": (0, 0), "tr": (wb, 0), "bl": (0, hb), "br": (wb, hb)}
+    images_of = [("tl", "tr", "bl"), ("tr", "tl", "br"), ("bl", "br", "tl"), ("br", "bl", "tr"),
+                 ("tl", "bl", "tr"), ("tr", "br", "tl"), ("bl", "tl", "br"), ("br", "tr", "bl")]
+    return [cv2.getAffineTransform(src, np.float32([corner[p], corner[q], corner[r]])) for p, q, r in images_of]
+
+
+def keypoint_transforms(a: Fingerprint, b: Fingerprint, min_inliers: int):
+    """Similarity transforms (a's grey copy -> b's) that ORB matches agree on, directly then mirrored, each with the
+    number of agreeing matches; a copy is not enlarged or shrunk beyond 4x. A generator: the mirror image is matched
+    only when the direct transform did not verify."""
+    import cv2
+
+    ka, kb = a.keypoints, b.keypoints
+    if ka is None or kb is None or kb.descriptors is None or len(kb.descriptors) < 8:
+        return
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    for mirror in (False, True):
-        pa, da = _orb_features(str(path_a), mirror)
-        if da is None or len(da) < 8:
+    for points, descriptors, mirrored in ((ka.points, ka.descriptors, False),
+                                          (ka.mirror_points, ka.mirror_descriptors, True)):
+        if descriptors is None or len(descriptors) < 8:
             continue
-        good = [m[0] for m in matcher.knnMatch(da, db, k=2) if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
-        if len(good) < 6:
+        good = [m[0] for m in matcher.knnMatch(descriptors, kb.descriptors, k=2)
+                if len(m) == 2 and m[0].distance < 0.8 * m[1].distance]
+        if len(good) < min_inliers:
             continue
-        src = pa[[m.queryIdx for m in good]]
-        dst = pb[[m.trainIdx for m in good]]
-        transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=4.0)
-        if transform is None:
+        src = points[[m.queryIdx for m in good]]
+        dst = kb.points[[m.trainIdx for m in good]]
+        transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=2.0)
+        if transform is None or int(mask.sum()) < min_inliers:
             continue
-        scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
-        if 0.4 < scale < 2.5:  # a copy is not blown up or shrunk beyond that
-            best = max(best, int(mask.sum()))
-    return best
+        if not 0.25 < float(np.sqrt(abs(np.linalg.det(transform[:, :2])))) < 4.0:
+            continue
+        if mirrored:  # the points were found on the mirror image: x' = mirror_width - x
+            flip = np.array([[-1.0, 0.0, ka.mirror_width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+            transform = (np.vstack([transform, [0.0, 0.0, 1.0]]) @ flip)[:2]
+        yield transform.astype(np.float32), int(mask.sum())
 
 
-def verify(i: int, j: int, phash_distance: int, paths: list[Path], prints: list[Fingerprint],
-           params: DuplicateParams) -> Match | None:
-    """Whether candidate pair (i, j) is the same picture: texture first (cheap), then keypoints (crops, zooms)."""
-    score = texture_similarity(prints[i].texture, prints[j].texture)
-    if score >= params.texture_min:
-        return Match(i, j, "texture", phash_distance, round(score, 3))
-    if phash_distance > params.phash_radius:
+def verify(i: int, j: int, phash_distance: int, prints: list[Fingerprint], params: DuplicateParams) -> Match | None:
+    """Whether candidate pair (i, j) is the same picture: whole-picture alignments first for pHash candidates
+    (cheap), then the keypoints' alignment (crops, zooms, turns)."""
+    a, b = prints[i], prints[j]
+    if a.gray is None or b.gray is None:
         return None
-    inliers = keypoint_inliers(paths[i], paths[j])
-    if inliers >= params.keypoint_min_inliers:
-        return Match(i, j, "keypoints", phash_distance, float(inliers))
+    if phash_distance >= 0:
+        best = max(agreement(a.gray, b.gray, t) for t in whole_picture_transforms(a.gray.shape, b.gray.shape))
+        if best >= params.match_min:
+            return Match(i, j, "aligned", phash_distance, round(best, 3))
+    for transform, _inliers in keypoint_transforms(a, b, params.min_inliers):
+        score = agreement(a.gray, b.gray, transform, refine=True)
+        if score >= params.match_min:
+            return Match(i, j, "keypoints", phash_distance, round(score, 3))
     return None
 
 
-def find_duplicates(paths: list[Path], prints: list[Fingerprint], params: DuplicateParams,
-                    active: list[int] | None = None, progress: bool = True) -> tuple[list[Match], int]:
-    """All duplicate pairs among the ``active`` images (default: every readable one), and the number of candidate
-    pairs that were verified."""
+_shared: dict = {}  # the fingerprints and settings, inherited by forked verification workers
+
+
+def _verify_chunk(pairs: list[tuple[int, int, int]]) -> list[Match]:
+    import cv2
+
+    cv2.setNumThreads(1)
+    prints, params = _shared["prints"], _shared["params"]
+    return [m for i, j, d in pairs if (m := verify(i, j, d, prints, params)) is not None]
+
+
+def _verify_all(todo: list[tuple[int, int, int]], prints: list[Fingerprint], params: DuplicateParams,
+                jobs: int, progress: bool) -> list[Match]:
+    """Verify candidate pairs in ``jobs`` forked processes (they share the fingerprints without copying them)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
+    _shared.update(prints=prints, params=params)
+    chunks = [todo[k:k + 64] for k in range(0, len(todo), 64)]
+    out: list[Match] = []
+    try:
+        with tqdm(total=len(todo), desc="verify pairs", unit="pair", disable=not progress) as bar:
+            if jobs == 1 or len(todo) < 256 or "fork" not in multiprocessing.get_all_start_methods():
+                for chunk in chunks:
+                    out += _verify_chunk(chunk)
+                    bar.update(len(chunk))
+            else:
+                with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                    for chunk, found in zip(chunks, pool.map(_verify_chunk, chunks)):
+                        out += found
+                        bar.update(len(chunk))
+    finally:
+        _shared.clear()
+    return out
+
+
+def find_duplicates(paths: list[Path], prints: list[Fingerprint], params: DuplicateParams,
+                    active: list[int] | None = None, progress: bool = True,
+                    jobs: int | None = None) -> tuple[list[Match], int]:
+    """All duplicate pairs among the ``active`` images (default: every readable one), and the number of candidate
+    pairs that were verified."""
     ok = [k for k in (range(len(prints)) if active is None else active) if prints[k].error is None]
     matches: list[Match] = []
     by_sha: dict[str, list[int]] = defaultdict(list)
@@ -172,12 +273,14 @@ def find_duplicates(paths: list[Path], prints: list[Fingerprint], params: Duplic
             identical.add((members[0], other))
     if not ok:
         return matches, 0
-    candidates = candidate_pairs(np.stack([prints[k].phash for k in ok]), np.stack([prints[k].quadrants for k in ok]), params)
-    todo = sorted(((ok[a], ok[b]), d) for (a, b), d in candidates.items() if (ok[a], ok[b]) not in identical)
-    for (i, j), d in tqdm(todo, desc="verify pairs", unit="pair", disable=not progress):
-        if match := verify(i, j, d, paths, prints, params):
-            matches.append(match)
-    _orb_features.cache_clear()
+    embeddings = None
+    if all(prints[k].embedding is not None for k in ok):
+        embeddings = np.stack([prints[k].embedding for k in ok])
+    candidates = candidate_pairs(np.stack([prints[k].phash for k in ok]), np.stack([prints[k].quadrants for k in ok]),
+                                 params, embeddings)
+    todo = sorted((ok[a], ok[b], d) for (a, b), d in candidates.items() if (ok[a], ok[b]) not in identical)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    matches += _verify_all(todo, prints, params, jobs, progress)
     return matches, len(todo)
 
 

@@ -31,11 +31,12 @@ class ManifestRow:
     splits: str = ""  # imported folds (--folds-from): the split in each, e.g. "train,valid,test,train,train"
     export_path: str = ""  # normalised square copy, relative to the manifest's folder
     ita: str = ""  # skin tone: Individual Typology Angle in degrees (mpoxscan.data.skin); empty when too little skin
+    site: str = ""  # where the photo comes from (sources of one place share it): the leave-one-site-out protocol
 
 
 COLUMNS = tuple(f.name for f in fields(ManifestRow))
 #: Columns added after the first manifests were written: older files without them still read (as empty).
-OPTIONAL_COLUMNS = ("ita",)
+OPTIONAL_COLUMNS = ("ita", "site")
 
 
 def write_manifest(path: Path, rows: list[ManifestRow]) -> None:

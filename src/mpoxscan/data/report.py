@@ -17,7 +17,7 @@ CAPTION = 30
 
 def _order(rows: list[ManifestRow], pairs: list[tuple[int, int, Match]]) -> list[tuple[int, int, Match]]:
     """Hardest matches first (so a person checks those): keypoint matches, then by pHash distance; identical last."""
-    order = {"keypoints": 0, "texture": 1, "identical": 2}
+    order = {"keypoints": 0, "aligned": 1, "identical": 2}
     return sorted(pairs, key=lambda p: (order[p[2].method], -p[2].phash_distance, rows[p[0]].source == rows[p[1]].source, p[0]))
 
 
@@ -62,17 +62,25 @@ def markdown_report(report: dict) -> str:
           ", ".join(f"{k}={'|'.join(v)}" for k, v in s["label_map"].items()) or "-", s["priority"],
           s["files_without_group_match"]] for s in report["sources"]])]
     out += ["", "## Images per source and class", ""]
-    body = []
-    for source, classes in counts["before"].items():
-        kept = counts["kept"].get(source, {})
-        for label in sorted(set(classes) | set(kept)):
-            body.append([source, label, classes.get(label, 0), kept.get(label, 0)])
-    out.append(_table(["source", "class", "before (files)", "kept (after)"], body))
+    if "per_source_class" in report:
+        body = [[c["source"], c["folder"], c["class"], c["found"], c["kept"],
+                 ", ".join(f"{n} of {src}" for src, n in c["copies"].items()) or "-", c["rejected"], c["conflict"]]
+                for c in report["per_source_class"]]
+        out.append(_table(["source", "folder", "class", "found", "kept", "copies (of a photo kept from)", "rejected",
+                           "conflicts"], body))
+    else:  # reports written before the table existed
+        body = []
+        for source, classes in counts["before"].items():
+            kept = counts["kept"].get(source, {})
+            for label in sorted(set(classes) | set(kept)):
+                body.append([source, label, classes.get(label, 0), kept.get(label, 0)])
+        out.append(_table(["source", "class", "before (files)", "kept (after)"], body))
     out += ["", "Kept, all sources: " + ", ".join(f"{k} {v}" for k, v in counts["kept_by_label"].items()), ""]
     dup = report["duplicates"]
     out += ["## Duplicates", "",
             f"{dup['candidate_pairs_verified']} candidate pairs (pHash within {report['options']['duplicates']['phash_radius']} bits "
-            "under a flip or rotation) were verified; matches by method: "
+            "under a flip or rotation, or among each picture's nearest by CNN descriptor) were verified by aligning "
+            "them; matches by method: "
             + (", ".join(f"{k} {v}" for k, v in dup["pairs_by_method"].items()) or "none") + ".", ""]
     if dup["files_with_a_copy_in_another_source"]:
         out.append(_table(["files of", "with a copy in", "files"],
@@ -80,6 +88,10 @@ def markdown_report(report: dict) -> str:
         out.append("")
     for name, file in report.get("contact_sheets", {}).items():
         out += [f"![{name}]({file})", ""]
+    if report.get("labels_overruled_by_priority"):
+        out += ["## Labels overruled by a higher-priority source", "", _table(
+            ["kept label", "copies (their own labels)"],
+            [[c["label"], "<br>".join(c["files"])] for c in report["labels_overruled_by_priority"]]), ""]
     if report["conflicts"]:
         out += ["## Label conflicts (excluded)", "", _table(["labels", "files"], [[", ".join(c["labels"]), "<br>".join(c["files"])] for c in report["conflicts"]]), ""]
     if report["rejected"]:

@@ -25,6 +25,11 @@ class Source:
     ``label_map``: folder name -> labels. One label renames the class; several (``Others=Chickenpox|Measles``) mark the
     folder as a coarse class whose images are one of those finer classes.
     ``priority``: which source's label and copy win when the same picture is in two sources (higher wins).
+    ``site``: where the photos come from, for the leave-one-site-out protocol (MSLD v1 and v2 are one site); the
+    name by default.
+    ``folds_from``: this source's own predefined splits (MSLD v2.0's ``folds.csv``), matched by file name.
+    ``strict``: every class folder must be named in ``label_map`` (a pool with a fixed taxonomy: a folder nobody
+    mapped stops curation instead of becoming a class of its own); ``FOLDER=-`` skips a folder on purpose.
     """
 
     name: str
@@ -32,6 +37,17 @@ class Source:
     group_regex: str | None = None
     label_map: dict[str, tuple[str, ...]] = field(default_factory=dict)
     priority: int = 0
+    site: str = ""
+    folds_from: Path | None = None
+    strict: bool = False
+
+    @property
+    def site_name(self) -> str:
+        return self.site or self.name
+
+
+#: A label map value that leaves a class folder out on purpose (recorded in the report).
+SKIP = ("-",)
 
 
 @dataclass(frozen=True)
@@ -102,9 +118,14 @@ def scan(source: Source) -> list[Record]:
     unknown = set(source.label_map) - {d.name for d in class_dirs}
     if unknown:
         raise SourceError(f"source '{source.name}': --label-map names folders it does not have: {', '.join(sorted(unknown))}")
+    if source.strict and (unmapped := [d.name for d in class_dirs if d.name not in source.label_map]):
+        raise SourceError(f"source '{source.name}': class folder '{unmapped[0]}' is not in its label map "
+                          f"(map it to a class, or skip it with {unmapped[0]}=-)")
     records = []
     for class_dir in class_dirs:
         mapped = source.label_map.get(class_dir.name, (class_dir.name,))
+        if mapped == SKIP:
+            continue
         label = mapped[0] if len(mapped) == 1 else class_dir.name
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
             match = pattern.search(path.name) if pattern else None
@@ -120,3 +141,53 @@ def scan(source: Source) -> list[Record]:
         raise SourceError(f"source '{source.name}': group regex '{source.group_regex}' matches none of its "
                           f"{len(records)} file names (for example '{records[0].path.name}')")
     return records
+
+
+def check_taxonomy(sources: list[Source], classes: tuple[str, ...]) -> None:
+    """Every label a source's map produces must be a class of the taxonomy (one line naming the first that is not)."""
+    for source in sources:
+        for folder, labels in source.label_map.items():
+            if labels == SKIP:
+                continue
+            if bad := [x for x in labels if x not in classes]:
+                raise SourceError(f"source '{source.name}': folder '{folder}' maps to '{bad[0]}', which is not one of "
+                                  f"the classes ({', '.join(classes)})")
+
+
+def load_pool(path: Path, data: Path) -> tuple[list[Source], tuple[str, ...]]:
+    """Sources and taxonomy from a pool file (TOML: ``classes`` and one ``[[source]]`` table per folder, with its
+    ``path`` relative to ``data``, ``group``, ``priority``, ``site``, ``folds`` and ``labels`` = {folder: class or
+    [classes] or "-"}). Every folder of every source must be mapped, and to a class of the taxonomy."""
+    import tomllib
+
+    try:
+        spec = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such pool file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: not a valid pool file ({exc})") from None
+    classes = tuple(spec.get("classes") or ())
+    if not classes or not spec.get("source"):
+        raise SourceError(f"{path}: a pool file needs 'classes' and at least one [[source]]")
+    sources = []
+    for entry in spec["source"]:
+        if not entry.get("name") or not entry.get("path") or not isinstance(entry.get("labels"), dict):
+            raise SourceError(f"{path}: every [[source]] needs name, path and a labels table")
+        labels = {folder: SKIP if v == "-" else (tuple(v) if isinstance(v, list) else (v,))
+                  for folder, v in entry["labels"].items()}
+        folds = entry.get("folds")
+        sources.append(Source(name=entry["name"], root=Path(data) / entry["path"], group_regex=entry.get("group"),
+                              label_map=labels, priority=int(entry.get("priority", 0)), site=entry.get("site", ""),
+                              folds_from=Path(data) / folds if folds else None, strict=True))
+    check_taxonomy(sources, classes)
+    return sources, classes
+
+
+#: The pool files that ship with mpoxscan, by name (``mpoxscan curate --pool public``).
+POOLS_DIR = Path(__file__).resolve().parent / "pools"
+
+
+def pool_path(name_or_path: str) -> Path:
+    """A shipped pool by name, or a pool file's path."""
+    shipped = POOLS_DIR / f"{name_or_path}.toml"
+    return shipped if shipped.exists() else Path(name_or_path)

@@ -21,30 +21,61 @@ class FoldSplit:
     test: list[int]
 
 
-def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
-    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only."""
+PROTOCOLS = ("kfold", "official", "loso")
+
+
+def _inner(rows: list[ManifestRow], rest: list[int], seed: int) -> tuple[list[int], list[int]]:
+    """20 % of ``rest`` (whole leakage groups, stratified by label) for inner validation, the rest to fit."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+    fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
+    return [rest[k] for k in fit_idx], [rest[k] for k in val_idx]
+
+
+def make_splits(rows: list[ManifestRow], protocol: str, seed: int) -> list[FoldSplit]:
+    """Train / inner-validation / test indices per fold. Inner validation comes from the training side only.
+
+    - ``official``: the imported splits (MSLD v2.0's five). Rows outside them (other sources of a pool) join every
+      split's training side, except those in a leakage group with a photo of that split's valid or test side.
+    - ``kfold``: the manifest's fold column; inner validation drawn from the other folds.
+    - ``loso``: leave one site out: each site (a source, or sources of one place) is the test side once, every other
+      site trains, minus the photos grouped with a test photo (a copy or the same patient)."""
     if protocol == "official":
         n = {len(r.splits.split(",")) for r in rows if r.splits}
         if not n:
             raise MpoxscanError("the manifest has no imported splits: curate it with --folds-from, or use the k-fold protocol")
+        extra = [k for k, r in enumerate(rows) if not r.splits]
         out = []
         for f in range(max(n)):
             side = {k: r.splits.split(",")[f] for k, r in enumerate(rows) if r.splits}
-            out.append(FoldSplit(f"fold{f + 1}", [k for k, s in side.items() if s == "train"],
+            held = {rows[k].group for k, s in side.items() if s != "train"}
+            out.append(FoldSplit(f"fold{f + 1}",
+                                 [k for k, s in side.items() if s == "train"] + [k for k in extra if rows[k].group not in held],
                                  [k for k, s in side.items() if s == "valid"], [k for k, s in side.items() if s == "test"]))
         return out
+    if protocol == "loso":
+        sites = sorted({r.site or r.source for r in rows})
+        if len(sites) < 2:
+            raise MpoxscanError("leave-one-site-out needs a manifest of at least two sites (curate several sources)")
+        out = []
+        for site in sites:
+            test = [k for k, r in enumerate(rows) if (r.site or r.source) == site]
+            held = {rows[k].group for k in test}
+            rest = [k for k, r in enumerate(rows) if (r.site or r.source) != site and r.group not in held]
+            fit, valid = _inner(rows, rest, seed)
+            out.append(FoldSplit(site, fit, valid, test))
+        return out
+    if protocol != "kfold":
+        raise MpoxscanError(f"unknown protocol '{protocol}' (known: {', '.join(PROTOCOLS)})")
     folds = sorted({r.fold for r in rows if r.fold}, key=int)
     if len(folds) < 2:
         raise MpoxscanError("the manifest has no k-fold column: curate it without --folds-from, or use --protocol official")
     out = []
     for f in folds:
         test = [k for k, r in enumerate(rows) if r.fold == f]
-        rest = [k for k, r in enumerate(rows) if r.fold and r.fold != f]
-        inner = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-        fit_idx, val_idx = next(inner.split(np.zeros(len(rest)), [rows[k].label for k in rest], [rows[k].group for k in rest]))
-        out.append(FoldSplit(f"fold{f}", [rest[k] for k in fit_idx], [rest[k] for k in val_idx], test))
+        fit, valid = _inner(rows, [k for k, r in enumerate(rows) if r.fold and r.fold != f], seed)
+        out.append(FoldSplit(f"fold{f}", fit, valid, test))
     return out
 
 

@@ -8,10 +8,8 @@ fp32 on other training images, so the gate images play no part in any choice.
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +18,10 @@ from mpoxscan.deploy.fidelity import Gate, compare
 from mpoxscan.deploy.quantize import INT8_CANDIDATES, save, to_fp16, to_int8
 from mpoxscan.deploy.runtime import Screener, write_metadata
 from mpoxscan.errors import MpoxscanError
+from mpoxscan.models.onnx import onnx_bytes
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "tflite")  # tflite: fp32 only, and only where the `tflite` extra is installed
-OPSET = 17
-
-
-def onnx_bytes(module, input_size: int, output_names: list[str]) -> bytes:
-    """One self-contained ONNX file (batch size dynamic) of a module taking images (N, 3, S, S) named ``image``.
-
-    The TorchScript-based exporter (``dynamo=False``) is used: with torch 2.13 it writes a single file with no
-    extra dependency, and its graphs quantize cleanly with ONNX Runtime."""
-    import torch
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
-        torch.onnx.export(module, torch.zeros(1, 3, input_size, input_size), buf, input_names=["image"],
-                          output_names=output_names, dynamic_axes={n: {0: "n"} for n in ["image", *output_names]},
-                          opset_version=OPSET, dynamo=False)
-    return buf.getvalue()
 
 
 def output_names(cam: bool = True, offtask: bool = False, quality: bool = True) -> list[str]:
@@ -356,6 +338,31 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
     if failures:
         raise MpoxscanError("fidelity gate failed, variant not written: " + "; ".join(failures) + f" (details: {out / 'export.json'})")
     return report
+
+
+def fold_answers(model, card: dict, rows, split) -> tuple[list, dict]:
+    """For cross-validation (issue 26: the rule that ships, per fold): the fold's network exported at fp32 with its
+    whole answer rule fitted as :func:`export` fits it, on the fold's own photos only (the off-task subspace on
+    ``split.train``, the quality and compression limits on train + valid, the off-task limit on ``split.valid``), and
+    its answer for each photo of ``split.test``, screened as `predict` screens (the photo decoded whole)."""
+    from tqdm import tqdm
+
+    from mpoxscan.images import load_image
+
+    train_images, train_blockiness = preprocessed(rows, split.train, card, blockiness=True)
+    held_out, held_blockiness = preprocessed(rows, split.valid, card, blockiness=True)
+    fp32 = to_onnx_fp32(model, card, offtask=fit_offtask_on(model, card, train_images))
+    every = outputs_of(fp32, np.concatenate([train_images, held_out]))
+    del train_images
+    n = len(held_out)
+    rule = with_answer_rule(fp32, every, {name: values[len(values) - n:] for name, values in every.items()},
+                            np.concatenate([train_blockiness, held_blockiness]))
+    screener = Screener(fp32.SerializeToString())
+    answers = []
+    for start in tqdm(range(0, len(split.test), 32), desc="answers", unit="batch", leave=False,
+                      disable=len(split.test) < 100):
+        answers += screener.screen_batch([load_image(rows[k].path) for k in split.test[start:start + 32]])
+    return answers, rule
 
 
 def split_variant_probabilities(model, card: dict, rows, split, precisions: list[str], n_calibration: int = 64,

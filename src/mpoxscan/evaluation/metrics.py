@@ -264,3 +264,21 @@ def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
                                 "gap": float(gap)},
             "ita_vs_p_positive": {"per_class": per_class, "pooled_within_class": pooled,
                                   "pooled_method": "Pearson of within-class centred fractional ranks"}}
+
+
+def answer_shares(labels: Sequence[str], answers: Sequence[str], groups: Sequence[str], n_boot: int = 2000,
+                  seed: int = 0) -> dict[str, dict]:
+    """Per true class, what the screening answered (``answers``: "positive", "negative" or "cannot tell", each
+    photo's as the shipped rule gives it): the shares flagged positive and refused ("cannot tell"), each with a 95 %
+    group-level bootstrap CI; for the positive class the first share is its sensitivity."""
+    labels_a, answers_a = np.asarray(labels), np.asarray(answers)
+    out = {}
+    for c in sorted(set(labels_a.tolist())):
+        index = np.flatnonzero(labels_a == c)
+
+        def statistic(sub: np.ndarray, index=index) -> dict[str, float]:
+            got = answers_a[index[sub]]
+            return {"flagged": float(np.mean(got == "positive")), "cannot_tell": float(np.mean(got == "cannot tell"))}
+
+        out[c] = {"n": int(len(index)), **patient_bootstrap(np.asarray(groups)[index], statistic, n_boot, seed)}
+    return out

@@ -34,6 +34,10 @@ class CVConfig:
     # Also export each fold's model (ONNX fp32 and these variants, int8 calibrated on the fold's training images)
     # and score the exported files on the fold's test images: the accuracy of what is shipped.
     exports: list[str] = field(default_factory=list)
+    # Also export each fold's model (fp32) with the whole answer rule that ships (quality, compression and off-task
+    # limits fitted on the fold's own photos, the fold's threshold) and record every test photo's answer: positive,
+    # negative or cannot tell (predictions/<stem>__answers.csv). The leave-one-site-out figures are these.
+    answers: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -62,21 +66,21 @@ def _finetune_fold(model, rows, split, classes, config, progress, return_model=F
     from mpoxscan.training.finetune import finetune_fold
 
     return finetune_fold(model, rows, split, classes, config, progress, return_model=return_model,
-                         keep_model=bool(config.exports))
+                         keep_model=bool(config.exports or config.answers))
 
 
 def _full_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.full import full_fold
 
     return full_fold(model, rows, split, classes, config, progress, return_model=return_model,
-                     keep_model=bool(config.exports))
+                     keep_model=bool(config.exports or config.answers))
 
 
 def _distill_fold(model, rows, split, classes, config, progress, return_model=False):
     from mpoxscan.training.distill import distill_fold
 
     return distill_fold(model, rows, split, classes, config, progress, return_model=return_model,
-                        keep_model=bool(config.exports))
+                        keep_model=bool(config.exports or config.answers))
 
 
 STRATEGIES = {"linear": _linear_fold, "finetune": _finetune_fold, "full": _full_fold, "distill": _distill_fold}
@@ -205,7 +209,8 @@ def fold_done(out: Path, config: CVConfig, classes: list[str], model: str, split
     pred_dir, stem = out / "predictions", f"{model}__{config.strategy}__{split.name}"
     return (read_fold(pred_dir, stem, classes) is not None
             and all(read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is not None for p in _export_names(config))
-            and (not config.exports or (out / "models" / f"{stem}.fp32.onnx").exists()))
+            and (not config.exports or (out / "models" / f"{stem}.fp32.onnx").exists())
+            and (not config.answers or (pred_dir / f"{stem}__answers.csv").exists()))
 
 
 def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, split: FoldSplit) -> None:
@@ -232,6 +237,8 @@ def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, 
     _write_fold(pred_dir, stem, rows, split, classes, softmax(result.logits_test, temperature), info)
     if config.exports:
         _write_exports(pred_dir, stem, model, config, rows, split, classes, result.model, info)
+    if config.answers:
+        _write_answers(pred_dir, stem, model, config, rows, split, classes, result.model, info)
 
 
 def _setting(value) -> str:
@@ -409,6 +416,42 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
                      "int8_selection": facts["int8_selection"] if precision == "int8" else None})
 
 
+ANSWER_COLUMNS = ["path", "sha256", "group", "label", "answer", "reason", "p_positive", "threshold"]
+
+
+def _write_answers(pred_dir: Path, stem: str, model_name: str, config: CVConfig, rows, split: FoldSplit, classes,
+                   network, info: dict) -> None:
+    """Every test photo's answer from the fold's own exported file with its whole answer rule (the CSV last)."""
+    import dataclasses
+
+    from mpoxscan.deploy.export import fold_answers
+    from mpoxscan.models.checkpoint import card_core
+    from mpoxscan.training.features import preprocessing_for
+
+    prep = preprocessing_for(model_name, info.get("input_size"))
+    card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
+                     info["threshold"])
+    answers, rule = fold_answers(network, card, rows, split)
+    (pred_dir / f"{stem}__answers.json").write_text(json.dumps({"answer_rule": rule, "precision": "fp32"}, indent=2))
+    tmp = pred_dir / f".{stem}__answers.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(ANSWER_COLUMNS)
+        for k, a in zip(split.test, answers):
+            w.writerow([rows[k].path, rows[k].sha256, rows[k].group, rows[k].label, a.answer, a.reason or "",
+                        f"{a.positive_probability:.6f}", f"{a.threshold:.6f}"])
+    tmp.replace(pred_dir / f"{stem}__answers.csv")
+
+
+def read_answers(pred_dir: Path, stem: str) -> list[dict]:
+    """A fold's recorded answers (empty when it has none)."""
+    path = pred_dir / f"{stem}__answers.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 KEY_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "cohen_kappa",
                "macro_auc_ovr", "ece")
 
@@ -436,6 +479,25 @@ def _summarise_exports(out: Path, config: CVConfig, model: str, classes: list[st
                                 "int8": (info.get("int8_selection") or {}).get("chosen")})
     return {p: {"folds": v, **{k: mean_sd_ci([f[k] for f in v]) for k in ("accuracy", "macro_f1", "agreement_with_fp32")}}
             for p, v in per_fold.items() if v}
+
+
+def _summarise_answers(out: Path, config: CVConfig, model: str, splits: list[FoldSplit]) -> dict:
+    """Per fold (a left-out site) and pooled over folds: per true class, the shares the shipped answer rule flagged
+    positive and refused, with group-level bootstrap CIs (metrics.answer_shares)."""
+    from mpoxscan.evaluation.metrics import answer_shares
+
+    n_boot, per_fold, pooled = int(config.extra.get("bootstrap", 2000)), {}, []
+    for split in splits:
+        got = read_answers(out / "predictions", f"{model}__{config.strategy}__{split.name}")
+        if got:
+            per_fold[split.name] = answer_shares([a["label"] for a in got], [a["answer"] for a in got],
+                                                 [a["group"] for a in got], n_boot, config.seed)
+            pooled += got
+    if not pooled:
+        return {}
+    return {"precision": "fp32", "per_fold": per_fold,
+            "pooled": answer_shares([a["label"] for a in pooled], [a["answer"] for a in pooled],
+                                    [a["group"] for a in pooled], n_boot, config.seed)}
 
 
 def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[FoldSplit], rows) -> dict:
@@ -472,6 +534,9 @@ def summarise(out: Path, config: CVConfig, classes: list[str], splits: list[Fold
         exports = _summarise_exports(out, config, model, classes, splits)
         if exports:
             models[model]["exports"] = exports
+        answers = _summarise_answers(out, config, model, splits)
+        if answers:
+            models[model]["answers"] = answers
     comparison: dict = {}
     complete = {m: v for m, v in models.items() if len(v["folds"]) == len(splits)}
     if len(complete) >= 2:

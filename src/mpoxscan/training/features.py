@@ -41,7 +41,7 @@ def frozen_session(model_name: str, until_block: int | None = None, threads: int
     import onnxruntime as ort
     import torch
 
-    from mpoxscan.deploy.export import onnx_bytes
+    from mpoxscan.models.onnx import onnx_bytes
     from mpoxscan.models import create_model
 
     model = create_model(model_name, pretrained=True).eval()
