@@ -398,7 +398,8 @@ def test_the_nginx_recipe_serves_the_app_over_https_and_passes_the_real_client(t
                          ("listen 80;", f"listen 127.0.0.1:{http_port};"),
                          ("mpoxscan.example.org;", "localhost;"),
                          ("/etc/letsencrypt/live/mpoxscan.example.org/fullchain.pem", str(cert)),
-                         ("/etc/letsencrypt/live/mpoxscan.example.org/privkey.pem", str(key))):
+                         ("/etc/letsencrypt/live/mpoxscan.example.org/privkey.pem", str(key)),
+                         ("client_header_timeout 10s;", "client_header_timeout 1s;")):  # (checked below, quickly)
             assert old in site, old  # the recipe still has the value this test replaces
             site = site.replace(old, new)
         (tmp_path / "site.conf").write_text(site)
@@ -432,6 +433,20 @@ def test_the_nginx_recipe_serves_the_app_over_https_and_passes_the_real_client(t
                 assert codes == [201, 201, 429]
                 big = https.post("/api/screen", files={"photo": ("p", b"\xff" * (17 * 1024 * 1024))})
                 assert big.status_code == 413  # nginx's own limit, just above the app's
+            # Slowloris: nginx drops a request whose headers do not come in time (the recipe's 10 s, 1 s here).
+            import socket
+
+            half = trust.wrap_socket(socket.create_connection(("127.0.0.1", https_port)), server_hostname="localhost")
+            half.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            half.settimeout(10)
+            started = time.monotonic()
+            try:
+                while half.recv(4096):  # nginx may say 408 before it closes
+                    pass
+            except (ConnectionResetError, ssl.SSLError):
+                pass
+            assert time.monotonic() - started < 5
+            half.close()
         finally:
             process.terminate()
             process.wait(timeout=10)

@@ -7,6 +7,8 @@ limits, orientation, colour handling and error messages are the same everywhere.
 from __future__ import annotations
 
 import io
+import re
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +35,17 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_MIN_SHORT_SIDE = 16
 #: Images longer than this many times their short side are refused (panoramas are 4-6:1).
 DEFAULT_MAX_ASPECT_RATIO = 8.0
+# A progressive JPEG is decoded once per scan, over the whole picture: a 214 kB 7000 x 7000 file whose last scan was
+# repeated 300 times cost 13 s of CPU (issue 27). Encoders write about 10 scans (libjpeg's default script for colour
+# photos; mozjpeg's searched scripts stay under about 30), so 100 refuses no real photo.
+#: Progressive (or multi-scan) JPEGs with more scans than this are refused before decoding.
+MAX_JPEG_SCANS = 100
+# Images at most this many at a time are decoded in one process (the rest wait their turn): the three photos of a
+# case and a burst of uploads each decode within the limits below, but not all at once (issue 27: four 32-bit TIFFs
+# decoding together took 6.4 GB).
+#: Decodes (and their conversions to RGB) in flight at once in one process.
+DECODES_IN_FLIGHT = 2
+_decode_slots = threading.BoundedSemaphore(DECODES_IN_FLIGHT)
 
 # Formats that phones, cameras and public datasets produce. Restricting Image.open to these also keeps
 # Pillow's rarer (and less hardened) parsers away from untrusted uploads.
@@ -129,11 +142,54 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
     if long > max_aspect * short:
         raise ImageShapeError(f"{name}: extreme aspect ratio ({width}x{height}, {long / short:.1f}:1; limit "
                               f"{max_aspect:g}:1): not a photo of a lesion", (width, height))
-    frames = getattr(img, "n_frames", 1)
-    if img.format in _MULTI_FRAME_REFUSED and frames > 1:
+    # is_animated looks for a second frame only; n_frames walks them all (a 200,000-frame GIF took 444 ms, a
+    # 5,000-page TIFF 584 ms, before being refused anyway).
+    if img.format in _MULTI_FRAME_REFUSED and getattr(img, "is_animated", False):
         kind = "multi-page" if img.format == "TIFF" else "animated"
-        raise ImageError(f"{name}: {kind} {img.format} with {frames} frames; send a single still photo")
+        raise ImageError(f"{name}: {kind} {img.format} (more than one frame); send a single still photo")
+    if img.format in ("JPEG", "MPO"):
+        scans = len(jpeg_scans(data))
+        if scans > MAX_JPEG_SCANS:
+            raise ImageError(f"{name}: a JPEG of {scans} scans (limit {MAX_JPEG_SCANS}; a photo has about 10): "
+                             f"possible decompression bomb")
+    # From the declared size, even where screening would decode a JPEG at a reduced scale: the photo that screens
+    # must be one that can be sent (a case keeps its photos whole).
+    _check_deep_budget(img, name, max_pixels)
     return img
+
+
+# A scan's entropy-coded data ends at the first 0xFF byte that is neither a stuffed 0x00 nor a restart marker.
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
+    """Where each scan (its SOS segment and entropy-coded data) of the first image in a JPEG file lies, as (start,
+    end) offsets, read from the markers without decoding.
+
+    Written by hand because neither Pillow nor its libjpeg expose the count (libjpeg-turbo's own scan limit is not
+    reachable through Pillow). Walks the marker segments by their lengths (so that bytes inside EXIF or ICC data are
+    never mistaken for markers) and skips each scan's entropy-coded data with one regular-expression search; stops at
+    the first EOI (a phone's MPO file holds a second JPEG after it). Reads what it can of a broken file: the decoder
+    then says what is wrong."""
+    scans, i, end = [], 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        start, i = i, i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
+            found = _SCAN_END.search(data, i)
+            i = found.start() if found else end
+            scans.append((start, i))
+    return scans
 
 
 def _unsupported_reason(data: bytes) -> str:
@@ -152,23 +208,75 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _working_bytes(img: Image.Image) -> int | None:
+    """Bytes per pixel of the raster that turning ``img`` into 8-bit RGB works on, for images that need more than
+    Pillow's plain conversion (more than 8 bits per channel, alpha, transparency, CMYK); None for the rest (8-bit
+    grey, RGB, palette), which convert as an ordinary photo does. Pillow keeps every image of 2 to 4 bands, and
+    32-bit ones, at 4 bytes a pixel."""
+    if img.mode.startswith("I;16"):
+        return 2
+    if img.mode in ("1", "L", "P", "RGB") and "transparency" not in img.info:
+        return None
+    return 4 if img.mode != "1" else None
+
+
+def _check_deep_budget(img: Image.Image, name: str, max_pixels: int) -> None:
+    """A deep image (see _working_bytes) may decode to at most ``max_pixels`` bytes: a quarter of what an 8-bit
+    photo at the pixel limit takes (4 bytes a pixel), so that with the copies its conversion needs it never costs
+    more than such a photo. Within the 50-megapixel limit a 32-bit float TIFF once took +1.5 GB, a 16-bit grey PNG
+    +1.1 GB, an RGBA PNG +0.9 GB, a CMYK JPEG +0.6 GB (issue 27). Phones send none of these."""
+    per_pixel = _working_bytes(img)
+    pixels = img.width * img.height
+    if per_pixel is not None and pixels * per_pixel > max_pixels:
+        limit = max_pixels // per_pixel
+        raise ImageError(f"{name}: image too large for its kind ({img.width}x{img.height} {img.mode}"
+                         f"{' with transparency' if 'transparency' in img.info else ''} = {pixels:,} pixels; limit "
+                         f"{limit:,} for {per_pixel}-byte pixels, {max_pixels:,} for 8-bit photos)")
+
+
+def _reduce_for(img: Image.Image, min_side: int | None) -> Image.Image:
+    """``img`` box-reduced by a whole factor while its short side stays at least ``min_side`` (the JPEG draft's
+    rule: only when it is over twice that), so that a deep image is converted at the size screening needs."""
+    short = min(img.size)
+    if not min_side or short <= 2 * min_side:
+        return img
+    return img.reduce(short // min_side)
+
+
+#: Rows converted at a time from 16/32-bit grey to 8 bits: a float32 copy of 256 rows, never of the whole image.
+_GRAY_ROWS = 256
+
+
 def _to_8bit_gray(img: Image.Image) -> Image.Image:
-    """Scale 16-bit and 32-bit grayscale to 8 bits (Pillow's convert would clip instead of scale)."""
-    arr = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
-    elif img.mode.startswith("I;16") or float(arr.max(initial=0.0)) > 255:
+    """Scale 16-bit and 32-bit grayscale to 8 bits (Pillow's convert would clip instead of scale), a band of rows at a
+    time in float32 (a float64 copy of a whole 50-megapixel image was 400 MB, and each step made another)."""
+    width, height = img.size
+    bands = [(top, min(height, top + _GRAY_ROWS)) for top in range(0, height, _GRAY_ROWS)]
+    if img.mode == "F":  # values in [0, 1] are scaled up; NaN (which Pillow's getextrema reports) is ignored
+        high = max(float(np.nanmax(np.asarray(img.crop((0, a, width, b))), initial=0.0)) for a, b in bands)
+        scale = 255.0 if high <= 1.0 else 1.0
+    elif img.mode.startswith("I;16") or img.getextrema()[1] > 255:
         scale = 255.0 / 65535.0
     else:
         scale = 1.0
-    out = np.clip(np.nan_to_num(arr * scale), 0, 255).round().astype(np.uint8)
+    out = np.empty((height, width), np.uint8)
+    for top, bottom in bands:
+        rows = np.array(img.crop((0, top, width, bottom)), dtype=np.float32)
+        rows *= np.float32(scale)
+        np.nan_to_num(rows, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(rows, 0, 255, out=rows)
+        np.rint(rows, out=rows)
+        out[top:top + rows.shape[0]] = rows
     return Image.fromarray(out, mode="L")
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
-    rgba = img.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    """The picture over a white page: its colour pasted through its alpha onto white (one RGB copy and the alpha
+    band, where alpha_composite made three RGBA ones)."""
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+    return white
 
 
 def _apply_icc(img: Image.Image, icc: bytes | None) -> Image.Image:
@@ -184,12 +292,18 @@ def _apply_icc(img: Image.Image, icc: bytes | None) -> Image.Image:
         return img  # a broken profile is not worth refusing a photo over: fall back to the plain conversion
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """8-bit RGB. ``min_side``: a deep image (16/32-bit, alpha, CMYK) is first reduced to what screening needs, so
+    that its conversion works on a small copy."""
     icc = img.info.get("icc_profile")
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA" if ("transparency" in img.info or img.mode == "PA") else "RGB")
     elif img.mode in ("L", "RGB") and "transparency" in img.info:
         img = img.convert("RGBA")
+    if img.mode.startswith("I;16"):  # Pillow cannot reduce 16-bit: to 8 bits first (one byte a pixel)
+        img = _reduce_for(_to_8bit_gray(img), min_side)
+    elif img.mode not in ("1", "L", "RGB"):
+        img = _reduce_for(img, min_side)
     if img.mode.startswith("I") or img.mode == "F":
         img = _to_8bit_gray(img)
     if "A" in img.getbands() or img.mode in ("RGBa", "La"):
@@ -226,22 +340,24 @@ def load_image(
         if short > 2 * min_side:
             scale = min_side / short
             img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
-    try:
-        img.load()
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image too large (possible decompression bomb)") from None
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: truncated or corrupt image data: {_one_line(exc)}") from None
-    try:
-        transposed = ImageOps.exif_transpose(img)
-    except _DECODE_ERRORS:
-        transposed = img  # unreadable EXIF: keep the stored orientation rather than refuse the photo
-    if transposed.size != img.size:  # turned by 90 degrees
-        source_size = source_size[::-1]
-    try:
-        rgb = _to_rgb(transposed)
-    except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name}: cannot convert {img.mode} image to RGB ({_one_line(exc)})") from None
+    with _decode_slots:  # waits for one of DECODES_IN_FLIGHT
+        try:
+            img.load()
+        except Image.DecompressionBombError:
+            raise ImageError(f"{name}: image too large (possible decompression bomb)") from None
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"{name}: truncated or corrupt image data: {_one_line(exc)}") from None
+        decoded_size = img.size
+        try:  # in place: without an orientation tag the copy it returned was a second whole raster
+            ImageOps.exif_transpose(img, in_place=True)
+        except _DECODE_ERRORS:
+            pass  # unreadable EXIF: keep the stored orientation rather than refuse the photo
+        if img.size != decoded_size:  # turned by 90 degrees
+            source_size = source_size[::-1]
+        try:
+            rgb = _to_rgb(img, min_side)
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"{name}: cannot convert {img.mode} image to RGB ({_one_line(exc)})") from None
     rgb.info = {"source_size": source_size}
     return rgb
 

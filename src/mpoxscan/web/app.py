@@ -19,7 +19,9 @@ from sqlalchemy.exc import OperationalError
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
-from mpoxscan.web.deps import FORM_OVERHEAD, BodyLimit, LoginRequired, check_rate_limit
+from mpoxscan.web.deps import (FORM_OVERHEAD, SAFE_METHODS, BodyLimit, LoginRequired, check_rate_limit,
+                               cross_site)
+from mpoxscan.web.security import TooBusy
 from mpoxscan.web.settings import ORT_DIST, STATIC, Settings
 from mpoxscan.web.store import STORAGE_ERRNOS, DatabasePhotoStore, StorageUnavailable, database_reason, storage_reason
 
@@ -124,6 +126,15 @@ def create_app(settings: Settings) -> FastAPI:
         return await call_next(request)
 
     @app.middleware("http")
+    async def same_site_only(request: Request, call_next):
+        """Every state-changing request (any method but GET and HEAD, on any route, those added later too) comes
+        from this site or from no browser: a foreign page's form cannot withdraw a case (issue 27), send one, or
+        spend the upload limits. Before the upload limits and before any body is read."""
+        if request.method not in SAFE_METHODS and cross_site(request):
+            return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        return await call_next(request)
+
+    @app.middleware("http")
     async def security_headers(request: Request, call_next):
         return secure(request, await call_next(request))
 
@@ -154,6 +165,18 @@ def create_app(settings: Settings) -> FastAPI:
     async def internal_error(request: Request, _exc: Exception):
         return secure(request, JSONResponse({"detail": "internal error: the server failed (see its log)"},
                                             status_code=500))
+
+    @app.exception_handler(TooBusy)
+    async def too_busy(request: Request, exc: TooBusy):
+        return secure(request, JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "1"}))
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def not_unicode(request: Request, _exc: UnicodeEncodeError):
+        # Text no database can store: a lone surrogate, which a multipart part declaring a charset such as
+        # unicode_escape decodes to (issue 27: a 500 on SQLite and PostgreSQL). The routes' own checks say it first
+        # where they read text; this answers for any other.
+        return secure(request, JSONResponse(
+            {"detail": "the request holds text that is not valid Unicode (a lone surrogate)"}, status_code=400))
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired):
@@ -195,9 +218,13 @@ def create_app_from_env() -> FastAPI:
 def uvicorn_options(host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,
                     tls_key: str | None = None) -> dict:
     """uvicorn's options, the same for one server in this process and for `serve --workers N`."""
-    # No access log: its URLs would hold follow-up links (secrets) and case numbers.
+    from mpoxscan.web.connections import BACKLOG, GuardedH11Protocol
+
+    # No access log: its URLs would hold follow-up links (secrets) and case numbers. The protocol: uvicorn's h11 with
+    # a header timeout and a connection cap (slowloris).
     return dict(host=host, port=port, log_level="warning", access_log=False, proxy_headers=bool(trusted_proxies),
-                forwarded_allow_ips=trusted_proxies or None, ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+                forwarded_allow_ips=trusted_proxies or None, ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                http=GuardedH11Protocol, backlog=BACKLOG)
 
 
 def make_server(app: FastAPI, host: str, port: int, trusted_proxies: str | None = None, tls_cert: str | None = None,

@@ -27,8 +27,8 @@ from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web import i18n
-from mpoxscan.web.security import (dummy_verify, export_id, hash_password, hash_pin, new_case_number, new_token,
-                                   token_hash, unlock_mac, verify_password)
+from mpoxscan.web.security import (PIN_PATTERN, dummy_verify, export_id, hash_password, hash_pin, new_case_number,
+                                   new_token, token_hash, unlock_mac, verify_password)
 from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, Message, TrainingWithdrawal, utcnow
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ LABEL_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ()+,._-]{0,39}")
 class Submitted:
     case: Case
     token: str  # the follow-up link's secret: returned once, never stored
+    device_key: str | None = None  # a PIN-locked case's key for the phone that sent it: returned once, never stored
 
 
 def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
@@ -168,6 +169,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
     answers = check_answers(answers or {})
     screened = [_screen_for_storing(screener, one, training_consent) for one in sent]
     pin_hash = hash_pin(pin) if pin else None
+    device_key = new_token() if pin else None  # see check_device_key
     highest = max(screened, key=lambda s: s.answer.positive_probability)
     urgent = min(screened, key=lambda s: URGENCY[s.answer.answer])  # the first of the most urgent, in sent order
     name = store.save(screened[0].jpeg)
@@ -187,7 +189,8 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         screening_probability=highest.answer.positive_probability,
                         screening_threshold=highest.answer.threshold, answer=urgent.answer.answer,
                         answer_reason=urgent.answer.reason, status="waiting", language=language,
-                        pin_hash=pin_hash, training_consent=training_consent, **answers)
+                        pin_hash=pin_hash, device_key_hash=token_hash(device_key) if device_key else None,
+                        training_consent=training_consent, **answers)
             case.photos = [CasePhoto(position=position, photo_file=stored_name,
                                      photo_sha256=hashlib.sha256(one.jpeg).hexdigest(), computed=one.sent.computed,
                                      device_probabilities=one.sent.device_probabilities,
@@ -198,7 +201,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
             db.add(case)
             try:
                 db.commit()
-                return Submitted(case, token)
+                return Submitted(case, token, device_key)
             except IntegrityError:  # a case number drawn twice (about 1 in 10^11): draw again
                 db.rollback()
         raise RuntimeError("could not draw a free case number")
@@ -408,10 +411,22 @@ class Refused(ValueError):
         self.status, self.key = status, key
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored: no lone surrogate (a multipart part that declares a charset such as
+    unicode_escape decodes to one, and SQLite and PostgreSQL then fail with UnicodeEncodeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean(text: str | None) -> str | None:
     text = (text or "").strip()
     if "\x00" in text:
         raise Refused("the message holds a NUL character (a control character no text needs)", 400)
+    if not is_unicode(text):
+        raise Refused("the message holds a character that is not valid Unicode (a lone surrogate)", 400)
     if len(text) > MAX_MESSAGE:
         raise Refused(f"the message is longer than {MAX_MESSAGE} characters", 422, "reply.refused.long")
     return text or None
@@ -516,7 +531,21 @@ def message_by_id(case: Case, message_id: int) -> Message | None:
 # The follow-up page's PIN.
 
 def check_pin(case: Case, pin: str) -> bool:
-    return case.pin_hash is not None and verify_password(case.pin_hash, pin)
+    """Whether ``pin`` opens the case: an argon2 check (security.verify_password, bounded in total; TooBusy when
+    every slot is taken), not run for what no PIN can be (4 to 6 ASCII digits)."""
+    if case.pin_hash is None or not re.fullmatch(PIN_PATTERN, pin):
+        return False
+    return verify_password(case.pin_hash, pin)
+
+
+def check_device_key(case: Case, key: str) -> bool:
+    """Whether ``key`` is the device key of this PIN-locked case: the secret submit_case returned to the phone that
+    sent it (only its sha256 is stored, as for the link's token). The phone opens its own case with it, without the
+    PIN, and so without the wrong-PIN limit that anyone holding the link can run up (issue 27: the owner locked out
+    for 15 minutes, repeatably). A fast hash suffices for 256 random bits; no argon2, so no limit is needed."""
+    if case.device_key_hash is None or not key or len(key) > 64:
+        return False
+    return hmac.compare_digest(token_hash(key), case.device_key_hash)
 
 
 def unlock_cookie(case: Case, token: str) -> str:
@@ -530,7 +559,8 @@ def unlocked(case: Case, token: str, cookie: str | None) -> bool:
     if case.pin_hash is None:
         return True
     expires, _, mac = (cookie or "").partition(".")
-    if not expires.isdigit() or int(expires) < utcnow().timestamp():
+    # ASCII digits only, and no more than a Unix time has: str.isdigit accepts "²" and 5,000 digits, int() neither.
+    if not re.fullmatch(r"[0-9]{1,12}", expires) or int(expires) < utcnow().timestamp():
         return False
     return hmac.compare_digest(mac, unlock_mac(case.pin_hash, token, int(expires)))
 
@@ -551,7 +581,8 @@ def audit_log(db: Session, limit: int = 500) -> list[AuditEvent]:
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
     if ("@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@")
-            or any(ord(c) < 32 for c in email)):  # control characters (NUL: PostgreSQL refuses it in text)
+            or any(ord(c) < 32 for c in email)  # control characters (NUL: PostgreSQL refuses it in text)
+            or not is_unicode(email)):
         raise ValueError(f"not an e-mail address: {email!r}")
     return email
 
@@ -589,11 +620,14 @@ def sign_in(db: Session, email: str, password: str) -> tuple[Expert, str] | None
     except ValueError:
         address = None
     expert = db.scalar(select(Expert).where(Expert.email == address)) if address else None
+    db.commit()  # the read ends here: no pooled connection waits through the argon2 check (issue 27)
     if expert is None:
         dummy_verify()
     if expert is None or not verify_password(expert.password_hash, password) or not expert.active:
-        # PostgreSQL refuses NUL characters in text: the address typed is kept without them.
-        audit(db, "login refused", email=(address or email.strip()).replace("\x00", "")[:320])
+        # PostgreSQL refuses NUL characters in text, and no database a lone surrogate: the address typed is kept
+        # without them.
+        typed = (address or email.strip()).replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+        audit(db, "login refused", email=typed[:320])
         return None
     token = new_token()
     db.execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))  # forget expired sign-ins

@@ -173,6 +173,9 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
         where = " ".join(f"--{k} {v}" for k, v in (("data-dir", data_dir), ("db", db)) if v)
         click.echo(f"mpoxscan: no expert account yet: create one with `mpoxscan expert add EMAIL{' ' + where if where else ''}`")
     tls = dict(tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None)
+    from mpoxscan.web.connections import raise_open_files_limit
+
+    raise_open_files_limit()  # before the workers start: they inherit it (and cap their connections under it)
     if workers == 1:
         make_server(app, host, port, trusted_proxies, **tls).run()
         return

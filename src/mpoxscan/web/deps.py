@@ -5,6 +5,7 @@ page templates. Routers name them by their
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated
@@ -116,23 +117,18 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def too_many(request: Request, kind: str, key: str) -> HTTPException:
+    """The 429 for ``key`` over its ``kind`` limit, with Retry-After."""
+    wait = request.app.state.limits.retry_after(kind, key)
+    return HTTPException(429, f"too many {kind} from this address: try again in {wait} s",
+                         headers={"Retry-After": str(wait)})
+
+
 def check_rate_limit(request: Request, kind: str) -> None:
     """Count one ``kind`` attempt from the request's client; a 429 with Retry-After beyond the limit."""
-    limits, key = request.app.state.limits, client_key(request)
-    if not limits.allow(kind, key):
-        wait = limits.retry_after(kind, key)
-        raise HTTPException(429, f"too many {kind} from this address: try again in {wait} s",
-                            headers={"Retry-After": str(wait)})
-
-
-def rate_limit(kind: str):
-    """A dependency that counts one ``kind`` attempt (for requests with small bodies: FastAPI reads a route's body
-    before its dependencies run, so the photo uploads are counted by the app's ``upload_limits`` middleware)."""
-
-    def check(request: Request) -> None:
-        check_rate_limit(request, kind)
-
-    return check
+    key = client_key(request)
+    if not request.app.state.limits.allow(kind, key):
+        raise too_many(request, kind, key)
 
 
 def current_expert(request: Request, db: DbSession) -> Expert:
@@ -146,15 +142,25 @@ def current_expert(request: Request, db: DbSession) -> Expert:
 CurrentExpert = Annotated[Expert, Depends(current_expert)]
 
 
-def same_origin(request: Request) -> None:
-    """Refuse form posts from other sites (with the SameSite=Strict cookie, a second guard against CSRF).
-    Browsers say where a request comes from in Sec-Fetch-Site (recent ones) or Origin."""
+#: Methods that change nothing: every other request must come from this site (the app's cross-site middleware).
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def cross_site(request: Request) -> bool:
+    """Whether a browser sent this request from another site: Sec-Fetch-Site (recent browsers) or Origin says so.
+    A client that sends neither (curl, the tests, an app) is no browser that a foreign page can drive."""
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
     if site is not None:
-        if site not in ("same-origin", "none"):
-            raise HTTPException(403, "cross-site form post refused")
-    elif origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+        return site not in ("same-origin", "none")
+    return bool(origin) and origin != f"{request.url.scheme}://{request.url.netloc}"
+
+
+def same_origin(request: Request) -> None:
+    """Refuse form posts from other sites (with the SameSite=Strict cookie, a second guard against CSRF). The app
+    refuses every cross-site request that is not a GET or HEAD before any route (create_app); this dependency says
+    the same on the routes that declare it."""
+    if cross_site(request):
         raise HTTPException(403, "cross-site form post refused")
 
 
@@ -189,7 +195,8 @@ class BodyLimit:
         limit = self.paths.get(scope.get("path", ""), self.default)
         declared = Headers(scope=scope).get("content-length", "")
         message = f"request larger than {limit / (1024 * 1024):.0f} MB"
-        if declared.isdigit() and int(declared) > limit:  # refused before any route, whether it reads the body
+        # ASCII digits (str.isdigit takes "²", which int() refuses); more digits than any limit has is over it.
+        if re.fullmatch(r"[0-9]+", declared) and (len(declared) > 15 or int(declared) > limit):
             return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
         received = 0
 

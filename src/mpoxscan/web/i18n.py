@@ -123,7 +123,9 @@ def template_context(lang: str) -> dict:
 
 
 def remember(response, request) -> None:
-    """Keep a language picked with ?lang= for the next pages (a year; readable by the page's script)."""
+    """Keep a language picked with ?lang= for the next pages (a year; readable by the page's script); Secure when
+    the service is served over https, as its other cookies are."""
     lang = request.query_params.get("lang")
     if lang in LANGUAGES:
-        response.set_cookie(COOKIE, lang, max_age=365 * 24 * 3600, samesite="lax", path="/")
+        secure = request.url.scheme == "https" or request.app.state.settings.secure_cookies
+        response.set_cookie(COOKIE, lang, max_age=365 * 24 * 3600, samesite="lax", path="/", secure=secure)

@@ -190,6 +190,10 @@ class CaseSent(CaseStatus):
     follow_up: str = Field(description="the path of the follow-up page, /c/<secret token>")
     model_matches: bool = Field(description="the phone used the model this server serves")
     photos: int = Field(1, description="how many photos the case holds (1 to 3)")
+    device_key: str | None = Field(None, description=(
+        "a case locked by a PIN: the sending phone's key to it, shown this once (keep it beside the link). POST it "
+        "as the form field device_key to /c/<token>/unlock to open the case without the PIN, whatever wrong PINs "
+        "others tried (the answer: a redirect with the same unlock cookie the PIN gives)"))
 
 
 class Privacy(BaseModel):

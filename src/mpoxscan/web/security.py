@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +32,50 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
+#: argon2 checks running at once in one process: one (each takes about 64 MiB and, in its 4 lanes, a few hundred ms
+#: of up to 4 cores; two at once finish no sooner on a small machine). A check that finds none free is refused at
+#: once (TooBusy: a 429), never queued on a thread that other requests need; the sending phone's device key needs no
+#: argon2 at all.
+ARGON2_SLOTS = 1
+_argon2_slots = threading.BoundedSemaphore(ARGON2_SLOTS)
+#: The nice value of the threads that run argon2 checks (Linux): the scheduler then gives a screening or a case being
+#: stored its cores first, and the checks what is left.
+ARGON2_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority (Linux: a nice value is a thread's own, and argon2's lane threads, started
+    from this one, inherit it). Elsewhere nothing changes."""
     try:
-        return _hasher.verify(password_hash, password)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+# Hand-written rather than left to the request's thread: a lowered priority cannot be raised again without
+# privileges, so the checks get threads of their own that never run anything else.
+_argon2_threads = ThreadPoolExecutor(max_workers=ARGON2_SLOTS, thread_name_prefix="argon2",
+                                     initializer=_lower_priority)
+
+
+class TooBusy(Exception):
+    """Every argon2 slot is taken: the password or PIN was not checked; try again in a second."""
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches the argon2 hash (a PIN too). Bounded in total: at most ARGON2_SLOTS checks run
+    at once in this process, whoever asks (issue 27: a loop of right PINs on one's own case made everyone's
+    submissions 6 times slower); TooBusy when none is free."""
+    if not _argon2_slots.acquire(blocking=False):
+        raise TooBusy("too many password and PIN checks at once: try again in a second")
+    try:
+        return _argon2_threads.submit(_hasher.verify, password_hash, password).result()
     except (VerificationError, InvalidHashError):
         return False
+    except UnicodeError:  # a lone surrogate (sent through a multipart charset) is no one's password
+        return False
+    finally:
+        _argon2_slots.release()
 
 
 PIN_PATTERN = r"^[0-9]{4,6}$"
@@ -89,9 +131,11 @@ def new_case_number() -> str:
     return f"{chars[:4]}-{chars[4:]}"
 
 
-#: Kinds counted only when they fail (a right password is not an attempt to guess one): tested before the request,
-#: counted by ``record_failure`` after it.
-FAILURE_COUNTED = {"logins", "pins"}
+#: Kinds whose attempts are reserved before the secret is checked (``reserve``), in the database when the limits have
+#: its sessions: failed sign-ins per address ("logins") and wrong PINs per case ("pins"), both given back when the
+#: secret was right, and every PIN check per case ("case_unlocks") and per address ("address_unlocks"), each an
+#: argon2 check, kept whatever the answer.
+RESERVED = {"logins", "pins", "case_unlocks", "address_unlocks"}
 
 
 @contextmanager
@@ -106,24 +150,44 @@ def _storage_errors():
         raise StorageUnavailable("cannot count requests: the rate-limit storage cannot be reached") from exc
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """One attempt counted by ``RateLimits.reserve``: its kind and, in the database, its row (to give it back)."""
+
+    kind: str
+    row: int | None = None
+
+
+def _lock_key(kind: str, key: str) -> int:
+    """A PostgreSQL advisory lock's 64-bit key for one (kind, client) count."""
+    return int.from_bytes(hashlib.sha256(f"{kind}:{key}".encode()).digest()[:8], "big", signed=True)
+
+
 @dataclass
 class RateLimits:
-    """Moving-window limits per client address.
+    """Moving-window limits per client address (or per case).
 
     Uploads and server screenings are counted in a `limits` storage (``storage``: a `limits` URI; ``memory://``, the
     default, is this process's memory: reset by a restart and not shared between workers; ``redis://host:port`` is
-    one count for every worker and host that survives a restart: `serve --limits-storage`). Failed sign-ins and wrong
-    follow-up PINs (per case), the limits that guard secrets, are counted in the database when ``sessions`` is given
-    (table rate_limit_hits, migration 0003): a restart does not reset them and every worker sees the same
-    count (two workers may each let one attempt through at the very edge: the count and the insert are separate)."""
+    one count for every worker and host that survives a restart: `serve --limits-storage`). The limits that guard
+    secrets (RESERVED) are counted in the database when ``sessions`` is given (table rate_limit_hits, migration 0003):
+    a restart does not reset them and every worker sees the same count. Each attempt is reserved atomically before
+    the secret is checked (issue 27: counting the failures after a 300 ms check let 20 concurrent guesses through a
+    limit of 5): on PostgreSQL under an advisory lock per count, on SQLite under the database's write lock, in a
+    `limits` storage (Redis, memory) by its own atomic hit."""
 
     uploads: str = "20/hour"
     screens: str = "120/hour"
     logins: str = "10/15minutes"
     pins: str = "5/15minutes"  # wrong PINs per case (the key is the case, not the address: guessers share it)
+    case_unlocks: str = "10/15minutes"  # PIN checks per case, right ones too (a right PIN opens the page 30 minutes)
+    address_unlocks: str = "30/15minutes"  # PIN checks per address, whichever case
     storage: str = "memory://"
-    sessions: Any = None  # a sessionmaker: failed sign-ins in the database
+    sessions: Any = None  # a sessionmaker: the RESERVED kinds in the database
     _items: dict[str, RateLimitItem] = field(default_factory=dict)
+    # (kind, key) -> when (time.monotonic) this process last saw the database refuse it and until when the refusal
+    # holds: a flood of refused attempts costs no database write each (a refused unlock took 28 ms, 10 without).
+    _refused: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._limiter = MovingWindowRateLimiter(storage_from_string(self.storage))
@@ -134,18 +198,76 @@ class RateLimits:
         return self._items[kind]
 
     def _in_database(self, kind: str) -> bool:
-        return kind in FAILURE_COUNTED and self.sessions is not None
+        return kind in RESERVED and self.sessions is not None
 
     def allow(self, kind: str, key: str) -> bool:
-        """Whether ``key`` may try ``kind`` ('uploads', 'screens' or 'logins') now. Uploads and screenings count this
-        attempt; sign-ins only look (their failures are counted by ``record_failure``)."""
-        item = self._item(kind)
-        if self._in_database(kind):
-            return len(self._recent(kind, key)) < item.amount
+        """Count one ``kind`` attempt ('uploads' or 'screens') by ``key`` and say whether it is within the limit (the
+        storage's hit is atomic: concurrent requests cannot all pass the last free place)."""
         with _storage_errors():
-            if kind in FAILURE_COUNTED:
-                return self._limiter.test(item, kind, key)
-            return self._limiter.hit(item, kind, key)
+            return self._limiter.hit(self._item(kind), kind, key)
+
+    def reserve(self, kind: str, key: str) -> Reservation | None:
+        """Count one attempt of a RESERVED ``kind`` by ``key`` before it is checked: the Reservation, or None (and
+        nothing counted) when the limit is reached. Atomic: of N concurrent attempts against a limit of k, k at most
+        are reserved, on every worker."""
+        if not self._in_database(kind):
+            with _storage_errors():
+                return Reservation(kind) if self._limiter.hit(self._item(kind), kind, key) else None
+        if self.refused(kind, key):
+            return None
+        from sqlalchemy import delete, func, select, text
+
+        from mpoxscan.web.tables import RateLimitHit, utcnow
+
+        now, client = utcnow(), token_hash(key)
+        since = now - self._window(kind)
+        with self.sessions() as db:
+            if db.get_bind().dialect.name == "postgresql":
+                # One count at a time (released at commit or rollback); other counts are not held up.
+                db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(kind, client)})
+            # SQLite: this write, the transaction's first statement, takes the database's write lock, which every
+            # other writer (thread or worker process) waits for until this transaction ends.
+            db.execute(delete(RateLimitHit).where(RateLimitHit.id.in_(
+                select(RateLimitHit.id).where(RateLimitHit.kind == kind, RateLimitHit.at <= since)
+                .with_for_update(skip_locked=True))))  # another count's expired rows are left to it
+            hit = RateLimitHit(kind=kind, client=client, at=now)
+            db.add(hit)
+            db.flush()
+            counted = db.scalar(select(func.count()).select_from(RateLimitHit).where(
+                RateLimitHit.kind == kind, RateLimitHit.client == client, RateLimitHit.at > since))
+            if counted > self._item(kind).amount:
+                db.rollback()
+                self._remember_refusal(kind, key)
+                return None
+            db.commit()
+            return Reservation(kind, hit.id)
+
+    def refused(self, kind: str, key: str) -> bool:
+        """Whether this process saw the database refuse ``key`` a moment ago, its window not moved on since (no
+        database asked): a request checking several limits looks at all of them before reserving any."""
+        return self._refused.get((kind, key), 0.0) > time.monotonic()
+
+    def _remember_refusal(self, kind: str, key: str) -> None:
+        """Until the oldest counted attempt leaves the window, this process refuses ``key`` without asking the
+        database again (other workers' counts only add to it; a place given back early is found after that)."""
+        now = time.monotonic()
+        if len(self._refused) > 10_000:  # forget what has expired (an attack from many addresses)
+            for stale in [k for k, until in self._refused.items() if until <= now]:
+                self._refused.pop(stale, None)
+        self._refused[(kind, key)] = now + self.retry_after(kind, key)
+
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose attempt does not count (the right password or PIN; a check that never
+        ran). A `limits` storage cannot take one hit back: there every attempt counts."""
+        if reservation.row is None:
+            return
+        from sqlalchemy import delete
+
+        from mpoxscan.web.tables import RateLimitHit
+
+        with self.sessions() as db:
+            db.execute(delete(RateLimitHit).where(RateLimitHit.id == reservation.row))
+            db.commit()
 
     def problem(self) -> str | None:
         """None when the limits storage answers (Redis: a PING); else what is wrong, in a few words (/healthz)."""
@@ -154,28 +276,15 @@ class RateLimits:
         except Exception as exc:  # the storage's client library: any of its errors means the same here
             return type(exc).__name__
 
-    def record_failure(self, kind: str, key: str) -> None:
-        """Count one failed ``kind`` attempt (a refused sign-in) by ``key``."""
-        if not self._in_database(kind):
-            with _storage_errors():
-                self._limiter.hit(self._item(kind), kind, key)
-            return
-        from sqlalchemy import delete
-
-        from mpoxscan.web.tables import RateLimitHit, utcnow
-
-        now = utcnow()
-        with self.sessions() as db:
-            db.execute(delete(RateLimitHit).where(RateLimitHit.kind == kind, RateLimitHit.at <= now - self._window(kind)))
-            db.add(RateLimitHit(kind=kind, client=token_hash(key), at=now))
-            db.commit()
-
     def retry_after(self, kind: str, key: str) -> int:
+        refused_until = self._refused.get((kind, key), 0.0) - time.monotonic()
+        if refused_until > 0:
+            return max(1, int(refused_until) + 1)
         if self._in_database(kind):
             from mpoxscan.web.tables import utcnow
 
             recent = self._recent(kind, key)
-            oldest = recent[-self._item(kind).amount] if recent else utcnow()
+            oldest = recent[-self._item(kind).amount] if len(recent) >= self._item(kind).amount else utcnow()
             return max(1, int((oldest + self._window(kind) - utcnow()).total_seconds()) + 1)
         with _storage_errors():
             reset, _remaining = self._limiter.get_window_stats(self._item(kind), kind, key)

@@ -110,6 +110,9 @@ class Case(Base):
 
     # An optional PIN chosen at sending locks the follow-up page: only its argon2 hash is kept (migration 0007).
     pin_hash: Mapped[str | None] = mapped_column(String(200))
+    # A PIN-locked case's device key: the sha256 of the secret the sending phone keeps, which opens the case without
+    # the PIN (cases.check_device_key; migration 0008).
+    device_key_hash: Mapped[str | None] = mapped_column(String(64))
     # When the person last opened their unlocked follow-up page: expert messages after it are "new" to them.
     person_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     messages: Mapped[list[Message]] = relationship(
@@ -191,7 +194,7 @@ class AuditEvent(Base):
 
 
 class RateLimitHit(Base):
-    """One counted attempt of a rate-limited kind (today: a failed expert sign-in) by one client, kept in the
+    """One counted attempt of a rate-limited kind (security.RESERVED: sign-ins, PIN checks) by one client, kept in the
     database so that the limit survives a restart and is shared by every worker. ``client`` is the sha256 of the
     address; rows older than the limit's window are deleted as new ones come."""
 

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from mpoxscan.web import cases as service
 from mpoxscan.web import i18n, notify
-from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, no_repeated_fields,
-                               open_upload, read_photo, same_origin, templates)
+from mpoxscan.web.deps import (AppSettings, DbSession, ModelScreener, ModelSha256, Photos, client_key,
+                               no_repeated_fields, open_upload, read_photo, same_origin, templates)
 from mpoxscan.web.schemas import CaseForm, CaseSent, CaseStatus, Privacy, ThreadMessage
+from mpoxscan.web.security import TooBusy
 from mpoxscan.web.settings import Settings
 
 router = APIRouter()
@@ -101,7 +102,8 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
     # connection that other requests' sessions hold stalls every request (50 at once once waited 120 s).
     status = await run_in_threadpool(case_status, submitted.case)
     return CaseSent(**status.model_dump(), follow_up=f"/c/{submitted.token}",
-                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos))
+                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos),
+                    device_key=submitted.device_key)
 
 
 def public_base(request: Request, settings: Settings) -> str:
@@ -194,24 +196,52 @@ def _follow_up(request: Request, db: Session, case, token: str, lang: str, reply
 
 @router.post("/c/{token}/unlock", response_class=HTMLResponse, include_in_schema=False,
              dependencies=[Depends(same_origin)])
-def unlock(request: Request, token: str, pin: Annotated[str, Form(max_length=16)], db: DbSession,
-           settings: AppSettings):
-    """The PIN chosen at sending opens the case's page (and its status, for this phone's list) for
-    UNLOCK_LIFETIME. Wrong PINs are counted per case in the database: a few, then a wait (whoever tries)."""
+def unlock(request: Request, token: str, db: DbSession, settings: AppSettings,
+           pin: Annotated[str, Form(max_length=16)] = "", device_key: Annotated[str, Form(max_length=64)] = ""):
+    """The PIN chosen at sending, or the device key of the phone that sent the case (CaseSent.device_key), opens
+    the case's page (and its status, for this phone's list) for UNLOCK_LIFETIME. Each PIN check is an argon2 check,
+    reserved before it runs against three limits: PIN checks from this address, PIN checks of this case, and wrong
+    PINs of this case (given back when the PIN was right); and at most security.ARGON2_SLOTS run at once."""
     case = _case_or_404(db, token)
     lang = i18n.choose(request, case.language)
     if case.pin_hash is None:
         return RedirectResponse(f"/c/{token}", status_code=303)
-    limits, key = request.app.state.limits, f"case {case.id}"
-    if not limits.allow("pins", key):
-        wait = limits.retry_after("pins", key)
-        minutes = -(-wait // 60)
-        return _locked_page(request, token, lang, i18n.text(lang, "pin.limited", minutes=minutes, count=minutes),
-                            429, {"Retry-After": str(wait)})
-    if not service.check_pin(case, pin):
-        limits.record_failure("pins", key)
+    db.commit()  # the read ends here: no pooled connection waits through argon2 (issue 27: 40 unlocks, 23 answers 500)
+    if device_key:
+        if not service.check_device_key(case, device_key):
+            return _locked_page(request, token, lang, i18n.text(lang, "pin.wrong"), 401)
+        return _unlocked_redirect(case, token, settings)
+    limits, address = request.app.state.limits, client_key(request)
+    case_key = f"case {case.token_hash}"  # never reused (a row id is, once a case is withdrawn: issue 27)
+    counts = (("address_unlocks", address), ("case_unlocks", case_key), ("pins", case_key))
+    held = []
+    for kind, key in sorted(counts, key=lambda count: not limits.refused(*count)):  # a known refusal first: no write
+        reservation = limits.reserve(kind, key)
+        if reservation is None:
+            for earlier in held:  # no check ran: the other counts give their places back
+                limits.release(earlier)
+            wait = limits.retry_after(kind, key)
+            minutes = -(-wait // 60)
+            message = "pin.limited" if kind == "pins" else "pin.attempts"
+            return _locked_page(request, token, lang, i18n.text(lang, message, minutes=minutes, count=minutes),
+                                429, {"Retry-After": str(wait)})
+        held.append(reservation)
+    try:
+        right = service.check_pin(case, pin)
+    except TooBusy:
+        for reservation in held:
+            limits.release(reservation)
+        return _locked_page(request, token, lang, i18n.text(lang, "pin.attempts", minutes=1, count=1), 429,
+                            {"Retry-After": "1"})
+    if not right:
         service.audit(db, "wrong PIN", case_number=case.number)
         return _locked_page(request, token, lang, i18n.text(lang, "pin.wrong"), 401)
+    limits.release(next(r for r in held if r.kind == "pins"))  # the right PIN is no wrong guess
+    return _unlocked_redirect(case, token, settings)
+
+
+def _unlocked_redirect(case, token: str, settings: Settings) -> RedirectResponse:
+    """To the case's page, with the cookie that keeps it (and its status) open for UNLOCK_LIFETIME."""
     response = RedirectResponse(f"/c/{token}", status_code=303)
     value = service.unlock_cookie(case, token)
     for path in (f"/c/{token}", f"/api/cases/{token}"):

@@ -13,7 +13,8 @@ from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
 from mpoxscan.web.deps import (LOGIN_COOKIE, AppSettings, CurrentExpert, DbSession, ModelScreener, Photos, client_key,
-                               rate_limit, same_origin, templates)
+                               same_origin, templates, too_many)
+from mpoxscan.web.security import TooBusy
 
 router = APIRouter(include_in_schema=False)
 
@@ -23,15 +24,24 @@ def login_page(request: Request):
     return templates.TemplateResponse(request, "login.html", {})
 
 
-@router.post("/login", response_class=HTMLResponse,
-             dependencies=[Depends(same_origin), Depends(rate_limit("logins"))])
+@router.post("/login", response_class=HTMLResponse, dependencies=[Depends(same_origin)])
 def login(request: Request, email: Annotated[str, Form(max_length=320)],
           password: Annotated[str, Form(max_length=1024)], db: DbSession, settings: AppSettings):
-    signed = service.sign_in(db, email, password)
+    """A failed sign-in is counted per address in the database, reserved before the password is checked (so that
+    concurrent attempts cannot all pass the last free place) and given back when the password was right."""
+    limits, address = request.app.state.limits, client_key(request)
+    reservation = limits.reserve("logins", address)
+    if reservation is None:
+        raise too_many(request, "logins", address)
+    try:
+        signed = service.sign_in(db, email, password)
+    except TooBusy:
+        limits.release(reservation)  # not checked: not counted
+        raise
     if signed is None:
-        request.app.state.limits.record_failure("logins", client_key(request))  # counted in the database
         return templates.TemplateResponse(request, "login.html", {"error": "Wrong e-mail address or password."},
                                           status_code=401)
+    limits.release(reservation)
     _expert, token = signed
     response = RedirectResponse("/expert", status_code=303)
     response.set_cookie(LOGIN_COOKIE, token, max_age=int(service.LOGIN_LIFETIME.total_seconds()), path="/expert",
