@@ -3,6 +3,7 @@ answer, migrations on start."""
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from mpoxscan import __version__
 from mpoxscan.deploy.runtime import Screener
+from mpoxscan.web.assets import asset_server, build_assets
 from mpoxscan.web.db import database_url, make_engine, migrate, session_factory
 from mpoxscan.web.deps import (FORM_OVERHEAD, SAFE_METHODS, BodyLimit, LoginRequired, check_rate_limit,
                                cross_site)
@@ -27,6 +29,7 @@ from mpoxscan.web.store import STORAGE_ERRNOS, DatabasePhotoStore, StorageUnavai
 
 __all__ = ["Settings", "create_app", "create_app_from_env", "lifespan", "make_server"]
 
+log = logging.getLogger(__name__)
 # The phone page's web app manifest (installable to the home screen); Python's table may not know the suffix.
 mimetypes.add_type("application/manifest+json", ".webmanifest")
 # The pages only ever load their own files; wasm needs 'wasm-unsafe-eval'; blob: for the downloaded heat map canvas.
@@ -97,6 +100,11 @@ def create_app(settings: Settings) -> FastAPI:
     # The folder store is there from the start (`serve` purges through it before listening); the database store
     # needs the engine that the lifespan opens.
     app.state.photos = PhotoStore(settings.data_dir / "photos") if settings.photo_store == "folder" else None
+    # The page's files, versioned and precompressed before the first request (never per request): see assets.py.
+    app.state.assets = build_assets(settings.model, settings.assets_dir, log=log.warning)
+
+    # Innermost: every middleware below wraps the files it answers (security headers included).
+    app.add_middleware(asset_server(app.state.assets))
 
     # Added first, so that the security headers wrap its 413 too.
     # A case may carry three photos, each within max_upload_bytes; every other request one photo at most.

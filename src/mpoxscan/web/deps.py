@@ -20,8 +20,9 @@ from mpoxscan.deploy.runtime import Screener
 from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import i18n
+from mpoxscan.web.assets import static_url
 from mpoxscan.web.cases import PhotoStore, answers_summary, model_class, signed_in_expert
-from mpoxscan.web.settings import STATIC, TEMPLATES, Settings
+from mpoxscan.web.settings import TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
 templates = Jinja2Templates(directory=TEMPLATES)  # autoescaping on: case messages are user text
@@ -45,6 +46,7 @@ templates.env.filters["language_name"] = i18n.name
 templates.env.globals["person_text"] = i18n.text
 templates.env.globals["summary"] = answers_summary  # the queue's line of the person's answers
 templates.env.globals["model_class"] = model_class  # no class as the answer for a photo the model cannot judge
+templates.env.globals["asset"] = static_url  # the versioned, precompressed address of a file of static/
 LOGIN_COOKIE = "mpoxscan_expert"
 
 
@@ -77,24 +79,6 @@ def model_sha256(request: Request) -> str:
 
 
 ModelSha256 = Annotated[str, Depends(model_sha256)]
-
-
-def page_version(request: Request) -> str:
-    """A checksum of the model and the phone page's own files (computed once): the offline cache's name, so that a
-    new model or a new version of the page replaces the cached copy."""
-    state = request.app.state
-    if not hasattr(state, "page_version"):
-        import hashlib
-
-        digest = hashlib.sha256(model_sha256(request).encode())
-        for name in ("index.html", "app.js", "resize.js", "answer.js", "messages.js", "style.css",
-                     "manifest.webmanifest", "icon.svg", *(f"locales/{code}.json" for code in i18n.LANGUAGES)):
-            digest.update((STATIC / name).read_bytes())
-        state.page_version = digest.hexdigest()[:16]
-    return state.page_version
-
-
-PageVersion = Annotated[str, Depends(page_version)]
 
 
 def get_photos(request: Request) -> PhotoStore:

@@ -40,6 +40,9 @@ class Settings:
     # ONNX Runtime threads per process (None: every core). `serve --workers N` gives each worker cores / N, so that
     # N workers screening at once do not oversubscribe the cores (N processes each running a thread per core).
     screen_threads: int | None = None
+    # Where the page's files are kept versioned and precompressed (assets.py): None is assets.default_assets_dir(),
+    # shared by every data folder; `serve --assets-dir` names one that a reverse proxy can read too.
+    assets_dir: Path | None = None
 
     def to_json(self) -> str:
         """The settings as JSON, for the worker processes (`serve --workers N`: see app.create_app_from_env)."""

@@ -1,36 +1,30 @@
-"""The phone page and the files it needs: the page, the model, the model's description."""
+"""The phone page's own routes: the model file and its description, the favicon. The page itself (/), the service
+worker (/sw.js) and the versioned files (/assets/...) are answered by assets.asset_server, precompressed."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse
 
 from mpoxscan.deploy.answer import ADVICE
 from mpoxscan.deploy.runtime import DISCLAIMER
-from mpoxscan.web.deps import AppSettings, ModelScreener, ModelSha256, PageVersion
+from mpoxscan.web.deps import AppSettings, ModelScreener, ModelSha256
 from mpoxscan.web.schemas import ModelInfo
 from mpoxscan.web.settings import ORT_DIST, STATIC
 
 router = APIRouter()
 
 
-@router.get("/", include_in_schema=False)
-def phone_page() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html")
-
-
-@router.get("/sw.js", include_in_schema=False)
-def service_worker(version: PageVersion) -> Response:
-    """The offline cache's worker, served from the root so that it controls the whole page; its cache is named after
-    the model and the page's files."""
-    script = (STATIC / "sw.js").read_text().replace("__VERSION__", version)
-    return Response(script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
-
-
 @router.get("/model.onnx", include_in_schema=False)
 def model_file(settings: AppSettings) -> FileResponse:
-    return FileResponse(settings.model, media_type="application/octet-stream",
-                        headers={"Cache-Control": "public, max-age=86400"})
+    """The model at a fixed address, for other clients (the page loads its versioned, compressed copy)."""
+    return FileResponse(settings.model, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """What browsers ask for on pages that name no icon (and some whatever the page says)."""
+    return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
 
 @router.get("/api/model")

@@ -26,9 +26,12 @@ async function start() {
   meta = await (await fetch("/api/model")).json();
   if (typeof WebAssembly === "object" && typeof ort === "object") {
     try {
-      ort.env.wasm.wasmPaths = "/ort/";
+      // The runtime's module and binary and the model at their versioned addresses (cached for good, compressed).
+      ort.env.wasm.wasmPaths = MPOXSCAN_FILES.ortWasm ? { mjs: MPOXSCAN_FILES.ortMjs, wasm: MPOXSCAN_FILES.ortWasm }
+        : "/ort/";
       ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed: works on any phone browser
-      session = await ort.InferenceSession.create("/model.onnx", { executionProviders: ["wasm"] });
+      session = await ort.InferenceSession.create(MPOXSCAN_FILES.model || "/model.onnx",
+                                                  { executionProviders: ["wasm"] });
       // One run on a blank photo now: WebAssembly's first run of a graph sets up its kernels and memory (several
       // times a normal run), and it is better spent while the person picks a photo than after.
       const s = meta.preprocessing.input_size;

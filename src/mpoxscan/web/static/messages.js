@@ -11,6 +11,9 @@ const MPOXSCAN_LANG_COOKIE = "mpoxscan_lang";  // shared with the server's pages
 let MPOXSCAN_CATALOGUES = {};
 let MPOXSCAN_LANG = "en";
 let MPOXSCAN_MESSAGES = {};  // the catalogue in use
+// The versioned addresses of the files the scripts load (assets.py fills them into the page); the plain addresses
+// where the page was served without them.
+const MPOXSCAN_FILES = JSON.parse(document.querySelector('meta[name="mpoxscan-files"]')?.content || "{}");
 
 // The remembered choice, else the first of the browser's languages that has a catalogue ("fr-CA" -> fr), else English.
 function mpoxscanChooseLanguage() {
@@ -29,7 +32,8 @@ function mpoxscanChooseLanguage() {
 async function mpoxscanLoadCatalogues() {
   const loaded = await Promise.all(MPOXSCAN_LANGUAGES.map(async (code) => {
     try {
-      return [code, await (await fetch(`/static/locales/${code}.json`)).json()];
+      const url = (MPOXSCAN_FILES.locales || {})[code] || `/static/locales/${code}.json`;
+      return [code, await (await fetch(url)).json()];
     } catch (err) { return [code, null]; }  // that language is then missing from the switch
   }));
   MPOXSCAN_CATALOGUES = Object.fromEntries(loaded.filter(([, c]) => c));

@@ -1,15 +1,14 @@
 // Service worker: after the first visit the page, ONNX Runtime Web and the model come from the cache, so that
-// screening keeps working without a network. The cache name carries a checksum of the model and the page's files
-// (filled in by the server), so a new model or page replaces the old files. The page shows its notifications
+// screening keeps working without a network. The cache name carries a checksum of the page, which names every
+// file's version (filled in by the server), so a new model or page replaces the old files. The page shows its notifications
 // ("the expert wrote") through this worker's registration; a tap opens the case's page.
 "use strict";
 const CACHE = "mpoxscan-__VERSION__";
-const ASSETS = ["/", "/static/app.js", "/static/resize.js", "/static/answer.js", "/static/messages.js",
-                "/static/style.css", "/static/manifest.webmanifest", "/static/icon.svg",
-                // Every language's catalogue: the person can switch language offline too.
-                ...["en", "fr", "pt", "es", "sw"].map((code) => `/static/locales/${code}.json`),
-                "/api/model", "/model.onnx",
-                "/ort/ort.wasm.min.js", "/ort/ort-wasm-simd-threaded.mjs", "/ort/ort-wasm-simd-threaded.wasm"];
+// The page, the model's description and every file the page loads, at their versioned addresses (filled in by the
+// server, assets.py): "/" names those same versions, so the set is always whole. Installing fetches them through
+// the browser's HTTP cache, where the first visit has just put them (cached for a year as immutable): the first
+// visit downloads each file once.
+const ASSETS = ["__ASSETS__"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(ASSETS)).then(() => self.skipWaiting()));
