@@ -11,6 +11,7 @@
 const MPOXSCAN_RESIZE = (() => {
   const PRECISION_BITS = 22, ONE = 1 << PRECISION_BITS, HALF = 1 << (PRECISION_BITS - 1);
   const SUPPORT = 2.0;  // bicubic
+  const BAND_PIXELS = 1 << 20;  // pixels read out of the photo at a time (4 MB): no full-size copy of a 48-MP photo
 
   function bicubic(x) {
     const a = -0.5;
@@ -53,41 +54,67 @@ const MPOXSCAN_RESIZE = (() => {
   // Pillow's multiplier for averaging n values: (sum + n/2) * m >> 24, with m computed in single precision.
   function multiplier(n) { return Math.trunc(Math.fround(4294967296 / Math.fround(256 * n))); }
 
-  // Average fx x fy blocks of an RGBA source read one block row at a time by rows(y0, h).
-  function reduce(rows, w, h, fx, fy) {
-    const rw = Math.ceil(w / fx), rh = Math.ceil(h / fy), out = new Uint8ClampedArray(rw * rh * 4);
-    const sums = new Float64Array(rw * 3);
-    for (let by = 0; by < rh; by++) {
-      const y0 = by * fy, bh = Math.min(fy, h - y0), strip = rows(y0, bh);
-      sums.fill(0);
-      for (let y = 0; y < bh; y++) {
-        for (let x = 0; x < w; x++) {
-          const s = ((x / fx) | 0) * 3, p = (y * w + x) * 4;
-          sums[s] += strip[p]; sums[s + 1] += strip[p + 1]; sums[s + 2] += strip[p + 2];
-        }
-      }
-      for (let bx = 0; bx < rw; bx++) {
-        const n = Math.min(fx, w - bx * fx) * bh, m = multiplier(n), amend = Math.floor(n / 2), o = (by * rw + bx) * 4;
-        for (let c = 0; c < 3; c++) out[o + c] = Math.floor(((sums[bx * 3 + c] + amend) * m) / 16777216);
-        out[o + 3] = 255;
-      }
+  // The input positions [first, last) that outputs [from, from + count) read (the union of their supports).
+  function span(c, count) {
+    let first = Infinity, last = 0;
+    for (let i = 0; i < count; i++) {
+      first = Math.min(first, c.bounds[2 * i]); last = Math.max(last, c.bounds[2 * i] + c.bounds[2 * i + 1]);
     }
-    return { data: out, w: rw, h: rh };
+    return [first, last];
   }
 
-  // The centre size x size square of `image` (RGBA, w x h) resized to outW x outH from the box [0, boxW) x [0, boxH).
-  function resampleCrop(image, boxW, boxH, outW, outH, left, top, size) {
-    const { data, w, h } = image;
-    const hc = coefficients(w, 0, boxW, outW, left, size), vc = coefficients(h, 0, boxH, outH, top, size);
-    let first = h, last = 0;  // the input rows the vertical pass reads
-    for (let i = 0; i < size; i++) {
-      first = Math.min(first, vc.bounds[2 * i]); last = Math.max(last, vc.bounds[2 * i] + vc.bounds[2 * i + 1]);
+  // Pillow's reduce (fx x fy blocks averaged, partial blocks at the image's edges averaging what they hold, each
+  // mean rounded as ImagingReduce does), computed only for the blocks [bx0, bx1) x [by0, by1) that the resampling
+  // reads. The photo's pixels are read a band of whole block rows at a time by read(x, y, w, h): reading them out of
+  // the decoded photo is most of the cost, so a few large reads of only the columns needed beat one per block row
+  // and a copy of the whole photo (measured: benchmarks/results/web/web.md).
+  function reduce(read, w, h, fx, fy, bx0, bx1, by0, by1) {
+    const ow = bx1 - bx0, out = new Uint8ClampedArray(ow * (by1 - by0) * 4), sums = new Uint32Array(ow * 3);
+    const sx0 = bx0 * fx, sx1 = Math.min(w, bx1 * fx), sw = sx1 - sx0;
+    const full = Math.floor(sw / fx), last = sw - full * fx;  // whole blocks, then a partial one at the right edge
+    const band = fy * Math.max(1, Math.floor(BAND_PIXELS / (sw * fy)));
+    for (let sy = by0 * fy, end = Math.min(h, by1 * fy); sy < end; sy += band) {
+      const bh = Math.min(band, end - sy), strip = new Uint32Array(read(sx0, sy, sw, bh).buffer);
+      for (let top = 0; top < bh; top += fy) {
+        const rowsHere = Math.min(fy, bh - top);
+        sums.fill(0);
+        for (let y = top; y < top + rowsHere; y++) {
+          let p = y * sw, s = 0;
+          // One 32-bit read per pixel (RGBA, little-endian), its three channels taken apart: a third of the reads.
+          for (let bx = 0; bx < full; bx++, s += 3) {
+            let r = 0, g = 0, b = 0;
+            for (let k = 0; k < fx; k++) { const v = strip[p++]; r += v & 255; g += (v >>> 8) & 255; b += (v >>> 16) & 255; }
+            sums[s] += r; sums[s + 1] += g; sums[s + 2] += b;
+          }
+          if (last) {
+            let r = 0, g = 0, b = 0;
+            for (let k = 0; k < last; k++) { const v = strip[p++]; r += v & 255; g += (v >>> 8) & 255; b += (v >>> 16) & 255; }
+            sums[s] += r; sums[s + 1] += g; sums[s + 2] += b;
+          }
+        }
+        const row = (sy + top) / fy - by0;
+        for (let bx = 0; bx < ow; bx++) {
+          const n = (bx < full ? fx : last) * rowsHere, m = multiplier(n), amend = Math.floor(n / 2);
+          const o = (row * ow + bx) * 4, s = bx * 3;
+          out[o] = Math.floor(((sums[s] + amend) * m) / 16777216);
+          out[o + 1] = Math.floor(((sums[s + 1] + amend) * m) / 16777216);
+          out[o + 2] = Math.floor(((sums[s + 2] + amend) * m) / 16777216);
+          out[o + 3] = 255;
+        }
+      }
     }
+    return out;
+  }
+
+  // The size x size square at (left, top) of a resize to outW x outH, by the coefficients hc and vc, of an RGBA
+  // window of the input: its columns [x0, x0 + ww) and rows [y0, ...).
+  function resampleCrop(data, x0, ww, y0, hc, vc, size) {
+    const [first, last] = span(vc, size);  // the input rows the vertical pass reads
     const rowsNeeded = last - first, temp = new Uint8ClampedArray(rowsNeeded * size * 4);
     for (let y = 0; y < rowsNeeded; y++) {
-      const line = (first + y) * w * 4;
+      const line = (first - y0 + y) * ww * 4;
       for (let i = 0; i < size; i++) {
-        const xmin = hc.bounds[2 * i], xlen = hc.bounds[2 * i + 1], k = i * hc.ksize;
+        const xmin = hc.bounds[2 * i] - x0, xlen = hc.bounds[2 * i + 1], k = i * hc.ksize;
         let r = HALF, g = HALF, b = HALF;
         for (let x = 0; x < xlen; x++) {
           const p = line + (xmin + x) * 4, c = hc.kk[k + x];
@@ -113,33 +140,31 @@ const MPOXSCAN_RESIZE = (() => {
     return out;
   }
 
-  // The network's input square (ImageData, size x size) from a decoded photo (ImageBitmap, upright).
+  // The network's input square (ImageData, size x size) from a decoded photo (ImageBitmap, upright). Only the part
+  // of the photo that the centre square's filters reach is read and reduced (a 4:3 photo's outer eighths are not).
   function resizeCrop(bitmap, size, cropPct) {
     const w = bitmap.width, h = bitmap.height;
     const short = Math.max(1, roundHalfEven(size / cropPct)), scale = short / Math.min(w, h);
     const newW = Math.max(size, roundHalfEven(w * scale)), newH = Math.max(size, roundHalfEven(h * scale));
     const left = Math.floor((newW - size) / 2), top = Math.floor((newH - size) / 2);
     const fx = Math.trunc(w / newW / 3) || 1, fy = Math.trunc(h / newH / 3) || 1;
+    // The resampling's input: the reduced photo (its box the photo's size over the factors) or the photo itself.
+    const reduced = fx > 1 || fy > 1, iw = Math.ceil(w / fx), ih = Math.ceil(h / fy);
+    const hc = coefficients(iw, 0, reduced ? w / fx : w, newW, left, size);
+    const vc = coefficients(ih, 0, reduced ? h / fy : h, newH, top, size);
+    const [x0, x1] = span(hc, size), [y0, y1] = span(vc, size);
     const canvas = document.createElement("canvas");
-    let image, boxW = w, boxH = h;
-    if (fx > 1 || fy > 1) {
-      // A large photo is copied into a canvas one strip of fy rows at a time (an unscaled copy: the pixels are
-      // unchanged), so that a 48-MP photo never needs a full-size canvas or a full-size array.
-      canvas.width = w; canvas.height = fy;
-      const ctx = canvas.getContext("2d", { willReadFrequently: true });
-      image = reduce((y0, bh) => {
-        ctx.drawImage(bitmap, 0, y0, w, bh, 0, 0, w, bh);
-        return ctx.getImageData(0, 0, w, bh).data;
-      }, w, h, fx, fy);
-      boxW = w / fx; boxH = h / fy;
-    } else {
-      canvas.width = w; canvas.height = h;
-      const ctx = canvas.getContext("2d", { willReadFrequently: true });
-      ctx.drawImage(bitmap, 0, 0);
-      image = { data: ctx.getImageData(0, 0, w, h).data, w, h };
-    }
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    // An unscaled copy of part of the photo into the canvas (the pixels unchanged), read back.
+    const read = (x, y, rw, rh) => {
+      if (canvas.width < rw || canvas.height < rh) { canvas.width = rw; canvas.height = rh; }
+      ctx.globalCompositeOperation = "copy";  // replaces the last band (a photo with transparency is not blended)
+      ctx.drawImage(bitmap, x, y, rw, rh, 0, 0, rw, rh);
+      return ctx.getImageData(0, 0, rw, rh).data;
+    };
+    const data = reduced ? reduce(read, w, h, fx, fy, x0, x1, y0, y1) : read(x0, y0, x1 - x0, y1 - y0);
     canvas.width = canvas.height = 0;
-    return resampleCrop(image, boxW, boxH, newW, newH, left, top, size);
+    return resampleCrop(data, x0, x1 - x0, y0, hc, vc, size);
   }
 
   return { resizeCrop };
