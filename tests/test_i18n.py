@@ -52,13 +52,20 @@ def test_every_catalogue_has_every_english_key_with_the_same_placeholders():
 def test_the_page_the_service_worker_and_the_server_know_the_same_languages():
     listed = re.search(r"MPOXSCAN_LANGUAGES = \[([^\]]*)\]", (STATIC / "messages.js").read_text()).group(1)
     assert tuple(re.findall(r'"(\w+)"', listed)) == i18n.LANGUAGES
-    cached = re.search(r"\.\.\.\[([^\]]*)\]\.map", (STATIC / "sw.js").read_text()).group(1)
-    assert tuple(re.findall(r'"(\w+)"', cached)) == i18n.LANGUAGES
+    # The service worker keeps every catalogue (at its versioned address), and the page names them all.
+    from mpoxscan.deploy.runtime import bundled_model
+    from mpoxscan.web.assets import build_assets
+
+    assets = build_assets(bundled_model())
+    kept = [u for u in assets.offline() if u.endswith(".json")]
+    assert kept == [assets.urls[f"static/locales/{code}.json"] for code in i18n.LANGUAGES]
+    assert tuple(assets.page_files()["locales"]) == i18n.LANGUAGES
 
 
 def test_the_english_catalogue_says_what_the_model_and_the_server_say():
     """The page's texts for the answer rule's reasons and advice, and the disclaimer, are the English the CLI and the
-    API give: a new reason in deploy/answer.py needs its catalogue entries."""
+    API give (a new reason in deploy/answer.py needs its catalogue entries), except that the person's pages say
+    "the screening" where the API says "the model" (issue 28: no technical word for a lay reader)."""
     from mpoxscan.deploy.answer import ADVICE
     from mpoxscan.deploy.runtime import DISCLAIMER
     from mpoxscan.web.cases import VERDICTS
@@ -67,7 +74,8 @@ def test_the_english_catalogue_says_what_the_model_and_the_server_say():
     assert english["disclaimer"] == DISCLAIMER
     for reason, advice in ADVICE.items():
         slug = reason.replace(" ", "-")
-        assert english[f"reason.{slug}"] == reason and english[f"advice.{slug}"] == advice
+        lay = reason.replace("the model", "the screening")
+        assert english[f"reason.{slug}"] == lay and english[f"advice.{slug}"] == advice.replace("the model", "the screening")
     assert {k.split(".", 1)[1] for k in english if k.startswith("verdict.")} == set(VERDICTS)
 
 
@@ -98,6 +106,54 @@ class _Text(HTMLParser):
 
 def _unwritten(texts: list[str]) -> list[str]:
     return [t for t in texts if t not in NAMES]
+
+
+def test_the_person_s_pages_never_say_model():
+    """Issue 28, item 8: "as the model saw it", "unlike the photos the model learned from" are a developer's words;
+    the person reads "the screening" (in every language: the catalogues' texts the pages show)."""
+    words = {"en": r"\bmodel", "fr": r"\bmodèle", "pt": r"\bmodelo", "es": r"\bmodelo", "sw": r"\bmodeli"}
+    for code, catalogue in load_catalogues().items():
+        found = [key for key, value in catalogue.items() if not key.startswith("_")
+                 for text in strings(value) if re.search(words[code], text, re.I)
+                 and not key.startswith("training.")]  # the training consent speaks of models trained: true there
+        assert found == [], (code, found)
+
+
+def test_portuguese_is_one_variety_and_every_menu_marks_unreviewed_catalogues():
+    """Issue 28, item 9: the Portuguese catalogue is European Portuguese throughout (Portugal, Angola, Mozambique),
+    formatted as pt-PT; Swahili's hands and arms read differently; each catalogue not reviewed by a speaker says so
+    in the language menus."""
+    catalogues = load_catalogues()
+    pt = " ".join(t for k, v in catalogues["pt"].items() if not k.startswith("_") for t in strings(v))
+    for brazilian in (r"\bvocê", r"\bcâmera", r"\bcontato", r"\barquivo", r"\btela\b", r"\bcompartilh",
+                      r"\bregistrad", r"\bcarregando", r"\benviando", r"\bcatapora", r"\bcelular"):
+        assert not re.search(brazilian, pt, re.I), brazilian
+    for european in ("telemóvel", "câmara", "contacto", "partilh", "ecrã"):
+        assert european in pt
+    assert i18n.locale("pt") == "pt-PT" and i18n.format_date(__import__("datetime").datetime(
+        2026, 12, 7, 10, 5, tzinfo=__import__("datetime").timezone.utc), "pt") == "07/12/2026, 10:05"
+    sw = catalogues["sw"]
+    assert sw["q.body_site.hands"].split()[0] != sw["q.body_site.arms"].split()[0]
+    for code, catalogue in catalogues.items():
+        meta = catalogue["_meta"]
+        if meta.get("reviewed", True):
+            assert i18n.menu_name(code) == meta["name"]
+        else:
+            assert meta["unreviewed"] and i18n.menu_name(code) == f"{meta['name']} ({meta['unreviewed']})"
+    assert [c for c in catalogues if not catalogues[c]["_meta"].get("reviewed", True)] == ["fr", "pt", "es", "sw"]
+
+
+def test_every_class_of_the_pool_taxonomy_has_a_name_in_every_language():
+    """The next bundled model has 8 classes (the pool's taxonomy adds Acne and OtherRash): the pages name each class
+    from the catalogues (`class.<Name>`), whatever the model holds."""
+    import tomllib
+
+    import mpoxscan.data
+
+    classes = set(tomllib.loads((Path(mpoxscan.data.__file__).parent / "pools" / "public.toml").read_text())["classes"])
+    assert {"Acne", "OtherRash", "Monkeypox"} <= classes, classes
+    for code, catalogue in load_catalogues().items():
+        assert {f"class.{c}" for c in classes} <= set(catalogue), (code, classes)
 
 
 def test_no_text_is_written_in_the_two_person_pages_or_the_page_script():

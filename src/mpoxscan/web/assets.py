@@ -103,25 +103,23 @@ def compress(path: Path) -> list[Path]:
 
 
 def _publish(folder: Path, key: str, name: str, write: Callable[[Path], None]) -> Path:
-    """``folder/key/name`` with its compressed copies: built in a temporary folder and renamed into place (a
-    complete folder or none, whoever builds it first); nothing is done when it is there already."""
+    """``folder/key/name`` with its compressed copies: written and compressed in a temporary folder, then each
+    renamed into place, the copies before the file itself, so that whoever finds the file finds its copies too
+    (another process building the same file renames the same bytes over them: no harm). Nothing is done when the
+    file is there already."""
     final = folder / key / name
     if final.is_file():
         return final
-    folder.mkdir(parents=True, exist_ok=True)
     building = folder / f".building-{uuid.uuid4().hex}"
-    building.mkdir()
+    building.mkdir(parents=True)
     try:
         write(building / name)
-        compress(building / name)
-        for part in building.iterdir():
-            os.chmod(part, 0o644)  # read by a reverse proxy running as another user
-        os.chmod(building, 0o755)
-        try:
-            os.rename(building, folder / key)
-        except OSError:
-            if not final.is_file():  # not another process's complete folder: a real failure
-                raise
+        copies = compress(building / name)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(final.parent, 0o755)  # read by a reverse proxy running as another user
+        for part in (*copies, building / name):
+            os.chmod(part, 0o644)
+            os.replace(part, final.parent / part.name)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return final
@@ -201,7 +199,8 @@ def build_assets(model: Path, folder: Path | None = None, log: Callable[[str], N
     worker_template = (STATIC / "sw.js").read_text(encoding="utf-8")
     assets.version = hashlib.sha256(page_path.read_bytes() + worker_template.encode()).hexdigest()[:DIGEST_CHARS]
     worker = (worker_template.replace("__VERSION__", assets.version)
-              .replace('["__ASSETS__"]', json.dumps(assets.offline())))
+              .replace('["__ASSETS__"]', json.dumps(assets.offline()))
+              .replace('"__OUTBOX__"', json.dumps(assets.urls["static/outbox.js"])))
     assets.add_rendered("/sw.js", "sw.js", worker)
     return assets
 

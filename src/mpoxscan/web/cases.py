@@ -27,8 +27,8 @@ from mpoxscan.deploy.runtime import Screener, Screening
 from mpoxscan.images import load_image, strip_metadata
 from mpoxscan.web.store import PhotoStore, StorageUnavailable, SweepReport  # noqa: F401 (PhotoStore: re-exported)
 from mpoxscan.web import i18n
-from mpoxscan.web.security import (PIN_PATTERN, dummy_verify, export_id, hash_password, hash_pin, new_case_number,
-                                   new_token, token_hash, unlock_mac, verify_password)
+from mpoxscan.web.security import (PIN_PATTERN, derived_secrets, dummy_verify, export_id, hash_password, hash_pin,
+                                   new_case_number, new_token, token_hash, unlock_mac, verify_password)
 from mpoxscan.web.tables import AuditEvent, Case, CasePhoto, Expert, LoginSession, Message, TrainingWithdrawal, utcnow
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Submitted:
     case: Case
     token: str  # the follow-up link's secret: returned once, never stored
     device_key: str | None = None  # a PIN-locked case's key for the phone that sent it: returned once, never stored
+    replayed: bool = False  # the idempotency key of a case already stored: that case, nothing new stored
 
 
 def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
@@ -155,21 +156,29 @@ def check_answers(answers: dict[str, str | None]) -> dict[str, str | None]:
 def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image.Image,
                 device_probabilities: dict[str, float], computed: str, model_sha256: str,
                 language: str = "en", pin: str | None = None, *, more: Sequence[SentPhoto] = (),
-                answers: dict[str, str | None] | None = None, training_consent: bool = False) -> Submitted:
+                answers: dict[str, str | None] | None = None, training_consent: bool = False,
+                idempotency_key: str | None = None) -> Submitted:
     """Store the photos a person agreed to send (``photo``, then up to two ``more``): each with its metadata
     stripped again, screened again by the server, and its heat map drawn once, now (the expert's views read it; the
     same screening, so map and numbers agree). All or nothing: every photo is screened before any is stored, and a
     failure while storing deletes what was stored. ``language``: the person's (one of i18n.LANGUAGES), in which they
     read the expert's answer; ``pin``: locks the follow-up page (only its hash is kept); ``answers``: the optional
     questions' codes (QUESTIONS); ``training_consent``: the second, optional consent (the photos may be used, without
-    the person's name, to improve the screening)."""
+    the person's name, to improve the screening); ``idempotency_key``: a phone's key for this send (its queue of
+    cases composed offline, security.IDEMPOTENCY_PATTERN): sent again, it finds the case it made, whose link and
+    device key follow from it (security.derived_secrets), and nothing new is stored."""
+    derived = derived_secrets(idempotency_key) if idempotency_key else None
+    if derived:
+        earlier = case_by_idempotency_hash(db, derived[2])
+        if earlier is not None:
+            return Submitted(earlier, derived[0], derived[1] if earlier.pin_hash else None, replayed=True)
     sent = [SentPhoto(photo, device_probabilities, computed), *more]
     if len(sent) > MAX_PHOTOS:
         raise ValueError(f"at most {MAX_PHOTOS} photos per case")
     answers = check_answers(answers or {})
     screened = [_screen_for_storing(screener, one, training_consent) for one in sent]
     pin_hash = hash_pin(pin) if pin else None
-    device_key = new_token() if pin else None  # see check_device_key
+    device_key = (derived[1] if derived else new_token()) if pin else None  # see check_device_key
     highest = max(screened, key=lambda s: s.answer.positive_probability)
     urgent = min(screened, key=lambda s: URGENCY[s.answer.answer])  # the first of the most urgent, in sent order
     name = store.save(screened[0].jpeg)
@@ -181,7 +190,7 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
             if one.heatmap is not None:
                 store.save_heatmap(stored_name, one.heatmap)  # a companion of the photo: deleted (and swept) with it
         for _attempt in range(5):
-            token = new_token()
+            token = derived[0] if derived else new_token()
             case = Case(number=new_case_number(), token_hash=token_hash(token), photo_file=name,
                         photo_sha256=hashlib.sha256(screened[0].jpeg).hexdigest(), model_sha256=model_sha256,
                         computed=computed, device_probabilities=device_probabilities,
@@ -190,7 +199,8 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                         screening_threshold=highest.answer.threshold, answer=urgent.answer.answer,
                         answer_reason=urgent.answer.reason, status="waiting", language=language,
                         pin_hash=pin_hash, device_key_hash=token_hash(device_key) if device_key else None,
-                        training_consent=training_consent, **answers)
+                        training_consent=training_consent, idempotency_hash=derived[2] if derived else None,
+                        **answers)
             case.photos = [CasePhoto(position=position, photo_file=stored_name,
                                      photo_sha256=hashlib.sha256(one.jpeg).hexdigest(), computed=one.sent.computed,
                                      device_probabilities=one.sent.device_probabilities,
@@ -204,6 +214,12 @@ def submit_case(db: Session, store: PhotoStore, screener: Screener, photo: Image
                 return Submitted(case, token, device_key)
             except IntegrityError:  # a case number drawn twice (about 1 in 10^11): draw again
                 db.rollback()
+                # Or the same send arrived twice at once (the page and its service worker): the first one stored
+                # stays, this one's photos go.
+                earlier = case_by_idempotency_hash(db, derived[2]) if derived else None
+                if earlier is not None:
+                    store.delete(name)
+                    return Submitted(earlier, token, device_key if earlier.pin_hash else None, replayed=True)
         raise RuntimeError("could not draw a free case number")
     except BaseException:
         try:
@@ -258,6 +274,11 @@ def case_by_token(db: Session, token: str) -> Case | None:
     if len(token) > 64 or "\x00" in token:
         return None
     return db.scalar(select(Case).where(Case.token_hash == token_hash(token)))
+
+
+def case_by_idempotency_hash(db: Session, digest: str) -> Case | None:
+    """The case sent with the idempotency key whose stored hash is ``digest`` (security.derived_secrets)."""
+    return db.scalar(select(Case).where(Case.idempotency_hash == digest))
 
 
 def case_by_number(db: Session, number: str) -> Case | None:

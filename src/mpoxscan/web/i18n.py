@@ -33,8 +33,27 @@ def catalogue(lang: str) -> dict:
 
 
 def name(lang: str) -> str:
-    """The language's name in itself (Français, Kiswahili): what the switch shows."""
+    """The language's name in itself (Français, Kiswahili)."""
     return catalogue(lang)["_meta"]["name"]
+
+
+def menu_name(lang: str) -> str:
+    """What the language menus show: the name, and, until a speaker has reviewed the catalogue, that it has not
+    been (in the language itself): "Français (traduction automatique, non relue)"."""
+    meta = catalogue(lang)["_meta"]
+    return meta["name"] if meta.get("reviewed", True) else f"{meta['name']} ({meta['unreviewed']})"
+
+
+def locale(lang: str) -> str:
+    """The BCP 47 tag of a catalogue's formats and of its pages' lang attribute: _meta.locale where the code alone
+    would mean another variety (Portuguese: pt-PT, where Babel and the browsers read "pt" as Brazil's), else the
+    code."""
+    return catalogue(lang)["_meta"].get("locale", lang)
+
+
+def language_in(written: str, reader: str) -> str:
+    """The name of language ``written`` as a reader of ``reader`` calls it ("anglais" for French), from CLDR."""
+    return Locale.parse(locale(reader), sep="-").languages.get(written.split("-")[0], written)
 
 
 def _fill(template: str, values: dict, lang: str, escaped: bool = False) -> str:
@@ -57,7 +76,7 @@ def text(lang: str, key: str, **values) -> str | list[str]:
     if entry is None:
         entry = catalogue("en").get(key, key)
     if isinstance(entry, dict):
-        form = Locale.parse(lang).plural_form(values.get("count", 0))
+        form = Locale.parse(locale(lang), sep="-").plural_form(values.get("count", 0))
         entry = entry.get(form, entry["other"])
     if isinstance(entry, list):
         return [_fill(item, values, lang) for item in entry]
@@ -78,9 +97,10 @@ def format_date(moment: datetime, lang: str) -> str:
     """A date and time (UTC) as the language writes it: '26 nov. 2026, 14:05' in French. The medium date and the
     short time (no seconds), joined by the language's own CLDR pattern, as Intl.DateTimeFormat does on the page."""
     moment = moment.astimezone(timezone.utc)
-    joined = Locale.parse(lang).datetime_formats["medium"]
-    return joined.format(format_time(moment, "short", tzinfo=timezone.utc, locale=lang),
-                         babel_date(moment, "medium", locale=lang))
+    tag = Locale.parse(locale(lang), sep="-")
+    joined = tag.datetime_formats["medium"]
+    return joined.format(format_time(moment, "short", tzinfo=timezone.utc, locale=tag),
+                         babel_date(moment, "medium", locale=tag))
 
 
 def accepted(header: str | None) -> list[str]:
@@ -117,9 +137,9 @@ def choose(request, fallback: str | None = None) -> str:
 
 def template_context(lang: str) -> dict:
     """What a person's template needs: the language, t() and tlist() in it, and the switch's entries."""
-    return {"lang": lang, "t": lambda key, **values: markup(lang, key, **values),
+    return {"lang": lang, "locale": locale(lang), "t": lambda key, **values: markup(lang, key, **values),
             "tlist": lambda key, **values: text(lang, key, **values),
-            "languages": [(code, name(code)) for code in LANGUAGES]}
+            "languages": [(code, menu_name(code), locale(code)) for code in LANGUAGES]}
 
 
 def remember(response, request) -> None:

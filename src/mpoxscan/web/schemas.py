@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, Json, StrictFloat, StrictStr,
 
 from mpoxscan.web import i18n
 from mpoxscan.web.cases import MAX_PHOTOS, QUESTIONS
-from mpoxscan.web.security import PIN_PATTERN
+from mpoxscan.web.security import IDEMPOTENCY_PATTERN, PIN_PATTERN
 
 Answer = Literal["positive", "negative", "cannot tell"]
 
@@ -76,6 +76,12 @@ class CaseForm(PhotoForm):
     age_band: Literal[QUESTIONS["age_band"]] | None = Field(None, description="the person's age band")
     pin: str | None = Field(None, pattern=PIN_PATTERN, description="an optional PIN of 4 to 6 digits that locks the "
                                                                    "follow-up page (only its hash is stored)")
+    idempotency_key: str | None = Field(
+        None, pattern=IDEMPOTENCY_PATTERN,
+        description="a random key of this send (43 characters of base64url: 256 bits), kept by the client until it "
+                    "has the answer: sent again with the same key (a lost answer, a queue that sends twice), the "
+                    "answer is the case the first send made (status 200, the same follow-up link and device key), "
+                    "and nothing new is stored")
 
     @model_validator(mode="before")
     @classmethod
@@ -193,7 +199,10 @@ class CaseSent(CaseStatus):
     device_key: str | None = Field(None, description=(
         "a case locked by a PIN: the sending phone's key to it, shown this once (keep it beside the link). POST it "
         "as the form field device_key to /c/<token>/unlock to open the case without the PIN, whatever wrong PINs "
-        "others tried (the answer: a redirect with the same unlock cookie the PIN gives)"))
+        "others tried (the answer: a redirect with the same unlock cookie the PIN gives); or send it as the header "
+        "X-Device-Key with GET /api/cases/<token>"))
+    replayed: bool = Field(False, description="this send's idempotency key had already made this case: nothing new "
+                                              "was stored")
 
 
 class Privacy(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -107,6 +108,23 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 def new_token() -> str:
     """A secret for a link or a cookie: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
+
+
+#: An idempotency key: what a phone's queue sends with a case (crypto.getRandomValues: 256 bits, base64url).
+IDEMPOTENCY_PATTERN = r"^[A-Za-z0-9_-]{43}$"
+
+
+def derived_secrets(idempotency_key: str) -> tuple[str, str, str]:
+    """(follow-up token, device key, stored hash of the key) of a case sent with an idempotency key. The two
+    secrets are derived from the key (each its own labelled sha256) so that a send repeated after a lost answer
+    gets the same link and device key back: the server keeps neither, only their hashes, as for a case without a
+    key. The key is as secret as the link (it is sent once, with the case, over the same connection); the database
+    keeps only a third, differently labelled hash of it, from which neither secret follows."""
+    def labelled(label: str) -> bytes:
+        return hashlib.sha256(f"mpoxscan {label}\0{idempotency_key}".encode()).digest()
+
+    urlsafe = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731 (as token_urlsafe)
+    return urlsafe(labelled("follow-up token")), urlsafe(labelled("device key")), labelled("idempotency").hex()
 
 
 def token_hash(token: str) -> str:

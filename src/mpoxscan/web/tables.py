@@ -113,6 +113,9 @@ class Case(Base):
     # A PIN-locked case's device key: the sha256 of the secret the sending phone keeps, which opens the case without
     # the PIN (cases.check_device_key; migration 0008).
     device_key_hash: Mapped[str | None] = mapped_column(String(64))
+    # A case sent with an idempotency key (a phone's queue of cases composed offline): the sha256 of the key, so that
+    # the same send repeated finds this case rather than making another (cases.submit_case; migration 0009).
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
     # When the person last opened their unlocked follow-up page: expert messages after it are "new" to them.
     person_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     messages: Mapped[list[Message]] = relationship(
@@ -173,6 +176,9 @@ class Message(Base):
     photo_file: Mapped[str | None] = mapped_column(String(80))
     # The server's screening of a reply photo (answer, reason, probability), as for the case's own photo.
     photo_screening: Mapped[dict | None] = mapped_column(JSON)
+    # The language the expert wrote ``text`` in (a catalogue code; NULL: English, the dashboard's language, for
+    # messages written before migration 0009): the person is told when it is not theirs.
+    language: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expert_id: Mapped[int | None] = mapped_column(ForeignKey("experts.id", ondelete="SET NULL"))
     case: Mapped[Case] = relationship(back_populates="messages")

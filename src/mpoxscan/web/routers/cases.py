@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.orm import Session
@@ -66,7 +66,9 @@ def case_status(case, lang: str | None = None) -> CaseStatus:
         disclaimer=i18n.text(lang, "disclaimer"), training_consent=case.training_consent)
 
 
-@router.post("/api/cases", status_code=201, dependencies=[Depends(no_repeated_fields)])
+@router.post("/api/cases", status_code=201, dependencies=[Depends(no_repeated_fields)],
+             responses={200: {"model": CaseSent, "description": "sent again with the idempotency key of a case "
+                                                                 "already stored: that case (nothing new stored)"}})
 async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-data")], request: Request,
                     background: BackgroundTasks, settings: AppSettings, screener: ModelScreener, db: DbSession,
                     photos: Photos, served_sha256: ModelSha256) -> CaseSent:
@@ -91,19 +93,21 @@ async def send_case(form: Annotated[CaseForm, Form(media_type="multipart/form-da
     submitted = await run_in_threadpool(
         service.submit_case, db, photos, screener, photo, form.probabilities, form.computed, form.model_sha256,
         form.language or i18n.choose(request), form.pin, more=more, answers=form.answers(),
-        training_consent=form.allows_training())
-    if settings.notify_url:
+        training_consent=form.allows_training(), idempotency_key=form.idempotency_key)
+    # Off the event loop: the status reads the case's conversation (and a replayed case its photos) from the
+    # database, and a loop blocked on a connection that other requests' sessions hold stalls every request (50 at
+    # once once waited 120 s).
+    status, count = await run_in_threadpool(lambda: (case_status(submitted.case), len(submitted.case.photos)))
+    if settings.notify_url and not submitted.replayed:
         case = submitted.case
         dashboard = public_base(request, settings) + f"/expert/cases/{case.number}"
         background.add_task(notify.post, settings.notify_url, notify.case_message(
-            case.number, case.screening_probability, case.answer, case.answer_reason, dashboard,
-            photos=len(submitted.case.photos)))
-    # Off the event loop: the status reads the case's conversation from the database, and a loop blocked on a
-    # connection that other requests' sessions hold stalls every request (50 at once once waited 120 s).
-    status = await run_in_threadpool(case_status, submitted.case)
-    return CaseSent(**status.model_dump(), follow_up=f"/c/{submitted.token}",
-                    model_matches=form.model_sha256 == served_sha256, photos=len(submitted.case.photos),
-                    device_key=submitted.device_key)
+            case.number, case.screening_probability, case.answer, case.answer_reason, dashboard, photos=count))
+    sent = CaseSent(**status.model_dump(), follow_up=f"/c/{submitted.token}",
+                    model_matches=form.model_sha256 == served_sha256, photos=count,
+                    device_key=submitted.device_key, replayed=submitted.replayed)
+    # A send repeated with its idempotency key: the case it made (200), not a new one (201).
+    return JSONResponse(sent.model_dump(), status_code=200) if submitted.replayed else sent
 
 
 def public_base(request: Request, settings: Settings) -> str:
@@ -133,11 +137,14 @@ def privacy(settings: AppSettings) -> Privacy:
 
 
 @router.get("/api/cases/{token}", responses={401: {"description": LOCKED}})
-def case_json(token: str, request: Request, db: DbSession) -> CaseStatus:
+def case_json(token: str, request: Request, db: DbSession,
+              x_device_key: Annotated[str | None, Header(max_length=64)] = None) -> CaseStatus:
     """The case's status and conversation (what the phone's list and its notifications read). A case locked by a
-    PIN answers 401 unless this browser gave the PIN on the follow-up page a short while ago."""
+    PIN answers 401 unless this browser gave the PIN on the follow-up page a short while ago, or sends the case's
+    device key (CaseSent.device_key, kept by the phone that sent it) in the header X-Device-Key: a header, never
+    the address, so that no log or history holds it."""
     case = _case_or_404(db, token)
-    if not _unlocked(request, case, token):
+    if not (_unlocked(request, case, token) or (x_device_key and service.check_device_key(case, x_device_key))):
         return JSONResponse({"detail": LOCKED, "locked": True}, status_code=401)
     return case_status(case)
 

@@ -23,6 +23,10 @@ async function start() {
   await mpoxscanLoadCatalogues();  // the page in the person's language before anything else (messages.js)
   mpoxscanApply();
   mpoxscanSwitcher($("language"));
+  // This phone's cases first (what waits to be sent, what was answered): none of it needs the model.
+  listMyCases();
+  sendWaiting();  // cases composed on an earlier visit without a connection
+  showRetention();
   meta = await (await fetch("/api/model")).json();
   if (typeof WebAssembly === "object" && typeof ort === "object") {
     try {
@@ -45,8 +49,6 @@ async function start() {
     readyStatus = ["status.no.wasm"];
   }
   restoreStatus();
-  listMyCases();
-  showRetention();
   document.body.dataset.ready = "1";
   if ("serviceWorker" in navigator) {
     // Keep the page, the runtime and the model for offline use (after this first visit).
@@ -81,7 +83,7 @@ function clearAnswer() {
   for (const select of $("questions").querySelectorAll("select")) select.value = "";
   $("questions").disabled = false;
   updateSend(); updateMore();
-  SAY($("send-status"), null); $("sent").hidden = true;
+  SAY($("send-status"), null); $("sent").hidden = true; $("compose").hidden = false;
 }
 
 function fail(id, vars) {
@@ -200,7 +202,8 @@ function updateSend() {
 }
 
 function offerSending(fromFile) {
-  $("send-section").hidden = false; $("consent").checked = false; sending = false; $("send").hidden = false;
+  $("send-section").hidden = false; $("consent").checked = false; sending = false; showComposed(true);
+  $("pin").value = "";
   $("training-consent").checked = false; $("training-consent").disabled = false;  // never carried over
   SAY($("send-what"), fromFile ? "privacy.what.file" : "privacy.what.device");
   SAY($("send-status"), null); $("sent").hidden = true;
@@ -209,7 +212,7 @@ function offerSending(fromFile) {
 
 // The "add another photo" button while the case has room, and the consent's words for one photo or several.
 function updateMore() {
-  const count = current ? 1 + current.extras.length : 1, hide = !current || count >= MAX_PHOTOS || !$("sent").hidden;
+  const count = current ? 1 + current.extras.length : 1, hide = !current || count >= MAX_PHOTOS || $("compose").hidden;
   if (hide && document.activeElement === $("add-photo")) {  // the focus would fall back to the page's start
     $("more-status").tabIndex = -1; $("more-status").focus();
   }
@@ -305,68 +308,198 @@ async function sendCase() {
   const theCase = current;  // this photo and its answer, whatever is picked while sending
   sending = true; updateSend();  // one photo, one case: no double sending
   SAY($("send-status"), "send.sending");
+  let entry;
   try {
-    // A multipart form: the photo as a file (no base64; named "photo", for a phone's file name can hold the date),
-    // consent exactly "true", the answer shown as JSON, and the page's language (the expert's answer reaches the
-    // person in it).
-    const form = new FormData();
-    form.append("photo", theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file, "photo");
-    form.append("consent", "true");
-    form.append("computed", theCase.result.computed);
-    form.append("probabilities", JSON.stringify(theCase.result.probabilities));
-    form.append("model_sha256", meta.sha256);
-    form.append("language", MPOXSCAN_LANG);
-    // Photos 2 and 3 as numbered fields (a repeated field is refused), each with the answer shown for it.
-    for (const [i, extra] of theCase.extras.slice(0, MAX_PHOTOS - 1).entries()) {
-      form.append(`photo_${i + 2}`, await reencode(extra.bitmap, 2048), "photo");
-      form.append(`computed_${i + 2}`, extra.result.computed);
-      form.append(`probabilities_${i + 2}`, JSON.stringify(extra.result.probabilities));
-    }
-    // Only the questions answered: an unanswered one is not sent at all.
-    for (const select of $("questions").querySelectorAll("select")) {
-      if (select.value) form.append(select.name, select.value);
-    }
-    if (pin) form.append("pin", pin);  // the server keeps its hash only; this page forgets it once sent
-    // The second consent only when ticked: not sending it means no.
-    if ($("training-consent").checked) form.append("training_consent", "true");
-    const response = await fetch("/api/cases", { method: "POST", body: form });
-    // A proxy in front may answer an error in HTML: that is a refusal, not "no connection".
-    const answer = await response.json().catch(() => ({}));
-    const link = response.ok ? location.origin + answer.follow_up : null;
-    if (link) {  // kept in this phone's list even if another photo was picked meanwhile: the link is the only way back
-      const mine = JSON.parse(localStorage.getItem(MY_CASES) || "[]");
-      mine.unshift({ number: answer.number, link, sent: answer.sent_at });
-      localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
-      listMyCases();
-    }
-    if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
-    if (!response.ok) {
-      // The server's reasons are English (it answers API clients too): the usual refusals have texts of their own.
-      const known = REFUSALS[response.status];
-      if (known) SAY($("send-status"), known);
-      else if (answer.detail) SAY($("send-status"), "send.refused", { reason: answer.detail });
-      else SAY($("send-status"), "send.refused.status", { status: response.status });
-      sending = false; updateSend(); return;
-    }
-    SAY($("send-status"), null);
-    $("pin").value = "";
-    $("sent-number").textContent = answer.number;
-    $("sent-link").href = link; $("sent-link").textContent = link;
-    $("sent").hidden = false; $("send").hidden = true;
-    $("questions").disabled = true; updateMore();  // what was sent stays on screen as sent
-    $("training-consent").disabled = true;
-    $("sent").focus();  // the Send button just vanished: without this the focus falls back to the page
-    window.mpoxscanSent = answer;
+    entry = await composeCase(theCase, pin);
   } catch (err) {
     if (current !== theCase) return;
-    SAY($("send-status"), "send.offline");
-    sending = false; updateSend();
+    SAY($("send-status"), "send.refused", { reason: reasonOf(err) });
+    sending = false; updateSend(); return;
   }
+  // Sent now if the phone is online; else, or when the connection fails, it waits on the phone (outbox.js) with
+  // the consent given now, and is sent when the connection returns. The idempotency key makes a second send of the
+  // same case (an answer lost on the way back) find the first.
+  let response = null, answer = {};
+  if (navigator.onLine !== false) {
+    try {
+      response = await fetch("/api/cases", { method: "POST", body: outboxForm(entry) });
+      // A proxy in front may answer an error in HTML: that is a refusal, not "no connection".
+      answer = await response.json().catch(() => ({}));
+    } catch (err) { response = null; }
+  }
+  if (response === null || (!response.ok && RETRY_LATER.has(response.status) && response.status !== 429)) {
+    await queueCase(entry);
+    if (current !== theCase) return;
+    showComposed(false); $("pin").value = "";
+    SAY($("send-status"), "send.queued");
+    $("send-status").tabIndex = -1; $("send-status").focus();
+    return;
+  }
+  if (response.ok) addMyCase(answer);  // kept in this phone's list even if another photo was picked meanwhile
+  if (current !== theCase) return;  // another photo was picked meanwhile: this page no longer shows that one
+  if (!response.ok) {
+    // The server's reasons are English (it answers API clients too): the usual refusals have texts of their own.
+    const known = REFUSALS[response.status];
+    if (known) SAY($("send-status"), known);
+    else if (answer.detail) SAY($("send-status"), "send.refused", { reason: answer.detail });
+    else SAY($("send-status"), "send.refused.status", { status: response.status });
+    sending = false; updateSend(); return;
+  }
+  SAY($("send-status"), null);
+  showSent(answer);
+  window.mpoxscanSent = answer;
+}
+
+// The answers that mean "the server is there but cannot take it now": such a case waits on the phone.
+const RETRY_LATER = new Set([502, 503, 504]);
+
+// The case as the server takes it (CaseForm), ready to send now or later: the photos re-encoded on this phone
+// without their hidden data, the answers shown, the questions answered, the consents given now.
+async function composeCase(theCase, pin) {
+  const fields = [["consent", "true"], ["computed", theCase.result.computed],
+                  ["probabilities", JSON.stringify(theCase.result.probabilities)], ["model_sha256", meta.sha256],
+                  ["language", MPOXSCAN_LANG]];
+  // The photo as a file (no base64; named "photo", for a phone's file name can hold the date).
+  const files = [["photo", theCase.bitmap ? await reencode(theCase.bitmap, 2048) : theCase.file]];
+  // Photos 2 and 3 as numbered fields (a repeated field is refused), each with the answer shown for it.
+  for (const [i, extra] of theCase.extras.slice(0, MAX_PHOTOS - 1).entries()) {
+    files.push([`photo_${i + 2}`, await reencode(extra.bitmap, 2048)]);
+    fields.push([`computed_${i + 2}`, extra.result.computed], [`probabilities_${i + 2}`,
+                                                                 JSON.stringify(extra.result.probabilities)]);
+  }
+  // Only the questions answered: an unanswered one is not sent at all.
+  for (const select of $("questions").querySelectorAll("select")) {
+    if (select.value) fields.push([select.name, select.value]);
+  }
+  if (pin) fields.push(["pin", pin]);  // the server keeps its hash only; this page forgets it once sent
+  // The second consent only when ticked: not sending it means no.
+  if ($("training-consent").checked) fields.push(["training_consent", "true"]);
+  return { key: MPOXSCAN_OUTBOX.newKey(), created: new Date().toISOString(), fields, files,
+           photos: files.length, pin: !!pin, state: "waiting" };
+}
+
+function outboxForm(entry) {
+  const body = new FormData();
+  for (const [name, value] of entry.fields) body.append(name, value);
+  for (const [name, blob] of entry.files) body.append(name, blob, "photo");
+  body.append("idempotency_key", entry.key);
+  return body;
+}
+
+// After sending: the composing part (PIN, consents, Send) gives way to the confirmation, which says whether the
+// case is locked, and offers the link to share or copy.
+function showComposed(open) {
+  $("compose").hidden = !open;
+  $("questions").disabled = !open; updateMore();
+}
+
+function showSent(answer) {
+  const link = location.origin + answer.follow_up;
+  showComposed(false); $("pin").value = "";
+  $("sent-number").textContent = answer.number;
+  SAY($("sent-lock"), answer.locked ? "sent.pin.set" : "sent.pin.none");
+  $("sent-link-box").value = link; $("sent-link").href = link;
+  $("share-link").hidden = typeof navigator.share !== "function";
+  SAY($("copy-status"), null);
+  $("sent").hidden = false;
+  $("sent").focus();  // the Send button just vanished: without this the focus falls back to the page
+}
+
+// The link: shared through the phone's own share sheet (Web Share) where it has one, else copied.
+async function shareLink() {
+  try { await navigator.share({ title: T("page.title"), url: $("sent-link-box").value }); }
+  catch (err) { if (err && err.name !== "AbortError") copyLink(); }
+}
+
+async function copyLink() {
+  const box = $("sent-link-box");
+  let copied = false;
+  try { await navigator.clipboard.writeText(box.value); copied = true; } catch (err) {
+    box.focus(); box.select();  // the older way, for a browser without the clipboard API (or its permission)
+    try { copied = document.execCommand("copy"); } catch (err2) { copied = false; }
+  }
+  SAY($("copy-status"), copied ? "sent.copied" : "sent.copy.failed");
+}
+
+// This phone's cases waiting to be sent (outbox.js), with a button to remove each; a case the server refused for
+// good stays listed with why, until removed.
+async function queueCase(entry) {
+  await MPOXSCAN_OUTBOX.put(entry);
+  // Background Sync: the browser wakes the service worker when the connection returns, even with the page closed.
+  try {
+    const registration = await navigator.serviceWorker.ready;
+    if (registration.sync) await registration.sync.register(MPOXSCAN_OUTBOX.TAG);
+  } catch (err) { /* no service worker or no Background Sync: sent on the next visit, or when back online */ }
+  await drawOutbox();
+}
+
+async function drawOutbox() {
+  let entries = [];
+  try { entries = await MPOXSCAN_OUTBOX.all(); } catch (err) { /* no IndexedDB (a private window): nothing waits */ }
+  const shown = entries.filter((e) => e.state !== "sent");
+  $("outbox").hidden = shown.length === 0;
+  $("outbox-list").replaceChildren(...shown.map((entry) => {
+    const li = document.createElement("li"), text = document.createElement("span");
+    li.dataset.state = entry.state;
+    SAY(text, entry.state === "refused" ? "outbox.refused" : "outbox.item",
+        { count: entry.photos, composed: { date: entry.created }, reason: entry.reason || String(entry.status) });
+    const remove = Object.assign(document.createElement("button"), { type: "button", className: "secondary small-button" });
+    SAY(remove, "outbox.remove");
+    remove.addEventListener("click", async () => {
+      if (!confirm(T("outbox.remove.confirm"))) return;
+      await MPOXSCAN_OUTBOX.remove(entry.key);
+      await drawOutbox();
+      SAY($("outbox-status"), "outbox.removed");
+    });
+    li.append(text, " ", remove);
+    return li;
+  }));
+  window.mpoxscanOutbox = shown.map((e) => e.state);
+}
+
+// The cases the service worker or an earlier visit sent: into this phone's list (with their device key), out of the
+// queue. Then whatever still waits is sent, if the phone is online.
+let flushing = null;
+function sendWaiting() {
+  if (!flushing) {
+    flushing = (async () => {
+      try {
+        await collectSent();
+        if (navigator.onLine !== false) await MPOXSCAN_OUTBOX.flush();
+        await collectSent();
+      } catch (err) { /* no IndexedDB: nothing waits */ }
+      await drawOutbox();
+    })().finally(() => { flushing = null; });
+  }
+  return flushing;
+}
+
+async function collectSent() {
+  let sent = false;
+  for (const entry of await MPOXSCAN_OUTBOX.all()) {
+    if (entry.state !== "sent") continue;
+    addMyCase(entry.result);
+    await MPOXSCAN_OUTBOX.remove(entry.key);
+    sent = true;
+    SAY($("outbox-status"), "outbox.sent", { number: entry.result.number });
+  }
+  if (sent) window.mpoxscanOutboxSent = (window.mpoxscanOutboxSent || 0) + 1;
+}
+
+// A case the server took: at the top of this phone's list, with its device key if it is locked (a case already
+// listed, sent again from the queue, is not listed twice).
+function addMyCase(answer) {
+  const link = location.origin + answer.follow_up;
+  const mine = myCases().filter((c) => c.number !== answer.number);
+  mine.unshift({ number: answer.number, link, sent: answer.sent_at, ...(answer.device_key ? { key: answer.device_key } : {}) });
+  localStorage.setItem(MY_CASES, JSON.stringify(mine.slice(0, 50)));
+  listMyCases();
 }
 
 // This phone's sent cases, each with its status asked from the server with the case's own link (its token); a case
 // the server no longer has (withdrawn by the person, or purged) leaves the list. A case locked by a PIN tells its
-// status only to a browser that gave the PIN a short while ago (the follow-up page's cookie); else "locked".
+// status to this phone with the device key it keeps beside the link (never to another browser holding the link,
+// which must give the PIN on the follow-up page); a case sent before device keys existed: "locked".
 const caseStatus = {};  // link -> "waiting" | "asked" | "replied" | "answered" | "locked" | "unknown", as last asked
 const caseNew = {};  // link -> the expert wrote since the person last opened the case's page
 let listing = 0;  // which listing is the latest: an older one's answers are dropped
@@ -404,8 +537,10 @@ async function listMyCases() {
   drawMyCases(myCases());
   const answers = await Promise.all(myCases().map(async (c) => {
     try {
+      // A locked case's status with this phone's device key (a header: never in an address), else with the cookie
+      // the follow-up page set when its PIN was given.
       const response = await fetch("/api/cases/" + encodeURIComponent(new URL(c.link).pathname.split("/c/")[1]),
-                                   { credentials: "same-origin" });
+                                   { credentials: "same-origin", headers: c.key ? { "X-Device-Key": c.key } : {} });
       if (response.status === 404) return [c.link, "gone", null];
       if (response.status === 401) return [c.link, "locked", null];
       if (!response.ok) return [c.link, "unknown", null];
@@ -637,8 +772,19 @@ $("more-photo").addEventListener("change", () => {
 $("consent").addEventListener("change", updateSend);
 $("send").addEventListener("click", sendCase);
 $("clear-cases").addEventListener("click", clearMyCases);
+$("share-link").addEventListener("click", shareLink);
+$("copy-link").addEventListener("click", copyLink);
+// The connection is back: what waits on the phone goes now (the service worker may be doing it too: the server
+// makes one case of both).
+window.addEventListener("online", sendWaiting);
+if ("serviceWorker" in navigator) {
+  navigator.serviceWorker.addEventListener("message", (event) => {
+    if (event.data && event.data.type === "outbox") sendWaiting();  // the service worker sent what waited
+  });
+}
 $("notify").addEventListener("click", askNotifications);
-setInterval(() => { if (myCases().length) listMyCases(); }, POLL_MS);
+setInterval(() => { if (myCases().length) listMyCases(); sendWaiting(); }, POLL_MS);
 document.addEventListener("visibilitychange", () => { if (!document.hidden && myCases().length) listMyCases(); });
 window.mpoxscanCheckCases = listMyCases;  // the tests ask at once rather than wait a minute
+window.mpoxscanSendWaiting = sendWaiting;
 start();

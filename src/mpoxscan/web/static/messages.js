@@ -42,10 +42,15 @@ async function mpoxscanLoadCatalogues() {
   MPOXSCAN_MESSAGES = MPOXSCAN_CATALOGUES[MPOXSCAN_LANG] || {};
 }
 
+// The BCP 47 tag of the language's formats and of the page's lang attribute (_meta.locale: pt-PT), else its code.
+function mpoxscanLocale(code = MPOXSCAN_LANG) {
+  return ((MPOXSCAN_CATALOGUES[code] || {})._meta || {}).locale || code;
+}
+
 // A value for "{name}": numbers, percentages and dates in the language's own format; {id, vars} another text of the
 // catalogue (a reason inside a sentence), or `fallback` (a text from elsewhere, such as a model's) where it has none.
 function mpoxscanFormat(value) {
-  if (typeof value === "number") return new Intl.NumberFormat(MPOXSCAN_LANG).format(value);
+  if (typeof value === "number") return new Intl.NumberFormat(mpoxscanLocale()).format(value);
   if (value && typeof value === "object") {
     if ("id" in value) {
       const text = MPOXSCAN_TEXT(value.id, value.vars || {});
@@ -53,14 +58,14 @@ function mpoxscanFormat(value) {
     }
     if ("percent" in value) {
       const digits = value.digits ?? 1;
-      return new Intl.NumberFormat(MPOXSCAN_LANG, { style: "percent", minimumFractionDigits: digits,
+      return new Intl.NumberFormat(mpoxscanLocale(), { style: "percent", minimumFractionDigits: digits,
                                                     maximumFractionDigits: digits }).format(value.percent);
     }
     if ("number" in value) {
-      return new Intl.NumberFormat(MPOXSCAN_LANG, { maximumFractionDigits: value.digits ?? 0 }).format(value.number);
+      return new Intl.NumberFormat(mpoxscanLocale(), { maximumFractionDigits: value.digits ?? 0 }).format(value.number);
     }
     if ("date" in value) {  // the person's own time zone: the browser knows it
-      return new Intl.DateTimeFormat(MPOXSCAN_LANG, { dateStyle: "medium", timeStyle: "short" })
+      return new Intl.DateTimeFormat(mpoxscanLocale(), { dateStyle: "medium", timeStyle: "short" })
         .format(new Date(value.date));
     }
   }
@@ -74,7 +79,7 @@ function MPOXSCAN_TEXT(id, vars = {}) {
   if (text === undefined) text = (MPOXSCAN_CATALOGUES.en || {})[id];
   if (text === undefined) return id;
   if (text && typeof text === "object" && !Array.isArray(text)) {
-    text = text[new Intl.PluralRules(MPOXSCAN_LANG).select(vars.count ?? 0)] ?? text.other;
+    text = text[new Intl.PluralRules(mpoxscanLocale()).select(vars.count ?? 0)] ?? text.other;
   }
   const fill = (s) => s.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? mpoxscanFormat(vars[name]) : m));
   return Array.isArray(text) ? text.map(fill) : fill(text);
@@ -125,17 +130,20 @@ function MPOXSCAN_SAY_VALUE(el, value) {
 
 // The whole page in the current language: texts, labels, the document's language and title.
 function mpoxscanApply(root = document) {
-  document.documentElement.lang = MPOXSCAN_LANG;
+  document.documentElement.lang = mpoxscanLocale();
   for (const el of root.querySelectorAll("[data-i18n], [data-i18n-value]")) mpoxscanDraw(el);
   for (const el of root.querySelectorAll("[data-i18n-label]")) {
     el.setAttribute("aria-label", MPOXSCAN_TEXT(el.dataset.i18nLabel));
   }
 }
 
-// The switch: each language named in itself; the choice is remembered for this page and the follow-up page.
+// The switch: each language named in itself, with its review status until a speaker has reviewed it (i18n.menu_name);
+// the choice is remembered for this page and the follow-up page.
 function mpoxscanSwitcher(select, onChange) {
+  const label = (meta) => (meta.reviewed === false ? `${meta.name} (${meta.unreviewed})` : meta.name);
   select.replaceChildren(...Object.keys(MPOXSCAN_CATALOGUES).map((code) => Object.assign(
-    document.createElement("option"), { value: code, lang: code, textContent: MPOXSCAN_CATALOGUES[code]._meta.name })));
+    document.createElement("option"), { value: code, lang: mpoxscanLocale(code),
+                                        textContent: label(MPOXSCAN_CATALOGUES[code]._meta) })));
   select.value = MPOXSCAN_LANG;
   select.addEventListener("change", () => {
     MPOXSCAN_LANG = select.value;

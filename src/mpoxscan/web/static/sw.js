@@ -9,6 +9,8 @@ const CACHE = "mpoxscan-__VERSION__";
 // the browser's HTTP cache, where the first visit has just put them (cached for a year as immutable): the first
 // visit downloads each file once.
 const ASSETS = ["__ASSETS__"];
+// The queue of cases composed without a connection (the same file the page uses).
+importScripts("__OUTBOX__");
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(ASSETS)).then(() => self.skipWaiting()));
@@ -26,6 +28,17 @@ self.addEventListener("fetch", (event) => {
   // Cache first: these files only change with a new version, which renames the cache.
   event.respondWith(caches.match(event.request, { ignoreSearch: true })
     .then((hit) => hit || fetch(event.request)));
+});
+
+// Background Sync: the browser wakes this worker once the connection is back (the page registered the tag when it
+// queued a case), even with the page closed. What waits is sent; the open pages are told, and list the cases; a
+// case still waiting makes the browser try again later.
+self.addEventListener("sync", (event) => {
+  if (event.tag !== MPOXSCAN_OUTBOX.TAG) return;
+  event.waitUntil(MPOXSCAN_OUTBOX.flush().then(async (done) => {
+    for (const client of await self.clients.matchAll({ type: "window" })) client.postMessage({ type: "outbox" });
+    if (!done) throw new Error("cases still wait to be sent");
+  }));
 });
 
 self.addEventListener("notificationclick", (event) => {
