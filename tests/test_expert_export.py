@@ -160,7 +160,7 @@ def test_the_phone_page_asks_the_training_consent_unticked_and_sends_it_only_whe
     assert "checked" not in box and 'aria-describedby="training-note"' in box
     script = (STATIC / "app.js").read_text()
     assert script.count('$("training-consent").checked = false') == 3  # new photo, new answer, another photo added
-    assert 'if ($("training-consent").checked) form.append("training_consent", "true");' in script
+    assert 'if ($("training-consent").checked) fields.push(["training_consent", "true"]);' in script
     for code in LANGUAGES:
         texts = catalogue(code)
         assert texts["training.note"] and texts["training.consent"] != texts["consent"], code

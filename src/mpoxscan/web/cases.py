@@ -59,8 +59,16 @@ LABEL_TESTS = {"mpox-pcr": "PCR for mpox", "other-pcr": "PCR for another virus (
                "other-test": "another laboratory test"}
 #: A confirming test's result, as the laboratory reported it for what it tested.
 TEST_RESULTS = ("positive", "negative")
-#: Conclusions whose photos never become training data, whatever the label: the photo shows too little.
+#: Conclusions whose photos never become training data, whatever the label: the photo shows too little. A case
+#: once concluded so is never exported, even after a later conclusion: its stored photos are the ones judged too poor
+#: (the new photo comes as a reply, which no export holds).
 UNEXPORTED_VERDICTS = ("retake-photo",)
+#: Conclusions that keep the case open: the person reads the verdict and answers on the same follow-up page (the
+#: case waits for them, "asked", as after a question), then it comes back to the queue for a conclusion.
+REOPENING_VERDICTS = ("retake-photo",)
+#: How the (English-only) dashboard names each verdict (the person reads "verdict.<code>" in their language).
+VERDICT_LABELS = {"likely-mpox": "Likely mpox", "unlikely-mpox": "Unlikely mpox",
+                  "see-health-worker": "See a health worker", "retake-photo": "Retake the photo"}
 # A label becomes a folder name of the export (DIR/<label>/): a class of the model's taxonomy always is one.
 LABEL_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ()+,._-]{0,39}")
 
@@ -74,15 +82,13 @@ class Submitted:
 
 
 def heatmap_png(answer: Screening, cam: np.ndarray, seen: Image.Image) -> bytes:
-    """The server's heat map: where the model looked, over the square it saw, captioned with its answer."""
+    """The server's heat map: where the model looked, over the square it saw. No caption inside the picture: the
+    dashboard writes the answer under it, so that the map is a square of the same size as the photo beside it."""
     from mpoxscan.explain.overlay import overlay
 
     buf = io.BytesIO()
     # zlib's fastest level: a fifth of the default's time, a fifth larger (about 200 kB), for every case received.
-    top = f"{answer.predicted} {answer.probabilities[answer.predicted]:.0%}"
-    caption = f"cannot tell: {answer.reason} · top class {top}" if answer.answer == "cannot tell" else top
-    overlay(seen, cam, caption=caption).save(
-        buf, "PNG", compress_level=1)
+    overlay(seen, cam).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -400,21 +406,37 @@ def check_label(label: str, classes: Sequence[str], test: str | None = None,
     return label, test, test_result
 
 
+def check_language(language: str | None) -> str | None:
+    """The language an expert's words are written in: a catalogue's code, or None (English, the default)."""
+    if language is not None and language not in i18n.LANGUAGES:
+        raise ValueError(f"unknown language {language[:8]!r}: one of {', '.join(i18n.LANGUAGES)}")
+    return None if language == "en" else language
+
+
 def answer_case(db: Session, case: Case, expert: Expert, verdict: str, message: str, label: str = UNSURE, *,
-                classes: Sequence[str] = (), test: str | None = None, test_result: str | None = None) -> None:
-    """The expert's conclusion: the verdict the person reads, a message, and the label (a class of ``classes``, the
-    served model's, or UNSURE; with the test that confirmed it, if any). Who answered goes to the audit log."""
+                classes: Sequence[str] = (), test: str | None = None, test_result: str | None = None,
+                language: str | None = None) -> None:
+    """The expert's conclusion: the verdict the person reads, a message (written in ``language``: a catalogue code,
+    English by default), and the label (a class of ``classes``, the served model's, or UNSURE; with the test that
+    confirmed it, if any). Who answered goes to the audit log. A verdict of REOPENING_VERDICTS ("retake the photo")
+    keeps the case open: it waits for the person's new photo on the same link ("asked"), and the label given now is
+    replaced by the one given with the next conclusion."""
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}: one of {', '.join(VERDICTS)}")
     if "\x00" in message:
         raise ValueError("the message holds a NUL character")
     label, test, test_result = check_label(label, classes, test, test_result)
+    language = check_language(language)
     again = case.status == "answered"
+    now = utcnow()
     case.verdict, case.message = verdict, message.strip() or None
     case.label, case.label_test, case.label_test_result = label, test, test_result
-    case.status, case.answered_at, case.answered_by = "answered", utcnow(), expert
+    if verdict in REOPENING_VERDICTS:
+        case.status, case.answered_at, case.answered_by = "asked", None, None
+    else:
+        case.status, case.answered_at, case.answered_by = "answered", now, expert
     case.messages.append(Message(author="expert", kind="conclusion", canned=verdict, text=case.message,
-                                 expert_id=expert.id, created_at=case.answered_at))
+                                 expert_id=expert.id, created_at=now, language=language if case.message else None))
     confirmed = f"; confirmed by {test}: {test_result}" if test else ""
     db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="answer changed" if again else "answered",
                       case_number=case.number, detail=f"{verdict}; label {label}{confirmed}"))
@@ -453,24 +475,37 @@ def _clean(text: str | None) -> str | None:
     return text or None
 
 
-def ask_person(db: Session, case: Case, expert: Expert, request: str | None, text: str | None) -> Message:
-    """The expert asks the person something (a canned request of REQUESTS, a free-text question, or both): the case
-    waits for the person ("asked") until they reply on their follow-up page."""
+def ask_person(db: Session, case: Case, expert: Expert, request: str | None, text: str | None,
+               language: str | None = None) -> Message:
+    """The expert asks the person something (a canned request of REQUESTS, a free-text question, or both, the
+    question written in ``language``: a catalogue code, English by default): the case waits for the person
+    ("asked") until they reply on their follow-up page."""
     if request is not None and request not in REQUESTS:
         raise Refused(f"unknown request: one of {', '.join(REQUESTS)}", 400)
+    try:
+        language = check_language(language)
+    except ValueError as exc:
+        raise Refused(str(exc), 400) from None
     text = _clean(text)
     if request is None and text is None:
         raise Refused("nothing to ask: choose a request or write a question", 400)
     if case.status == "answered":
         raise Refused(f"case {case.number} is answered: change the answer instead")
     kind = REQUESTS[request][0] if request else "question"
-    message = Message(author="expert", kind=kind, canned=request, text=text, expert_id=expert.id)
+    message = Message(author="expert", kind=kind, canned=request, text=text, expert_id=expert.id,
+                      language=language if text else None)
     case.messages.append(message)
     case.status = "asked"
     db.add(AuditEvent(expert_id=expert.id, email=expert.email, action="asked the person", case_number=case.number,
                       detail=request or "question"))
     db.commit()
     return message
+
+
+def reopened(case: Case) -> bool:
+    """Whether the case waits for a new photo because the expert's last conclusion asked for one."""
+    last = next((m for m in reversed(case.messages) if m.author == "expert"), None)
+    return case.status == "asked" and last is not None and last.kind == "conclusion"
 
 
 def check_reply(case: Case) -> None:

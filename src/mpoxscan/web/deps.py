@@ -21,7 +21,7 @@ from mpoxscan.errors import ImageError, UnsupportedImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import i18n
 from mpoxscan.web.assets import static_url
-from mpoxscan.web.cases import PhotoStore, answers_summary, model_class, signed_in_expert
+from mpoxscan.web.cases import VERDICT_LABELS, PhotoStore, answers_summary, model_class, signed_in_expert
 from mpoxscan.web.settings import TEMPLATES, Settings
 from mpoxscan.web.tables import Expert
 
@@ -47,6 +47,7 @@ templates.env.globals["person_text"] = i18n.text
 templates.env.globals["summary"] = answers_summary  # the queue's line of the person's answers
 templates.env.globals["model_class"] = model_class  # no class as the answer for a photo the model cannot judge
 templates.env.globals["asset"] = static_url  # the versioned, precompressed address of a file of static/
+templates.env.globals["verdict_label"] = lambda code: VERDICT_LABELS.get(code, code)  # words, not codes
 LOGIN_COOKIE = "mpoxscan_expert"
 
 

@@ -167,6 +167,8 @@ class ThreadMessage(BaseModel):
     photo_sent: bool = Field(description="the person's reply carried a photo")
     sent_at: str = Field(description="when (UTC, ISO 8601)")
     new: bool = Field(description="an expert's message the person has not seen on the follow-up page yet")
+    language: str | None = Field(None, description="the language the expert wrote ``text`` in (a catalogue code; "
+                                                   "en unless the expert chose another); null for the person's own")
 
 
 class CaseStatus(BaseModel):

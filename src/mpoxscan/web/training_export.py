@@ -44,7 +44,7 @@ from mpoxscan.errors import MpoxscanError
 from mpoxscan.web.cases import LABEL_FOLDER, QUESTIONS, UNEXPORTED_VERDICTS, UNSURE, photos_of
 from mpoxscan.web.security import EXPORT_ID_DIGITS, export_id
 from mpoxscan.web.store import StorageUnavailable, fcntl  # fcntl: None off POSIX (no lock, as the photo folder's)
-from mpoxscan.web.tables import AuditEvent, Case, TrainingWithdrawal, utcnow
+from mpoxscan.web.tables import AuditEvent, Case, Message, TrainingWithdrawal, utcnow
 
 FORMAT = "mpoxscan-expert-cases/1"
 META = "_meta"
@@ -240,9 +240,11 @@ def _answers(case: Case) -> dict[str, str | None]:
 
 def eligible_cases(db: Session, withdrawn: set[str]) -> list[tuple[str, Case]]:
     """(export id, case) of every case an export holds: answered, the training consent given (and not withdrawn),
-    labelled with a class, not concluded "retake-photo"."""
+    labelled with a class, never concluded "retake-photo" (now or before a new photo came: its stored photos are
+    the ones the expert found too poor)."""
+    retaken = Case.messages.any((Message.kind == "conclusion") & Message.canned.in_(UNEXPORTED_VERDICTS))
     query = (select(Case).where(Case.status == "answered", Case.training_consent.is_(True), Case.label.is_not(None),
-                                Case.label != UNSURE, Case.verdict.not_in(UNEXPORTED_VERDICTS))
+                                Case.label != UNSURE, Case.verdict.not_in(UNEXPORTED_VERDICTS), ~retaken)
              .options(selectinload(Case.photos)).order_by(Case.id))
     cases = [(export_id(c.number, c.token_hash), c) for c in db.scalars(query)]
     return [(key, case) for key, case in cases if key not in withdrawn]

@@ -48,9 +48,13 @@ def thread(case, lang: str) -> list[ThreadMessage]:
             return None
         return i18n.text(lang, f"verdict.{m.canned}" if m.kind == "conclusion" else f"request.{m.canned}")
 
+    def written_in(m) -> str | None:
+        # The expert's words (English unless the expert said otherwise); the person's are in their own language.
+        return (m.language or "en") if m.author == "expert" and m.text else None
+
     return [ThreadMessage(author=m.author, kind=m.kind, canned_text=canned(m), text=m.text,
                           photo_sent=m.photo_file is not None, sent_at=m.created_at.isoformat(timespec="seconds"),
-                          new=m.id in new) for m in case.messages]
+                          new=m.id in new, language=written_in(m)) for m in case.messages]
 
 
 def case_status(case, lang: str | None = None) -> CaseStatus:
@@ -58,11 +62,15 @@ def case_status(case, lang: str | None = None) -> CaseStatus:
     answer and the disclaimer are in ``lang`` (default: the case's own language)."""
     lang = lang or case.language
     messages = thread(case, lang)
+    # The verdict is the answer only once the case is answered: a "retake the photo" keeps it open (a message of the
+    # thread, which the person answers with a new photo).
+    verdict = case.verdict if case.status == "answered" else None
     return CaseStatus(messages=messages, unseen=sum(m.new for m in messages), locked=case.pin_hash is not None,
         number=case.number, status=case.status, sent_at=case.created_at.isoformat(timespec="seconds"),
-        verdict=case.verdict, language=case.language,
-        verdict_text=i18n.text(lang, f"verdict.{case.verdict}") if case.verdict in service.VERDICTS else None,
-        message=case.message, answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
+        verdict=verdict, language=case.language,
+        verdict_text=i18n.text(lang, f"verdict.{verdict}") if verdict in service.VERDICTS else None,
+        message=case.message if verdict else None,
+        answered_at=case.answered_at.isoformat(timespec="seconds") if case.answered_at else None,
         disclaimer=i18n.text(lang, "disclaimer"), training_consent=case.training_consent)
 
 
@@ -188,12 +196,16 @@ def _follow_up(request: Request, db: Session, case, token: str, lang: str, reply
     """The person's page: the case, the conversation (the expert's messages not seen before marked new, and seen
     from now on), the reply form when the expert asked something, the expert's answer, withdrawal."""
     status = case_status(case, lang)
-    conclusion = next((m for m in reversed(status.messages) if m.kind == "conclusion"), None)
+    # The answer: the last conclusion of an answered case. Every other message is the thread, a "retake the photo"
+    # conclusion included (the person answers it with a new photo, below it).
+    final = len(status.messages) - 1 if status.verdict and status.messages[-1].kind == "conclusion" else None
+    conclusion = status.messages[final] if final is not None else None
     context = {"case": status.model_dump(), "token": token, "created_at": case.created_at,
                "answered_at": case.answered_at, "conclusion_new": bool(conclusion and conclusion.new),
+               "conclusion": conclusion,
                # The thread's dates as datetimes: the template formats them for the language.
-               "thread": [(m, case.messages[i].created_at) for i, m in enumerate(status.messages)
-                          if m.kind != "conclusion"],
+               "thread": [(m, case.messages[i].created_at) for i, m in enumerate(status.messages) if i != final],
+               "retake": service.reopened(case), "written_in": lambda code: i18n.language_in(code, lang),
                "replied": "replied" in request.query_params, "reply_error": reply_error,
                "training_withdrawn": "training-withdrawn" in request.query_params,
                "max_message": service.MAX_MESSAGE}

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from mpoxscan.errors import ImageError
 from mpoxscan.images import load_image
 from mpoxscan.web import cases as service
+from mpoxscan.web import i18n
 from mpoxscan.web.deps import (LOGIN_COOKIE, AppSettings, CurrentExpert, DbSession, ModelScreener, Photos, client_key,
                                same_origin, templates, too_many)
 from mpoxscan.web.security import TooBusy
@@ -88,9 +89,11 @@ def case_page(request: Request, number: str, db: DbSession, screener: ModelScree
     rows = [(c, [(p.probabilities.get(c), p.device_probabilities.get(c)) for p in photos]) for c in screener.classes]
     return templates.TemplateResponse(request, "case.html", {
         "expert": expert, "case": case, "photos": photos, "rows": rows, "verdicts": service.VERDICTS,
+        "verdict_labels": service.VERDICT_LABELS, "reopening": service.REOPENING_VERDICTS,
         "answers": service.question_answers(case), "requests": service.REQUESTS,
         "max_message": service.MAX_MESSAGE, "labels": [*screener.classes, service.UNSURE],
-        "label_tests": service.LABEL_TESTS, "test_results": service.TEST_RESULTS})
+        "label_tests": service.LABEL_TESTS, "test_results": service.TEST_RESULTS,
+        "languages": [(code, i18n.name(code)) for code in i18n.LANGUAGES]})
 
 
 def _photo(case, position: int):
@@ -173,9 +176,12 @@ async def _send_heatmap(number: str, position: int, db: Session, photos: service
 def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: CurrentExpert,
            screener: ModelScreener, message: Annotated[str, Form(max_length=4000)] = "",
            label: Annotated[str, Form(max_length=40)] = service.UNSURE,
-           test: Annotated[str, Form(max_length=16)] = "", test_result: Annotated[str, Form(max_length=16)] = ""):
-    """The conclusion: the verdict the person reads, a message, and the expert's label (a class of the served
-    model, or "unsure", the default), with the test that confirmed it and its result (``test`` empty: none)."""
+           test: Annotated[str, Form(max_length=16)] = "", test_result: Annotated[str, Form(max_length=16)] = "",
+           language: Annotated[str, Form(max_length=8)] = "en"):
+    """The conclusion: the verdict the person reads, a message (written in ``language``, English by default: the
+    person is told when it is not theirs), and the expert's label (a class of the served model, or "unsure", the
+    default), with the test that confirmed it and its result (``test`` empty: none). "retake-photo" keeps the case
+    open for the person's new photo on the same link."""
     case = _case(db, number)
     if verdict not in service.VERDICTS:
         raise HTTPException(400, f"unknown verdict: one of {', '.join(service.VERDICTS)}")
@@ -183,20 +189,22 @@ def answer(number: str, verdict: Annotated[str, Form()], db: DbSession, expert: 
         raise HTTPException(400, "the message holds a NUL character (a control character no text needs)")
     try:
         service.answer_case(db, case, expert, verdict, message, label, classes=screener.classes, test=test or None,
-                            test_result=test_result or None)
+                            test_result=test_result or None, language=language)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    return RedirectResponse(f"/expert?answered={case.number}", status_code=303)
+    kept_open = verdict in service.REOPENING_VERDICTS  # waits for the new photo, as after a question
+    return RedirectResponse(f"/expert?{'asked' if kept_open else 'answered'}={case.number}", status_code=303)
 
 
 @router.post("/cases/{number}/ask", dependencies=[Depends(same_origin)])
 def ask(number: str, db: DbSession, expert: CurrentExpert, request: Annotated[str, Form()] = "",
-        text: Annotated[str, Form(max_length=4 * service.MAX_MESSAGE)] = ""):
-    """Ask the person: a canned request (``request``, read in their language) and/or a question (``text``). The
-    case leaves the queue until they reply."""
+        text: Annotated[str, Form(max_length=4 * service.MAX_MESSAGE)] = "",
+        language: Annotated[str, Form(max_length=8)] = "en"):
+    """Ask the person: a canned request (``request``, read in their language) and/or a question (``text``, written
+    in ``language``). The case leaves the queue until they reply."""
     case = _case(db, number)
     try:
-        service.ask_person(db, case, expert, request or None, text)
+        service.ask_person(db, case, expert, request or None, text, language)
     except service.Refused as exc:
         raise HTTPException(exc.status, str(exc)) from None
     return RedirectResponse(f"/expert?asked={case.number}", status_code=303)
