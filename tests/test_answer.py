@@ -40,6 +40,19 @@ def test_a_photo_the_model_cannot_judge_gets_no_verdict(side, change, reason):
     assert reason in REASONS.values()
 
 
+def test_a_photo_blurred_by_its_enlargement_is_too_small():
+    """Issue 28, item 8: a 64 px photo (over the 64 px limit, under the 224 px input) is enlarged, so it reads as
+    blurred, and was told "hold the phone still"; it is too small, and the advice is to come closer. A large
+    blurred photo is still "blurred"; a rule that does not know its input size is unchanged."""
+    rule = AnswerRule(**{**RULE.as_dict(), "input_size": 224})
+    assert rule.decide(0.9, 64, {**GOOD, "sharpness": 1.0}) == ("cannot tell", "too small")
+    assert rule.decide(0.9, 224, {**GOOD, "sharpness": 1.0}) == ("cannot tell", "blurred")
+    assert rule.decide(0.9, 64, GOOD) == ("positive", None)  # a sharp small photo is screened
+    assert RULE.decide(0.9, 64, {**GOOD, "sharpness": 1.0}) == ("cannot tell", "blurred")
+    meta = {"classes": ["Healthy", "Monkeypox"], "screening_threshold": 0.3, "preprocessing": {"input_size": 224}}
+    assert AnswerRule.from_meta(meta).input_size == 224  # every exported file knows its input size
+
+
 def test_a_measurement_that_is_not_a_number_refuses_the_photo():
     assert RULE.decide(0.9, 500, {**GOOD, "offtask": float("nan")}) == ("cannot tell", REASONS["unfamiliar"])
     assert RULE.decide(0.9, 500, {**GOOD, "offtask": float("inf")}) == ("cannot tell", REASONS["unfamiliar"])
@@ -103,12 +116,14 @@ def test_the_page_decides_exactly_as_python():
         for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_blockiness", "max_offtask"):
             if rng.random() < 0.2:
                 rule[name] = None
+        rule["input_size"] = int(rng.choice([0, 224]))
         measures = {"brightness": float(rng.uniform(0, 0.5)), "sharpness": float(rng.uniform(0, 8)),
                     "skin_share": float(rng.uniform(0, 0.1)), "blockiness": float(rng.uniform(1.5, 3.5)),
                     "offtask": float(rng.uniform(1, 3))}
         if rng.random() < 0.2:
             measures.pop("offtask")
-        cases.append({"rule": rule, "p": float(rng.uniform(0, 0.6)), "side": int(rng.integers(40, 100)), "m": measures})
+        side = int(rng.integers(40, 100)) if rng.random() < 0.6 else int(rng.integers(200, 400))
+        cases.append({"rule": rule, "p": float(rng.uniform(0, 0.6)), "side": side, "m": measures})
     script = (f"const A = require({json.dumps(str(ANSWER_JS))});"
               "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
               "console.log(JSON.stringify(cases.map(c => A.decide(c.rule, c.p, c.side, c.m))));")

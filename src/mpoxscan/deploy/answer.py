@@ -61,6 +61,9 @@ class AnswerRule:
     min_skin_share: float | None = None  # share of the input's pixels of skin colour
     max_blockiness: float | None = None  # JPEG's 8 x 8 blocks, at the photo's own resolution (deploy/compression.py)
     max_offtask: float | None = None  # the model's ``offtask`` score: larger is more unlike its training photos
+    # The network's input side (0: unknown). A photo whose short side is under it is enlarged to it, and the blur
+    # then found is its size's: it is refused as "too small" (come closer), not "blurred" (hold still).
+    input_size: int = 0
     notes: dict = field(default_factory=dict)  # how each threshold was set (not read by the rule)
 
     @classmethod
@@ -69,6 +72,7 @@ class AnswerRule:
         rule = dict(meta.get("answer_rule") or {})
         rule.setdefault("screening_threshold", meta["screening_threshold"])
         rule.setdefault("positive_class", meta.get("positive_class", meta["classes"][0]))
+        rule.setdefault("input_size", (meta.get("preprocessing") or {}).get("input_size", 0))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in rule.items() if k in known})
 
@@ -90,7 +94,8 @@ class AnswerRule:
         if below("brightness", self.min_brightness):
             return REASONS["too_dark"]
         if below("sharpness", self.min_sharpness):
-            return REASONS["blurred"]
+            enlarged = self.input_size and short_side is not None and short_side < self.input_size
+            return REASONS["too_small"] if enlarged else REASONS["blurred"]
         if above("blockiness", self.max_blockiness):
             return REASONS["compressed"]
         if below("skin_share", self.min_skin_share):

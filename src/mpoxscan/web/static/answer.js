@@ -24,7 +24,10 @@ const MPOXSCAN_ANSWER = (() => {
     const above = (name, limit) => given(limit) && given(measures[name]) && !(measures[name] <= limit);
     if (rule.min_side && shortSide < rule.min_side) return REASONS.too_small;
     if (below("brightness", rule.min_brightness)) return REASONS.too_dark;
-    if (below("sharpness", rule.min_sharpness)) return REASONS.blurred;
+    // A photo under the network's input side is enlarged to it: the blur then found is its size's ("too small").
+    if (below("sharpness", rule.min_sharpness)) {
+      return rule.input_size && given(shortSide) && shortSide < rule.input_size ? REASONS.too_small : REASONS.blurred;
+    }
     if (above("blockiness", rule.max_blockiness)) return REASONS.compressed;
     if (below("skin_share", rule.min_skin_share)) return REASONS.not_skin;
     if (above("offtask", rule.max_offtask)) return REASONS.unfamiliar;
