@@ -32,7 +32,8 @@ def test_bundled_file_matches_its_card():
 def test_bundled_file_carries_its_answer_rule():
     screener = Screener(BUNDLED / CARD["file"])
     assert {"quality", "offtask"} <= set(screener.outputs)
-    assert screener.rule.as_dict() == CARD["answer_rule"]
+    # As exported, plus the input side the rule reads from the file's own preprocessing.
+    assert screener.rule.as_dict() == {**CARD["answer_rule"], "input_size": screener.preprocessing.input_size}
     rule = CARD["answer_rule"]
     for name in ("min_brightness", "min_sharpness", "min_skin_share", "max_blockiness", "max_offtask"):
         assert rule[name] is not None, name  # every check is on in the shipped file

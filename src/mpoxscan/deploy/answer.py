@@ -72,7 +72,8 @@ class AnswerRule:
         rule = dict(meta.get("answer_rule") or {})
         rule.setdefault("screening_threshold", meta["screening_threshold"])
         rule.setdefault("positive_class", meta.get("positive_class", meta["classes"][0]))
-        rule.setdefault("input_size", (meta.get("preprocessing") or {}).get("input_size", 0))
+        # The input side is the file's own (its preprocessing), whatever the rule was written with.
+        rule["input_size"] = rule.get("input_size") or (meta.get("preprocessing") or {}).get("input_size", 0)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in rule.items() if k in known})
 
