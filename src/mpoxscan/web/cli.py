@@ -111,6 +111,10 @@ Example:
               help="Where the upload and screening limits count (a `limits` storage URI): memory:// is this process's "
                    "own; redis://host:6379 is one count for every worker and host that survives a restart "
                    "[env MPOXSCAN_LIMITS_STORAGE].")
+@click.option("--assets-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MPOXSCAN_ASSETS_DIR",
+              help="Where the page's files are kept versioned and precompressed (Brotli, gzip), made once at the "
+                   "first start: a folder a reverse proxy can read to serve them itself (deploy/nginx-mpoxscan.conf) "
+                   "[default: ~/.cache/mpoxscan/assets; env MPOXSCAN_ASSETS_DIR].")
 @click.option("--tls-cert", type=click.Path(path_type=Path),
               help="Serve https with this certificate (PEM, chain first).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="The private key (PEM) of --tls-cert.")
@@ -118,7 +122,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
               screen_limit: str, login_limit: str, secure_cookies: bool | None, trusted_proxies: str | None,
               notify_url: str | None,
               public_url: str | None, keep_days: int, workers: int, photo_store: str, limits_storage: str,
-              tls_cert: Path | None, tls_key: Path | None) -> None:
+              assets_dir: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """The screening app: a phone page that screens photos on the device (ONNX Runtime Web) with the bundled
     model, shows where the model looked and, with consent, sends the case to an expert; the expert dashboard
     at /expert. The database is migrated on start."""
@@ -141,9 +145,13 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
                         upload_limit=upload_limit, screen_limit=screen_limit, login_limit=login_limit,
                         secure_cookies=bool(tls_cert) if secure_cookies is None else secure_cookies,
                         notify_url=notify_url, public_url=public_url, keep_days=keep_days, photo_store=photo_store,
-                        limits_storage=limits_storage)
+                        limits_storage=limits_storage, assets_dir=assets_dir)
     url = database_url(db, settings.data_dir)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # builds the compressed files once, before any worker starts
+    except OSError as exc:
+        where = assets_dir or "the assets folder"
+        raise MpoxscanError(f"cannot write the page's compressed files into {where}: {exc.strerror or exc}") from None
     # The database is opened and migrated here, before listening, so that one that cannot be used is one line here
     # rather than a traceback from uvicorn's start-up; the app's lifespan then opens it for the requests (its
     # migration finds nothing left to do).
@@ -163,6 +171,7 @@ def serve_cmd(host: str, port: int, model_file: Path | None, data_dir: Path | No
                    err=True)
     address = f"{'https' if tls_cert else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     photos_at = "the database" if photo_store == "db" else settings.data_dir / "photos"
+    click.echo(f"mpoxscan: the page's files, versioned and compressed, in {app.state.assets.folder}")
     click.echo(f"mpoxscan: cases in {settings.data_dir} (database {_safe_url(url)}, schema {schema}; photos in "
                f"{photos_at}; rate limits in {limits_storage.split('://')[0]}; {workers} worker(s))")
     click.echo(f"mpoxscan: open {address} in a browser (a phone-sized window, or a phone on the same network with "
