@@ -44,10 +44,19 @@ def shown(driver, element_id: str) -> bool:
     return driver.find_element(By.ID, element_id).is_displayed()
 
 
-def wait(driver, script: str, tries: int = 300):
-    """Poll a JavaScript expression until it is truthy (30 s at most); its last value."""
+def press(driver, element) -> None:
+    """Click an element after bringing it to the middle of the view, as a person scrolls to it: the case page's
+    answer panel scrolls on its own and sticks beside the case, so WebDriver's own scrolling can leave a moving
+    target under its click."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def wait(driver, script: str, tries: int = 300, args: tuple = ()):
+    """Poll a JavaScript expression until it is truthy (30 s at most); its last value. ``args``: the script's
+    arguments[0], [1], ..."""
     for _ in range(tries):
-        value = driver.execute_script(script)
+        value = driver.execute_script(script, *args)
         if value:
             return value
         time.sleep(0.1)
@@ -91,7 +100,8 @@ AXE = ORT_DIST.parents[1] / "axe-core" / "axe.min.js"  # an npm dev dependency: 
 
 def axe(driver, where: str) -> list[dict]:
     """axe-core's audit of the page now open (its source injected with execute_script, so no page ships it): every
-    violation as {id, impact, nodes}; fails on a serious or critical one."""
+    violation as {id, impact, nodes}; fails on any (issue 28: zero violations on every page and state, the minor
+    and moderate ones included)."""
     if not AXE.is_file():
         message = "needs axe-core (make setup runs npm ci)"
         if os.environ.get("MPOXSCAN_REQUIRE_BROWSER"):
@@ -104,8 +114,7 @@ def axe(driver, where: str) -> list[dict]:
         "impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' '))}))))"
         ".catch((e) => done(String(e)))")
     assert isinstance(violations, list), violations  # an error message otherwise
-    serious = [v for v in violations if v["impact"] in ("serious", "critical")]
-    assert not serious, f"{where}: {serious}"
+    assert not violations, f"{where}: {violations}"
     return violations
 
 

@@ -442,10 +442,11 @@ def test_migration_0007_from_0005_keeps_existing_cases(database, tmp_path):
 @pytest.mark.integration
 def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromium(shared_data, tmp_path, artefacts):
     """The journey in Chromium: send a case with a PIN, allow notifications (the button; the permission granted in
-    the test's browser), the expert asks for another photo on the dashboard, the phone's list shows "new answer"
-    and a notification is shown; the person unlocks the page with the PIN and replies with a photo; after the
-    expert's conclusion the follow-up page and the list show "new answer". axe-core on the new pages."""
-    from browser import axe, expert_signs_in, need_browser, phone, screen, wait
+    the test's browser), the expert asks for another photo on the dashboard, the phone's list shows "new message"
+    (its device key reads the locked case); the person unlocks the page with the PIN and replies with a photo;
+    after the expert's conclusion the follow-up page and the list show "new message" and a notification is shown.
+    axe-core on the new pages."""
+    from browser import axe, expert_signs_in, need_browser, phone, press, screen, wait
 
     from conftest import chromium
     from selenium.webdriver.common.by import By
@@ -474,7 +475,8 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             driver.find_element(By.ID, "send").click()
             sent = wait(driver, "return window.mpoxscanSent || null")
             assert sent and sent["locked"] and driver.find_element(By.ID, "pin").get_attribute("value") == ""
-            assert wait(driver, statuses + " === 'locked'")  # the list cannot read a locked case's status
+            # The sending phone reads its locked case's status with the device key it keeps beside the link.
+            assert wait(driver, statuses + " === 'waiting'")
             assert wait(driver, "return !document.getElementById('notify').hidden")
             assert driver.execute_script("return Notification.permission") == "default"  # never asked on load
             found = {"phone with a PIN sent": axe(driver, "the phone page after sending with a PIN")}
@@ -487,13 +489,20 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
             # The expert asks for another photo.
             expert_signs_in(driver, base)
             driver.find_element(By.LINK_TEXT, sent["number"]).click()
-            driver.find_element(By.CSS_SELECTOR, "input[name=request][value='another-photo']").click()
+            press(driver, driver.find_element(By.CSS_SELECTOR, "input[name=request][value='another-photo']"))
             found["case with the ask form"] = axe(driver, "the case page with its ask form")
-            driver.find_element(By.ID, "send-question").click()
+            press(driver, driver.find_element(By.ID, "send-question"))
             assert wait(driver, "return document.getElementById('asked-notice') !== null")
 
-            # The person: the locked page, the PIN, the question marked new, a reply with a photo.
+            # The person: the list shows the question as new (the device key: no PIN). Then, as on a phone that
+            # keeps no key for the case (one sent before device keys existed): the locked page, the PIN, the
+            # question marked new, a reply with a photo.
             phone(driver)
+            driver.get(base + "/")
+            assert wait(driver, statuses + " === 'asked+new'")
+            driver.execute_script(
+                "localStorage.setItem('mpoxscan-cases', JSON.stringify(JSON.parse(localStorage.getItem("
+                "'mpoxscan-cases')).map(({key, ...c}) => c)))")
             driver.get(base + sent["follow_up"])
             assert sent["number"] not in driver.page_source and driver.find_element(By.ID, "locked").is_displayed()
             found["locked follow-up"] = axe(driver, "the locked follow-up page")
@@ -523,18 +532,18 @@ def test_a_locked_case_the_expert_asks_the_person_replies_with_a_photo_in_chromi
                 expert = service.experts(db)[0]
                 service.answer_case(db, case, expert, "see-health-worker", "Please see the nurse.")
 
-            # The phone's list (the PIN's cookie still fresh) shows "new answer", and a notification was shown.
+            # The phone's list (the PIN's cookie still fresh) shows "new message", and a notification was shown.
             driver.get(base + "/")
             wait(driver, "return document.body.dataset.ready")
             assert wait(driver, statuses + " === 'answered+new'")
-            assert "new answer" in driver.find_element(By.ID, "my-cases-list").text
-            assert wait(driver, "return (window.mpoxscanNotified || []).length") == 1
+            assert "new message" in driver.find_element(By.ID, "my-cases-list").text
+            assert wait(driver, "return (window.mpoxscanNotified || []).length") == 1  # on this visit: the answer
             shown = driver.execute_async_script(
                 "const done = arguments[arguments.length - 1]; navigator.serviceWorker.ready.then((r) => "
                 "r.getNotifications()).then((ns) => done(ns.map((n) => [n.title, n.body, n.data.url])))"
                 ".catch((e) => done(String(e)))")
             body = f"The expert wrote about case {sent['number']}. Open it to read."
-            assert shown == [["mpoxscan: a new answer", body, base + sent["follow_up"]]]
+            assert shown == [["mpoxscan: a new message", body, base + sent["follow_up"]]]  # one per case (tag)
             driver.execute_script("window.mpoxscanCheckCases()")  # asked again: told once only
             wait(driver, statuses + " === 'answered+new'")
             assert driver.execute_script("return window.mpoxscanNotified.length") == 1

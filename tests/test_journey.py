@@ -1,16 +1,23 @@
-"""The whole journey in Chromium, in each of the person's languages: on a phone set to the language, three real
-photos screened on the device, the six questions answered, a PIN, consent, sent; the expert (desktop) reads the case
-and asks a question; the person unlocks the follow-up page, reads the question in their language and replies; the
-expert concludes; the person reads the conclusion, marked new, in their language. On each of the person's pages:
-axe-core, nothing wider than the phone, no word cut in two. A screenshot of each step in the artefacts folder,
-named by language (journey-<language>-<step>.png)."""
+"""The whole journey in Chromium, in each of the person's languages: on a phone set to the language (its menu saying
+which catalogues no speaker has reviewed), three real photos screened on the device, the six questions answered, a
+PIN, consent, sent: the confirmation says the case is locked and offers its link in a one-line box to share or copy;
+the phone allows notifications. The expert (desktop: the answer panel beside the case, each photo and its heat map
+two squares of one size) asks a question, in the person's language or in English. The sending phone's list shows the
+case as asked with a "new message" badge and a notification, by its device key (no PIN), and opens the case without
+the PIN; a second browser with the same link finds it locked and needs the PIN. The person replies; the expert
+concludes (in Portuguese first "retake the photo", which keeps the case open: the person sends a new photo on the
+same link, then the expert concludes); the person reads the conclusion, marked new, in their language, told when
+the expert wrote in another one. On each of the person's pages: axe-core (no violation at all), nothing wider
+than the phone, no word cut in two. A screenshot of each step at 412 px in the artefacts folder, named by
+language (journey-<language>-<step>.png). And a case composed offline: it waits on the phone, can be removed, and
+arrives exactly once when the server is back."""
 
 from __future__ import annotations
 
 import pytest
 
 from browser import (EXPERT, axe, consent_and_send, desktop, english_left, expert_signs_in, load_catalogues,
-                     need_browser, phone, prefer, screen, wait)
+                     need_browser, phone, prefer, press, screen, shown, wait)
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import bundled_model
@@ -21,40 +28,46 @@ from mpoxscan.web.settings import Settings
 from mpoxscan.web.testing import ServerThread
 
 #: Per language: three photos of msld-v2 (two of one patient, one of another skin problem) so that no two cases are
-#: alike, the answers to the six questions, the expert's request (canned, and a question in the person's language),
-#: the person's reply, the expert's verdict and message.
+#: alike, the answers to the six questions, the expert's request (canned, and a question with the language it is
+#: written in), the person's reply, the expert's verdicts (more than one: "retake" keeps the case open) and message
+#: with its language.
 JOURNEYS = {
     "en": (("Monkeypox/MKP_10_01.jpg", "Monkeypox/MKP_10_02.jpg", "Healthy/HEALTHY_02_01.jpg"),
            {"symptom_duration": "3-7-days", "body_site": "hands", "fever": "yes", "swollen_glands": "yes",
             "mpox_contact": "unknown", "age_band": "18-29"},
-           "another-photo", "Does it itch or hurt?", "Since last week; it itches. Here is a closer photo.",
-           "likely-mpox", "Thank you. Please get tested at the health centre this week."),
+           "another-photo", ("Does it itch or hurt?", "en"), "Since last week; it itches. Here is a closer photo.",
+           ("likely-mpox",), ("Thank you. Please get tested at the health centre this week.", "en")),
     "fr": (("Monkeypox/MKP_17_01.jpg", "Monkeypox/MKP_17_02.jpg", "Chickenpox/CHP_02_01.jpg"),
            {"symptom_duration": "under-3-days", "body_site": "face", "fever": "no", "swollen_glands": "unknown",
             "mpox_contact": "yes", "age_band": "30-44"},
-           "since-when", "Est-ce que ça démange ou fait mal ?", "Depuis deux jours ; ça démange un peu.",
-           "see-health-worker", "Merci. Montrez la lésion à l'infirmière du centre de santé cette semaine."),
+           "since-when", ("Est-ce que ça démange ou fait mal ?", "fr"), "Depuis deux jours ; ça démange un peu.",
+           ("see-health-worker",), ("Merci. Montrez la lésion à l'infirmière du centre de santé cette semaine.", "fr")),
     "pt": (("Monkeypox/MKP_18_01.jpg", "Monkeypox/MKP_18_02.jpg", "Measles/MSL_01_01.jpg"),
            {"symptom_duration": "1-3-weeks", "body_site": "genitals-anus", "fever": "unknown", "swollen_glands": "no",
             "mpox_contact": "no", "age_band": "45-64"},
-           "closer-photo", "Tem comichão ou dói?", "Dói um pouco, sobretudo à noite.",
-           "retake-photo", "Obrigado. Tire a foto de perto, com luz do dia."),
+           "closer-photo", ("Tem comichão ou dói?", "pt"), "Dói um pouco, sobretudo à noite.",
+           ("retake-photo", "see-health-worker"),
+           ("Thank you: this photo is clear. Please show the lesion to a nurse this week.", "en")),
     "es": (("Monkeypox/MKP_19_01.jpg", "Monkeypox/MKP_19_02.jpg", "HFMD/HFMD_01_01.jpg"),
            {"symptom_duration": "over-3-weeks", "body_site": "several", "fever": "yes", "swollen_glands": "no",
             "mpox_contact": "unknown", "age_band": "5-17"},
-           "since-when", "¿Le pica o le duele?", "Desde hace un mes; no me duele.",
-           "unlikely-mpox", "Gracias. Si la lesión cambia, escríbanos de nuevo."),
+           "since-when", ("¿Le pica o le duele?", "es"), "Desde hace un mes; no me duele.",
+           ("unlikely-mpox",), ("Gracias. Si la lesión cambia, escríbanos de nuevo.", "es")),
     "sw": (("Monkeypox/MKP_20_01.jpg", "Monkeypox/MKP_20_02.jpg", "Cowpox/CWP_01_01.jpg"),
            {"symptom_duration": "unknown", "body_site": "legs-feet", "fever": "no", "swollen_glands": "yes",
             "mpox_contact": "yes", "age_band": "65-plus"},
-           "another-photo", "Je, inawasha au inauma?", "Inawasha kidogo tangu wiki iliyopita.",
-           "see-health-worker", "Asante. Tafadhali muone muuguzi wa kituo cha afya wiki hii."),
+           "another-photo", ("Is it itchy or painful?", "en"), "Inawasha kidogo tangu wiki iliyopita.",
+           ("see-health-worker",), ("Asante. Tafadhali muone muuguzi wa kituo cha afya wiki hii.", "sw")),
 }
+#: The photo the person sends when the expert asks for a new one (after "retake the photo").
+RETAKEN = "Monkeypox/MKP_21_01.jpg"
 PIN = "4711"
-#: The elements that stick out past the right edge of the phone's screen (text that does not wrap, a wide table).
+#: The elements that stick out past either edge of the phone's screen (text that does not wrap, a wide table, a row
+#: pushed off the left edge by a long menu).
 WIDER_THAN_THE_SCREEN = """
 return [...document.body.querySelectorAll('*')].filter((e) => e.checkVisibility()
-  && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  && (e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+      || e.getBoundingClientRect().left < -1))
   .map((e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : ''));
 """
 #: The words cut in two at a line's end though they would fit on one line (a long link may be cut: it must; a
@@ -94,9 +107,9 @@ def _fits_the_phone(driver, where: str) -> None:
 
 
 def _person_page_checks(driver, code: str, where: str) -> None:
-    """On each of the person's pages: in the language, nothing left in English, no serious axe-core violation, nothing
-    wider than the phone, no word cut in two."""
-    assert driver.execute_script("return document.documentElement.lang") == code, where
+    """On each of the person's pages: in the language (its lang attribute the catalogue's locale: pt-PT), nothing left
+    in English, no axe-core violation, nothing wider than the phone, no word cut in two."""
+    assert driver.execute_script("return document.documentElement.lang") == i18n.locale(code), where
     if code != "en":
         assert english_left(driver, code) == [], where
     axe(driver, f"{where} ({code})")
@@ -111,6 +124,28 @@ def _shot(driver, path, element_id: str | None = None) -> None:
     driver.save_screenshot(str(path))
 
 
+#: The steps each journey leaves a screenshot of.
+STEPS = ("1-three-photos", "2-questions", "3-sent", "4-dashboard-case", "5-my-cases-new", "6-follow-up-question",
+         "7-other-browser-locked", "8-dashboard-reply", "9-follow-up-conclusion")
+
+
+def _same_size_pairs(driver) -> list:
+    """Each photo and its heat map on the expert's case page: [width, height] of both (they must be one square)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.pair')].map((p) => [...p.querySelectorAll('img')].map((i) => "
+        "[Math.round(i.getBoundingClientRect().width), Math.round(i.getBoundingClientRect().height)]))")
+
+
+def _expert_writes(driver, language: str) -> None:
+    """The expert says which language their words are in (the person is told when it is not theirs)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    menus = [m for m in driver.find_elements(By.CSS_SELECTOR, "select[name=language]") if m.is_displayed()]
+    for menu in menus:
+        Select(menu).select_by_value(language)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("code", i18n.LANGUAGES)
 def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_data, tmp_path, artefacts):
@@ -120,20 +155,26 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
     need_browser()
     app, url = server
     t = load_catalogues()[code]
-    names, answers, request, question, reply, verdict, message = JOURNEYS[code]
+    names, answers, request, (question, asked_in), reply, verdicts, (message, written_in) = JOURNEYS[code]
     photos = [shared_data / "msld-v2" / name for name in names]
     shot = lambda step: artefacts / f"journey-{code}-{step}.png"  # noqa: E731
     text = lambda element_id: driver.find_element(By.ID, element_id).text  # noqa: E731
     driver = phone(chromium(tmp_path / "profile"))
+    other = None
     try:
         # A phone whose browser is set to the language (its Accept-Language and navigator.languages).
         prefer(driver, driver.execute_script("return navigator.userAgent"),
                "en-US,en" if code == "en" else f"{code}-XY,{code};q=0.9,en;q=0.5")
         driver.get(url + "/")
         wait(driver, "return document.body.dataset.ready")
-        assert driver.execute_script("return document.documentElement.lang") == code
+        assert driver.execute_script("return document.documentElement.lang") == i18n.locale(code)
         assert driver.title == t["page.title"] and text("status") == t["status.device"] and text("pick") == t["pick"]
-        assert Select(driver.find_element(By.ID, "language")).first_selected_option.text == t["_meta"]["name"]
+        # The menu names each language in itself, and says of each catalogue no speaker reviewed that it is not.
+        menu = Select(driver.find_element(By.ID, "language"))
+        assert menu.first_selected_option.text == i18n.menu_name(code)
+        assert [o.text for o in menu.options] == [i18n.menu_name(c) for c in i18n.LANGUAGES]
+        if code != "en":
+            assert t["_meta"]["unreviewed"] in menu.first_selected_option.text
 
         # Three photos, each screened on the phone.
         first = screen(driver, photos[0])
@@ -156,39 +197,109 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
             assert menu.first_selected_option.text == t[f"q.{field}.{value}"]
         _shot(driver, shot("2-questions"), "questions")
         driver.find_element(By.ID, "pin").send_keys(PIN)
+        if code == "en":  # a phone with a share sheet (Web Share): the link goes to it
+            driver.execute_script("navigator.share = (data) => { window.mpoxscanShared = data; return Promise.resolve(); }")
         sent = consent_and_send(driver)
-        assert sent["photos"] == 3 and sent["locked"]
-        assert text("sent").startswith(t["sent"].split("{")[0] + sent["number"])
+        link = url + sent["follow_up"]
+        assert sent["photos"] == 3 and sent["locked"] and sent["device_key"]
+        assert text("sent-text") == t["sent"].replace("{number}", sent["number"])
+        # Issue 28, item 8: what was chosen is no longer offered (no empty PIN box, no ticked consent), and the
+        # confirmation says that the PIN locks the case.
+        assert not shown(driver, "pin") and not shown(driver, "consent") and not shown(driver, "send")
+        assert text("sent-lock") == t["sent.pin.set"]
+        # Item 2: the link in a one-line box (never cut in two), to share or copy.
+        box = driver.find_element(By.ID, "sent-link-box")
+        assert box.get_attribute("value") == link and box.tag_name == "input" and box.get_attribute("readonly")
+        assert driver.find_element(By.ID, "sent-link").get_attribute("href") == link
+        if code == "en":
+            driver.find_element(By.ID, "share-link").click()
+            assert wait(driver, "return window.mpoxscanShared && window.mpoxscanShared.url") == link
+            driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": url, "permissions": [
+                "clipboardReadWrite", "clipboardSanitizedWrite"]})
+            driver.find_element(By.ID, "copy-link").click()
+            assert wait(driver, "return document.getElementById('copy-status').textContent") == t["sent.copied"]
+            assert driver.execute_async_script(
+                "const done = arguments[arguments.length - 1]; navigator.clipboard.readText().then(done, "
+                "(e) => done(String(e)))") == link
+        else:
+            assert not shown(driver, "share-link")  # no share sheet in this browser: copy only
+        # This phone keeps the device key beside the link, never in an address.
+        kept = driver.execute_script("return JSON.parse(localStorage.getItem('mpoxscan-cases'))[0]")
+        assert kept["key"] == sent["device_key"] and sent["device_key"] not in kept["link"]
+        # Notifications: the button (the test's browser grants what the person would).
+        driver.execute_cdp_cmd("Browser.grantPermissions", {"origin": url, "permissions": ["notifications"]})
+        assert wait(driver, "return !document.getElementById('notify').hidden")
+        driver.find_element(By.ID, "notify").click()
+        assert wait(driver, "return document.getElementById('notify-status').textContent") == t["notify.on"]
         _person_page_checks(driver, code, "the phone page once sent")
         _shot(driver, shot("3-sent"), "sent")
 
-        # The expert reads the case (three photos, the six answers, the language) and asks.
+        # The expert reads the case (three photos beside their maps, the six answers, the language) and asks.
         expert_signs_in(driver, url)
         driver.find_element(By.LINK_TEXT, sent["number"]).click()
         assert wait(driver, "return document.images.length === 6 && "
                             "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
         assert text("case-language").endswith(f"({code})")
         assert all(text(f"q-{field}") for field in answers)  # the six answers, in the expert's English
+        pairs = _same_size_pairs(driver)
+        assert len(pairs) == 3 and all(a == b and a[0] == a[1] > 200 for a, b in pairs), pairs
+        # Item 7: the answer panel is on the first screen, beside the case.
+        assert driver.execute_script("return document.getElementById('decide').getBoundingClientRect().top "
+                                     "< innerHeight && document.getElementById('decide').getBoundingClientRect().left "
+                                     "> document.querySelector('.case-main').getBoundingClientRect().right")
+        axe(driver, f"the case page ({code})")
         _shot(driver, shot("4-dashboard-case"))
-        driver.find_element(By.CSS_SELECTOR, f"input[name=request][value='{request}']").click()
+        press(driver, driver.find_element(By.CSS_SELECTOR, f"input[name=request][value='{request}']"))
         driver.find_element(By.CSS_SELECTOR, "#ask-form textarea[name=text]").send_keys(question)
-        driver.find_element(By.ID, "send-question").click()
+        Select(driver.find_element(By.ID, "ask-language")).select_by_value(asked_in)
+        press(driver, driver.find_element(By.ID, "send-question"))
         assert wait(driver, "return document.getElementById('asked-notice') !== null")
 
-        # The person: the link, locked; the PIN; the question in their language, marked new; a reply.
+        # Item 1: the sending phone's list shows the locked case as asked, with the "new" badge, and a notification
+        # (its device key: no PIN asked).
         phone(driver)
-        driver.get(url + sent["follow_up"])
-        assert text("locked") == t["pin.locked"] and sent["number"] not in driver.page_source
-        _person_page_checks(driver, code, "the locked follow-up page")
-        driver.find_element(By.ID, "pin").send_keys(PIN)
-        driver.find_element(By.ID, "unlock").click()
+        driver.get(url + "/")
+        item = "document.querySelector('#my-cases-list li')"
+        assert wait(driver, f"return {item}?.dataset.status === 'asked' && {item}?.dataset.new === '1'")
+        assert driver.find_element(By.CSS_SELECTOR, "#my-cases-list .new-badge").text == t["cases.new"]
+        assert t["cases.status.asked"] in driver.find_element(By.ID, "my-cases-list").text
+        assert wait(driver, "return (window.mpoxscanNotified || []).length") == 1
+        assert driver.execute_script("return window.mpoxscanNotified") == [sent["number"]]
+        _person_page_checks(driver, code, "the phone page with a new message")
+        _shot(driver, shot("5-my-cases-new"), "my-cases")
+        # The list's link opens the case on this phone without the PIN; the question is marked new.
+        press(driver, driver.find_element(By.CSS_SELECTOR, "#my-cases-list a"))
         assert wait(driver, "return document.getElementById('reply-section') !== null")
         [asked] = driver.find_elements(By.CSS_SELECTOR, "#thread li[data-new]")
         assert t[f"request.{request}"] in asked.text and question in asked.text
         assert asked.find_element(By.CLASS_NAME, "new-badge").text == t["thread.new"]
         assert text("reply-title") == t["reply.title"]
+        if asked_in != code:  # item 6: told, in their language, that the expert wrote in another one
+            note = t["thread.written"].replace("{language}", i18n.language_in(asked_in, code))
+            assert asked.find_element(By.CLASS_NAME, "written-in").text == note
+            assert asked.find_element(By.CLASS_NAME, "message-text").get_attribute("lang") == asked_in
+        else:
+            assert not asked.find_elements(By.CLASS_NAME, "written-in")
         _person_page_checks(driver, code, "the follow-up page with a question")
-        _shot(driver, shot("5-follow-up-question"), "thread")
+        _shot(driver, shot("6-follow-up-question"), "thread")
+
+        # Anyone else with the link (another browser): locked, the PIN needed.
+        other = phone(chromium(tmp_path / "other-profile"))
+        prefer(other, other.execute_script("return navigator.userAgent"),
+               "en-US,en" if code == "en" else f"{code}-XY,{code};q=0.9,en;q=0.5")
+        other.get(link)
+        assert other.find_element(By.ID, "locked").text == t["pin.locked"] and sent["number"] not in other.page_source
+        assert other.execute_script(
+            "return fetch(location.pathname.replace('/c/', '/api/cases/')).then((r) => r.status)") == 401
+        _person_page_checks(other, code, "the follow-up page in another browser")
+        _shot(other, shot("7-other-browser-locked"))
+        other.find_element(By.ID, "pin").send_keys(PIN)
+        other.find_element(By.ID, "unlock").click()
+        assert wait(other, "return document.getElementById('reply-section') !== null")
+        other.quit()
+        other = None
+
+        # The person replies on their phone.
         driver.find_element(By.ID, "reply-text").send_keys(reply)
         # The photo field speaks the person's language (the browser's own file field would not): a button and the
         # chosen file's name, from the catalogue.
@@ -201,36 +312,139 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
         assert wait(driver, "return document.getElementById('reply-sent') !== null")
         assert text("reply-sent") == t["reply.sent"] and text("waiting") == t["reply.waiting"]
 
-        # The expert sees the reply and concludes.
-        desktop(driver)
-        driver.get(url + f"/expert/cases/{sent['number']}")
-        assert reply in driver.find_element(By.ID, "thread").text
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#thread .reply-photo img")) == (code == "en")
-        assert text("case-status") == "replied"
-        _shot(driver, shot("6-dashboard-reply"), "thread")
-        driver.find_element(By.CSS_SELECTOR, f"input[name=verdict][value='{verdict}']").click()
-        driver.find_element(By.CSS_SELECTOR, "input[name=label][value='unsure']").click()
-        driver.find_element(By.NAME, "message").send_keys(message)
-        driver.find_element(By.ID, "send-answer").click()
-        assert wait(driver, "return document.getElementById('answered-notice') !== null")
+        # The expert sees the reply and concludes (a "retake" first keeps the case open for a new photo).
+        for k, verdict in enumerate(verdicts):
+            desktop(driver)
+            driver.get(url + f"/expert/cases/{sent['number']}")
+            assert reply in driver.find_element(By.ID, "thread").text
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#thread .reply-photo img")) == (code == "en") + k
+            assert text("case-status") == "replied"
+            if k == 0:
+                _shot(driver, shot("8-dashboard-reply"), "thread")
+            press(driver, driver.find_element(By.CSS_SELECTOR, f"input[name=verdict][value='{verdict}']"))
+            press(driver, driver.find_element(By.CSS_SELECTOR, "input[name=label][value='unsure']"))
+            if verdict != "retake-photo":
+                driver.find_element(By.NAME, "message").send_keys(message)
+                Select(driver.find_element(By.ID, "answer-language")).select_by_value(written_in)
+            press(driver, driver.find_element(By.ID, "send-answer"))
+            if verdict == "retake-photo":  # item 5: the same link takes the new photo
+                assert wait(driver, "return document.getElementById('asked-notice') !== null")
+                phone(driver)
+                driver.get(link)
+                assert wait(driver, "return document.getElementById('reply-section') !== null")
+                assert text("reply-title") == t["reply.retake.title"]
+                assert t["verdict.retake-photo"] in driver.find_element(By.ID, "thread").text
+                _person_page_checks(driver, code, "the follow-up page asking for a new photo")
+                _shot(driver, shot("8b-follow-up-retake"), "reply-section")
+                driver.find_element(By.ID, "reply-photo").send_keys(str(shared_data / "msld-v2" / RETAKEN))
+                driver.find_element(By.ID, "send-reply").click()
+                assert wait(driver, "return document.getElementById('reply-sent') !== null")
+            else:
+                assert wait(driver, "return document.getElementById('answered-notice') !== null")
 
-        # The person reads the conclusion, in their language, marked new.
+        # The person reads the conclusion, in their language, marked new (and told if written in another one).
         phone(driver)
-        driver.get(url + sent["follow_up"])
+        driver.get(link)
         assert text("answer-new") == t["thread.new"]
-        assert text("verdict-text") == t[f"verdict.{verdict}"] and text("expert-message") == message
+        assert text("verdict-text") == t[f"verdict.{verdicts[-1]}"] and text("expert-message") == message
+        if written_in != code:
+            assert text("expert-message-language") == t["thread.written"].replace(
+                "{language}", i18n.language_in(written_in, code))
+        else:
+            assert not driver.find_elements(By.ID, "expert-message-language")
         _person_page_checks(driver, code, "the follow-up page with the conclusion")
-        _shot(driver, shot("7-follow-up-conclusion"), "expert-answer")
+        _shot(driver, shot("9-follow-up-conclusion"), "expert-answer")
     finally:
         driver.quit()
+        if other is not None:
+            other.quit()
 
     with app.state.sessions() as db:
         case = case_by_number(db, sent["number"])
-        assert case.language == code and case.status == "answered" and case.verdict == verdict
+        assert case.language == code and case.status == "answered" and case.verdict == verdicts[-1]
         assert [p.computed for p in case.photos] == ["device"] * 3
         assert {field: getattr(case, field) for field in answers} == answers
-        assert [(m.author, m.kind) for m in case.messages][1:] == [("person", "reply"), ("expert", "conclusion")]
-        assert (case.messages[-2].photo_file is not None) == (code == "en")
-    for step in ("1-three-photos", "2-questions", "3-sent", "4-dashboard-case", "5-follow-up-question",
-                 "6-dashboard-reply", "7-follow-up-conclusion"):
+        kinds = [(m.author, m.kind) for m in case.messages][1:]
+        expected = [("person", "reply")] + [("expert", "conclusion"), ("person", "reply")] * (len(verdicts) - 1)
+        assert kinds == expected + [("expert", "conclusion")]
+    for step in STEPS + (("8b-follow-up-retake",) if "retake-photo" in verdicts else ()):
         assert (artefacts / f"journey-{code}-{step}.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_a_case_composed_offline_waits_on_the_phone_and_arrives_once(shared_data, tmp_path, artefacts):
+    """Issue 28, item 4: the server out of reach (stopped: for the page and its service worker alike), the person
+    sends two cases: each waits on the phone under "Waiting to send", with the consent given then; one is removed.
+    The page is opened again while the server is still away (from the service worker's cache): the case still
+    waits. The server back, the next visit sends it: it arrives once, in the phone's list with its device key,
+    and no later visit sends it again; the removed one never arrives."""
+    from selenium.webdriver.common.by import By
+    from sqlalchemy import func, select
+
+    from mpoxscan.web.tables import Case
+
+    need_browser()
+    t = load_catalogues()["en"]
+    data = tmp_path / "data"
+    app = create_app(Settings(model=bundled_model(), data_dir=data))
+    server = ServerThread(app).start()
+    url, port = server.url, server.port
+    driver = phone(chromium(tmp_path / "profile"))
+    waiting = "return (window.mpoxscanOutbox || []).join()"
+    try:
+        driver.get(url + "/")
+        wait(driver, "return document.body.dataset.ready && document.body.dataset.offline")  # kept for offline use
+        server.stop()  # no connection
+        for photo, pin in (("Monkeypox/MKP_03_01.jpg", "2580"), ("Healthy/HEALTHY_03_01.jpg", "")):
+            assert screen(driver, shared_data / "msld-v2" / photo)
+            if pin:
+                driver.find_element(By.ID, "pin").send_keys(pin)
+            driver.find_element(By.ID, "consent").click()
+            driver.find_element(By.ID, "send").click()
+            assert wait(driver, "return document.getElementById('send-status').textContent === arguments[0]",
+                        args=(t["send.queued"],)), text_of(driver, "send-status")
+            assert not shown(driver, "compose")  # sent as far as the person is concerned: nothing to do twice
+        assert wait(driver, waiting + " === 'waiting,waiting'")
+        items = driver.find_elements(By.CSS_SELECTOR, "#outbox-list li")
+        assert [i.find_element(By.TAG_NAME, "span").text.split(",")[0] for i in items] == ["1 photo", "1 photo"]
+        assert driver.find_element(By.CSS_SELECTOR, "#outbox h2").text == t["outbox.title"]
+        axe(driver, "the phone page with cases waiting")
+        driver.execute_script("document.getElementById('outbox').scrollIntoView()")
+        driver.save_screenshot(str(artefacts / "phone-waiting-to-send.png"))
+        # The second one is removed (after a confirmation).
+        items[1].find_element(By.TAG_NAME, "button").click()
+        driver.switch_to.alert.accept()
+        assert wait(driver, waiting + " === 'waiting'")
+        assert text_of(driver, "outbox-status") == t["outbox.removed"]
+        # Opened again with the server still away: the page comes from the service worker, the case still waits.
+        driver.get(url + "/")
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, waiting + " === 'waiting'")
+        # The server is back (the same address): the next visit sends what waits, once.
+        app = create_app(Settings(model=bundled_model(), data_dir=data))
+        server = ServerThread(app, port=port).start()
+        driver.get(url + "/")
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, waiting + " === '' && (window.mpoxscanOutboxSent || 0) === 1")
+        mine = driver.execute_script("return JSON.parse(localStorage.getItem('mpoxscan-cases'))")
+        assert len(mine) == 1 and mine[0]["key"]  # locked with its PIN: the device key kept
+        number = mine[0]["number"]
+        assert t["outbox.sent"].replace("{number}", number) == text_of(driver, "outbox-status")
+        assert wait(driver, "return document.querySelector('#my-cases-list li').dataset.status") == "waiting"
+        axe(driver, "the phone page once the waiting case is sent")
+        driver.execute_script("document.getElementById('my-cases').scrollIntoView()")
+        driver.save_screenshot(str(artefacts / "phone-sent-when-back-online.png"))
+        driver.get(url + "/")  # another visit: nothing left to send
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, "return document.querySelectorAll('#my-cases-list li').length") == 1
+        with app.state.sessions() as db:
+            cases = list(db.scalars(select(Case)))
+            assert [c.number for c in cases] == [number] and cases[0].pin_hash is not None
+            assert db.scalar(select(func.count()).select_from(Case)) == 1
+    finally:
+        driver.quit()
+        server.stop()
+
+
+def text_of(driver, element_id: str) -> str:
+    return driver.execute_script(f"return document.getElementById('{element_id}').textContent")

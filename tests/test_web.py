@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 import re
 
-from browser import axe, consent_and_send, desktop, expert_signs_in, need_browser, phone, screen, shown, wait
+from browser import axe, consent_and_send, desktop, expert_signs_in, need_browser, phone, press, screen, shown, wait
 from conftest import chromium
 
 from mpoxscan.deploy.runtime import Screener, bundled_model
@@ -322,12 +322,12 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.refresh()
         assert wait(driver, loaded)
         driver.save_screenshot(str(artefacts / "dashboard-case.png"))
-        driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']").click()
+        press(driver, driver.find_element(By.CSS_SELECTOR, "input[value='see-health-worker']"))
         driver.find_element(By.NAME, "message").send_keys("Please show the lesion to the nurse at your health centre.")
-        driver.find_element(By.ID, "send-answer").click()
+        press(driver, driver.find_element(By.ID, "send-answer"))
         assert driver.find_elements(By.ID, "answered-notice") == []  # the label is required: no answer without it
-        driver.find_element(By.CSS_SELECTOR, "input[name=label][value='Monkeypox']").click()
-        driver.find_element(By.ID, "send-answer").click()
+        press(driver, driver.find_element(By.CSS_SELECTOR, "input[name=label][value='Monkeypox']"))
+        press(driver, driver.find_element(By.ID, "send-answer"))
         wait(driver, "return document.getElementById('answered-notice') !== null")
         assert sent["number"] in driver.find_element(By.ID, "answered-notice").text
         # The person opens the follow-up link.

@@ -48,8 +48,10 @@ class ServerThread:
     ``server.stop()`` (e.g. to go offline in the middle of a test; stopping twice is harmless)."""
 
     def __init__(self, app: FastAPI, trusted_proxies: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, host: str = "127.0.0.1") -> None:
-        port = free_port()
+                 tls_key: str | None = None, host: str = "127.0.0.1", port: int | None = None) -> None:
+        """``port``: a given one (a server started again where a stopped one was: the same site for the browser)."""
+        port = port or free_port()
+        self.port = port
         self.url = f"{'https' if tls_cert else 'http'}://{host}:{port}"
         self.server = make_server(app, "127.0.0.1", port, trusted_proxies, tls_cert=tls_cert, tls_key=tls_key)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

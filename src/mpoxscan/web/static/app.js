@@ -49,6 +49,7 @@ async function start() {
     readyStatus = ["status.no.wasm"];
   }
   restoreStatus();
+  window.mpoxscanReadyAt = performance.now();  // ms since the visit began (benchmarks/wire_bench.py)
   document.body.dataset.ready = "1";
   if ("serviceWorker" in navigator) {
     // Keep the page, the runtime and the model for offline use (after this first visit).
