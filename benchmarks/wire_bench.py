@@ -183,9 +183,11 @@ def main() -> None:
                                     f"repeat {r['repeat_visit_ready_s']} s" for r in runs) + ".", "",
           "## Each file's bytes", "",
           "| file | as is | Brotli (served) | gzip (served) |", "|---|---|---|---|"]
+    def n(value) -> str:
+        return "-" if value is None else f"{value:,}"
+
     for row in table:
-        md.append(f"| {row['file']} | {row['bytes']:,} | {row['br'] or '-':,} | {row['gz'] or '-':,} |"
-                  if row["br"] else f"| {row['file']} | {row['bytes']:,} | - | - |")
+        md.append(f"| {row['file']} | {n(row['bytes'])} | {n(row['br'])} | {n(row['gz'])} |")
     md += ["", "Brotli's quality for the large files (assets.py: 11, except 9 for model weights), bytes and seconds "
                "to compress on this machine:", "", "| file | quality 9 | quality 11 | gzip 9 |", "|---|---|---|---|"]
     for row in table:

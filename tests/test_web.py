@@ -409,13 +409,15 @@ def test_without_webassembly_the_page_screens_on_the_server_and_can_still_send(s
 @pytest.mark.integration
 def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data, tmp_path):
     """resize.js against Preprocessing.resize_crop (Pillow) pixel for pixel: a real photo larger than the input, and
-    phone-sized photos that take Pillow's reduce step, with odd sizes (partial blocks) and an EXIF orientation."""
+    phone-sized photos that take Pillow's reduce step (12 MP landscape and portrait, the sizes whose resize issue 28
+    made twice as fast: only the part the centre square needs is read, red and blue summed in one number), with odd
+    sizes (partial blocks), a panorama, and an EXIF orientation; each large one also the plain way (three sums)."""
 
     from conftest import make_photo
     from mpoxscan.images import load_image
 
     photos = [shared_data / "msld-v2" / "HFMD" / "HFMD_137_01.jpg"]
-    for k, size in enumerate([(4003, 2999), (2401, 1801)]):
+    for k, size in enumerate([(4032, 3024), (3024, 4032), (4003, 2999), (2401, 1801), (3001, 997)]):
         photos.append(tmp_path / f"large-{k}.jpg")
         make_photo(k, (160, 120)).resize(size, Image.Resampling.BICUBIC).save(photos[-1], quality=92)
     exif = Image.Exif()
@@ -424,6 +426,11 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     make_photo(7, (160, 120)).resize((1999, 1501), Image.Resampling.BICUBIC).save(photos[-1], quality=92,
                                                                                  exif=exif.tobytes())
     preprocessing = Screener(settings.model).preprocessing
+    plain = ("const done = arguments[arguments.length - 1];"
+             "createImageBitmap(new Blob([Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0))]),"
+             " { imageOrientation: 'from-image' }).then((bitmap) => done(Array.from("
+             "MPOXSCAN_RESIZE.resizeCrop(bitmap, 224, meta.preprocessing.crop_pct ?? 1, true).data)))"
+             ".catch((e) => done(String(e)))")
     driver = phone(chromium(tmp_path / "profile"))
     try:
         with ServerThread(create_app(Settings(model=settings.model, data_dir=tmp_path / "data"))) as server:
@@ -437,6 +444,11 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
                 got = np.array(pixels, np.int16).reshape(224, 224, 4)[..., :3]
                 expected = np.asarray(preprocessing.resize_crop(load_image(photo)), np.int16)
                 assert np.abs(got - expected).max() == 0, photo.name
+                if photo.stat().st_size > 100_000:  # the plain sums too (the way of blocks over 257 pixels)
+                    same = driver.execute_async_script(plain, base64.b64encode(photo.read_bytes()).decode())
+                    assert not isinstance(same, str), same
+                    got = np.array(same, np.int16).reshape(224, 224, 4)[..., :3]
+                    assert np.abs(got - expected).max() == 0, f"{photo.name}, plain sums"
     finally:
         driver.quit()
 

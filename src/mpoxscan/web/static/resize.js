@@ -11,7 +11,7 @@
 const MPOXSCAN_RESIZE = (() => {
   const PRECISION_BITS = 22, ONE = 1 << PRECISION_BITS, HALF = 1 << (PRECISION_BITS - 1);
   const SUPPORT = 2.0;  // bicubic
-  const BAND_PIXELS = 1 << 20;  // pixels read out of the photo at a time (4 MB): no full-size copy of a 48-MP photo
+  const BAND_PIXELS = 1 << 18;  // pixels read out of the photo at a time (1 MB): no full-size copy of a 48-MP photo
 
   function bicubic(x) {
     const a = -0.5;
@@ -68,37 +68,43 @@ const MPOXSCAN_RESIZE = (() => {
   // reads. The photo's pixels are read a band of whole block rows at a time by read(x, y, w, h): reading them out of
   // the decoded photo is most of the cost, so a few large reads of only the columns needed beat one per block row
   // and a copy of the whole photo (measured: benchmarks/results/web/web.md).
-  function reduce(read, w, h, fx, fy, bx0, bx1, by0, by1) {
-    const ow = bx1 - bx0, out = new Uint8ClampedArray(ow * (by1 - by0) * 4), sums = new Uint32Array(ow * 3);
+  function reduce(read, w, h, fx, fy, bx0, bx1, by0, by1, plain) {
+    const ow = bx1 - bx0, out = new Uint8ClampedArray(ow * (by1 - by0) * 4);
     const sx0 = bx0 * fx, sx1 = Math.min(w, bx1 * fx), sw = sx1 - sx0;
     const full = Math.floor(sw / fx), last = sw - full * fx;  // whole blocks, then a partial one at the right edge
     const band = fy * Math.max(1, Math.floor(BAND_PIXELS / (sw * fy)));
+    // Red and blue summed together in one number's two 16-bit halves (a pixel read as 32 bits, RGBA little-endian:
+    // v & 0xff00ff holds R and B apart), green alone: two additions per pixel, not three. Exact while a block holds
+    // at most 257 pixels (257 x 255 < 65536); larger blocks (a photo over 60 MP) take the plain three.
+    const packed = fx * fy <= 257 && !plain;
+    const rb = new Uint32Array(ow), g = new Uint32Array(ow), b = packed ? null : new Uint32Array(ow);
     for (let sy = by0 * fy, end = Math.min(h, by1 * fy); sy < end; sy += band) {
       const bh = Math.min(band, end - sy), strip = new Uint32Array(read(sx0, sy, sw, bh).buffer);
       for (let top = 0; top < bh; top += fy) {
         const rowsHere = Math.min(fy, bh - top);
-        sums.fill(0);
+        rb.fill(0); g.fill(0); if (b) b.fill(0);
         for (let y = top; y < top + rowsHere; y++) {
-          let p = y * sw, s = 0;
-          // One 32-bit read per pixel (RGBA, little-endian), its three channels taken apart: a third of the reads.
-          for (let bx = 0; bx < full; bx++, s += 3) {
-            let r = 0, g = 0, b = 0;
-            for (let k = 0; k < fx; k++) { const v = strip[p++]; r += v & 255; g += (v >>> 8) & 255; b += (v >>> 16) & 255; }
-            sums[s] += r; sums[s + 1] += g; sums[s + 2] += b;
-          }
-          if (last) {
-            let r = 0, g = 0, b = 0;
-            for (let k = 0; k < last; k++) { const v = strip[p++]; r += v & 255; g += (v >>> 8) & 255; b += (v >>> 16) & 255; }
-            sums[s] += r; sums[s + 1] += g; sums[s + 2] += b;
+          let p = y * sw;
+          for (let bx = 0; bx < ow; bx++) {
+            const n = bx < full ? fx : last;
+            let s1 = 0, s2 = 0, s3 = 0;
+            if (packed) {
+              for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 0xff00ff; s2 += (v >>> 8) & 255; }
+            } else {
+              for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 255; s2 += (v >>> 8) & 255; s3 += (v >>> 16) & 255; }
+              b[bx] += s3;
+            }
+            rb[bx] += s1; g[bx] += s2;
           }
         }
         const row = (sy + top) / fy - by0;
         for (let bx = 0; bx < ow; bx++) {
           const n = (bx < full ? fx : last) * rowsHere, m = multiplier(n), amend = Math.floor(n / 2);
-          const o = (row * ow + bx) * 4, s = bx * 3;
-          out[o] = Math.floor(((sums[s] + amend) * m) / 16777216);
-          out[o + 1] = Math.floor(((sums[s + 1] + amend) * m) / 16777216);
-          out[o + 2] = Math.floor(((sums[s + 2] + amend) * m) / 16777216);
+          const o = (row * ow + bx) * 4;
+          const red = packed ? rb[bx] & 0xffff : rb[bx], blue = packed ? rb[bx] >>> 16 : b[bx];
+          out[o] = Math.floor(((red + amend) * m) / 16777216);
+          out[o + 1] = Math.floor(((g[bx] + amend) * m) / 16777216);
+          out[o + 2] = Math.floor(((blue + amend) * m) / 16777216);
           out[o + 3] = 255;
         }
       }
@@ -142,7 +148,8 @@ const MPOXSCAN_RESIZE = (() => {
 
   // The network's input square (ImageData, size x size) from a decoded photo (ImageBitmap, upright). Only the part
   // of the photo that the centre square's filters reach is read and reduced (a 4:3 photo's outer eighths are not).
-  function resizeCrop(bitmap, size, cropPct) {
+  // ``plain``: the three separate sums whatever the blocks' size (the tests check both ways give Pillow's result).
+  function resizeCrop(bitmap, size, cropPct, plain = false) {
     const w = bitmap.width, h = bitmap.height;
     const short = Math.max(1, roundHalfEven(size / cropPct)), scale = short / Math.min(w, h);
     const newW = Math.max(size, roundHalfEven(w * scale)), newH = Math.max(size, roundHalfEven(h * scale));
@@ -158,11 +165,11 @@ const MPOXSCAN_RESIZE = (() => {
     // An unscaled copy of part of the photo into the canvas (the pixels unchanged), read back.
     const read = (x, y, rw, rh) => {
       if (canvas.width < rw || canvas.height < rh) { canvas.width = rw; canvas.height = rh; }
-      ctx.globalCompositeOperation = "copy";  // replaces the last band (a photo with transparency is not blended)
+      ctx.clearRect(0, 0, rw, rh);  // a photo with transparency is not blended with the last band
       ctx.drawImage(bitmap, x, y, rw, rh, 0, 0, rw, rh);
       return ctx.getImageData(0, 0, rw, rh).data;
     };
-    const data = reduced ? reduce(read, w, h, fx, fy, x0, x1, y0, y1) : read(x0, y0, x1 - x0, y1 - y0);
+    const data = reduced ? reduce(read, w, h, fx, fy, x0, x1, y0, y1, plain) : read(x0, y0, x1 - x0, y1 - y0);
     canvas.width = canvas.height = 0;
     return resampleCrop(data, x0, x1 - x0, y0, hc, vc, size);
   }
