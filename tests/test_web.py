@@ -278,7 +278,9 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         send.click()
         sent = wait(driver, "return window.mpoxscanSent || null")
         assert sent and sent["number"] in driver.find_element(By.ID, "sent").text and sent["training_consent"]
-        assert not driver.find_element(By.ID, "training-consent").is_enabled()  # sent: no longer changed here
+        # Sent: the choices made give way to the confirmation (no consent to untick, no PIN box to type in).
+        assert not shown(driver, "training-consent") and not shown(driver, "consent") and not shown(driver, "pin")
+        assert driver.find_element(By.ID, "sent-lock").text.startswith("No PIN")
         follow_up = driver.find_element(By.ID, "sent-link").get_attribute("href")
         assert follow_up == base + sent["follow_up"]
         assert sent["number"] in driver.find_element(By.ID, "my-cases-list").text  # kept on the phone for later
@@ -509,7 +511,7 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             assert "eyes" in text("urgent-list") and "trouble breathing" in text("urgent-list")
             driver.execute_script("document.getElementById('next-steps').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-next-steps.png"))
-            assert shown(driver, "heat-figure") and "Where the model looked" in text("heat-figure")
+            assert shown(driver, "heat-figure") and "Where the screening looked" in text("heat-figure")
             assert shown(driver, "legend") and "less" in text("legend") and "more" in text("legend")
             assert not shown(driver, "probabilities") and not shown(driver, "retake")  # folded under Details
             driver.find_element(By.CSS_SELECTOR, "#details summary").click()
@@ -517,6 +519,11 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
                      for r in driver.find_elements(By.CSS_SELECTOR, "#probabilities tr")]
             assert sorted(names) == sorted(["Mpox (monkeypox)", "Chickenpox (varicella)", "Cowpox",
                                             "Hand, foot and mouth disease", "Measles", "Healthy skin"])
+            # Issue 28, item 8: a lay reader's words: a resemblance, not a chance of disease, and the answer's own
+            # words rather than "positive".
+            assert "not the chance that you have it" in driver.find_element(By.CSS_SELECTOR, "#probabilities caption").text
+            assert text("screening-line").startswith("Resemblance to mpox:") and '"positive"' not in text("screening-line")
+            assert "model" not in text("result").lower()
             driver.execute_script("document.getElementById('result').scrollIntoView()")
             driver.save_screenshot(str(artefacts / "phone-details.png"))
             # A photo too small to judge: no verdict, no numbers, no map; why, how, and another try.
@@ -531,6 +538,15 @@ def test_the_headline_says_what_to_do_for_each_answer(shared_data, tmp_path, art
             # An expert may still judge what the model cannot.
             assert shown(driver, "retake") and shown(driver, "send-section")
             driver.save_screenshot(str(artefacts / "phone-cannot-tell.png"))
+            # Issue 28, item 8: a 64 px photo passes the size limit but is enlarged to the network's input, which
+            # blurs it: it is "too small" (come closer), not "blurred" (hold the phone still), here as on the server.
+            tiny = tmp_path / "tiny.jpg"
+            Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_01_03.jpg").convert("RGB").resize(
+                (64, 64), Image.Resampling.BICUBIC).save(tiny, quality=95)
+            result = screen(driver, tiny)
+            assert (result["answer"], result["reason"]) == ("cannot tell", "too small")
+            assert Screener(always).screen(load_image(tiny)).reason == "too small"
+            assert ADVICE["too small"] in text("explain") and ADVICE["blurred"] not in text("explain")
             # A real photo kept at JPEG quality 10: the page measures its blocks as the server does (answer.js).
             q10 = tmp_path / "q10.jpg"
             Image.open(shared_data / "msld-v2" / "Monkeypox" / "MKP_01_01.jpg").save(q10, quality=10)
