@@ -371,15 +371,28 @@ def test_the_whole_journey_in_each_language_in_chromium(code, server, shared_dat
         assert (artefacts / f"journey-{code}-{step}.png").stat().st_size > 10_000
 
 
+def _compose_and_send(driver, photo, pin: str = "") -> None:
+    from selenium.webdriver.common.by import By
+
+    assert screen(driver, photo)
+    if pin:
+        driver.find_element(By.ID, "pin").send_keys(pin)
+    driver.find_element(By.ID, "consent").click()
+    driver.find_element(By.ID, "send").click()
+
+
 @pytest.mark.integration
 def test_a_case_composed_offline_waits_on_the_phone_and_arrives_once(shared_data, tmp_path, artefacts):
     """Issue 28, item 4: the server out of reach (stopped: for the page and its service worker alike), the person
     sends two cases: each waits on the phone under "Waiting to send", with the consent given then; one is removed.
-    The page is opened again while the server is still away (from the service worker's cache): the case still
-    waits. The server back, the next visit sends it: it arrives once, in the phone's list with its device key,
-    and no later visit sends it again; the removed one never arrives."""
+    The page opened again while the server is away comes from the service worker's cache, the case still waiting.
+    The server back, Background Sync wakes the service worker (dispatched through the DevTools protocol, as the
+    browser does when the connection returns): it sends the case, and the open page lists it (its device key
+    kept) without being reloaded. A third case, composed with the server away again, goes on the next visit (the
+    way of a browser without Background Sync). Each arrives exactly once; no later visit sends one again, and the
+    removed one never arrives."""
     from selenium.webdriver.common.by import By
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from mpoxscan.web.tables import Case
 
@@ -391,16 +404,19 @@ def test_a_case_composed_offline_waits_on_the_phone_and_arrives_once(shared_data
     url, port = server.url, server.port
     driver = phone(chromium(tmp_path / "profile"))
     waiting = "return (window.mpoxscanOutbox || []).join()"
+    msld = shared_data / "msld-v2"
+
+    def back():  # the server again, at the same address (the same site for the browser)
+        nonlocal app, server
+        app = create_app(Settings(model=bundled_model(), data_dir=data))
+        server = ServerThread(app, port=port).start()
+
     try:
         driver.get(url + "/")
         wait(driver, "return document.body.dataset.ready && document.body.dataset.offline")  # kept for offline use
         server.stop()  # no connection
         for photo, pin in (("Monkeypox/MKP_03_01.jpg", "2580"), ("Healthy/HEALTHY_03_01.jpg", "")):
-            assert screen(driver, shared_data / "msld-v2" / photo)
-            if pin:
-                driver.find_element(By.ID, "pin").send_keys(pin)
-            driver.find_element(By.ID, "consent").click()
-            driver.find_element(By.ID, "send").click()
+            _compose_and_send(driver, msld / photo, pin)
             assert wait(driver, "return document.getElementById('send-status').textContent === arguments[0]",
                         args=(t["send.queued"],)), text_of(driver, "send-status")
             assert not shown(driver, "compose")  # sent as far as the person is concerned: nothing to do twice
@@ -420,27 +436,37 @@ def test_a_case_composed_offline_waits_on_the_phone_and_arrives_once(shared_data
         driver.get(url + "/")
         wait(driver, "return document.body.dataset.ready")
         assert wait(driver, waiting + " === 'waiting'")
-        # The server is back (the same address): the next visit sends what waits, once.
-        app = create_app(Settings(model=bundled_model(), data_dir=data))
-        server = ServerThread(app, port=port).start()
-        driver.get(url + "/")
-        wait(driver, "return document.body.dataset.ready")
+        # The server is back: Background Sync wakes the service worker (this fresh profile's one registration is
+        # number 0), which sends the case; the open page is told and lists it, without a reload.
+        back()
+        driver.execute_cdp_cmd("ServiceWorker.enable", {})
+        driver.execute_cdp_cmd("ServiceWorker.dispatchSyncEvent", {"origin": url, "registrationId": "0",
+                                                                  "tag": "mpoxscan-outbox", "lastChance": False})
         assert wait(driver, waiting + " === '' && (window.mpoxscanOutboxSent || 0) === 1")
         mine = driver.execute_script("return JSON.parse(localStorage.getItem('mpoxscan-cases'))")
         assert len(mine) == 1 and mine[0]["key"]  # locked with its PIN: the device key kept
-        number = mine[0]["number"]
-        assert t["outbox.sent"].replace("{number}", number) == text_of(driver, "outbox-status")
-        assert wait(driver, "return document.querySelector('#my-cases-list li').dataset.status") == "waiting"
+        first = mine[0]["number"]
+        assert text_of(driver, "outbox-status") == t["outbox.sent"].replace("{number}", first)
+        assert wait(driver, "return document.querySelector('#my-cases-list li')?.dataset.status") == "waiting"
         axe(driver, "the phone page once the waiting case is sent")
         driver.execute_script("document.getElementById('my-cases').scrollIntoView()")
         driver.save_screenshot(str(artefacts / "phone-sent-when-back-online.png"))
+        # Away again: a third case waits, and goes on the next visit once the server is back.
+        server.stop()
+        _compose_and_send(driver, msld / "Monkeypox" / "MKP_04_01.jpg")
+        assert wait(driver, waiting + " === 'waiting'")
+        back()
+        driver.get(url + "/")
+        wait(driver, "return document.body.dataset.ready")
+        assert wait(driver, waiting + " === '' && document.querySelectorAll('#my-cases-list li').length === 2")
         driver.get(url + "/")  # another visit: nothing left to send
         wait(driver, "return document.body.dataset.ready")
-        assert wait(driver, "return document.querySelectorAll('#my-cases-list li').length") == 1
+        assert wait(driver, "return document.querySelectorAll('#my-cases-list li').length") == 2
+        numbers = [c["number"] for c in driver.execute_script("return JSON.parse(localStorage.getItem('mpoxscan-cases'))")]
         with app.state.sessions() as db:
-            cases = list(db.scalars(select(Case)))
-            assert [c.number for c in cases] == [number] and cases[0].pin_hash is not None
-            assert db.scalar(select(func.count()).select_from(Case)) == 1
+            cases = {c.number: c for c in db.scalars(select(Case))}
+        assert sorted(cases) == sorted(numbers) and first in cases  # exactly the two kept, each once
+        assert cases[first].pin_hash is not None and all(c.idempotency_hash for c in cases.values())
     finally:
         driver.quit()
         server.stop()

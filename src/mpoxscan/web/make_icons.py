@@ -56,6 +56,8 @@ def main() -> None:
                 image = render(maskable(svg) if is_maskable else svg, side, driver)
                 image.save(STATIC / name, optimize=True)
                 print(f"{name}: {image.size[0]} x {image.size[1]}, {(STATIC / name).stat().st_size} bytes")
+                if name == "icon-192.png":  # what browsers ask /favicon.ico for (pages that name no icon)
+                    image.save(STATIC / "favicon.ico", sizes=[(16, 16), (32, 32), (48, 48)])
         finally:
             driver.quit()
 
