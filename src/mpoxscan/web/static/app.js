@@ -323,7 +323,7 @@ async function sendCase() {
   let response = null, answer = {};
   if (navigator.onLine !== false) {
     try {
-      response = await fetch("/api/cases", { method: "POST", body: outboxForm(entry) });
+      response = await fetch("/api/cases", { method: "POST", body: MPOXSCAN_OUTBOX.form(entry) });
       // A proxy in front may answer an error in HTML: that is a refusal, not "no connection".
       answer = await response.json().catch(() => ({}));
     } catch (err) { response = null; }
@@ -377,14 +377,6 @@ async function composeCase(theCase, pin) {
   if ($("training-consent").checked) fields.push(["training_consent", "true"]);
   return { key: MPOXSCAN_OUTBOX.newKey(), created: new Date().toISOString(), fields, files,
            photos: files.length, pin: !!pin, state: "waiting" };
-}
-
-function outboxForm(entry) {
-  const body = new FormData();
-  for (const [name, value] of entry.fields) body.append(name, value);
-  for (const [name, blob] of entry.files) body.append(name, blob, "photo");
-  body.append("idempotency_key", entry.key);
-  return body;
 }
 
 // After sending: the composing part (PIN, consents, Send) gives way to the confirmation, which says whether the

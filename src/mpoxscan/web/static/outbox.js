@@ -45,6 +45,7 @@ const MPOXSCAN_OUTBOX = (() => {
   const all = async () => ((await run("readonly", (store) => store.getAll())) || [])
     .sort((a, b) => a.created.localeCompare(b.created));
 
+  // The case as the server takes it (CaseForm), with its idempotency key.
   function form(entry) {
     const body = new FormData();
     for (const [name, value] of entry.fields) body.append(name, value);
@@ -80,5 +81,5 @@ const MPOXSCAN_OUTBOX = (() => {
     return left === 0;
   }
 
-  return { TAG, newKey, put, remove, all, sendOne, flush };
+  return { TAG, newKey, form, put, remove, all, sendOne, flush };
 })();
