@@ -39,6 +39,54 @@ def test_a_progressive_jpeg_with_its_last_scan_repeated_is_refused_before_decodi
     assert len(images.jpeg_scans(ordinary + ordinary)) == 10
 
 
+def test_a_stray_byte_hides_no_scan_from_the_count(monkeypatch):
+    """libjpeg skips bytes between segments (with a warning) and decodes on; the count once stopped at the first
+    such byte, so one stray byte after the first scan let the whole bomb through (3000 x 3000, 300 repeats: 2.2 s
+    of CPU, accepted)."""
+    bomb = hostile.hidden_scan_bomb_jpeg(256, 300)
+    assert Image.open(io.BytesIO(bomb)).size == (256, 256)  # still a JPEG that Pillow opens
+    assert len(images.jpeg_scans(bomb)) == 310
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageError, match=r"a JPEG of 310 scans \(limit 100"):
+        load_image(bomb)
+    assert decoded == []
+
+
+def test_scans_are_held_to_what_a_photo_of_their_size_costs(monkeypatch):
+    """Under the scan limit each scan is still a pass over the whole picture: 100 scans at 7000 x 7000 (295 kB)
+    cost 3.9 s of CPU, ten times a real photo of that size. At 1,000 x 1,000 against a 1-megapixel limit (standing
+    for 50 megapixels) 100 scans are refused before decoding; the same file is a small photo under a 4-megapixel
+    limit, and passes."""
+    bomb = hostile.scan_bomb_jpeg(1000, images.MAX_JPEG_SCANS - 10)
+    assert len(images.jpeg_scans(bomb)) == images.MAX_JPEG_SCANS
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageError, match=r"a JPEG of 100 scans at 1000x1000 \(limit 32 at this size"):
+        load_image(bomb, max_pixels=1_000_000)
+    assert decoded == []
+    monkeypatch.undo()
+    assert load_image(bomb, max_pixels=4_000_000).size == (1000, 1000)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: hostile.many_segments_jpeg(2_000), r"a JPEG of more than 1,000 marker segments"),
+    (lambda: hostile.stray_bytes_jpeg(100_000), r"a JPEG with 100,000 bytes outside its segments"),
+    (lambda: hostile.many_chunks_png(20_000), r"more than 1,117 PNG chunks in 240,\d+ bytes"),
+    (lambda: hostile.tiny_sub_blocks_gif(60_000), r"more than 10,600 GIF blocks in 120,\d+ bytes")])
+def test_files_of_more_parts_than_a_photo_are_refused_before_pillow_walks_them(make, reason, monkeypatch):
+    """Pillow reads JPEG segments (up to the first scan), PNG chunks and GIF blocks one at a time in Python: at 15 MB
+    these files cost 7.9 s (empty JPEG segments), 1.2 s (stray bytes), 4.8 s (empty PNG chunks) and 2.2 s (1-byte
+    GIF sub-blocks) of CPU before a pixel was decoded. They are counted first and refused without Image.open."""
+    data = make()
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))
+    with pytest.raises(ImageError, match=reason):
+        load_image(data)
+    assert opened == []
+
+
 @pytest.mark.parametrize("make, mode", [(hostile.float_tiff, "F"), (hostile.gray16_png, "I;16"),
                                         (hostile.rgba_png, "RGBA"), (hostile.cmyk_jpeg, "CMYK")])
 def test_deep_images_are_held_to_a_byte_budget_from_their_header(make, mode, monkeypatch):
@@ -115,6 +163,12 @@ def test_the_attacks_of_the_issue_are_what_they_claim():
                        (hostile.cmyk_jpeg, "CMYK")):
         opened = Image.open(io.BytesIO(make(70)))
         assert (opened.mode, opened.size) == (mode, (70, 70))
+    # Files of many parts are still images Pillow reads whole (only their structure is hostile).
+    for data in (hostile.many_segments_jpeg(50), hostile.stray_bytes_jpeg(100), hostile.many_chunks_png(50),
+                 hostile.tiny_sub_blocks_gif(50), hostile.hidden_scan_bomb_jpeg(64, 3)):
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        assert opened.size == (64, 64) and not getattr(opened, "is_animated", False)
 
 
 # The PIN, the sign-in and their limits, under real concurrency.
