@@ -702,6 +702,35 @@ def test_serve_survives_1100_half_open_connections_under_a_1024_file_limit(tmp_p
     assert "Too many open files" not in log and "Traceback" not in log and len(log) < 10_000, log[-2000:]
 
 
+def test_requests_whose_bodies_trickle_in_cannot_hold_the_connection_cap(tmp_path, monkeypatch):
+    """The slowloris of the body: complete headers, then a body that never ends, on a route that reads its form (a
+    sign-in). Such a request is in progress, so the header timeout never closes it, and the cap once closed every new
+    connection instead: 25 of them held a cap of 20 and /healthz answered no one. Now the cap closes the one that
+    has kept the server waiting longest, a trickling body as a half-sent header."""
+    import socket
+
+    from mpoxscan.web.connections import GuardedH11Protocol
+
+    monkeypatch.setattr(GuardedH11Protocol, "_cap", 20)
+    with ServerThread(_app(tmp_path)) as server:
+        host, port = server.url.split("//")[1].split(":")
+        held = []
+        for _ in range(25):
+            conn = socket.create_connection((host, int(port)))
+            conn.sendall(b"POST /expert/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                         b"\r\nContent-Length: 100000\r\n\r\nemail=a")
+            held.append(conn)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        try:
+            answers = [httpx.get(server.url + "/healthz", timeout=5).status_code for _ in range(3)]
+        except httpx.HTTPError as exc:
+            answers = [type(exc).__name__]
+        for conn in held:
+            conn.close()
+    assert answers == [200, 200, 200]
+
+
 def test_a_request_whose_headers_do_not_come_in_time_is_closed(tmp_path, monkeypatch):
     """The header timeout: a connection that has not finished a request's headers within it is closed, the first
     request as a kept-alive connection's next one; a request in progress is never cut."""

@@ -48,7 +48,7 @@ def many_segments_jpeg(count: int = 3_900_000) -> bytes:
     return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
 
 
-def stray_bytes_jpeg(count: int = 15 * 1024 * 1024) -> bytes:
+def stray_bytes_jpeg(count: int = 15_000_000) -> bytes:
     """A 64 x 64 JPEG with ``count`` zero bytes after its first segment, which libjpeg skips and Pillow's parser
     reads one at a time (1.2 s of CPU for 15 MB)."""
     data = _small_jpeg()
