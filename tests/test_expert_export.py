@@ -569,6 +569,35 @@ def test_migration_0008_keeps_every_case_its_photos_and_messages_and_gives_no_co
     engine.dispose()
 
 
+def test_withdrawals_survive_going_back_to_0007_and_up_again(client, database, store_kind, tmp_path):
+    """A case exported, then withdrawn whole (deleted, its export id kept as withdrawn); the database taken back to
+    0007 and up again. The downgrade once dropped the withdrawals with their table, and the next export kept the
+    withdrawn case's photos as if the retention purge had deleted it ("kept after deletion")."""
+    from alembic import command
+    from alembic.config import Config
+
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
+
+    app = client.app
+    sent = _send(client, training_consent="true").json()
+    assert _conclude(client, sent["number"], label="Monkeypox").status_code == 303
+    out = tmp_path / "out"
+    assert _export(tmp_path, database, store_kind, out).exit_code == 0 and len(_files(out)) == 1
+    assert client.post(f"/c/{_token(sent)}/withdraw").status_code == 200
+
+    engine = make_engine(database)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    migrate(engine)
+    engine.dispose()
+    r = _export(tmp_path, database, store_kind, out)
+    assert r.exit_code == 0 and "(0 added, 1 removed, 0 kept after their deletion)" in r.output, r.output
+    assert _files(out) == set() and _manifest(out) == {}
+
+
 def test_the_expert_loop_simulation_exports_each_photo_under_its_true_class(tmp_path):
     """benchmarks/expert_loop_bench.py on six tiny generated photos: sent through the real API on a server thread with
     both consents, concluded with their true class but one "unsure" (a share of 0.2), exported: five cases, each in
