@@ -408,6 +408,35 @@ def test_argon2_runs_on_a_thread_of_its_own_at_a_lower_priority(monkeypatch):
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
 
 
+def test_new_pins_are_hashed_one_at_a_time_and_never_refused(monkeypatch):
+    """A case sent with a PIN hashes it with argon2 (64 MiB, a few hundred ms). The upload limit counts cases per
+    hour, not at once: 20 cases sent together with a PIN once hashed 20 PINs at once (+1.2 GB). Now on the argon2
+    thread, one at a time with the checks, each waiting its turn (none refused), and each hash a right one."""
+    busy, peak, lock = [0], [0], threading.Lock()
+    real = security._hasher
+
+    class Slow:
+        def hash(self, secret):
+            with lock:
+                busy[0] += 1
+                peak[0] = max(peak[0], busy[0])
+            time.sleep(0.05)
+            try:
+                return real.hash(secret)
+            finally:
+                with lock:
+                    busy[0] -= 1
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(security, "_hasher", Slow())
+    with ThreadPoolExecutor(6) as pool:
+        hashes = list(pool.map(security.hash_pin, [f"{4700 + k}" for k in range(6)]))
+    assert peak[0] == 1
+    assert all(real.verify(h, f"{4700 + k}") for k, h in enumerate(hashes))
+
+
 def test_a_new_case_never_inherits_an_old_cases_wrong_pins(database, tmp_path):
     """Issue 27: wrong PINs were counted by the case's row id, which SQLite gives again after a withdrawal: the new
     case's owner got 429 for their first, right PIN."""
