@@ -76,11 +76,11 @@ def valid_predictions(run: Path, target: Path) -> None:
 
 
 def answers(run: Path, target: Path) -> None:
-    files = sorted((run / "predictions").glob("*__answers.csv"))
+    files = sorted((run / "predictions" / "answers").glob("*.csv"))
     with open(target, "w", newline="") as out:
         writer = None
         for path in files:
-            fold = path.stem.split("__")[-2]
+            fold = path.stem.split("__")[-1]
             with open(path, newline="") as fh:
                 for row in csv.DictReader(fh):
                     if writer is None:
@@ -95,7 +95,7 @@ def keep(run: Path, name: str) -> Path:
     for file in ("results.json", "oof_predictions.csv", "config.json"):
         shutil.copyfile(run / file, target / file)
     valid_predictions(run, target / "valid_predictions.csv")
-    if list((run / "predictions").glob("*__answers.csv")):
+    if list((run / "predictions" / "answers").glob("*.csv")):
         answers(run, target / "answers.csv")
     return target
 

@@ -217,54 +217,84 @@ def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
     assert np.mean(corr) >= 0.99, np.mean(corr)
 
 
-def test_card_figures_come_only_from_runs_of_the_shipped_recipe(tmp_path):
-    from mpoxscan.deploy.bundle import cv_estimate
+def _pool_run(folder, name: str, extra: dict, n: int = 200, seed: int = 0, answers: bool = False) -> None:
+    """A run folder as benchmarks/pool_bench.py keeps it: results.json and oof_predictions.csv (and answers)."""
+    import csv
 
-    summary = {k: {"mean": 0.8, "sd": 0.05} for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr",
-                                                       "screening_auc", "screening_sensitivity",
-                                                       "screening_specificity", "ece")}
-    for name, extra in (("plain", {"cache": "/x"}), ("toned", {"finetune": {"tone_balance": True}})):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps({
-            "config": {"strategy": "finetune", "extra": extra},
-            "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary, "tone": {"bins": {}}}}}))
-    recipe = {"architecture": "efficientnet_lite0", "strategy": "finetune", "options": {"finetune": {"tone_balance": True}}}
-    got = cv_estimate(recipe, {"10 folds": "toned", "missing": "absent"}, tmp_path)
-    assert got["protocol"] == "10 folds" and list(got["protocols"]) == ["10 folds"]
-    assert got["protocols"]["10 folds"]["skin_tone"] == {"bins": {}} and got["metrics"]["accuracy"]["mean"] == 0.8
-    with pytest.raises(SystemExit, match="another recipe"):
-        cv_estimate(recipe, {"10 folds": "plain"}, tmp_path)
-    assert cv_estimate(recipe, {"missing": "absent"}, tmp_path) == {}
-    # Runs record every option (defaults filled in); a recipe names only those it sets: the same recipe either way.
+    rng = np.random.default_rng(seed)
+    classes = ["Acne", "Healthy", "Monkeypox"]
+    run = folder / name
+    run.mkdir(parents=True)
+    labels = [classes[k % 3] for k in range(n)]
+    with open(run / "oof_predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "sha256", "group", "fold", "model", "strategy", "variant", "label", "threshold"]
+                   + [f"p_{c}" for c in classes])
+        for k, y in enumerate(labels):
+            p_mpox = float(np.clip(rng.normal(0.75 if y == "Monkeypox" else 0.25, 0.2), 0.01, 0.98))
+            w.writerow([f"s/{k}.jpg", f"{k:064x}", f"s:{k // 2}", f"fold{k % 5 + 1}", "efficientnet_lite0", "finetune",
+                        "main", y, "0.3", (1 - p_mpox) / 2, (1 - p_mpox) / 2, p_mpox])
+    folds = [{"fold": f"fold{f}", "info": {"n_test": n // 5, "n_train": n}, "metrics": {"accuracy": 0.8, "screening": {"auc": 0.9}}}
+             for f in range(1, 6)]
+    model = {"folds": folds, "summary": {"accuracy": {"mean": 0.8, "sd": 0.05}}}
+    if answers:
+        model["answers"] = {"per_fold": {"site": {"Monkeypox": {"n": 3}}}}
+    (run / "results.json").write_text(json.dumps({"config": {"strategy": "finetune", "extra": extra},
+                                                  "models": {"efficientnet_lite0": model}}))
+
+
+def test_card_figures_come_only_from_runs_of_the_shipped_recipe_at_the_shipped_threshold(tmp_path):
+    from mpoxscan.deploy.bundle import POOL_RUNS, pool_estimates
+    from mpoxscan.evaluation.operating import read_predictions
     from mpoxscan.training.cv import resolved_options
 
-    (tmp_path / "recorded").mkdir()
-    (tmp_path / "recorded" / "results.json").write_text(json.dumps({
-        "config": {"strategy": "finetune", "extra": {**resolved_options("finetune", {}), "cache": "/x"}},
-        "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary}}}))
-    plain = {**recipe, "options": {}}
-    assert cv_estimate(plain, {"10 folds": "recorded"}, tmp_path)["metrics"]["accuracy"]["mean"] == 0.8
-    assert cv_estimate({**plain, "options": resolved_options("finetune", {})}, {"10 folds": "plain"}, tmp_path)
+    recipe = {"architecture": "efficientnet_lite0", "strategy": "finetune", "options": {}}
+    # Runs record every option (defaults filled in); a recipe names only those it sets: the same recipe either way.
+    _pool_run(tmp_path, POOL_RUNS["kfold"], {**resolved_options("finetune", {}), "cache": "/x"})
+    _pool_run(tmp_path, POOL_RUNS["loso"], {}, answers=True)
+    got = pool_estimates(0.4, tmp_path, recipe)
+    assert set(got["protocols"]) == {"kfold", "loso"} and got["threshold"] == 0.4
+    kfold = got["protocols"]["kfold"]
+    assert kfold["at_shipped_threshold"]["threshold"] == 0.4 and "ppv_at_0.3" in kfold["at_shipped_threshold"]["metrics"]
+    # the figures are those of the one threshold, recomputed from the per-image file
+    pred = read_predictions(tmp_path / POOL_RUNS["kfold"] / "oof_predictions.csv")
+    mpox = np.array(pred.labels) == "Monkeypox"
+    assert kfold["at_shipped_threshold"]["metrics"]["sensitivity"]["value"] == pytest.approx(np.mean(pred.positive()[mpox] >= 0.4))
+    assert kfold["at_shipped_threshold"]["per_class"]["Acne"]["flagged"]["value"] == pytest.approx(
+        np.mean(pred.positive()[np.array(pred.labels) == "Acne"] >= 0.4))
+    assert got["protocols"]["loso"]["answers_per_site"] == {"site": {"Monkeypox": {"n": 3}}}
+    _pool_run(tmp_path / "other", POOL_RUNS["kfold"], {"finetune": {"tone_balance": True}})
     with pytest.raises(SystemExit, match="another recipe"):
-        cv_estimate(recipe, {"10 folds": "recorded"}, tmp_path)
+        pool_estimates(0.4, tmp_path / "other", recipe)
+
+
+def test_the_shipped_threshold_flags_95_percent_of_the_out_of_fold_mpox_photos(tmp_path):
+    from mpoxscan.deploy.bundle import POOL_RUNS, shipped_operating_point
+    from mpoxscan.evaluation.operating import read_predictions
+
+    _pool_run(tmp_path, POOL_RUNS["kfold"], {}, n=600)
+    point = shipped_operating_point(tmp_path)
+    pred = read_predictions(tmp_path / POOL_RUNS["kfold"] / "oof_predictions.csv")
+    p, mpox = pred.positive(), np.array(pred.labels) == "Monkeypox"
+    assert np.mean(p[mpox] >= point["threshold"]) >= 0.95
+    assert np.mean(p[mpox] >= np.nextafter(point["threshold"], 1)) < 0.95  # the highest such threshold
+    lo, hi = point["sensitivity"]["ci95"]
+    assert lo <= point["sensitivity"]["value"] <= hi and hi - lo > 0.01
+    assert point["n_positive"] == int(mpox.sum())
+    with pytest.raises(SystemExit, match="is missing"):
+        shipped_operating_point(tmp_path / "nothing")
 
 
 def test_the_card_estimates_can_be_refreshed_without_touching_the_model(tmp_path):
-    from mpoxscan.deploy.bundle import refresh_card_estimates
+    from mpoxscan.deploy.bundle import POOL_RUNS, refresh_card_estimates
 
     package = tmp_path / "bundled"
     package.mkdir()
     (package / "card.json").write_text(json.dumps({**CARD, "cross_validated_metrics": {}}))
-    summary = {k: {"mean": 0.7, "sd": 0.05} for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr",
-                                                       "screening_auc", "screening_sensitivity",
-                                                       "screening_specificity", "ece")}
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "results.json").write_text(json.dumps({
-        "config": {"strategy": "finetune", "extra": {}},
-        "models": {"efficientnet_lite0": {"folds": [{}] * 10, "summary": summary, "tone": {"specificity_gap": {}}}}}))
-    card = refresh_card_estimates(package, {"patient-grouped 10 folds": "run"}, tmp_path)
+    _pool_run(tmp_path / "runs", POOL_RUNS["kfold"], {})
+    card = refresh_card_estimates(package, tmp_path / "runs")
     written = json.loads((package / "card.json").read_text())
-    assert written == card and written["cross_validated_metrics"]["protocols"]["patient-grouped 10 folds"]["skin_tone"]
+    assert written == card and written["cross_validated_metrics"]["threshold"] == CARD["screening_threshold"]
     assert {k: v for k, v in written.items() if k != "cross_validated_metrics"} == {
         k: v for k, v in CARD.items() if k != "cross_validated_metrics"}
 

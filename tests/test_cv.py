@@ -151,6 +151,50 @@ def test_cv_scores_the_exported_files_of_each_fold(manifest, tmp_path):
     assert "Accuracy of the exported files" in md.read_text() and "| mobilenetv2_100 | int8 |" in md.read_text()
 
 
+def test_cv_answers_record_each_test_photo_under_the_folds_own_answer_rule(manifest, tmp_path):
+    """`cv --answers` (issue 26, leave one site out at the rule that ships): every test photo of every fold gets the
+    answer of the fold's own exported file, whose whole rule was fitted on that fold's photos only."""
+    import csv
+
+    from mpoxscan.deploy.runtime import Screener
+    from mpoxscan.training.cv import read_fold
+
+    config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy="linear", protocol="kfold", views=0,
+                      answers=True, extra={"cache": str(tmp_path / "cache")})
+    results = run_cv(config, tmp_path / "run", progress=False)
+    rows, splits = kept_rows(manifest), make_splits(kept_rows(manifest), "kfold", 0)
+    everything = []
+    for split in splits:
+        stem = f"mobilenetv2_100__linear__{split.name}"
+        with open(tmp_path / "run" / "predictions" / "answers" / f"{stem}.csv", newline="") as fh:
+            got = list(csv.DictReader(fh))
+        assert [a["sha256"] for a in got] == [rows[k].sha256 for k in split.test]
+        assert {a["answer"] for a in got} <= {"positive", "negative", "cannot tell"}
+        assert all((a["answer"] == "cannot tell") == bool(a["reason"]) for a in got)
+        _, proba, info = read_fold(tmp_path / "run" / "predictions", stem, results["classes"])
+        judged = [a for a in got if a["answer"] != "cannot tell"]
+        # the exported file's threshold is the fold's own, and its answers follow its probabilities
+        assert all(float(a["threshold"]) == pytest.approx(info["threshold"], abs=1e-6) for a in got)
+        wrong = [(a["answer"], a["p_positive"], a["threshold"]) for a in judged  # (the CSV rounds to 6 decimals)
+                 if abs(float(a["p_positive"]) - float(a["threshold"])) > 1e-5
+                 and (a["answer"] == "positive") != (float(a["p_positive"]) >= float(a["threshold"]))]
+        assert not wrong
+        rule = json.loads((tmp_path / "run" / "predictions" / "answers" / f"{stem}.json").read_text())["answer_rule"]
+        # fitted on the fold's own photos (a conformal limit needs more inner-validation photos than these folds
+        # have for the off-task check: 'offtask_photos' says how many it had)
+        assert rule["notes"]["quality_photos"] == len(split.train) + len(split.valid)
+        assert rule["notes"]["offtask_photos"] == len(split.valid)
+        everything += got
+    answers = results["models"]["mobilenetv2_100"]["answers"]
+    assert set(answers["per_fold"]) == {s.name for s in splits}
+    pooled = answers["pooled"]
+    assert sum(c["n"] for c in pooled.values()) == len(rows)
+    for c in ("Monkeypox", "Healthy"):  # the summary's shares are those of the recorded answers
+        mine = [a["answer"] for a in everything if a["label"] == c]
+        assert pooled[c]["flagged"]["value"] == pytest.approx(mine.count("positive") / len(mine))
+        assert pooled[c]["cannot_tell"]["value"] == pytest.approx(mine.count("cannot tell") / len(mine))
+
+
 def test_cv_on_ray_writes_the_same_run_and_resumes(manifest, tmp_path):
     """`cv --ray`: the (model, fold) tasks as Ray tasks write the same predictions as a run here; finished folds
     are not sent again."""

@@ -400,6 +400,60 @@ def test_an_export_is_refused_with_one_line_on_a_folder_it_did_not_write(client,
     assert "is a file" in _export(tmp_path, database, store_kind, a_file).output
 
 
+def test_an_export_never_touches_a_path_its_record_or_manifest_names_outside_it(client, database, store_kind,
+                                                                               tmp_path):
+    """The export deletes the photos its manifest (or a crashed run's record) lists once their case leaves: a path in
+    them that is not one of its photo files (an edited or planted manifest) once deleted a file outside the folder.
+    Such a manifest or record, or one with a line that lists no photos, is refused with one line; nothing is
+    deleted."""
+    sent = _send(client, training_consent="true").json()
+    assert _conclude(client, sent["number"], label="Monkeypox").status_code == 303
+    out = tmp_path / "out"
+    assert _export(tmp_path, database, store_kind, out).exit_code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the export's")
+    manifest = (out / "_meta" / "cases.jsonl").read_text()
+    record = (out / "_meta" / "export.json").read_text()
+    assert client.post(f"/c/{_token(sent)}/training/withdraw").status_code == 200  # its photos are to be deleted
+
+    [line] = [json.loads(x) for x in manifest.splitlines()]
+    line["photos"].append({**line["photos"][0], "file": "../victim.txt"})
+    planted_record = {**json.loads(record), "state": "applying", "add": [], "remove": ["../victim.txt"]}
+    for manifest_text, record_text, why in (
+            (json.dumps(line) + "\n", record, "not an export manifest"),
+            (manifest, json.dumps(planted_record), "not the record of an export"),
+            (json.dumps({"case": line["case"]}) + "\n", record, "not an export manifest")):
+        (out / "_meta" / "cases.jsonl").write_text(manifest_text)
+        (out / "_meta" / "export.json").write_text(record_text)
+        r = _export(tmp_path, database, store_kind, out)
+        assert r.exit_code == 1, r.output
+        assert why in r.output and r.output.count("\n") == 1 and "Traceback" not in r.output, r.output
+        assert victim.read_text() == "not the export's"
+    (out / "_meta" / "cases.jsonl").write_text(manifest)
+    (out / "_meta" / "export.json").write_text(record)
+    r = _export(tmp_path, database, store_kind, out)
+    assert r.exit_code == 0 and "(0 added, 1 removed" in r.output and victim.exists()
+
+
+def test_the_exported_photos_are_readable_by_their_owner_only(client, database, store_kind, tmp_path):
+    """The photos are kept owner-only in the data folder (0700, files 0600): the export of them is too, whatever the
+    umask (once 0644 files in 0755 folders: any account on the server could read them)."""
+    import os
+    import stat
+
+    sent = _send(client, training_consent="true").json()
+    assert _conclude(client, sent["number"], label="Monkeypox").status_code == 303
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert _export(tmp_path, database, store_kind, out).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes["."] == 0o700 and modes["Monkeypox"] == 0o700 and modes["_meta"] == 0o700
+    assert {m for p, m in modes.items() if p.endswith((".jpg", ".json", ".jsonl"))} == {0o600}, modes
+
+
 def test_an_export_is_refused_on_a_database_older_than_this_version(database, tmp_path):
     from mpoxscan.web.db import make_engine, migrate
 
@@ -513,6 +567,35 @@ def test_migration_0008_keeps_every_case_its_photos_and_messages_and_gives_no_co
     migrate(engine)
     assert counts() == (1, 2, 1)
     engine.dispose()
+
+
+def test_withdrawals_survive_going_back_to_0007_and_up_again(client, database, store_kind, tmp_path):
+    """A case exported, then withdrawn whole (deleted, its export id kept as withdrawn); the database taken back to
+    0007 and up again. The downgrade once dropped the withdrawals with their table, and the next export kept the
+    withdrawn case's photos as if the retention purge had deleted it ("kept after deletion")."""
+    from alembic import command
+    from alembic.config import Config
+
+    from mpoxscan.web.db import MIGRATIONS, make_engine, migrate
+
+    app = client.app
+    sent = _send(client, training_consent="true").json()
+    assert _conclude(client, sent["number"], label="Monkeypox").status_code == 303
+    out = tmp_path / "out"
+    assert _export(tmp_path, database, store_kind, out).exit_code == 0 and len(_files(out)) == 1
+    assert client.post(f"/c/{_token(sent)}/withdraw").status_code == 200
+
+    engine = make_engine(database)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    migrate(engine)
+    engine.dispose()
+    r = _export(tmp_path, database, store_kind, out)
+    assert r.exit_code == 0 and "(0 added, 1 removed, 0 kept after their deletion)" in r.output, r.output
+    assert _files(out) == set() and _manifest(out) == {}
 
 
 def test_the_expert_loop_simulation_exports_each_photo_under_its_true_class(tmp_path):

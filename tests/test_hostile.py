@@ -39,6 +39,54 @@ def test_a_progressive_jpeg_with_its_last_scan_repeated_is_refused_before_decodi
     assert len(images.jpeg_scans(ordinary + ordinary)) == 10
 
 
+def test_a_stray_byte_hides_no_scan_from_the_count(monkeypatch):
+    """libjpeg skips bytes between segments (with a warning) and decodes on; the count once stopped at the first
+    such byte, so one stray byte after the first scan let the whole bomb through (3000 x 3000, 300 repeats: 2.2 s
+    of CPU, accepted)."""
+    bomb = hostile.hidden_scan_bomb_jpeg(256, 300)
+    assert Image.open(io.BytesIO(bomb)).size == (256, 256)  # still a JPEG that Pillow opens
+    assert len(images.jpeg_scans(bomb)) == 310
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageError, match=r"a JPEG of 310 scans \(limit 100"):
+        load_image(bomb)
+    assert decoded == []
+
+
+def test_scans_are_held_to_what_a_photo_of_their_size_costs(monkeypatch):
+    """Under the scan limit each scan is still a pass over the whole picture: 100 scans at 7000 x 7000 (295 kB)
+    cost 3.9 s of CPU, ten times a real photo of that size. At 1,000 x 1,000 against a 1-megapixel limit (standing
+    for 50 megapixels) 100 scans are refused before decoding; the same file is a small photo under a 4-megapixel
+    limit, and passes."""
+    bomb = hostile.scan_bomb_jpeg(1000, images.MAX_JPEG_SCANS - 10)
+    assert len(images.jpeg_scans(bomb)) == images.MAX_JPEG_SCANS
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
+    with pytest.raises(ImageError, match=r"a JPEG of 100 scans at 1000x1000 \(limit 32 at this size"):
+        load_image(bomb, max_pixels=1_000_000)
+    assert decoded == []
+    monkeypatch.undo()
+    assert load_image(bomb, max_pixels=4_000_000).size == (1000, 1000)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: hostile.many_segments_jpeg(2_000), r"a JPEG of more than 1,000 marker segments"),
+    (lambda: hostile.stray_bytes_jpeg(100_000), r"a JPEG with 100,000 bytes outside its segments"),
+    (lambda: hostile.many_chunks_png(20_000), r"more than 1,117 PNG chunks in 240,\d+ bytes"),
+    (lambda: hostile.tiny_sub_blocks_gif(60_000), r"more than 10,600 GIF blocks in 120,\d+ bytes")])
+def test_files_of_more_parts_than_a_photo_are_refused_before_pillow_walks_them(make, reason, monkeypatch):
+    """Pillow reads JPEG segments (up to the first scan), PNG chunks and GIF blocks one at a time in Python: at 15 MB
+    these files cost 7.9 s (empty JPEG segments), 1.2 s (stray bytes), 4.8 s (empty PNG chunks) and 2.2 s (1-byte
+    GIF sub-blocks) of CPU before a pixel was decoded. They are counted first and refused without Image.open."""
+    data = make()
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: opened.append(1) or real_open(*args, **kwargs))
+    with pytest.raises(ImageError, match=reason):
+        load_image(data)
+    assert opened == []
+
+
 @pytest.mark.parametrize("make, mode", [(hostile.float_tiff, "F"), (hostile.gray16_png, "I;16"),
                                         (hostile.rgba_png, "RGBA"), (hostile.cmyk_jpeg, "CMYK")])
 def test_deep_images_are_held_to_a_byte_budget_from_their_header(make, mode, monkeypatch):
@@ -115,6 +163,12 @@ def test_the_attacks_of_the_issue_are_what_they_claim():
                        (hostile.cmyk_jpeg, "CMYK")):
         opened = Image.open(io.BytesIO(make(70)))
         assert (opened.mode, opened.size) == (mode, (70, 70))
+    # Files of many parts are still images Pillow reads whole (only their structure is hostile).
+    for data in (hostile.many_segments_jpeg(50), hostile.stray_bytes_jpeg(100), hostile.many_chunks_png(50),
+                 hostile.tiny_sub_blocks_gif(50), hostile.hidden_scan_bomb_jpeg(64, 3)):
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        assert opened.size == (64, 64) and not getattr(opened, "is_animated", False)
 
 
 # The PIN, the sign-in and their limits, under real concurrency.
@@ -352,6 +406,35 @@ def test_argon2_runs_on_a_thread_of_its_own_at_a_lower_priority(monkeypatch):
     assert security.verify_password(real.hash("correct horse battery"), "correct horse battery")
     assert seen == [(seen[0][0], security.ARGON2_NICE)] and seen[0][0].startswith("argon2")
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
+
+
+def test_new_pins_are_hashed_one_at_a_time_and_never_refused(monkeypatch):
+    """A case sent with a PIN hashes it with argon2 (64 MiB, a few hundred ms). The upload limit counts cases per
+    hour, not at once: 20 cases sent together with a PIN once hashed 20 PINs at once (+1.2 GB). Now on the argon2
+    thread, one at a time with the checks, each waiting its turn (none refused), and each hash a right one."""
+    busy, peak, lock = [0], [0], threading.Lock()
+    real = security._hasher
+
+    class Slow:
+        def hash(self, secret):
+            with lock:
+                busy[0] += 1
+                peak[0] = max(peak[0], busy[0])
+            time.sleep(0.05)
+            try:
+                return real.hash(secret)
+            finally:
+                with lock:
+                    busy[0] -= 1
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(security, "_hasher", Slow())
+    with ThreadPoolExecutor(6) as pool:
+        hashes = list(pool.map(security.hash_pin, [f"{4700 + k}" for k in range(6)]))
+    assert peak[0] == 1
+    assert all(real.verify(h, f"{4700 + k}") for k, h in enumerate(hashes))
 
 
 def test_a_new_case_never_inherits_an_old_cases_wrong_pins(database, tmp_path):
@@ -646,6 +729,35 @@ def test_serve_survives_1100_half_open_connections_under_a_1024_file_limit(tmp_p
         process.wait(timeout=30)
     log = stderr.read_text()
     assert "Too many open files" not in log and "Traceback" not in log and len(log) < 10_000, log[-2000:]
+
+
+def test_requests_whose_bodies_trickle_in_cannot_hold_the_connection_cap(tmp_path, monkeypatch):
+    """The slowloris of the body: complete headers, then a body that never ends, on a route that reads its form (a
+    sign-in). Such a request is in progress, so the header timeout never closes it, and the cap once closed every new
+    connection instead: 25 of them held a cap of 20 and /healthz answered no one. Now the cap closes the one that
+    has kept the server waiting longest, a trickling body as a half-sent header."""
+    import socket
+
+    from mpoxscan.web.connections import GuardedH11Protocol
+
+    monkeypatch.setattr(GuardedH11Protocol, "_cap", 20)
+    with ServerThread(_app(tmp_path)) as server:
+        host, port = server.url.split("//")[1].split(":")
+        held = []
+        for _ in range(25):
+            conn = socket.create_connection((host, int(port)))
+            conn.sendall(b"POST /expert/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                         b"\r\nContent-Length: 100000\r\n\r\nemail=a")
+            held.append(conn)
+            time.sleep(0.01)
+        time.sleep(0.5)
+        try:
+            answers = [httpx.get(server.url + "/healthz", timeout=5).status_code for _ in range(3)]
+        except httpx.HTTPError as exc:
+            answers = [type(exc).__name__]
+        for conn in held:
+            conn.close()
+    assert answers == [200, 200, 200]
 
 
 def test_a_request_whose_headers_do_not_come_in_time_is_closed(tmp_path, monkeypatch):

@@ -40,6 +40,27 @@ DEFAULT_MAX_ASPECT_RATIO = 8.0
 # photos; mozjpeg's searched scripts stay under about 30), so 100 refuses no real photo.
 #: Progressive (or multi-scan) JPEGs with more scans than this are refused before decoding.
 MAX_JPEG_SCANS = 100
+# Each scan costs a pass over the whole picture (about 40 ms at 49 megapixels here), so the count alone let a 295 kB
+# 7000 x 7000 file of 100 scans cost 3.9 s of CPU, ten times a real photo of that size. Scans are also held to what
+# this many scans of a photo at the pixel limit would cost (a large photo keeps room for mozjpeg's scripts; a
+# small one keeps MAX_JPEG_SCANS).
+#: Scans times pixels of a JPEG, in scans of a photo at the pixel limit.
+MAX_JPEG_SCANS_AT_LIMIT = 32
+# Pillow reads the structure of JPEG (up to the first scan), PNG and GIF files in Python, one marker segment, chunk
+# or block at a time: 15 MB of empty segments cost 7.9 s of CPU before one pixel is decoded, 15 MB of empty PNG
+# chunks 4.8 s, a GIF's image data in 1-byte sub-blocks 2.2 s (and bytes that are no segment between a JPEG's
+# segments, which libjpeg skips, 1.2 s). Those parts are counted first, from their lengths, and refused beyond what
+# a real photo holds: a few dozen JPEG segments (a colour profile or XMP split into 64 kB parts among them), PNG
+# image data in parts of 8 kB or more (libpng's), GIF data in sub-blocks of 255 bytes.
+#: JPEG marker segments (scans included) of a file, and bytes between them before its first scan.
+MAX_JPEG_SEGMENTS = 1_000
+MAX_JPEG_STRAY_BYTES = 64 * 1024
+#: PNG chunks: this many, and one more per PNG_CHUNK_BYTES of the file.
+MAX_PNG_CHUNKS = 1_000
+PNG_CHUNK_BYTES = 2_048
+#: GIF blocks and sub-blocks up to its second image: this many, and one more per GIF_BLOCK_BYTES of the file.
+MAX_GIF_BLOCKS = 10_000
+GIF_BLOCK_BYTES = 200
 # Images at most this many at a time are decoded in one process (the rest wait their turn): the three photos of a
 # case and a burst of uploads each decode within the limits below, but not all at once (issue 27: four 32-bit TIFFs
 # decoding together took 6.4 GB).
@@ -115,6 +136,7 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
     """Identify the format and check the declared size and shape, without decoding the pixels."""
     if not _register_heif() and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         raise ImageError(f"{name}: a HEIC/HEIF photo, and pillow-heif (which reads them) is not installed")
+    segments = _check_structure(data, name)  # before Pillow walks it
     with warnings.catch_warnings():
         # We enforce our own pixel limit below; Pillow's warning band would only add noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -148,10 +170,14 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
         kind = "multi-page" if img.format == "TIFF" else "animated"
         raise ImageError(f"{name}: {kind} {img.format} (more than one frame); send a single still photo")
     if img.format in ("JPEG", "MPO"):
-        scans = len(jpeg_scans(data))
+        scans = sum(marker == _SOS for marker, _start, _end in segments or ())
         if scans > MAX_JPEG_SCANS:
             raise ImageError(f"{name}: a JPEG of {scans} scans (limit {MAX_JPEG_SCANS}; a photo has about 10): "
                              f"possible decompression bomb")
+        if scans * width * height > MAX_JPEG_SCANS_AT_LIMIT * max_pixels:
+            limit = MAX_JPEG_SCANS_AT_LIMIT * max_pixels // (width * height)
+            raise ImageError(f"{name}: a JPEG of {scans} scans at {width}x{height} (limit {limit} at this size; a "
+                             f"photo has about 10): possible decompression bomb")
     # From the declared size, even where screening would decode a JPEG at a reduced scale: the photo that screens
     # must be one that can be sent (a case keeps its photos whole).
     _check_deep_budget(img, name, max_pixels)
@@ -160,36 +186,125 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
 
 # A scan's entropy-coded data ends at the first 0xFF byte that is neither a stuffed 0x00 nor a restart marker.
 _SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+# The next marker as libjpeg finds it (jdmarker.c, next_marker): any bytes that are not 0xFF skipped, then fill
+# bytes (0xFF), and a stuffed 0xFF 0x00 skipped too. (Written without "\xff+": a literal first byte lets the search
+# skip to each 0xFF at once, 20 times faster over 15 MB of stray bytes.)
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xff]")
+_SOS, _EOI = 0xDA, 0xD9
+
+
+def jpeg_segments(data: bytes, limit: int | None = None) -> list[tuple[int, int, int]]:
+    """The marker segments of the first image in a JPEG file, as (marker, start, end) offsets, read from the markers
+    without decoding: a scan (marker 0xDA) spans its SOS segment and its entropy-coded data. At most ``limit`` + 1
+    of them (enough to know the file holds too many).
+
+    Written by hand because neither Pillow nor its libjpeg expose them (libjpeg-turbo's own scan limit is not
+    reachable through Pillow). Walks the segments by their lengths (so that bytes inside EXIF or ICC data are never
+    mistaken for markers), skips each scan's entropy-coded data with one regular-expression search, and finds each
+    next marker as libjpeg does: bytes between segments are skipped, not an end (libjpeg warns and decodes on, so a
+    stray byte once hid every later scan from the count). Stops at the first EOI (a phone's MPO file holds a second
+    JPEG after it). Reads what it can of a broken file: the decoder then says what is wrong."""
+    segments: list[tuple[int, int, int]] = []
+    i, end = 2, len(data)
+    while limit is None or len(segments) <= limit:
+        found = _NEXT_MARKER.search(data, i)
+        if found is None or found.end() + 2 > end:
+            break
+        start, marker = found.start(), data[found.start() + 1]
+        if marker == _EOI:
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i = found.end()
+            continue
+        i = found.end() + int.from_bytes(data[found.end():found.end() + 2], "big")
+        if marker == _SOS:  # its header, then entropy-coded data up to the next marker
+            scan_end = _SCAN_END.search(data, i)
+            i = scan_end.start() if scan_end else end
+        segments.append((marker, start, min(i, end)))
+    return segments
 
 
 def jpeg_scans(data: bytes) -> list[tuple[int, int]]:
     """Where each scan (its SOS segment and entropy-coded data) of the first image in a JPEG file lies, as (start,
-    end) offsets, read from the markers without decoding.
+    end) offsets (see jpeg_segments)."""
+    return [(start, end) for marker, start, end in jpeg_segments(data) if marker == _SOS]
 
-    Written by hand because neither Pillow nor its libjpeg expose the count (libjpeg-turbo's own scan limit is not
-    reachable through Pillow). Walks the marker segments by their lengths (so that bytes inside EXIF or ICC data are
-    never mistaken for markers) and skips each scan's entropy-coded data with one regular-expression search; stops at
-    the first EOI (a phone's MPO file holds a second JPEG after it). Reads what it can of a broken file: the decoder
-    then says what is wrong."""
-    scans, i, end = [], 2, len(data)
-    while i + 4 <= end:
-        if data[i] != 0xFF:
+
+def _stray_bytes(segments: list[tuple[int, int, int]]) -> int:
+    """Bytes between the segments up to the first scan (Pillow's parser skips them one at a time)."""
+    stray, previous = 0, 2
+    for marker, start, end in segments:
+        stray += start - previous
+        if marker == _SOS:
             break
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-            continue
-        if marker == 0xD9:  # EOI
+        previous = end
+    return stray
+
+
+def _png_chunks(data: bytes, limit: int) -> int:
+    """The chunks of a PNG file up to IEND, counted from their lengths (at most ``limit`` + 1)."""
+    count, i, end = 0, 8, len(data)
+    while i + 8 <= end and count <= limit:
+        count += 1
+        if data[i + 4:i + 8] == b"IEND":
             break
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+        i += 12 + int.from_bytes(data[i:i + 4], "big")
+    return count
+
+
+def _gif_blocks(data: bytes, limit: int) -> int:
+    """The blocks (extensions, image descriptors) and sub-blocks of a GIF file up to its second image (which makes
+    it animated: refused), counted from their lengths (at most ``limit`` + 1)."""
+    def table(flags: int) -> int:  # a colour table's bytes, from a descriptor's flags
+        return 3 << ((flags & 7) + 1) if flags & 0x80 else 0
+
+    if len(data) < 13:
+        return 0
+    count, images, i, end = 0, 0, 13 + table(data[10]), len(data)
+    while i < end and count <= limit:
+        kind = data[i]
+        if kind == 0x21:  # an extension: its introducer and label
             i += 2
-            continue
-        start, i = i, i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
-            found = _SCAN_END.search(data, i)
-            i = found.start() if found else end
-            scans.append((start, i))
-    return scans
+        elif kind == 0x2C and images == 0 and i + 10 <= end:  # the image: its descriptor, colour table, code size
+            images += 1
+            i += 10 + table(data[i + 9]) + 1
+        else:  # the trailer, a second image, or no block at all: Pillow takes it from here
+            break
+        count += 1
+        while i < end and count <= limit:  # its sub-blocks, up to the empty one
+            size = data[i]
+            i += 1 + size
+            count += 1
+            if size == 0:
+                break
+    return count
+
+
+def _check_structure(data: bytes, name: str) -> list[tuple[int, int, int]] | None:
+    """Refuse a JPEG, PNG or GIF file of more parts than a photo has (see MAX_JPEG_SEGMENTS), before Pillow reads
+    them one at a time; a JPEG's segments (for its scan count), None for other formats."""
+    if data[:3] == b"\xff\xd8\xff":
+        segments = jpeg_segments(data, MAX_JPEG_SEGMENTS)
+        if len(segments) > MAX_JPEG_SEGMENTS:
+            raise ImageError(f"{name}: a JPEG of more than {MAX_JPEG_SEGMENTS:,} marker segments (a photo has a few "
+                             f"dozen): possible decompression bomb")
+        stray = _stray_bytes(segments)
+        if stray > MAX_JPEG_STRAY_BYTES:
+            raise ImageError(f"{name}: a JPEG with {stray:,} bytes outside its segments (limit "
+                             f"{MAX_JPEG_STRAY_BYTES:,}): possible decompression bomb")
+        return segments
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        kind, limit = "PNG chunks", MAX_PNG_CHUNKS + len(data) // PNG_CHUNK_BYTES
+        count = _png_chunks(data, limit)
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        kind, limit = "GIF blocks", MAX_GIF_BLOCKS + len(data) // GIF_BLOCK_BYTES
+        count = _gif_blocks(data, limit)
+    else:
+        return None
+    if count > limit:
+        raise ImageError(f"{name}: more than {limit:,} {kind} in {len(data):,} bytes (a photo has far fewer): "
+                         f"possible decompression bomb")
+    return None
 
 
 def _unsupported_reason(data: bytes) -> str:

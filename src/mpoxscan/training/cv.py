@@ -36,7 +36,7 @@ class CVConfig:
     exports: list[str] = field(default_factory=list)
     # Also export each fold's model (fp32) with the whole answer rule that ships (quality, compression and off-task
     # limits fitted on the fold's own photos, the fold's threshold) and record every test photo's answer: positive,
-    # negative or cannot tell (predictions/<stem>__answers.csv). The leave-one-site-out figures are these.
+    # negative or cannot tell (predictions/answers/<stem>.csv). The leave-one-site-out figures are these.
     answers: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -49,7 +49,7 @@ def _linear_fold(model: str, rows, split: FoldSplit, classes: list[str], config:
 
     probe, feats = fit_on_split(model, rows, split, classes, config, progress)
     network = None
-    if config.exports or return_model:
+    if config.exports or config.answers or return_model:
         from mpoxscan.models import create_model
         from mpoxscan.training.linear import probe_into_model
 
@@ -210,7 +210,7 @@ def fold_done(out: Path, config: CVConfig, classes: list[str], model: str, split
     return (read_fold(pred_dir, stem, classes) is not None
             and all(read_fold(pred_dir, f"{stem}__onnx-{p}", classes) is not None for p in _export_names(config))
             and (not config.exports or (out / "models" / f"{stem}.fp32.onnx").exists())
-            and (not config.answers or (pred_dir / f"{stem}__answers.csv").exists()))
+            and (not config.answers or (pred_dir / "answers" / f"{stem}.csv").exists()))
 
 
 def run_fold(out: Path, config: CVConfig, rows, classes: list[str], model: str, split: FoldSplit) -> None:
@@ -432,20 +432,22 @@ def _write_answers(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
                      info["threshold"])
     answers, rule = fold_answers(network, card, rows, split)
-    (pred_dir / f"{stem}__answers.json").write_text(json.dumps({"answer_rule": rule, "precision": "fp32"}, indent=2))
-    tmp = pred_dir / f".{stem}__answers.csv.tmp"
+    folder = pred_dir / "answers"  # beside, not among, the predictions: an answers file is not a variant
+    folder.mkdir(exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps({"answer_rule": rule, "precision": "fp32"}, indent=2))
+    tmp = folder / f".{stem}.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(ANSWER_COLUMNS)
         for k, a in zip(split.test, answers):
             w.writerow([rows[k].path, rows[k].sha256, rows[k].group, rows[k].label, a.answer, a.reason or "",
                         f"{a.positive_probability:.6f}", f"{a.threshold:.6f}"])
-    tmp.replace(pred_dir / f"{stem}__answers.csv")
+    tmp.replace(folder / f"{stem}.csv")
 
 
 def read_answers(pred_dir: Path, stem: str) -> list[dict]:
     """A fold's recorded answers (empty when it has none)."""
-    path = pred_dir / f"{stem}__answers.csv"
+    path = pred_dir / "answers" / f"{stem}.csv"
     if not path.exists():
         return []
     with open(path, newline="") as fh:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import resource
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Seconds a connection may take to send a request's headers (from its opening, or from the end of the previous
@@ -54,16 +55,18 @@ def connection_cap() -> int:
 
 class GuardedH11Protocol(H11Protocol):
     """H11Protocol whose connections must finish each request's headers within HEADER_TIMEOUT, and of which at most
-    connection_cap() stay open: at the cap, a new connection closes the one waiting longest for its headers (or
-    itself, when every other one has a request in progress), so a flood of half-open connections cannot keep an
-    honest client out."""
+    connection_cap() stay open: at the cap, a new connection closes the one that has kept the server waiting longest
+    (for its headers, or for more of its request's body; itself, when every other one has a request that the server
+    is working on or answering), so a flood of half-open connections cannot keep an honest client out. A request
+    whose body trickles in is not cut by a timeout (a phone uploads a photo slowly), but it is what the cap closes
+    first: 20 connections that sent their headers and a byte of body once held a cap of 20 and refused everyone."""
 
     header_timeout = HEADER_TIMEOUT
     _cap: int | None = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._waiting_since = self.loop.time()
+        self._waiting_since = self._last_bytes = self.loop.time()
         self._header_timer = None
         self._arm_header_timer()
         cls = type(self)
@@ -73,13 +76,27 @@ class GuardedH11Protocol(H11Protocol):
             # (A connection already closing stays in the set until its socket is closed, on the loop's next turn.)
             open_ = [c for c in self.connections if not c.transport.is_closing()]
             if len(open_) > cls._cap:
-                idle = [c for c in open_ if c is not self and c._waiting()]
-                victim = min(idle, key=lambda c: c._waiting_since) if idle else self
+                idle = [(since, c) for c in open_ if c is not self and (since := c._idle_since()) is not None]
+                victim = min(idle, key=lambda pair: pair[0])[1] if idle else self
                 victim.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_bytes = self.loop.time()
+        super().data_received(data)
 
     def _waiting(self) -> bool:
         """Whether this connection waits for a request's headers (no request in progress)."""
         return self.cycle is None or self.cycle.response_complete
+
+    def _idle_since(self) -> float | None:
+        """Since when this connection has kept the server waiting: for a request's headers (since it began to wait
+        for them), or for more of its request's body (since its last bytes came); None while the server works on its
+        request or answers it."""
+        if self._waiting():
+            return self._waiting_since
+        if self.conn.their_state is h11.SEND_BODY:
+            return self._last_bytes
+        return None
 
     def _arm_header_timer(self) -> None:
         if self._header_timer is not None:

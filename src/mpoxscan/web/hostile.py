@@ -10,7 +10,7 @@ import struct
 
 from PIL import Image
 
-from mpoxscan.images import jpeg_scans
+from mpoxscan.images import MAX_JPEG_SCANS, jpeg_scans
 
 
 def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -26,6 +26,57 @@ def scan_bomb_jpeg(side: int = 7000, repeats: int = 300) -> bytes:
     data = _encode(Image.new("RGB", (side, side), (180, 120, 100)), "JPEG", progressive=True, quality=75)
     start, end = jpeg_scans(data)[-1]
     return data[:end] + data[start:end] * repeats + data[end:]
+
+
+def hidden_scan_bomb_jpeg(side: int = 7000, repeats: int = 300) -> bytes:
+    """scan_bomb_jpeg with one stray byte after the segment that follows its first scan: libjpeg skips it (with a
+    warning) and decodes every scan; a count that stopped there saw one scan."""
+    data = scan_bomb_jpeg(side, repeats)
+    first_end = jpeg_scans(data)[0][1]
+    after = first_end + 2 + int.from_bytes(data[first_end + 2:first_end + 4], "big")  # the segment after the scan
+    return data[:after] + b"\x00" + data[after:]
+
+
+def _small_jpeg() -> bytes:
+    return _encode(Image.new("RGB", (64, 64), (180, 120, 100)), "JPEG", quality=75)
+
+
+def many_segments_jpeg(count: int = 3_900_000) -> bytes:
+    """A 64 x 64 JPEG with ``count`` empty comment segments before its frame (4 bytes each: 15 MB for 3.9 million),
+    which Pillow's parser reads one at a time (7.9 s of CPU)."""
+    data = _small_jpeg()
+    return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:]
+
+
+def stray_bytes_jpeg(count: int = 15_000_000) -> bytes:
+    """A 64 x 64 JPEG with ``count`` zero bytes after its first segment, which libjpeg skips and Pillow's parser
+    reads one at a time (1.2 s of CPU for 15 MB)."""
+    data = _small_jpeg()
+    after = 4 + int.from_bytes(data[4:6], "big")
+    return data[:after] + bytes(count) + data[after:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def many_chunks_png(count: int = 1_300_000) -> bytes:
+    """A 64 x 64 PNG with ``count`` empty private chunks before its image data (12 bytes each: 15 MB for 1.3
+    million), which Pillow's parser reads one at a time (4.8 s of CPU)."""
+    data = _encode(Image.new("RGB", (64, 64), (180, 120, 100)), "PNG")
+    header_end = 8 + 25  # the signature and IHDR
+    return data[:header_end] + _png_chunk(b"prIv", b"") * count + data[header_end:]
+
+
+def tiny_sub_blocks_gif(count: int = 7_800_000, side: int = 64) -> bytes:
+    """A one-frame GIF whose image data goes on in ``count`` 1-byte sub-blocks (2 bytes each: 15 MB for 7.8
+    million), which Pillow walks one at a time in Python to see whether a second frame follows (2.2 s of CPU)."""
+    header = b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    frame = (b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01" + b"\x01\x00" * count
+             + b"\x00")
+    return header + frame + b"\x3b"
 
 
 def float_tiff(side: int = 7000) -> bytes:
@@ -85,7 +136,14 @@ def hostile_images(side: int = 7000, repeats: int = 300, frames: int = 200_000, 
             f"RGBA PNG {side} x {side}": rgba_png(side),
             f"CMYK JPEG {side} x {side}": cmyk_jpeg(side),
             f"GIF of {frames:,} frames": many_frames_gif(frames),
-            f"TIFF of {pages:,} pages": many_pages_tiff(pages)}
+            f"TIFF of {pages:,} pages": many_pages_tiff(pages),
+            f"progressive JPEG {side} x {side}, last scan x{repeats} behind a stray byte":
+                hidden_scan_bomb_jpeg(side, repeats),
+            f"progressive JPEG {side} x {side} of {MAX_JPEG_SCANS} scans": scan_bomb_jpeg(side, MAX_JPEG_SCANS - 10),
+            "JPEG of 3.9 million empty segments (15 MB)": many_segments_jpeg(),
+            "JPEG with 15 MB of stray bytes": stray_bytes_jpeg(),
+            "PNG of 1.3 million empty chunks (15 MB)": many_chunks_png(),
+            "GIF of 7.8 million 1-byte sub-blocks (15 MB)": tiny_sub_blocks_gif()}
 
 
 def half_open_connections(host: str, port: int, count: int) -> list[socket.socket]:

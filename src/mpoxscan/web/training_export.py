@@ -94,11 +94,22 @@ def check_schema(engine: Engine) -> str:
     return current
 
 
+#: The export holds people's photos: owner-only, as the data folder that they come from (0700, its files 0600).
+FOLDER_MODE, FILE_MODE = 0o700, 0o600
+
+
 def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # a file left by a crashed run keeps no other mode
+    with open(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _make_folder(folder: Path, parents: bool = False) -> None:
+    """A folder of the export, owner-only (a folder that exists is left as it is: its owner chose its mode)."""
+    folder.mkdir(mode=FOLDER_MODE, parents=parents, exist_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -142,6 +153,20 @@ def _read_json(path: Path, what: str):
         raise ExportError(f"{path} is not {what} ({type(exc).__name__}): choose a new --out folder") from None
 
 
+def _is_photo_path(relpath) -> bool:
+    """Whether ``relpath`` names a photo file of an export, <label>/case-<id>_<position>.jpg: what the manifest and
+    a run's record may list (and so what a run may move or delete). Anything else (a path out of the folder among
+    them) means the file was not written by an export."""
+    if not isinstance(relpath, str):
+        return False
+    parts = relpath.split("/")
+    return len(parts) == 2 and bool(LABEL_FOLDER.fullmatch(parts[0])) and bool(_PHOTO.fullmatch(parts[1]))
+
+
+_RECORD_KEYS = {"case", "label", "confirmed", "photos", "exported_at", "on_server"}
+_PHOTO_KEYS = {"file", "sha256"}
+
+
 def _read_manifest(meta: Path) -> dict[str, dict]:
     path = meta / MANIFEST
     if not path.exists():
@@ -151,6 +176,11 @@ def _read_manifest(meta: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
+                # What a later run reads of a line (a line without it was not written by an export).
+                if not (_RECORD_KEYS <= set(record) and isinstance(record["case"], str)
+                        and all(_PHOTO_KEYS <= set(photo) and _is_photo_path(photo["file"])
+                                for photo in record["photos"])):
+                    raise ValueError("not a line that an export writes")
                 records[record["case"]] = record
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"{path} is not an export manifest ({type(exc).__name__}): choose a new --out folder") from None
@@ -166,7 +196,7 @@ def _roll_forward(out: Path, record: dict) -> bool:
     for relpath in record.get("add", []):
         staged, target = meta / STAGING / Path(relpath).name, out / relpath
         if staged.exists():
-            target.parent.mkdir(exist_ok=True)
+            _make_folder(target.parent)
             os.replace(staged, target)
     for relpath in record.get("remove", []):
         (out / relpath).unlink(missing_ok=True)
@@ -217,7 +247,9 @@ def _previous(out: Path, finish: bool = True) -> tuple[dict[str, dict], bool]:
                               f"empty folder, or into one an earlier export wrote")
         return {}, False
     record = _read_json(meta / RECORD, "an export record")
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    moves = [*record.get("add", []), *record.get("remove", [])] if isinstance(record, dict) else []
+    if (not isinstance(record, dict) or record.get("format") != FORMAT
+            or not isinstance(moves, list) or not all(map(_is_photo_path, moves))):
         raise ExportError(f"{meta / RECORD} is not the record of an export in format {FORMAT}: choose a new --out folder")
     # A crashed run's moves and deletions are checked too: they belong to the export.
     pending = {*record.get("add", []), *record.get("remove", [])} if record.get("state") == "applying" else set()
@@ -318,7 +350,7 @@ def _clean_leftovers(meta: Path) -> None:
 
 
 def _lock(meta: Path) -> int:
-    fd = os.open(meta / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(meta / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
     if fcntl is None:
         return fd
     try:
@@ -340,9 +372,9 @@ def export_cases(db: Session, store, out: Path, now: datetime | None = None) -> 
     if (out / META).is_symlink():
         raise ExportError(f"{out} holds files this export did not write (e.g. {META}): choose a new --out folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_folder(out, parents=True)
         _previous(out, finish=False)  # refused before anything is written into a folder that is not an export's
-        (out / META).mkdir(exist_ok=True)
+        _make_folder(out / META)
         lock = _lock(out / META)
     except OSError as exc:
         raise ExportError(f"cannot write the export to {out}: {exc.strerror or exc}") from None
@@ -388,7 +420,7 @@ def _apply(out: Path, previous: dict[str, dict], plan: _Plan, stamp: str, recove
         _replace_durably(meta / RECORD, json.dumps({**summary, "state": "complete"}, indent=2).encode())
         return report  # nothing changed but the time of the last run
     staging = meta / STAGING
-    staging.mkdir(exist_ok=True)
+    _make_folder(staging)
     _write_all({staging / Path(relpath).name: plan.staged[relpath] for relpath in add})
     _fsync_dir(staging)
     _replace_durably(meta / f"{MANIFEST}.new", manifest.encode())

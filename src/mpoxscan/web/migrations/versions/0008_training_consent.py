@@ -33,6 +33,8 @@ def upgrade() -> None:
                    sa.Column("label_test_result", sa.String(length=16), nullable=True)):
         op.add_column("cases", column)
     op.add_column("case_photos", sa.Column("ita", sa.Float(), nullable=True))
+    if sa.inspect(op.get_bind()).has_table("training_withdrawals"):
+        return  # kept by a downgrade (see below), with the withdrawals it holds
     op.create_table("training_withdrawals",
                     sa.Column("export_id", sa.String(length=64), nullable=False),
                     sa.Column("withdrawn_at", mpoxscan.web.tables.UTCDateTime(timezone=True), nullable=False),
@@ -40,7 +42,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("training_withdrawals")
+    # training_withdrawals stays: an export made before holds cases that were withdrawn since, and without their
+    # export ids, once upgraded again, it would keep those that were deleted as if the retention purge had deleted
+    # them (the older schema never reads the table; the upgrade above takes it as it is).
     op.execute("ALTER TABLE case_photos DROP COLUMN ita")
     for name in ("label_test_result", "label_test", "label", "training_consent"):
         # ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later) for the same reason as above: no copy of the table.
