@@ -328,3 +328,22 @@ def test_a_checkpoint_is_reused_only_for_the_same_rows_and_recipe(tmp_path):
     assert "tone_balance False instead of True" in checkpoint_recipe_differs(older, recipe)
     # and one trained with an option is not shipped under a recipe without it
     assert "tone_balance True instead of False" in checkpoint_recipe_differs(card, {**recipe, "options": {}})
+
+
+def test_the_bundle_refuses_a_pool_other_than_the_one_its_card_describes(tmp_path):
+    import csv
+    from dataclasses import replace
+
+    from mpoxscan.data.manifest import ManifestRow, write_manifest
+    from mpoxscan.deploy.bundle import POOL_RUNS, rows_differ
+
+    _pool_run(tmp_path, POOL_RUNS["kfold"], {}, n=10)
+    with open(tmp_path / POOL_RUNS["kfold"] / "oof_predictions.csv", newline="") as fh:
+        measured = list(csv.DictReader(fh))
+    rows = [ManifestRow(path=f"/d/{k}.jpg", source="s", relpath=f"{k}.jpg", label=r["label"], source_label="x",
+                        group=r["group"], sha256=r["sha256"], width=9, height=9, status="kept")
+            for k, r in enumerate(measured)]
+    write_manifest(tmp_path / "same.csv", rows + [replace(rows[0], status="duplicate", sha256="f" * 64)])
+    assert rows_differ(tmp_path / "same.csv", tmp_path) == ""
+    write_manifest(tmp_path / "other.csv", [replace(rows[0], label="Healthy" if rows[0].label != "Healthy" else "Acne")] + rows[1:])
+    assert rows_differ(tmp_path / "other.csv", tmp_path) == "1 photos here not in the run, 1 in the run not here"

@@ -173,6 +173,9 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     data, work = Path(data).resolve(), Path(work)
     point = shipped_operating_point()  # first: without the pool's cross-validation there is nothing to ship
     manifest = pool_manifest(data, work / "pool")
+    if other := rows_differ(manifest):
+        raise SystemExit(f"the pool curated here is not the one benchmarks/results/pool measured ({other}): run "
+                         "benchmarks/pool_bench.py on this pool first, so that the card describes what ships")
     if reuse_checkpoint and (work / "checkpoint" / "model.pt").exists():
         _, card = load_checkpoint(work / "checkpoint")
         if not same_training_data(manifest, card["data"]):
@@ -245,6 +248,21 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
         model_card["fidelity"]["rejected"] = rejected
     (PACKAGE_DIR / "card.json").write_text(json.dumps(model_card, indent=2) + "\n")
     return model_card
+
+
+def rows_differ(manifest: Path, folder: Path = POOL_RESULTS) -> str:
+    """How the kept rows of ``manifest`` differ from the photos of the pool's k-fold run (its out-of-fold predictions
+    hold each photo's checksum, label and group): "" when they are the same photos, labels and groups."""
+    import csv
+
+    from mpoxscan.data.manifest import kept_rows
+
+    with open(folder / POOL_RUNS["kfold"] / "oof_predictions.csv", newline="") as fh:
+        measured = {(r["sha256"], r["label"], r["group"]) for r in csv.DictReader(fh) if r["variant"] == "main"}
+    here = {(r.sha256, r.label, r.group) for r in kept_rows(manifest)}
+    if here == measured:
+        return ""
+    return f"{len(here - measured)} photos here not in the run, {len(measured - here)} in the run not here"
 
 
 def _class_counts(manifest: Path) -> dict[str, int]:
