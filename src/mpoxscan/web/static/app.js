@@ -328,8 +328,13 @@ async function sendCase() {
       answer = await response.json().catch(() => ({}));
     } catch (err) { response = null; }
   }
-  if (response === null || (!response.ok && RETRY_LATER.has(response.status) && response.status !== 429)) {
-    await queueCase(entry);
+  if (response === null || (!response.ok && RETRY_LATER.has(response.status))) {
+    try { await queueCase(entry); } catch (err) {
+      // No IndexedDB here (a private window, storage full): nothing can wait, so say it was not sent.
+      if (current !== theCase) return;
+      SAY($("send-status"), response === null ? "send.offline" : "send.refused.unavailable");
+      sending = false; updateSend(); return;
+    }
     if (current !== theCase) return;
     showComposed(false); $("pin").value = "";
     SAY($("send-status"), "send.queued");
@@ -351,7 +356,8 @@ async function sendCase() {
   window.mpoxscanSent = answer;
 }
 
-// The answers that mean "the server is there but cannot take it now": such a case waits on the phone.
+// The answers that mean "the server (or the proxy before it) cannot take it now": such a case waits on the phone,
+// as one sent without a connection does. (Too many cases from this connection, 429, is said: the person decides.)
 const RETRY_LATER = new Set([502, 503, 504]);
 
 // The case as the server takes it (CaseForm), ready to send now or later: the photos re-encoded on this phone
@@ -419,10 +425,11 @@ async function copyLink() {
 async function queueCase(entry) {
   await MPOXSCAN_OUTBOX.put(entry);
   // Background Sync: the browser wakes the service worker when the connection returns, even with the page closed.
-  try {
-    const registration = await navigator.serviceWorker.ready;
-    if (registration.sync) await registration.sync.register(MPOXSCAN_OUTBOX.TAG);
-  } catch (err) { /* no service worker or no Background Sync: sent on the next visit, or when back online */ }
+  // Not awaited: `ready` never settles where no service worker was registered (plain http on a network address).
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.ready.then((r) => r.sync && r.sync.register(MPOXSCAN_OUTBOX.TAG))
+      .catch(() => { /* no Background Sync: sent on the next visit, or when back online */ });
+  }
   await drawOutbox();
 }
 
