@@ -63,9 +63,10 @@ JOURNEYS = {
 RETAKEN = "Monkeypox/MKP_21_01.jpg"
 PIN = "4711"
 #: The elements that stick out past either edge of the phone's screen (text that does not wrap, a wide table, a row
-#: pushed off the left edge by a long menu).
+#: pushed off the left edge by a long menu); not the file inputs, hidden from everyone (aria-hidden) far to the left
+#: behind the buttons that open them.
 WIDER_THAN_THE_SCREEN = """
-return [...document.body.querySelectorAll('*')].filter((e) => e.checkVisibility()
+return [...document.body.querySelectorAll('*')].filter((e) => e.checkVisibility() && !e.closest('[aria-hidden=true]')
   && (e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
       || e.getBoundingClientRect().left < -1))
   .map((e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : ''));
