@@ -150,3 +150,15 @@ def test_the_server_s_own_pages_load_versioned_files(served):
     assert f'href="{assets_module.static_url("style.css")}"' in missing
     assert assets_module.static_url("style.css").endswith("/" + "style.css")
     assert (STATIC / "style.css").read_bytes() == client.get(assets_module.static_url("style.css")).content
+
+
+def test_serve_says_in_one_line_when_it_cannot_write_the_compressed_files(tmp_path):
+    from click.testing import CliRunner
+
+    from mpoxscan.cli import cli
+
+    (tmp_path / "a-file").write_text("x")
+    r = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "data"),
+                                 "--assets-dir", str(tmp_path / "a-file" / "assets")])
+    assert r.exit_code == 1 and r.output.startswith("error: cannot write the page's compressed files into")
+    assert "Traceback" not in r.output
