@@ -56,9 +56,17 @@ def test_off_task_pictures_get_cannot_tell():
 
 
 def test_card_says_what_a_user_must_know():
-    assert "CC BY-NC 4.0" in CARD["data"]["licence"] and CARD["data"]["images"] >= 700
+    assert "CC BY-NC 4.0" in CARD["data"]["licence"] and CARD["data"]["images"] >= 2000
+    assert sum(CARD["data"]["per_class"].values()) == CARD["data"]["images"]
     cv = CARD["cross_validated_metrics"]
-    assert "not scores of this file" in cv["note"] and 0.5 < cv["metrics"]["accuracy"]["mean"] < 1
+    assert "not scores of this file" in cv["note"] and cv["threshold"] == CARD["screening_threshold"]
+    for protocol in cv["protocols"].values():  # every pooled figure at the one threshold the file ships
+        at = protocol["at_shipped_threshold"]
+        assert at["threshold"] == CARD["screening_threshold"] and 0.5 < at["metrics"]["accuracy"]["value"] < 1
+        assert set(at["per_class"]) == set(CARD["classes"]) and "ppv_at_0.3" in at["metrics"]
+    point = CARD["operating_point"]
+    assert point["threshold"] == CARD["screening_threshold"] and point["sensitivity"]["value"] >= 0.95
+    assert point["n_positive"] >= 300  # hundreds of mpox photos, not one split's few dozen
     assert CARD["intended_use"] and any("not a diagnosis" in x.lower() for x in CARD["limitations"])
     assert CARD["fidelity"]["variants"]["int8"]["agreement"] >= CARD["fidelity"]["gate"]["min_agreement"]
 

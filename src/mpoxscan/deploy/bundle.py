@@ -217,7 +217,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
                            for k in range(0, len(images), 16)])
     fidelity = {"reference": "fp32, offtask, quality: outputs of the fp32 ONNX export of the same checkpoint; gradcam: "
                               "captum LayerGradCam of the PyTorch checkpoint for the fp32 answer (last feature map)", "images": [
-        {"path": f"{r.source}/{r.relpath}", "sha256": r.sha256, "label": r.label,
+        {"path": Path(r.path).relative_to(data).as_posix(), "sha256": r.sha256, "label": r.label,
          "fp32": [round(float(x), 6) for x in p], "gradcam": np.round(c, 5).tolist(),
          "offtask": round(float(o), 5), "quality": [round(float(x), 5) for x in q]}
         for r, p, c, o, q in zip(held, p_ref, cams, out_ref["offtask"], out_ref["quality"])]}
