@@ -101,9 +101,9 @@ def keep(run: Path, name: str) -> Path:
 
 
 def _ci(entry: dict, percent: bool = True) -> str:
-    scale, unit = (100, " %") if percent else (1, "")
+    scale, unit, digits = (100, " %", 1) if percent else (1, "", 3)
     lo, hi = entry["ci95"]
-    return f"{scale * entry['value']:.1f}{unit} [{scale * lo:.1f}, {scale * hi:.1f}]"
+    return f"{scale * entry['value']:.{digits}f}{unit} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
 
 
 def write_report(folder: Path, name: str = "finetune") -> dict:
@@ -116,7 +116,7 @@ def write_report(folder: Path, name: str = "finetune") -> dict:
         raise SystemExit(f"{kfold} is missing: run --only kfold first (the operating point comes from it)")
     point = operating_point(read_predictions(kfold))
     summary: dict = {"operating_point": {**point, "source": str(kfold.relative_to(REPO))}, "protocols": {}}
-    lines = ["# The recipe on the pooled public data (benchmarks/pool_bench.py)", "",
+    lines = ["## The recipe on the pooled public data (benchmarks/pool_bench.py)", "",
              f"Operating point: P(mpox) >= **{point['threshold']:.4f}**, the highest threshold that flags 95 % of the "
              f"{point['n_positive']} mpox photos among the {point['n_images']} out-of-fold predictions of the 5 grouped "
              f"folds; at it, sensitivity {_ci(point['sensitivity'])}, specificity {_ci(point['specificity'])} "
@@ -138,7 +138,7 @@ def write_report(folder: Path, name: str = "finetune") -> dict:
                                                        for f in entry["folds"]},
                                           "answers": entry.get("answers")}
         m = at["metrics"]
-        lines += [f"## {protocol} ({len(entry['folds'])} folds, {model})", "",
+        lines += [f"### {protocol} ({len(entry['folds'])} folds, {model})", "",
                   f"Accuracy over folds {100 * fold_mean['mean']:.2f} +- {100 * fold_mean['sd']:.2f} %; pooled "
                   f"{_ci(m['accuracy'])}, macro-F1 {_ci(m['macro_f1'])}, mpox AUC {_ci(m['screening_auc'], False)}; "
                   f"at the operating point: sensitivity {_ci(m['sensitivity'])}, specificity {_ci(m['specificity'])}, "

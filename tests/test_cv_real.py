@@ -19,7 +19,9 @@ def test_linear_probe_on_one_official_fold(shared_data, tmp_path):
                       views=0, only_folds=["fold1"], extra={"cache": str(tmp_path / "cache")})
     results = run_cv(config, tmp_path / "run", progress=False)
     fold = results["models"]["efficientnet_lite0"]["folds"][0]
-    assert fold["fold"] == "fold1" and fold["metrics"]["n"] == 72
+    # The published fold1 test side lists 74 photos; curate keeps one photo of each group of copies (crops and
+    # re-encodes of one picture included), so 65 of them are scored.
+    assert fold["fold"] == "fold1" and fold["metrics"]["n"] == 65
     # Measured 0.76 with 4 views (benchmarks/results/cv); 6 classes, so chance is about 0.17.
     assert fold["metrics"]["accuracy"] >= 0.65
     assert fold["metrics"]["screening"]["auc"] >= 0.8

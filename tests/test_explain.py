@@ -23,7 +23,7 @@ CLI = [sys.executable, "-m", "mpoxscan.cli"]
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "occlusion", "integrated-gradients"])
-def test_every_method_gives_a_normalised_map(checkpoint, method):
+def test_every_method_gives_a_normalised_map(checkpoint, photos, method):
     import torch
 
     from mpoxscan.explain.attribution import attribute
@@ -31,8 +31,12 @@ def test_every_method_gives_a_normalised_map(checkpoint, method):
 
     model, card = load_checkpoint(checkpoint)
     size = card["preprocessing"]["input_size"]
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
-    heat = attribute(model, x, [1, 0], method)
+    prep = Preprocessing.from_dict(card["preprocessing"])
+    # One photo of each class, each explained for its own class: Grad-CAM keeps only positive evidence, so a map of
+    # a class the picture shows no sign of may rightly be all zero, and noise input would test nothing.
+    labels = list(SQUARE_CLASSES)
+    x = torch.from_numpy(np.stack([prep(Image.open(photos[c]).convert("RGB")) for c in labels]))
+    heat = attribute(model, x, [card["classes"].index(c) for c in labels], method)
     assert heat.shape == (2, size, size) and heat.min() >= 0 and np.allclose(heat.max((1, 2)), 1)
     with pytest.raises(MpoxscanError, match="unknown method"):
         attribute(model, x, 0, "lime")

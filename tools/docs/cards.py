@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "src" / "mpoxscan" / "bundled" / "card.json"
-CURATE_REPORT = REPO / "docs" / "data" / "curate-report.json"
+CURATE_REPORT = REPO / "benchmarks" / "results" / "pool" / "curate" / "report.json"  # written by pool_bench.py
 
 #: Keys whose values are read as counts, or as plain decimals (not shares); every other number in [0, 1] is a share.
 COUNT_KEYS = {"n", "folds", "images", "n_images", "n_groups", "n_boot", "n_positive", "n_unknown", "bytes", "epochs_run",
@@ -285,8 +285,9 @@ def datasheet(report: dict, card: dict) -> str:
     sources = report.get("sources", [])
     groups = report.get("groups", {})
     out = ["# Datasheet of the curated set\n",
-           "!!! note \"Generated\"\n    Written at build time from the curate report (`docs/data/curate-report.json`, "
-           "the `report.json` that `mpoxscan curate` wrote for the bundled model's training set) and from "
+           "!!! note \"Generated\"\n    Written at build time from the curate report "
+           "(`benchmarks/results/pool/curate/report.json`, the `report.json` that `mpoxscan curate --pool public` "
+           "wrote for the bundled model's training set) and from "
            "`src/mpoxscan/bundled/card.json`. Sections after Gebru et al., *Datasheets for Datasets*, CACM 2021.\n",
            "## Motivation\n",
            "Built to train and evaluate mpoxscan's screening model without the leaks that inflate published "
