@@ -406,3 +406,40 @@ def test_committed_inner_validation_predictions_are_those_of_the_archive(run, tm
     for name in ("results.json", "predictions.tar.gz"):
         shutil.copy(folder / name, tmp_path / name)
     assert unpack.write_valid_predictions(tmp_path).read_bytes() == (folder / "valid_predictions.csv").read_bytes()
+
+
+# --- the pooled data set (docs/data/pool.md includes benchmarks/results/pool/pool.md and paired.md) ----------------
+
+POOL = REPO / "benchmarks/results/pool"
+
+
+def test_pool_report_is_what_the_committed_predictions_give():
+    """pool.json's operating point and every protocol's point figures at it, re-scored from the committed per-image
+    files (the intervals are the benchmark's own bootstrap, written beside them)."""
+    import json
+
+    from mpoxscan.evaluation.operating import figures_at, operating_point, read_predictions
+
+    summary = json.loads((POOL / "pool.json").read_text())
+    point = operating_point(read_predictions(POOL / "finetune-kfold/oof_predictions.csv"), n_boot=0)
+    assert point["threshold"] == summary["operating_point"]["threshold"]
+    for protocol, entry in summary["protocols"].items():
+        at = figures_at(read_predictions(POOL / f"finetune-{protocol}/oof_predictions.csv"), point["threshold"], n_boot=0)
+        for name, value in at["metrics"].items():
+            assert value["value"] == pytest.approx(entry["at_operating_point"]["metrics"][name]["value"]), (protocol, name)
+        for cls, value in at["per_class"].items():
+            assert value["flagged"]["value"] == pytest.approx(entry["at_operating_point"]["per_class"][cls]["flagged"]["value"])
+    md = (POOL / "pool.md").read_text()
+    assert f"P(mpox) >= **{point['threshold']:.4f}**" in md
+
+
+def test_paired_comparison_is_what_the_committed_predictions_give():
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("pool_paired_bench", REPO / "benchmarks/pool_paired_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.compare()
+    assert got == json.loads((POOL / "paired.json").read_text())
+    assert bench.report(got) == (POOL / "paired.md").read_text()
