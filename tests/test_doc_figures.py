@@ -177,18 +177,25 @@ def test_five_network_ensemble_headline():
 
 
 def test_readme_headline_figures():
-    s = alone(CV + "finetune-10fold")
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"| {mean_sd(s['accuracy'])} % ({with_ci(pooled(CV + 'finetune-10fold')['accuracy'])}) |" in readme
-    assert f"| {mean_sd(alone(CV + 'finetune-official')['accuracy'])} % |" in readme
     import json
 
-    for run, minutes in (("finetune-10fold", 46), ("finetune-official", 26)):  # the time column: the folds' own seconds
-        results = json.loads((REPO / CV / run / "results.json").read_text())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    pool = json.loads((REPO / "benchmarks/results/pool/pool.json").read_text())  # re-scored in test_pool_report_...
+    kfold = pool["protocols"]["kfold"]
+    m, flagged = kfold["at_operating_point"]["metrics"], kfold["at_operating_point"]["per_class"]
+    ci = lambda e: f"{100 * e['value']:.1f} % [{100 * e['ci95'][0]:.1f}, {100 * e['ci95'][1]:.1f}]"  # noqa: E731
+    assert f"| {mean_sd(kfold['fold_accuracy'])} % ({ci(m['accuracy'])}); {ci(m['specificity'])} |" in readme
+    assert f"P(mpox) >= {pool['operating_point']['threshold']:.4f}" in readme
+    shares = ", ".join(f"{100 * flagged[c]['flagged']['value']:.1f} %" for c in ("Chickenpox", "Measles", "HFMD", "Acne", "OtherRash"))
+    assert f"| {shares} |" in readme
+    assert f"| {mean_sd(alone(CV + 'finetune-official')['accuracy'])} % |" in readme
+    for folder, minutes in (("benchmarks/results/pool/finetune-kfold", 89), (CV + "finetune-official", 26)):
+        results = json.loads((REPO / folder / "results.json").read_text())  # the time column: the folds' own seconds
         seconds = sum(f["info"]["seconds"] for f in results["models"]["efficientnet_lite0"]["folds"])
-        assert round(seconds / 60) == minutes and f"{minutes} min ({seconds:,.0f} s" in readme, run
-    assert (f"{100 * s['screening_specificity']['mean']:.1f} % at each fold's threshold "
-            f"({100 * s['screening_sensitivity']['mean']:.1f} % sensitivity)") in readme
+        assert round(seconds / 60) == minutes and f"{minutes} min ({seconds:,.0f} s" in readme, folder
+    paired = json.loads((REPO / "benchmarks/results/pool/paired.json").read_text())["accuracy"]
+    assert (f"accuracy {100 * paired['pool']:.1f} % against {100 * paired['msld_only']:.1f} % (McNemar p = "
+            f"{paired['p_value']:.2f})") in readme
 
 
 # --- the GPU sessions (docs/research/gpu.md) ----------------------------------------------------------------------
@@ -386,9 +393,10 @@ def test_readme_figures_of_the_shipped_model_and_the_offtask_benchmark():
     agreement = card["fidelity"]["variants"][card["precision"]]["agreement"]
     readme = " ".join((REPO / "README.md").read_text().split())
     assert f"| {card['bytes'] / 1e6:.2f} MB, {100 * agreement:.1f} % |" in readme
+    assert f"({card['precision']}" in readme and f"on {card['fidelity']['variants'][card['precision']]['images']} held-out" in readme
     assert (f"| {100 * offtask['offtask_all']['cannot_tell']:.1f} %, "
             f"{100 * offtask['real']['held_out_cross_fitted']['rate']:.1f} % |") in readme
-    assert "(286)" in readme and offtask["offtask_all"]["n"] == 286
+    assert f"({offtask['offtask_all']['n']})" in readme
     assert f"| {offtask['seconds']:.0f} s |" in readme
 
 
