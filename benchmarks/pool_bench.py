@@ -146,6 +146,16 @@ def write_report(folder: Path, name: str = "finetune") -> dict:
                               if k.startswith("ppv_at")) + ".", "",
                   "| class | photos | flagged positive at the operating point |", "|---|---|---|"]
         lines += [f"| {c} | {v['n']} | {_ci(v['flagged'])} |" for c, v in at["per_class"].items()]
+        if entry.get("answers"):
+            sites: dict[str, list[str]] = {}
+            for site, classes in entry["answers"]["per_fold"].items():
+                for c in classes:
+                    sites.setdefault(c, []).append(site)
+            alone = [f"{c} ({s[0]})" for c, s in sorted(sites.items()) if len(s) == 1]
+            if alone:
+                lines += ["", f"Classes that only one site has: {', '.join(alone)}. When that site is left out, the "
+                          "model has never seen the class, so its row above measures a model without it; the "
+                          "per-site table below is the one to read."]
         lines += ["", "| fold | train | test | accuracy % | mpox AUC |", "|---|---|---|---|---|"]
         for fold, f in summary["protocols"][protocol]["per_fold"].items():
             auc = f"{f['screening_auc']:.3f}" if f["screening_auc"] is not None else "-"
