@@ -458,3 +458,18 @@ def test_paired_comparison_is_what_the_committed_predictions_give():
     got = bench.compare()
     assert got == json.loads((POOL / "paired.json").read_text())
     assert bench.report(got) == (POOL / "paired.md").read_text()
+
+
+def test_dedup_figures_in_the_curate_page():
+    """docs/tools/curate.md quotes the reported seed's check set as benchmarks/dedup_bench.py wrote it."""
+    import json
+
+    r = json.loads((REPO / "benchmarks/results/dedup.json").read_text())
+    page = " ".join((REPO / "docs/tools/curate.md").read_text().split())
+    assert f"**Recall: {100 * r['recall']:.1f} %** of the {r['copies']:,} copies" in page
+    assert f"({100 * r['recall_direct']:.1f} % matched to it directly)" in page
+    assert f"combined alteration ({100 * r['recall_by_kind']['combined']['recall']:.1f} %" in page
+    others = min(v["recall"] for k, v in r["recall_by_kind"].items() if k != "combined")
+    assert others >= 0.91 and "found at 91 % or more except the combined" in page
+    assert (f"**False matches: {r['check_pictures_falsely_joined']} of the {r['originals'] + r['copies']:,} check-set "
+            f"pictures ({100 * r['false_match_rate_per_check_picture']:.2f} %)**") in page
