@@ -20,8 +20,12 @@ CARD = json.loads((BUNDLED / "card.json").read_text())
 def test_bundled_file_matches_its_card():
     path = BUNDLED / CARD["file"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == CARD["sha256"]
-    assert path.stat().st_size == CARD["bytes"] <= 6_000_000
-    assert CARD["precision"] == "int8"
+    assert path.stat().st_size == CARD["bytes"]
+    # The smallest variant that passed the fidelity gate ships: int8, or fp16 when int8 failed it (the card keeps why).
+    assert CARD["precision"] in ("int8", "fp16")
+    if CARD["precision"] == "fp16":
+        assert CARD["fidelity"]["rejected"]["int8"]["failures"]
+    assert CARD["bytes"] <= {"int8": 5_000_000, "fp16": 8_000_000}[CARD["precision"]]  # Lite0: 3.4 M parameters
     screener = Screener(path)
     assert screener.meta["precision"] == CARD["precision"] and screener.meta["architecture"] == CARD["architecture"]
     assert screener.classes == CARD["classes"] and screener.positive_class == CARD["positive_class"] == "Monkeypox"
@@ -95,7 +99,7 @@ def test_shipped_model_agrees_with_its_fp32_model_on_real_images(shared_data):
 
 @pytest.mark.integration
 def test_shipped_checks_agree_with_fp32_and_refuse_few_real_photos(shared_data):
-    """The int8 file's off-task score and quality measures against the fp32 export's (recorded at build time), and
+    """The shipped file's off-task score and quality measures against the fp32 export's (recorded at build time), and
     its answers on the held-out photos: few refused (their off-task limit was set on them, so this is a regression
     check; benchmarks/results/offtask/ has the honest, cross-fitted figure)."""
     from mpoxscan.images import load_image
@@ -112,8 +116,11 @@ def test_shipped_checks_agree_with_fp32_and_refuse_few_real_photos(shared_data):
                     for j, im in enumerate(images)]
     ref = np.array([it["offtask"] for it in items])
     assert np.corrcoef(offtask, ref)[0, 1] > 0.98 and np.median(np.abs(np.array(offtask) - ref) / ref) < 0.05
-    assert np.allclose(quality, [it["quality"] for it in items], rtol=1e-3, atol=1e-3)  # float32 nodes in int8 too
-    assert answers.count("cannot tell") <= 0.02 * len(items)
+    assert np.allclose(quality, [it["quality"] for it in items], rtol=1e-3, atol=1e-3)  # float32 nodes in every variant
+    # Each limit was set to refuse a share alpha of real photos (alpha 0.5 % for each quality measure, 1 % for the
+    # off-task score): together at most their sum, plus one point for the photos that are simply too small.
+    nominal = sum(CARD["answer_rule"]["notes"]["alpha"].values())
+    assert answers.count("cannot tell") <= (nominal + 0.01) * len(items)
 
 
 @pytest.mark.integration
@@ -123,7 +130,7 @@ def test_predict_uses_the_bundled_model_by_default(shared_data):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["model"]["precision"] == "int8" and out["model"]["file"].endswith("model.onnx")
+    assert out["model"]["precision"] == CARD["precision"] and out["model"]["file"].endswith("model.onnx")
     assert set(out["results"][0]["probabilities"]) == set(CARD["classes"])
     assert out["results"][0]["answer"] in ("positive", "negative") and out["results"][0]["reason"] is None
     assert "not a diagnosis" in out["disclaimer"]
@@ -210,7 +217,7 @@ def test_predict_and_curate_find_jfif_and_other_jpeg_and_heif_suffixes(tmp_path)
 
 @pytest.mark.integration
 def test_shipped_on_device_map_matches_captum_gradcam(shared_data):
-    """The int8 file's ``cam`` output against captum's Grad-CAM of the PyTorch model it came from (recorded when the
+    """The shipped file's ``cam`` output against captum's Grad-CAM of the PyTorch model it came from (recorded when the
     bundle was built), on the held-out photos where both give the same answer."""
     from mpoxscan.images import load_image
 

@@ -138,9 +138,12 @@ def test_cv_scores_the_exported_files_of_each_fold(manifest, tmp_path):
     from mpoxscan.evaluation.report import write_report
 
     config = CVConfig(manifest=str(manifest), models=["mobilenetv2_100"], strategy="linear", protocol="kfold", views=0,
-                      exports=["fp16", "int8"], extra={"cache": str(tmp_path / "cache")})
+                      exports=["fp16", "int8"], int8_settings="u8u8-float-stem", extra={"cache": str(tmp_path / "cache")})
     results = run_cv(config, tmp_path / "run", progress=False)
     exports = results["models"]["mobilenetv2_100"]["exports"]
+    # One named int8 candidate: each fold quantized with it, none measured against the others.
+    selections = [json.loads(p.read_text())["int8_selection"] for p in (tmp_path / "run" / "predictions").glob("*onnx-int8.json")]
+    assert len(selections) == 4 and all(set(s["trials"]) == {"u8u8-float-stem"} for s in selections)
     assert set(exports) == {"fp32", "fp16", "int8"}
     assert len(exports["int8"]["folds"]) == 4 and exports["fp32"]["agreement_with_fp32"]["mean"] == 1.0
     # The fp32 export is the PyTorch model itself: same accuracy on every fold.

@@ -53,6 +53,23 @@ def test_fp32_onnx_matches_pytorch(exported, checkpoint, photos):
     assert np.allclose(got["probabilities"].sum(1), 1, atol=1e-5)
 
 
+def test_every_variant_measures_quality_in_float32(exported, photos):
+    """The checks' measures are float32 in each variant, from the float32 image: the fp16 converter's Casts around
+    them (image -> fp16 -> fp32, measure -> fp16 -> fp32) are bypassed. On noise the variance of the Laplacian
+    exceeds fp16's largest value (65,504), so a measure rounded through fp16 reads inf."""
+    from mpoxscan.images import load_image
+
+    images = [load_image(p) for p in photos.values()]
+    x = Screener(exported / "model.fp32.onnx").preprocessing.batch(images)
+    noise = np.random.default_rng(0).uniform(-3, 3, size=(1, *x.shape[1:])).astype(np.float32)
+    x = np.concatenate([x, noise])
+    ref = Screener(exported / "model.fp32.onnx").run(x)["quality"]
+    assert np.isfinite(ref).all() and ref.max() > 65_504
+    for precision in ("fp16", "int8"):
+        got = Screener(exported / f"model.{precision}.onnx").run(x)["quality"]
+        assert np.allclose(got, ref, rtol=1e-6), precision
+
+
 def test_quantized_variants_give_the_same_answers(exported, photos):
     from mpoxscan.images import load_image
 
@@ -197,3 +214,26 @@ def test_tflite_export_matches_fp32(checkpoint, squares_manifest, tmp_path):
     assert tfl["file"] == "model.fp32.tflite" and tfl["agreement"] == 1.0 and tfl["max_probability_difference"] < 1e-4
     meta = json.loads((tmp_path / "model.fp32.tflite.json").read_text())
     assert meta["classes"] == ["Healthy", "Monkeypox"] and meta["format"] == "tflite"
+
+
+def test_mixed_precision_keeps_the_stem_float(exported):
+    """The int8 candidates' float stem: the first convolutions named by the settings read float weights (no
+    DequantizeLinear before them), the others int8 ones."""
+    import onnx
+
+    from mpoxscan.deploy.quantize import CHECK_PREFIXES, INT8_CANDIDATES, Int8Settings, to_int8
+
+    fp32 = onnx.load(exported / "model.fp32.onnx")
+    size = Screener(exported / "model.fp32.onnx").input_size
+    calibration = np.random.default_rng(0).normal(0, 1, (4, 3, size, size)).astype(np.float32)
+    convs = [n.name for n in fp32.graph.node if n.op_type == "Conv" and not n.name.startswith(CHECK_PREFIXES)]
+
+    def float_convs(settings: Int8Settings) -> set[str]:
+        model = to_int8(fp32, calibration, settings)
+        made_by = {o: n.op_type for n in model.graph.node for o in n.output}
+        return {n.name for n in model.graph.node if n.op_type == "Conv" and not n.name.startswith(CHECK_PREFIXES)
+                and made_by.get(n.input[1]) != "DequantizeLinear"}
+
+    assert float_convs(INT8_CANDIDATES["u8u8"]) == set()
+    stem = INT8_CANDIDATES["u8u8-float-stem15"]
+    assert float_convs(stem) == set(convs[:stem.float_leading_convs])

@@ -108,7 +108,8 @@ def cv_run(squares_manifest, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("cvrun")
     run_cv(CVConfig(manifest=str(squares_manifest), models=["mobilenetv2_100"], strategy="linear", protocol="kfold",
-                    views=0, only_folds=["fold1", "fold2"], exports=["int8"], extra={"cache": str(out / "cache")}),
+                    views=0, only_folds=["fold1", "fold2"], exports=["int8"], int8_settings="u8u8",
+                    extra={"cache": str(out / "cache")}),
            out / "run", progress=False)
     return out / "run"
 

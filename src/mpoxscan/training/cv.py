@@ -34,6 +34,7 @@ class CVConfig:
     # Also export each fold's model (ONNX fp32 and these variants, int8 calibrated on the fold's training images)
     # and score the exported files on the fold's test images: the accuracy of what is shipped.
     exports: list[str] = field(default_factory=list)
+    int8_settings: str = "auto"  # "auto": each fold measures every int8 candidate on its training images; or one name
     # Also export each fold's model (fp32) with the whole answer rule that ships (quality, compression and off-task
     # limits fitted on the fold's own photos, the fold's threshold) and record every test photo's answer: positive,
     # negative or cannot tell (predictions/answers/<stem>.csv). The leave-one-site-out figures are these.
@@ -402,7 +403,8 @@ def _write_exports(pred_dir: Path, stem: str, model_name: str, config: CVConfig,
     prep = preprocessing_for(model_name, info.get("input_size"))
     card = card_core(model_name, config.strategy, classes, dataclasses.asdict(prep), info["temperature"],
                      info["threshold"])
-    probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed)
+    probas, facts = split_variant_probabilities(network, card, rows, split, _export_names(config), seed=config.seed,
+                                                int8_settings=config.int8_settings)
     # The fold's fp32 model is kept (about 14 MB): the review gallery explains each test image with the model that
     # never saw it.
     from mpoxscan.deploy.quantize import save

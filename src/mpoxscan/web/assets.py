@@ -41,8 +41,8 @@ ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-thr
 STORED_AS_IS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".ico")
 #: Brotli's best quality, except for model weights. Measured on this repository's files (benchmarks/results/web/
 #: wire.md): the 14.2 MB WebAssembly runtime shrinks to 2.36 MB at quality 11 and 2.69 MB at 9 (32 s against
-#: 1.5 s, once per version); the 4.0 MB int8 model to 3.43 MB at 11 and 3.48 MB at 9 (8 s against 0.15 s, for
-#: every model a server is given).
+#: 1.5 s, once per version); the 6.9 MB fp16 model to 5.99 MB at 11 and 6.27 MB at 9 (16 s against 0.24 s, for
+#: every model a server is given: weights barely compress).
 BROTLI_QUALITY = 11
 BROTLI_QUALITY_WEIGHTS = 9
 #: A compressed copy is kept only when it saves at least this share (nginx and the app then serve the file as is).
