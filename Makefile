@@ -38,8 +38,9 @@ run: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
-# Rebuild the bundled default model (src/mpoxscan/bundled/) from $(DATA)/msld-v2: about 5 minutes on 2 cores with the
-# activation cache warm, about 15 with a cold one (docs/tools/export.md, "The bundled model").
+# Rebuild the bundled default model (src/mpoxscan/bundled/) from the pool curated out of $(DATA)'s six sources, at the
+# operating point of benchmarks/results/pool: 41 minutes on 2 cores while another training shared them
+# (docs/tools/export.md, "The bundled model").
 model: setup
 	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
 

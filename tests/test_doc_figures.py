@@ -473,3 +473,17 @@ def test_dedup_figures_in_the_curate_page():
     assert others >= 0.91 and "found at 91 % or more except the combined" in page
     assert (f"**False matches: {r['check_pictures_falsely_joined']} of the {r['originals'] + r['copies']:,} check-set "
             f"pictures ({100 * r['false_match_rate_per_check_picture']:.2f} %)**") in page
+
+
+def test_wire_figures_in_the_deployment_and_person_pages():
+    """The slow-data figures quoted in two pages are benchmarks/wire_bench.py's last run (wire.json)."""
+    import json
+
+    w = json.loads((REPO / "benchmarks/results/web/wire.json").read_text())
+    model = next(c for c in w["compression"] if c["file"] == "model.onnx")
+    for page in ("docs/deployment/index.md", "docs/guide/person.md"):
+        text = " ".join((REPO / page).read_text().split())
+        assert f"**{w['first_visit_mb']:.2f} MB** ({w['uncompressed_first_visit_mb']:.2f} MB" in text, page
+        assert f"**ready to screen {'after ' if 'deployment' in page else ''}{w['first_visit_ready_s']:.1f} s**" in text, page
+        assert f"({w['uncompressed_first_visit_ready_s']:.1f} s" in text and f"**{w['repeat_visit_ready_s']:.2f} s**" in text, page
+        assert f"{model['br'] / 1e6:.2f} MB" in text and f"{model['bytes'] / 1e6:.2f} MB" in text, page
