@@ -487,3 +487,22 @@ def test_wire_figures_in_the_deployment_and_person_pages():
         assert f"**ready to screen {'after ' if 'deployment' in page else ''}{w['first_visit_ready_s']:.1f} s**" in text, page
         assert f"({w['uncompressed_first_visit_ready_s']:.1f} s" in text and f"**{w['repeat_visit_ready_s']:.2f} s**" in text, page
         assert f"{model['br'] / 1e6:.2f} MB" in text and f"{model['bytes'] / 1e6:.2f} MB" in text, page
+
+
+def test_the_pool_pages_loso_claims_hold():
+    """docs/data/pool.md's words on leave-one-site-out, each checked against the committed figures: "most" of MSLD's
+    healthy and chickenpox photos flagged, "over a third" of msid's mpox photos not flagged, false alarms falling
+    more on dark skin (specificity, and healthy skin's P(mpox) against ITA)."""
+    import json
+
+    page = " ".join((REPO / "docs/data/pool.md").read_text().split())
+    loso = json.loads((REPO / "benchmarks/results/pool/pool.json").read_text())["protocols"]["loso"]["answers"]["per_fold"]
+    assert "flags most of MSLD's healthy-skin and chickenpox photos" in page
+    assert loso["msld"]["Healthy"]["flagged"]["value"] > 0.5 and loso["msld"]["Chickenpox"]["flagged"]["value"] > 0.5
+    assert "leaves over a third of msid's mpox photos unflagged" in page
+    assert loso["msid"]["Monkeypox"]["flagged"]["value"] < 2 / 3
+    assert "false alarms fall more on dark skin than on light" in page
+    tone = json.loads((REPO / "src/mpoxscan/bundled/card.json").read_text())["cross_validated_metrics"]["protocols"]["loso"]["skin_tone"]
+    assert tone["bins"]["very light"]["specificity"] > tone["bins"]["dark"]["specificity"]
+    healthy = tone["ita_vs_p_positive"]["per_class"]["Healthy"]
+    assert healthy["rho"] < 0 and healthy["p"] < 0.05  # ITA falls as skin darkens: P(mpox) rises
