@@ -199,7 +199,10 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
             break
         except MpoxscanError as exc:
             print(f"{precisions[-1]} not bundled: {exc}", flush=True)
-            rejected[precisions[-1]] = json.loads((exported / "export.json").read_text())["variants"][precisions[-1]]
+            failed = json.loads((exported / "export.json").read_text())
+            rejected[precisions[-1]] = failed["variants"][precisions[-1]]
+            if precisions[-1] == "int8":  # which candidate failed, and how close each came on the training images
+                rejected["int8"]["int8_selection"] = failed.get("int8_selection")
     assert report is not None
     chosen = [p for p in ("int8", "fp16", "fp32") if "file" in report["variants"].get(p, {})][0]
     PACKAGE_DIR.mkdir(exist_ok=True)
