@@ -40,9 +40,11 @@ docs: setup
 
 # Rebuild the bundled default model (src/mpoxscan/bundled/) from the pool curated out of $(DATA)'s six sources, at the
 # operating point of benchmarks/results/pool: 41 minutes on 2 cores while another training shared them
-# (docs/tools/export.md, "The bundled model").
+# (docs/tools/export.md, "The bundled model"). CASES=DIR adds the expert-labelled cases of an export (`mpoxscan
+# cases export`); the result replaces the shipped model only if it is not worse on the photos both held out
+# (docs/data/expert-cases.md, "Retraining with the cases").
 model: setup
-	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)
+	$(BIN)/python -m mpoxscan.deploy.bundle --data $(DATA)$(if $(CASES), --cases $(CASES))
 
 # A second environment with the `tflite` extra (litert-torch, ai-edge-litert: about 2 GB), for
 # `.venv-tflite/bin/mpoxscan export ... --formats onnx,tflite`.

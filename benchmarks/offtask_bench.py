@@ -233,7 +233,7 @@ def run(model: Path, data: Path, work: Path) -> dict:
     from mpoxscan.data.manifest import read_manifest
     from mpoxscan.deploy.bundle import training_manifest
     from mpoxscan.training.cv import kept_rows
-    from mpoxscan.training.train import inner_split
+    from mpoxscan.data.splits import training_split
 
     started = time.perf_counter()
     screener = Screener(model)
@@ -241,7 +241,7 @@ def run(model: Path, data: Path, work: Path) -> dict:
     if rule.max_offtask is None:
         raise SystemExit(f"{model} has no off-task threshold: export it with --calibration (make model)")
     rows = kept_rows(training_manifest(data, work / "msld2"))
-    split = inner_split(rows, screener.meta.get("card", {}).get("training", {}).get("seed", 0))
+    split = training_split(rows, screener.meta.get("card", {}).get("training", {}))
     load = lambda path: load_image(path, min_side=screener.input_size)  # noqa: E731
     held_rows = [rows[k] for k in split.valid]
     held_images = [load(r.path) for r in held_rows]

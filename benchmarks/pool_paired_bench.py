@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 
+from mpoxscan.evaluation.metrics import mcnemar
 from mpoxscan.evaluation.operating import operating_point, read_predictions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,13 +34,6 @@ def _sha_order(path: Path) -> list[str]:
 
     with open(path, newline="") as fh:
         return [r["sha256"] for r in csv.DictReader(fh) if r["variant"] == "main"]
-
-
-def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
-    """Exact McNemar test of two paired boolean outcomes: only the photos where they differ count."""
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"only_first": only_a, "only_second": only_b, "p_value": float(p)}
 
 
 def compare() -> dict:

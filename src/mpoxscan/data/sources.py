@@ -48,6 +48,9 @@ class Source:
 
 #: A label map value that leaves a class folder out on purpose (recorded in the report).
 SKIP = ("-",)
+#: The group regex of a folder written by `mpoxscan cases export` (web/training_export.py writes
+#: <label>/case-<export id>_<n>.jpg): all photos of one case are one group. A test checks the two agree.
+EXPERT_GROUP = r"^case-([0-9a-f]{20})_"
 
 
 @dataclass(frozen=True)

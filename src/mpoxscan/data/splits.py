@@ -5,6 +5,7 @@ Shared by `cv`, `train` and `export` (which recomputes a checkpoint's held-out p
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,11 +86,37 @@ def group_leaks(rows: list[ManifestRow], split: FoldSplit) -> int:
     return len(fit & {rows[k].group for k in split.test})
 
 
-def inner_split(rows, seed: int) -> FoldSplit:
-    """All kept images: 80 % to fit, 20 % (whole patient groups, stratified) for early stopping and calibration."""
+def inner_split(rows, seed: int, apart: Collection[str] = ()) -> FoldSplit:
+    """All kept images: 80 % to fit, 20 % (whole patient groups, stratified) for early stopping and calibration.
+
+    ``apart``: sources whose rows are split on their own (expert-labelled cases added to the pool, issue 30). The
+    other rows then get exactly the split they get without them, so a model trained with the added rows and the model
+    it would replace hold out the same photos and can be compared on them, paired. An added row in a group with other
+    rows follows its group; fewer than 5 groups of added rows all go to the fitting side."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    idx = np.arange(len(rows))
-    fit, valid = next(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
-                      .split(idx, [r.label for r in rows], [r.group for r in rows]))
-    return FoldSplit("final", fit.tolist(), valid.tolist(), valid.tolist())
+    def split(idx: np.ndarray) -> tuple[list[int], list[int]]:
+        fit, valid = next(StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=seed)
+                          .split(idx, [rows[k].label for k in idx], [rows[k].group for k in idx]))
+        return idx[fit].tolist(), idx[valid].tolist()
+
+    added = np.array([r.source in apart for r in rows], bool)
+    fit, valid = split(np.flatnonzero(~added))
+    held = {rows[k].group for k in valid}
+    seen = held | {rows[k].group for k in fit}
+    joined = [k for k in np.flatnonzero(added) if rows[k].group in seen]
+    alone = np.array([k for k in np.flatnonzero(added) if rows[k].group not in seen], int)
+    fit += [k for k in joined if rows[k].group not in held]
+    valid += [k for k in joined if rows[k].group in held]
+    if len({rows[k].group for k in alone}) >= 5:
+        more_fit, more_valid = split(alone)
+        fit, valid = fit + more_fit, valid + more_valid
+    else:
+        fit += alone.tolist()
+    fit, valid = sorted(fit), sorted(valid)
+    return FoldSplit("final", fit, valid, valid)
+
+
+def training_split(rows, training: dict) -> FoldSplit:
+    """The inner split a checkpoint was trained with, from its card's "training" entry (seed, sources apart)."""
+    return inner_split(rows, training.get("seed", 0), training.get("split_apart", ()))

@@ -1,6 +1,6 @@
 """`make model`: build the default model shipped inside the package, with its model card.
 
-    python -m mpoxscan.deploy.bundle [--data ../shared/data] [--work runs/bundle]
+    python -m mpoxscan.deploy.bundle [--data ../shared/data] [--work runs/bundle] [--cases EXPORT]
 
 The recipe is EfficientNet-Lite0 with its last five blocks fine-tuned (finetune), chosen and measured on the pooled
 public data set (issue 26: six sources, 8 classes; benchmarks/pool_bench.py): trained here on every kept photo of
@@ -9,6 +9,12 @@ operating point of the recipe's out-of-fold predictions on the pool's 5 grouped 
 photos), not the held-out 20 %'s; the card describes exactly that threshold. The smallest variant that passes the
 fidelity gate (int8, else fp16, else fp32) is written to src/mpoxscan/bundled/ with card.json and fidelity.json
 (the fp32 model's outputs on the held-out images, so that a test can check the shipped file against them).
+
+With ``--cases EXPORT`` (a folder written by `mpoxscan cases export`: expert-labelled cases, issue 30) the same
+recipe is trained on the pool plus those cases. The cases are split apart for the held-out 20 % (so the pool's
+held-out photos stay those the shipped model held out), the candidate is compared with the shipped model on those
+photos, paired, and replaces it only if it passes the fidelity gate and is not worse (one-sided exact McNemar test,
+p < 0.05) in accuracy, in mpox photos flagged or in look-alikes flagged. The card counts the cases it saw.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ POOL_FOLDS = 5
 #: The cross-validations of exactly this recipe on the pool (benchmarks/pool_bench.py), by protocol.
 POOL_RUNS = {"kfold": "finetune-kfold", "official": "finetune-official", "loso": "finetune-loso"}
 POOL_RESULTS = REPO / "benchmarks" / "results" / "pool"
+CASES_SOURCE = "expert"  # the source name of an export of expert-labelled cases in the curated pool
+EXPORT_FORMAT = "mpoxscan-expert-cases/1"  # web/training_export.py FORMAT (deploy does not import web)
+WORSE_P = 0.05  # a candidate with cases is refused when a one-sided paired test finds it worse at this level
 PROTOCOL_NAMES = {
     "kfold": "the pool's 5 grouped folds, stratified by class and source",
     "official": "MSLD v2.0's official 5 splits (MSLD test photos), the other sources on the training side only",
@@ -64,16 +73,111 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def pool_manifest(data: Path, folder: Path) -> Path:
+def pool_manifest(data: Path, folder: Path, cases: Path | None = None) -> Path:
     """Curate the pool (the shipped pool file, 5 grouped folds) into ``folder``; the manifest's path. The bundle
-    and benchmarks/pool_bench.py curate it this one way, so that the card's figures describe the same rows."""
+    and benchmarks/pool_bench.py curate it this one way, so that the card's figures describe the same rows.
+    ``cases``: an export of expert-labelled cases, curated with the pool as one more source (lowest priority: a
+    case photo that copies a public one is the copy dropped)."""
     from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-    from mpoxscan.data.sources import load_pool, pool_path
+    from mpoxscan.data.sources import EXPERT_GROUP, Source, load_pool, pool_path
 
     sources, classes = load_pool(pool_path(POOL), Path(data).resolve())
+    if cases is not None:
+        # no label map: the export's folders are the taxonomy's class names, and curate refuses any other
+        sources.append(Source(CASES_SOURCE, check_export(cases), EXPERT_GROUP, priority=0))
     opts = CurateOptions(n_folds=POOL_FOLDS, seed=0, progress=True, classes=classes)
     write_outputs(curate(sources, opts), Path(folder), opts, force=True)
     return Path(folder) / "manifest.csv"
+
+
+def check_export(folder: Path) -> Path:
+    """``folder`` resolved, when it is a complete export of `mpoxscan cases export`; else one line's SystemExit."""
+    folder = Path(folder).resolve()
+    try:
+        record = json.loads((folder / "_meta" / "export.json").read_text())
+    except (OSError, ValueError):
+        raise SystemExit(f"{folder} is not a folder written by `mpoxscan cases export` (no readable "
+                         "_meta/export.json)") from None
+    if record.get("format") != EXPORT_FORMAT or record.get("state") != "complete":
+        raise SystemExit(f"{folder}: an export of format {record.get('format')!r} in state {record.get('state')!r}; "
+                         f"expected a complete {EXPORT_FORMAT} export (rerun `mpoxscan cases export` to finish it)")
+    return folder
+
+
+def expert_case_counts(manifest: Path, export: Path) -> dict:
+    """What the card says of the expert-labelled cases a model saw: photos and cases kept (copies of public
+    photos are dropped by curate), per class, and how many of those cases a test confirmed."""
+    from collections import Counter
+
+    from mpoxscan.data.manifest import read_manifest
+
+    rows = [r for r in read_manifest(manifest) if r.source == CASES_SOURCE]
+    kept = [r for r in rows if r.status == "kept"]
+    case_of = {r.group for r in kept}
+    confirmed = 0
+    with open(Path(export) / "_meta" / "cases.jsonl") as fh:
+        for line in fh:
+            entry = json.loads(line) if line.strip() else {}
+            confirmed += bool(entry.get("confirmed")) and f"{CASES_SOURCE}:{entry.get('case')}" in case_of
+    return {"photos": len(kept), "cases": len(case_of), "confirmed_cases": confirmed,
+            "per_class": dict(sorted(Counter(r.label for r in kept).items())),
+            "dropped": dict(sorted(Counter(r.status for r in rows if r.status != "kept").items())),
+            "note": "photos sent to the service with the person's training consent and labelled by an expert "
+                    "(mpoxscan cases export); the cross-validated figures were measured on the public pool without them"}
+
+
+def compare_models(labels, positive: str, candidate: tuple, shipped: tuple) -> dict:
+    """Two models' answers on the same photos: ``candidate`` and ``shipped`` are each (classes, probabilities
+    (N, classes), screening threshold). Accuracy (argmax), mpox photos flagged and look-alikes flagged, each with the
+    exact McNemar test on the photos (``p_first_worse``: that the candidate is worse); ``worse`` lists the figures
+    where it is, at p < WORSE_P."""
+    from mpoxscan.evaluation.metrics import mcnemar
+
+    labels = np.asarray(labels)
+    said = []
+    for classes, p, threshold in (candidate, shipped):
+        said.append((np.asarray(classes)[np.asarray(p).argmax(1)] == labels,
+                     np.asarray(p)[:, list(classes).index(positive)] >= threshold))
+    (c_ok, c_flag), (s_ok, s_flag) = said
+    mpox = labels == positive
+    figures = {  # (candidate's good outcomes, shipped's, whether the figure counts the bad outcome)
+        "accuracy": (c_ok, s_ok, False),
+        "mpox_flagged": (c_flag[mpox], s_flag[mpox], False),
+        "look_alikes_flagged": (~c_flag[~mpox], ~s_flag[~mpox], True),  # fewer flagged is better
+    }
+    out: dict = {"photos": int(len(labels)), "mpox_photos": int(mpox.sum())}
+    for name, (a, b, bad) in figures.items():
+        share = (lambda x: float(1 - x.mean()) if bad else float(x.mean())) if len(a) else (lambda x: None)
+        out[name] = {"candidate": share(a), "shipped": share(b), **mcnemar(a, b)}
+    out["worse"] = [n for n in figures if out[n]["p_first_worse"] < WORSE_P]
+    return out
+
+
+def compared_with_shipped(candidate, held: list, images: np.ndarray, package: Path = PACKAGE_DIR) -> dict:
+    """:func:`compare_models` of ``candidate`` and the model in ``package``, on the public photos of ``held`` (the
+    candidate's held-out rows, ``images`` preprocessed) that the shipped model held out too (its fidelity.json)."""
+    from mpoxscan.deploy.runtime import Screener
+
+    try:
+        shipped = Screener(package / "model.onnx")
+        theirs = {e["sha256"] for e in json.loads((package / "fidelity.json").read_text())["images"]}
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"no shipped model to compare the candidate with in {package} ({exc}): build without "
+                         "--cases first") from None
+    if shipped.preprocessing != candidate.preprocessing:
+        raise SystemExit("the shipped model preprocesses photos differently from the candidate: compare them with "
+                         "benchmarks instead")
+    both = [k for k, r in enumerate(held) if r.source != CASES_SOURCE and r.sha256 in theirs]
+    if not both:
+        raise SystemExit("the candidate and the shipped model held out no photo in common: nothing to compare on")
+    from mpoxscan.deploy.export import outputs_of
+
+    def answers(model) -> tuple:
+        return model.classes, outputs_of(model, images[both])["probabilities"], model.threshold
+
+    return {**compare_models([held[k].label for k in both], candidate.positive_class, answers(candidate),
+                             answers(shipped)),
+            "shipped_sha256": _sha256(package / "model.onnx"), "shipped_held_out": len(theirs)}
 
 
 #: Benchmarks of the shipped model call this to find its held-out photos.
@@ -160,7 +264,7 @@ def checkpoint_recipe_differs(card: dict, recipe: dict = RECIPE) -> str:
     return ", ".join(f"{k} {got!r} instead of {want!r}" for k, (got, want) in wanted.items() if got != want)
 
 
-def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = False) -> dict:
+def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = False, cases: Path | None = None) -> dict:
     import torch
 
     from mpoxscan.deploy.export import export, outputs_of
@@ -169,17 +273,19 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     from mpoxscan.images import load_image
     from mpoxscan.data.manifest import kept_rows, same_training_data
     from mpoxscan.explain.attribution import gradcam_maps
-    from mpoxscan.training.train import inner_split, load_checkpoint, train
+    from mpoxscan.data.splits import training_split
+    from mpoxscan.training.train import load_checkpoint, train
 
     data, work = Path(data).resolve(), Path(work)
     point = shipped_operating_point()  # first: without the pool's cross-validation there is nothing to ship
-    manifest = pool_manifest(data, work / "pool")
-    if other := rows_differ(manifest):
+    manifest = pool_manifest(data, work / "pool", cases)
+    apart = (CASES_SOURCE,) if cases is not None else ()
+    if other := rows_differ(manifest, ignore=apart):
         raise SystemExit(f"the pool curated here is not the one benchmarks/results/pool measured ({other}): run "
                          "benchmarks/pool_bench.py on this pool first, so that the card describes what ships")
     if reuse_checkpoint and (work / "checkpoint" / "model.pt").exists():
         _, card = load_checkpoint(work / "checkpoint")
-        if not same_training_data(manifest, card["data"]):
+        if not same_training_data(manifest, card["data"]) or card["training"].get("split_apart", []) != list(apart):
             raise SystemExit(f"{work / 'checkpoint'} was trained on another manifest: build without --reuse-checkpoint")
         other = checkpoint_recipe_differs(card)
         if other:
@@ -187,7 +293,7 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
                              "--reuse-checkpoint")
     else:
         card = train(manifest, RECIPE["architecture"], RECIPE["strategy"], work / "checkpoint", views=RECIPE["views"],
-                     seed=RECIPE["seed"], force=True, options=RECIPE["options"])
+                     seed=RECIPE["seed"], force=True, options=RECIPE["options"], apart=apart)
     exported = work / "export"
     report, rejected = None, {}
     for precisions in (["fp32", "int8"], ["fp32", "fp16"], ["fp32"]):  # the smallest variant that passes the gate
@@ -205,15 +311,24 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
                 rejected["int8"]["int8_selection"] = failed.get("int8_selection")
     assert report is not None
     chosen = [p for p in ("int8", "fp16", "fp32") if "file" in report["variants"].get(p, {})][0]
+    rows = kept_rows(manifest)
+    held = [rows[k] for k in training_split(rows, card["training"]).valid]
+    ref = Screener(exported / "model.fp32.onnx")
+    images = np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held])
+    expert = None
+    if cases is not None:  # the candidate against the shipped model, on the pool photos both held out
+        expert = expert_case_counts(manifest, cases)
+        expert["comparison"] = compared_with_shipped(Screener(exported / f"model.{chosen}.onnx"), held, images)
+        (work / "comparison.json").write_text(json.dumps(expert["comparison"], indent=2) + "\n")
+        if worse := expert["comparison"]["worse"]:
+            raise SystemExit(f"not shipped: the model trained with {expert['photos']} expert-labelled photos is worse "
+                             f"than the shipped one in {', '.join(worse)} on {expert['comparison']['photos']} held-out "
+                             f"photos (one-sided McNemar p < {WORSE_P}; {work / 'comparison.json'})")
     PACKAGE_DIR.mkdir(exist_ok=True)
     target = PACKAGE_DIR / "model.onnx"
     shutil.copyfile(exported / f"model.{chosen}.onnx", target)
 
     # The fp32 reference on the held-out images: what the test compares the shipped file with.
-    rows = kept_rows(manifest)
-    held = [rows[k] for k in inner_split(rows, RECIPE["seed"]).valid]
-    ref = Screener(exported / "model.fp32.onnx")
-    images = np.stack([ref.preprocessing(load_image(r.path, min_side=ref.input_size)) for r in held])
     out_ref = outputs_of(ref, images)
     p_ref = out_ref["probabilities"]
     # captum's Grad-CAM of the fp32 answer on the PyTorch model: what the shipped file's on-device map must match.
@@ -252,20 +367,26 @@ def build(data: Path, work: Path, gate: Gate = Gate(), reuse_checkpoint: bool = 
     }
     if rejected:
         model_card["fidelity"]["rejected"] = rejected
+    if expert is not None:
+        model_card["data"]["expert_cases"] = expert
     (PACKAGE_DIR / "card.json").write_text(json.dumps(model_card, indent=2) + "\n")
     return model_card
 
 
-def rows_differ(manifest: Path, folder: Path = POOL_RESULTS) -> str:
+def rows_differ(manifest: Path, folder: Path = POOL_RESULTS, ignore: tuple[str, ...] = ()) -> str:
     """How the kept rows of ``manifest`` differ from the photos of the pool's k-fold run (its out-of-fold predictions
-    hold each photo's checksum, label and group): "" when they are the same photos, labels and groups."""
+    hold each photo's checksum, label and group): "" when they are the same photos, labels and groups. ``ignore``:
+    sources left out of the comparison (expert cases added to the pool), and then groups too: a case that copies a
+    public photo may rename that photo's group."""
     import csv
 
     from mpoxscan.data.manifest import kept_rows
 
     with open(folder / POOL_RUNS["kfold"] / "oof_predictions.csv", newline="") as fh:
         measured = {(r["sha256"], r["label"], r["group"]) for r in csv.DictReader(fh) if r["variant"] == "main"}
-    here = {(r.sha256, r.label, r.group) for r in kept_rows(manifest)}
+    here = {(r.sha256, r.label, r.group) for r in kept_rows(manifest) if r.source not in ignore}
+    if ignore:
+        here, measured = {t[:2] for t in here}, {t[:2] for t in measured}
     if here == measured:
         return ""
     return f"{len(here - measured)} photos here not in the run, {len(measured - here)} in the run not here"
@@ -300,6 +421,10 @@ def main() -> None:
     parser.add_argument("--reuse-checkpoint", action="store_true",
                         help="export the checkpoint a previous build left in --work again, without training (after a "
                              "change to export, quantization or the answer rule)")
+    parser.add_argument("--cases", type=Path, metavar="EXPORT",
+                        help="also train on the expert-labelled cases of this folder (written by `mpoxscan cases "
+                             "export`); the result replaces the shipped model only if it is not worse on the photos "
+                             "both held out")
     parser.add_argument("--card-only", action="store_true",
                         help="only refresh the card's cross-validated figures from benchmarks/results/pool (after a new "
                              "pool_bench run of the same recipe), at the shipped threshold; the model file is not touched")
@@ -309,7 +434,7 @@ def main() -> None:
         print(f"wrote {PACKAGE_DIR / 'card.json'}: cross-validated figures from "
               f"{', '.join(card['cross_validated_metrics'].get('protocols', {})) or 'no run'}")
         return
-    card = build(args.data, args.work, reuse_checkpoint=args.reuse_checkpoint)
+    card = build(args.data, args.work, reuse_checkpoint=args.reuse_checkpoint, cases=args.cases)
     print(f"wrote {PACKAGE_DIR / card['file']} ({card['precision']}, {card['bytes'] / 1e6:.2f} MB) and its card")
 
 

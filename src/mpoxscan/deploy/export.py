@@ -175,11 +175,11 @@ def checkpoint_split(manifest: Path, card: dict):
     """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
     checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
     from mpoxscan.data.manifest import kept_rows, same_training_data
-    from mpoxscan.data.splits import inner_split
+    from mpoxscan.data.splits import training_split
 
     rows = kept_rows(Path(manifest))
     unseen = same_training_data(Path(manifest), card.get("data", {}))
-    split = inner_split(rows, card.get("training", {}).get("seed", 0))
+    split = training_split(rows, card.get("training", {}))
     return rows, split.valid, unseen
 
 
@@ -267,13 +267,13 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         log("note: without --calibration the file cannot say 'cannot tell' (no off-task subspace, no quality limits)")
         variants = {"fp32": to_onnx_fp32(model, card)}
     else:
-        from mpoxscan.data.splits import inner_split
+        from mpoxscan.data.splits import training_split
 
         rows, _, unseen = checkpoint_split(Path(calibration), card)
         if not unseen:
             log("note: the calibration manifest is not the one the checkpoint was trained on: its 'held-out' images "
                 "may include training images")
-        split = inner_split(rows, card.get("training", {}).get("seed", 0))
+        split = training_split(rows, card.get("training", {}))
         cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
         train_images, train_blockiness = preprocessed(rows, split.train, card, blockiness=True)
         at = {k: i for i, k in enumerate(split.train)}

@@ -126,6 +126,20 @@ def friedman(scores: dict[str, Sequence[float]]) -> dict:
     return {"statistic": float(res.statistic), "p": float(res.pvalue)}
 
 
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """Exact McNemar test of two paired boolean outcomes on the same photos (e.g. correct under model A, under
+    model B): only the photos where they differ count. ``p_value``: two-sided; ``p_first_worse``: one-sided, that
+    ``a`` is true less often than ``b`` (SciPy's binomial test: the exact form of the test for small counts)."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n = only_a + only_b
+    two = binomtest(only_a, n, 0.5).pvalue if n else 1.0
+    worse = binomtest(only_a, n, 0.5, alternative="less").pvalue if n else 1.0
+    return {"only_first": only_a, "only_second": only_b, "p_value": float(two), "p_first_worse": float(worse)}
+
+
 def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
     """Positive predictive value (Bayes' rule) of a test with this sensitivity and specificity at ``prevalence``:
     a test set's own mix of classes says nothing about the share of mpox among the people who will use the tool."""

@@ -30,8 +30,10 @@ def _git_commit() -> str:
 
 
 def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int = 4, seed: int = 0,
-          cache: Path | None = None, force: bool = False, options: dict | None = None) -> dict:
-    """``options``: the strategies' typed options by strategy name, e.g. {"full": {"epochs": 30, "device": "cuda"}}."""
+          cache: Path | None = None, force: bool = False, options: dict | None = None,
+          apart: Collection[str] = ()) -> dict:
+    """``options``: the strategies' typed options by strategy name, e.g. {"full": {"epochs": 30, "device": "cuda"}}.
+    ``apart``: sources split on their own for the held-out 20 % (``data.splits.inner_split``; the card records them)."""
     import torch
 
     out = Path(out)
@@ -43,7 +45,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     classes = sorted({r.label for r in rows})
     config = CVConfig(manifest=str(manifest), models=[model_name], strategy=strategy, protocol="final", views=views,
                       seed=seed, extra={**(options or {}), **({"cache": str(cache)} if cache else {})})
-    split = inner_split(rows, seed)
+    split = inner_split(rows, seed, apart)
     started = time.perf_counter()
     check_options(config)
     recorded = resolved_options(strategy, config.extra)
@@ -61,6 +63,7 @@ def train(manifest: Path, model_name: str, strategy: str, out: Path, views: int 
     card = {
         **card_core(model_name, strategy, classes, dataclasses.asdict(prep), temperature, threshold),
         "training": {**info, "options": recorded, "views": views, "seed": seed, "images_fit": len(split.train), "images_valid": len(split.valid),
+                     **({"split_apart": sorted(apart)} if apart else {}),
                      "seconds": round(time.perf_counter() - started, 1)},
         "data": {"manifest": str(Path(manifest).resolve()), "manifest_sha256": manifest_digest(manifest),
                  "rows_sha256": rows_digest(rows), "images": len(rows)},
