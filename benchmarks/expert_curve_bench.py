@@ -138,9 +138,13 @@ def main() -> None:
     curated = args.work / "curated"
     if not (curated / "manifest.csv").exists():
         sources, classes = load_pool(pool_path("public"), args.data.resolve())
+        # the test half keeps its source's priority in the pool: where a public photo is in two sources, the copy
+        # the pool kept is kept here too (at the lowest priority, most of the held-out source's photos that other
+        # sources re-host would be dropped as copies, and its mpox test photos with them)
+        priority = max(s.priority for s in sources if s.site_name == args.source)
         sources = [s for s in sources if s.site_name != args.source]
         sources += [Source("cases", export, GROUP, priority=0),
-                    Source(args.source, link_folder(test_half, args.work / "heldout"), priority=0)]
+                    Source(args.source, link_folder(test_half, args.work / "heldout"), priority=priority)]
         opts = CurateOptions(n_folds=2, seed=args.seed, progress=False, classes=classes)
         write_outputs(curate(sources, opts), curated, opts, force=True)
     rows = read_manifest(curated / "manifest.csv")

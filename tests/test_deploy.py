@@ -237,3 +237,42 @@ def test_mixed_precision_keeps_the_stem_float(exported):
     assert float_convs(INT8_CANDIDATES["u8u8"]) == set()
     stem = INT8_CANDIDATES["u8u8-float-stem15"]
     assert float_convs(stem) == set(convs[:stem.float_leading_convs])
+
+
+def test_weight_only_int8_stores_int8_weights_and_keeps_the_arithmetic_float(exported):
+    """The weight-only candidates: the first convolutions read fp16 weights through a Cast, the others int8 weights
+    through a per-channel DequantizeLinear (within half a step of the fp32 weights); no activation is quantized, the
+    measurement nodes are untouched, and the answers stay those of fp32."""
+    import onnx
+    from onnx import numpy_helper
+
+    from mpoxscan.deploy.quantize import CHECK_PREFIXES, INT8_CANDIDATES, Int8Settings, to_int8
+
+    fp32 = onnx.load(exported / "model.fp32.onnx")
+    before = fp32.SerializeToString()
+    weights = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    convs = [n for n in fp32.graph.node if n.op_type == "Conv" and not n.name.startswith(CHECK_PREFIXES)]
+    model = to_int8(fp32, np.zeros((0, 3, 8, 8), np.float32), Int8Settings("t", mode="weights", float_leading_convs=3))
+    assert fp32.SerializeToString() == before  # the fp32 model given is not modified
+    made_by = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for k, conv in enumerate(convs):
+        maker = made_by[conv.input[1]]
+        if k < 3:
+            assert maker.op_type == "Cast" and inits[maker.input[0]].dtype == np.float16
+            continue
+        assert maker.op_type == "DequantizeLinear"
+        q, scale = inits[maker.input[0]], inits[maker.input[1]]
+        assert q.dtype == np.int8 and scale.shape == (q.shape[0],)
+        restored = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
+        assert np.all(np.abs(restored - weights[conv.input[1]]) <= scale.reshape(-1, *[1] * (q.ndim - 1)) / 2 + 1e-7)
+    assert not any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # activations stay float
+    checks = lambda m: [(n.op_type, list(n.input)) for n in m.graph.node if n.name.startswith(CHECK_PREFIXES)]  # noqa: E731
+    assert checks(model) == checks(fp32)
+    size = Screener(exported / "model.fp32.onnx").input_size
+    images = np.random.default_rng(1).normal(0, 1, (6, 3, size, size)).astype(np.float32)
+    got = Screener(model.SerializeToString()).run(images)
+    want = Screener(exported / "model.fp32.onnx").run(images)
+    assert np.abs(got["probabilities"] - want["probabilities"]).max() < 0.05
+    assert len(model.SerializeToString()) < 0.6 * len(before)
+    assert INT8_CANDIDATES["w8-fp16-stem32"].mode == "weights"
