@@ -86,21 +86,34 @@ def step_manifest(rows, cases: set[str], test_site: str, out: Path) -> tuple[int
     return sum(r.fold == "2" for r in out_rows), len(test)
 
 
-def curve_point(run: Path) -> dict:
-    """Accuracy, mpox sensitivity, share of look-alikes flagged and refused, from a step's predictions and answers."""
+def step_files(run: Path) -> tuple[Path, Path]:
+    """(per-image predictions, per-image answers) of a step's one-fold cv run."""
+    return (next(p for p in (run / "predictions").glob("*.csv")),
+            next((run / "predictions" / "answers").glob("*.csv")))
+
+
+def photos(predictions: Path, answers: Path) -> dict[str, dict]:
+    """{test photo: label, group, answer (positive / negative / cannot tell), whether the top class is right}."""
+    with open(predictions, newline="") as fh:
+        preds = list(csv.DictReader(fh))
+    with open(answers, newline="") as fh:
+        said = {a["path"]: a["answer"] for a in csv.DictReader(fh)}
+    classes = [c[2:] for c in preds[0] if c.startswith("p_")]
+    if set(said) != {p["path"] for p in preds}:
+        raise SystemExit(f"{predictions} and {answers} name different photos")
+    return {p["path"]: {"label": p["label"], "group": p["group"], "answer": said[p["path"]],
+                        "right": max(classes, key=lambda c: float(p[f"p_{c}"])) == p["label"]} for p in preds}
+
+
+def curve_point(step: dict[str, dict], positive: str = "Monkeypox") -> dict:
+    """Accuracy, mpox sensitivity, share of look-alikes flagged and share refused, with group-level bootstrap
+    intervals (evaluation.metrics.patient_bootstrap), from :func:`photos`."""
     from mpoxscan.evaluation.metrics import patient_bootstrap
 
-    with open(next((run / "predictions" / "answers").glob("*.csv")), newline="") as fh:
-        answers = list(csv.DictReader(fh))
-    pred_file = next(p for p in (run / "predictions").glob("*.csv"))
-    with open(pred_file, newline="") as fh:
-        preds = list(csv.DictReader(fh))
-    classes = [c[2:] for c in preds[0] if c.startswith("p_")]
-    correct = np.array([max(classes, key=lambda c: float(p[f"p_{c}"])) == p["label"] for p in preds])
-    labels = np.array([a["label"] for a in answers])
-    said = np.array([a["answer"] for a in answers])
-    groups = [a["group"] for a in answers]
-    mpox = labels == "Monkeypox"
+    rows = [step[p] for p in sorted(step)]
+    correct = np.array([r["right"] for r in rows])
+    said = np.array([r["answer"] for r in rows])
+    mpox = np.array([r["label"] == positive for r in rows])
 
     def stat(index: np.ndarray) -> dict[str, float]:
         m, lab = mpox[index], said[index]
@@ -109,7 +122,35 @@ def curve_point(run: Path) -> dict:
                 "look_alikes_flagged": float(np.mean(lab[~m] == "positive")) if (~m).any() else float("nan"),
                 "cannot_tell": float(np.mean(lab == "cannot tell"))}
 
-    return {"n_test": int(len(answers)), "n_mpox": int(mpox.sum()), **patient_bootstrap(groups, stat)}
+    return {"n_test": len(rows), "n_mpox": int(mpox.sum()), **patient_bootstrap([r["group"] for r in rows], stat)}
+
+
+def paired(first: dict[str, dict], later: dict[str, dict], positive: str = "Monkeypox") -> dict:
+    """A later step against the first on the same test photos: exact McNemar tests (evaluation.metrics.mcnemar;
+    its "first" is the later step) of the top class right, mpox photos flagged and look-alikes not flagged."""
+    from mpoxscan.evaluation.metrics import mcnemar
+
+    if set(first) != set(later):
+        raise SystemExit("two steps answered different test photos")
+    paths = sorted(first)
+    mpox = np.array([first[p]["label"] == positive for p in paths])
+    flag_a, flag_b = (np.array([x[p]["answer"] == "positive" for p in paths]) for x in (later, first))
+    right_a, right_b = (np.array([x[p]["right"] for p in paths]) for x in (later, first))
+    return {"accuracy": mcnemar(right_a, right_b), "mpox_flagged": mcnemar(flag_a[mpox], flag_b[mpox]),
+            "look_alikes_not_flagged": mcnemar(~flag_a[~mpox], ~flag_b[~mpox])}
+
+
+def score(results: Path = RESULTS) -> dict:
+    """Every step's point (and its paired tests against the first step) from the committed per-image files
+    ``results/step-<s>/{predictions,answers}.csv``: what curve.json holds, recomputed."""
+    steps = {int(d.name.split("-")[1]): photos(d / "predictions.csv", d / "answers.csv")
+             for d in sorted(results.glob("step-*"))}
+    first = min(steps)
+    points = {s: curve_point(p) for s, p in steps.items()}
+    for s in steps:
+        if s != first:
+            points[s][f"paired_with_step_{first}"] = paired(steps[first], steps[s])
+    return points
 
 
 def main() -> None:
@@ -151,7 +192,7 @@ def main() -> None:
     with open(export / "_meta" / "cases.jsonl") as fh:
         exported = [json.loads(line)["case"] for line in fh if line.strip()]
     order = list(np.random.default_rng(args.seed).permutation(sorted(set(exported))))
-    points = {}
+    sizes = {}
     for step in [int(s) for s in args.steps.split(",")]:
         chosen = set(order[:round(step / 100 * len(order))])
         manifest = args.work / f"step-{step}" / "manifest.csv"
@@ -160,13 +201,16 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "mpoxscan.cli", "cv", "--manifest", str(manifest), "--models",
                         "efficientnet_lite0", "--strategy", "finetune", "--protocol", "kfold", "--folds", "fold1",
                         "--answers", "--out", str(run), "--quiet"], check=True)
-        points[step] = {"cases_added": len(chosen), "n_train": n_train, **curve_point(run)}
         keep = RESULTS / f"step-{step}"
         keep.mkdir(parents=True, exist_ok=True)
-        for f in ("oof_predictions.csv", "results.json"):
-            shutil.copyfile(run / f, keep / f)
-        shutil.copyfile(next((run / "predictions" / "answers").glob("*.csv")), keep / "answers.csv")
-        print(step, json.dumps(points[step]), flush=True)
+        predictions, answers = step_files(run)
+        shutil.copyfile(predictions, keep / "predictions.csv")
+        shutil.copyfile(answers, keep / "answers.csv")
+        shutil.copyfile(run / "results.json", keep / "results.json")
+        sizes[step] = {"cases_added": len(chosen), "n_train": n_train}
+    points = {s: {**sizes[s], **p} for s, p in score().items() if s in sizes}
+    for s, p in sorted(points.items()):
+        print(s, json.dumps({k: v for k, v in p.items() if not k.startswith("paired")}), flush=True)
     write(points, args.source, len(case_half), len(exported))
 
 
@@ -186,11 +230,24 @@ def write(points: dict, source: str, sent: int, exported: int) -> None:
              "shipped recipe; the same test photos (the other half of the source, grouped with nothing else) answered "
              "by each model's own file with its whole answer rule (threshold from its own inner validation). 95 % "
              "group-level bootstrap intervals.", "",
+             f"The test set: {next(iter(points.values()))['n_test']} photos of {source} "
+             f"({next(iter(points.values()))['n_mpox']} mpox), none in a group with an exported case or with a kept "
+             "photo of another source.", "",
              "| exported cases added | training photos | accuracy % | mpox sensitivity % | look-alikes flagged % | cannot tell % |",
              "|---|---|---|---|---|---|"]
     for step, p in sorted(points.items()):
         cells = [f"{100 * p[n]['value']:.1f} [{100 * p[n]['ci95'][0]:.1f}, {100 * p[n]['ci95'][1]:.1f}]" for n in names]
         lines.append(f"| {step} % ({p['cases_added']}) | {p['n_train']} | " + " | ".join(cells) + " |")
+    first = min(points)
+    lines += ["", f"Paired on the same test photos, each step against {first} % (exact McNemar test: photos where only "
+              "the later step is right, only the earlier one; two-sided p):", "",
+              "| step | top class right | mpox photos flagged | look-alikes not flagged |", "|---|---|---|---|"]
+    for step, p in sorted(points.items()):
+        if step == first:
+            continue
+        t = p[f"paired_with_step_{first}"]
+        lines.append(f"| {step} % | " + " | ".join(f"{t[n]['only_first']} vs {t[n]['only_second']}, p {t[n]['p_value']:.3f}"
+                                                  for n in ("accuracy", "mpox_flagged", "look_alikes_not_flagged")) + " |")
     (RESULTS / "curve.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = sorted(points)
