@@ -7,6 +7,7 @@ replaces the shipped model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,32 @@ def test_the_measured_pool_plus_cases_passes_the_pool_check_and_is_told_apart_wi
     rows[0].label = "Acne" if rows[0].label != "Acne" else "Healthy"  # a relabelled public photo is still caught
     write_manifest(manifest, rows)
     assert bundle.rows_differ(manifest, ignore=(bundle.CASES_SOURCE,)) != ""
+
+
+def test_the_expert_curves_test_photos_share_no_group_with_a_case_or_another_source(tmp_path):
+    """expert_curve_bench.step_manifest: a held-out photo grouped with an exported case (or a kept photo of another
+    source) leaves the test set; cases not chosen for the step leave training; the rest train."""
+    import importlib.util
+
+    from mpoxscan.data.manifest import read_manifest
+
+    spec = importlib.util.spec_from_file_location("expert_curve_bench",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks/expert_curve_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(name, source, group, site=""):
+        return ManifestRow(path=f"/x/{name}", source=source, relpath=f"Monkeypox/{name}", label="Monkeypox",
+                           source_label="Monkeypox", group=group, sha256=name, width=1, height=1, status="kept",
+                           site=site)
+
+    rows = [row("a.jpg", "viral-rash", "v:a"), row("b.jpg", "viral-rash", "v:b"), row("c.jpg", "viral-rash", "v:c"),
+            row(f"case-{'1' * 20}_1.jpg", "cases", "v:b"), row(f"case-{'2' * 20}_1.jpg", "cases", "cases:2"),
+            row("m.jpg", "msld2", "v:c", site="msld"), row("n.jpg", "msld2", "msld:n", site="msld")]
+    n_train, n_test = bench.step_manifest(rows, {"2" * 20}, "viral-rash", tmp_path / "m.csv")
+    fold = {r.relpath.split("/")[1]: (r.fold, r.status) for r in read_manifest(tmp_path / "m.csv")}
+    assert fold["a.jpg"] == ("1", "kept") and n_test == 1  # alone: tested
+    assert fold["b.jpg"][0] != "1" and fold["c.jpg"][0] != "1"  # grouped with a case / another source: not tested
+    assert fold[f"case-{'2' * 20}_1.jpg"] == ("2", "kept")  # a chosen case trains
+    assert fold[f"case-{'1' * 20}_1.jpg"][1] == "rejected"  # a case not chosen for this step does not
+    assert fold["m.jpg"] == ("2", "kept") and fold["n.jpg"] == ("2", "kept") and n_train == 3
