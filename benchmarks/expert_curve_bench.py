@@ -246,7 +246,8 @@ def write(points: dict, source: str, sent: int, exported: int) -> None:
         if step == first:
             continue
         t = p[f"paired_with_step_{first}"]
-        lines.append(f"| {step} % | " + " | ".join(f"{t[n]['only_first']} vs {t[n]['only_second']}, p {t[n]['p_value']:.3f}"
+        pv = lambda x: f"p {x:.3f}" if x >= 0.001 else "p < 0.001"  # noqa: E731
+        lines.append(f"| {step} % | " + " | ".join(f"{t[n]['only_first']} vs {t[n]['only_second']}, {pv(t[n]['p_value'])}"
                                                   for n in ("accuracy", "mpox_flagged", "look_alikes_not_flagged")) + " |")
     (RESULTS / "curve.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -528,3 +528,27 @@ def test_the_pool_pages_loso_claims_hold():
     assert tone["bins"]["very light"]["specificity"] > tone["bins"]["dark"]["specificity"]
     healthy = tone["ita_vs_p_positive"]["per_class"]["Healthy"]
     assert healthy["rho"] < 0 and healthy["p"] < 0.05  # ITA falls as skin darkens: P(mpox) rises
+
+
+def test_the_expert_curve_is_what_its_per_image_files_give():
+    """Issue 30's learning curve (benchmarks/expert_curve_bench.py): every step's figures and paired tests in
+    curve.json are recomputed from the committed per-image predictions and answers, and curve.md quotes them."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("expert_curve_bench", REPO / "benchmarks/expert_curve_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    curve = json.loads((bench.RESULTS / "curve.json").read_text())
+    got = bench.score()
+    assert sorted(got) == sorted(int(s) for s in curve["points"])
+    md = " ".join((bench.RESULTS / "curve.md").read_text().split())
+    for step, point in curve["points"].items():
+        assert {k: v for k, v in point.items() if k not in ("cases_added", "n_train")} == json.loads(json.dumps(got[int(step)]))
+        v = point["look_alikes_flagged"]
+        assert (f"{100 * v['value']:.1f} [{100 * v['ci95'][0]:.1f}, {100 * v['ci95'][1]:.1f}]") in md
+    tests = [set(bench.photos(bench.RESULTS / f"step-{s}" / "predictions.csv", bench.RESULTS / f"step-{s}" / "answers.csv"))
+             for s in got]
+    assert all(t == tests[0] for t in tests)  # one fixed test set
+
+
