@@ -156,6 +156,7 @@ def compare_models(labels, positive: str, candidate: tuple, shipped: tuple) -> d
 def compared_with_shipped(candidate, held: list, images: np.ndarray, package: Path = PACKAGE_DIR) -> dict:
     """:func:`compare_models` of ``candidate`` and the model in ``package``, on the public photos of ``held`` (the
     candidate's held-out rows, ``images`` preprocessed) that the shipped model held out too (its fidelity.json)."""
+    from mpoxscan.deploy.export import outputs_of
     from mpoxscan.deploy.runtime import Screener
 
     try:
@@ -170,7 +171,6 @@ def compared_with_shipped(candidate, held: list, images: np.ndarray, package: Pa
     both = [k for k, r in enumerate(held) if r.source != CASES_SOURCE and r.sha256 in theirs]
     if not both:
         raise SystemExit("the candidate and the shipped model held out no photo in common: nothing to compare on")
-    from mpoxscan.deploy.export import outputs_of
 
     def answers(model) -> tuple:
         return model.classes, outputs_of(model, images[both])["probabilities"], model.threshold

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
