@@ -192,7 +192,11 @@ def main() -> None:
     with open(export / "_meta" / "cases.jsonl") as fh:
         exported = [json.loads(line)["case"] for line in fh if line.strip()]
     order = list(np.random.default_rng(args.seed).permutation(sorted(set(exported))))
-    sizes = {}
+    # steps measured by an earlier run keep their sizes, so that a run of one more step (--steps 50) completes the
+    # curve instead of replacing it
+    earlier = RESULTS / "curve.json"
+    sizes = {int(s): {k: p[k] for k in ("cases_added", "n_train")}
+             for s, p in (json.loads(earlier.read_text())["points"].items() if earlier.exists() else [])}
     for step in [int(s) for s in args.steps.split(",")]:
         chosen = set(order[:round(step / 100 * len(order))])
         manifest = args.work / f"step-{step}" / "manifest.csv"
