@@ -81,3 +81,23 @@ def test_friedman_needs_three_models():
     assert math.isnan(friedman({"a": [1, 2], "b": [1, 2]})["p"])
     r = friedman({"a": [0.9, 0.8, 0.85, 0.9], "b": [0.7, 0.6, 0.65, 0.7], "c": [0.5, 0.55, 0.5, 0.52]})
     assert r["p"] < 0.05
+
+
+def test_rank_auc_is_scikit_learns_auc_with_ties():
+    """The bootstrap's AUC (Mann-Whitney over average ranks) against roc_auc_score, on scores with many ties (as
+    rounded probabilities have) and without, and on a perfect and a reversed ranking."""
+    from sklearn.metrics import roc_auc_score
+
+    from mpoxscan.evaluation.metrics import rank_auc
+
+    rng = np.random.default_rng(3)
+    for n, digits in [(40, 1), (300, 2), (500, None)]:
+        y = rng.random(n) < 0.3
+        score = np.clip(0.5 * y + rng.normal(0.25, 0.3, n), 0, 1)
+        if digits is not None:
+            score = np.round(score, digits)
+        assert rank_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    y = np.array([0, 0, 1, 1], bool)
+    assert rank_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert rank_auc(y, np.array([0.4, 0.3, 0.2, 0.1])) == 0.0
+    assert rank_auc(y, np.full(4, 0.5)) == 0.5
