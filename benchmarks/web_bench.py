@@ -7,7 +7,8 @@ with an empty cache, and records (1) the bytes the first visit transferred (page
 Resource Timing API's transferSize), (2) the on-device time of `session.run` for each of N real MSLD v2.0
 photos, one after another, and (3) how far the browser's answers are from ONNX Runtime in Python on the same files
 (every other photo that is not already 224 x 224, and five photos enlarged to 12 MP, which also time the page's
-resize at a phone's size).
+resize at a phone's size: each screened --phone-repeats times, one after another, for a steadier median). The page
+runs the network on as many threads as it is given (cross-origin isolated, up to 4 cores): the results say how many.
 Results: benchmarks/results/web/web.json and web.md.
 """
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=20)
     parser.add_argument("--agreement", type=int, default=400,
                         help="at most this many photos that need resizing are compared with Python (0: none)")
+    parser.add_argument("--phone-repeats", type=int, default=3, help="screenings of each 12-MP photo")
     args = parser.parse_args()
     every = sorted((args.data / "msld-v2").glob("*/*.jpg"))
     photos = every[:: max(1, 750 // args.photos)][: args.photos]
@@ -64,11 +66,12 @@ def main() -> None:
         while not driver.execute_script("return document.body.dataset.ready"):
             time.sleep(0.05)
         ready_s = time.perf_counter() - started
+        isolated, threads = driver.execute_script("return [self.crossOriginIsolated, ort.env.wasm.numThreads]")
         resources = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => [e.name, e.transferSize, e.encodedBodySize])"
             ".concat([[location.href, performance.getEntriesByType('navigation')[0].transferSize, 0]])")
         browser = {}
-        for photo in photos + phone + compared:
+        for photo in photos + phone * args.phone_repeats + compared:
             driver.execute_script("window.mpoxscanLast = null")
             driver.find_element(By.ID, "photo").send_keys(str(photo))
             while True:
@@ -92,12 +95,13 @@ def main() -> None:
     total = sum(r[1] or r[2] for r in resources)
     out = {"first_visit_bytes": int(total), "first_visit_mb": round(total / 1e6, 2),
            "largest": sorted(([Path(r[0]).name, round((r[1] or r[2]) / 1e6, 2)] for r in resources), key=lambda x: -x[1])[:4],
-           "page_ready_s": round(ready_s, 2), "photos": len(times), "computed": sorted(set(answers)),
+           "page_ready_s": round(ready_s, 2), "cross_origin_isolated": isolated, "network_threads": threads,
+           "photos": len(times), "computed": sorted(set(answers)),
            "screen_ms": {"median": round(float(np.median(times)), 1), "p95": round(float(np.percentile(times, 95)), 1),
                          "first": round(times[0], 1), "of_which_resize_median": round(float(np.median(prep)), 1)},
            "phone_12mp_ms": {"median": round(float(np.median([t for t, _ in phone_times])), 1),
                              "resize_median": round(float(np.median([r for _, r in phone_times])), 1),
-                             "photos": len(phone_times)},
+                             "photos": len(phone), "screenings": len(phone_times)},
            "api_screen_requests": requests["/api/screen"], "browser_vs_python": agreement,
            "measured": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -107,10 +111,12 @@ def main() -> None:
           "| figure | value |", "|---|---|", f"| first visit, bytes transferred | {out['first_visit_mb']} MB |",
           f"| largest files | {', '.join(f'{n} {mb} MB' for n, mb in out['largest'])} |",
           f"| page ready (model loaded) | {out['page_ready_s']} s |",
+          f"| network threads in the page | {threads} (cross-origin isolated: {'yes' if isolated else 'no'}) |",
           f"| on-device screening (resize + network), {out['photos']} real photos | median "
           f"{out['screen_ms']['median']} ms, p95 {out['screen_ms']['p95']} ms, first {out['screen_ms']['first']} ms "
           f"(resize median {out['screen_ms']['of_which_resize_median']} ms) |",
-          f"| the same for 12-MP photos (4032 x 3024, {out['phone_12mp_ms']['photos']} of them enlarged) | median "
+          f"| the same for 12-MP photos (4032 x 3024, {out['phone_12mp_ms']['photos']} of them enlarged, "
+          f"{out['phone_12mp_ms']['screenings']} screenings) | median "
           f"{out['phone_12mp_ms']['median']} ms, of which the exact resize {out['phone_12mp_ms']['resize_median']} ms |",
           f"| requests to /api/screen | {out['api_screen_requests']} |"]
     if agreement:

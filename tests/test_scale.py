@@ -433,6 +433,8 @@ def test_the_nginx_recipe_serves_the_app_over_https_and_passes_the_real_client(t
                         assert process.poll() is None, process.stdout.read()
                         time.sleep(0.1)
                 assert page.status_code == 200 and page.headers["strict-transport-security"] == "max-age=31536000"
+                assert page.headers["cross-origin-embedder-policy"] == "require-corp"  # isolated: the runtime's threads
+                assert page.headers["cross-origin-opener-policy"] == "same-origin"
                 # The page's files from nginx itself (the app's folder on disk, not proxied): the copy the browser
                 # accepts, cached for a year, and the same bytes as the app's.
                 for url, source in app.state.assets.files.items():
@@ -443,6 +445,7 @@ def test_the_nginx_recipe_serves_the_app_over_https_and_passes_the_real_client(t
                         answer = https.get(url, headers={"accept-encoding": encoding})
                         assert answer.status_code == 200 and answer.headers["content-encoding"] == encoding, url
                         assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+                        assert answer.headers["cross-origin-embedder-policy"] == "require-corp", url
                         assert answer.headers["vary"] == "Accept-Encoding"
                         assert answer.content == source.read_bytes()
                         assert int(answer.headers["content-length"]) == source.with_name(source.name + suffix).stat().st_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def test_page_model_and_headers(client):
     assert re.search(r'<script src="/assets/[0-9a-f]{16}/app.js">', page.text)  # versioned (assets.py)
     for header in ("content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options"):
         assert header in page.headers
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"  # isolated: the on-device runtime's threads
+    assert page.headers["cross-origin-embedder-policy"] == "require-corp"
     info = client.get("/api/model").json()
     assert info["positive_class"] == "Monkeypox" and info["preprocessing"]["input_size"] == 224
     assert "not a diagnosis" in info["disclaimer"]
@@ -263,6 +266,10 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         wait(driver, "return document.body.dataset.ready")
         assert driver.execute_script("return window.innerWidth") == 412
         assert "on this device" in driver.find_element(By.ID, "status").text
+        # cross-origin isolated (the app's headers), so the network runs on the machine's cores but one, up to 4
+        threads = "return [self.crossOriginIsolated, ort.env.wasm.numThreads, navigator.hardwareConcurrency]"
+        isolated, n, cores = driver.execute_script(threads)
+        assert isolated and n == max(1, min(4, cores - 1))
         result = screen(driver, photo)
         assert result and result["computed"] == "device"
         verdict = driver.find_element(By.ID, "verdict").text
@@ -347,6 +354,7 @@ def test_screen_on_the_phone_send_answer_as_expert_and_follow_up_in_chromium(set
         driver.refresh()
         wait(driver, "return document.body.dataset.ready")
         assert "on this device" in driver.find_element(By.ID, "status").text
+        assert driver.execute_script(threads)[:2] == [True, n]  # the cached page keeps its headers
         offline = screen(driver, shared_data / "msld-v2" / "Healthy" / "HEALTHY_01_01.jpg")
         assert offline and offline["computed"] == "device" and offline["predicted"]
     finally:
@@ -413,7 +421,9 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     """resize.js against Preprocessing.resize_crop (Pillow) pixel for pixel: a real photo larger than the input, and
     phone-sized photos that take Pillow's reduce step (12 MP landscape and portrait, the sizes whose resize issue 28
     made twice as fast: only the part the centre square needs is read, red and blue summed in one number), with odd
-    sizes (partial blocks), a panorama, and an EXIF orientation; each large one also the plain way (three sums)."""
+    sizes (partial blocks), a panorama, and an EXIF orientation. The page reads opaque photos through a VideoFrame (one
+    copy, in BGRX order where the browser keeps that); each large one is also cut the plain way (three sums) and
+    through a canvas (the way of photos with transparency and of browsers without WebCodecs)."""
 
     from conftest import make_photo
     from mpoxscan.images import load_image
@@ -430,8 +440,9 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     preprocessing = Screener(settings.model).preprocessing
     plain = ("const done = arguments[arguments.length - 1];"
              "createImageBitmap(new Blob([Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0))]),"
-             " { imageOrientation: 'from-image' }).then((bitmap) => done(Array.from("
-             "MPOXSCAN_RESIZE.resizeCrop(bitmap, 224, meta.preprocessing.crop_pct ?? 1, true).data)))"
+             " { imageOrientation: 'from-image' }).then((bitmap) => MPOXSCAN_RESIZE.resizeCrop(bitmap, 224,"
+             " meta.preprocessing.crop_pct ?? 1, JSON.parse(arguments[1])))"
+             ".then((square) => done([Array.from(square.data), MPOXSCAN_RESIZE.lastSource()]))"
              ".catch((e) => done(String(e)))")
     driver = phone(chromium(tmp_path / "profile"))
     try:
@@ -446,11 +457,18 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
                 got = np.array(pixels, np.int16).reshape(224, 224, 4)[..., :3]
                 expected = np.asarray(preprocessing.resize_crop(load_image(photo)), np.int16)
                 assert np.abs(got - expected).max() == 0, photo.name
-                if photo.stat().st_size > 100_000:  # the plain sums too (the way of blocks over 257 pixels)
-                    same = driver.execute_async_script(plain, base64.b64encode(photo.read_bytes()).decode())
-                    assert not isinstance(same, str), same
-                    got = np.array(same, np.int16).reshape(224, 224, 4)[..., :3]
-                    assert np.abs(got - expected).max() == 0, f"{photo.name}, plain sums"
+                # read through a VideoFrame, except the sideways one (its frame holds the pixels as stored)
+                natural = "canvas" if photo.name == "sideways.jpg" else "frame"
+                assert driver.execute_script("return MPOXSCAN_RESIZE.lastSource()") == natural, photo.name
+                if photo.stat().st_size > 100_000:  # the other ways too (blocks over 257 pixels; no WebCodecs)
+                    for how, source in [({"plain": True}, natural), ({"canvas": True}, "canvas"),
+                                        ({"plain": True, "canvas": True}, "canvas")]:
+                        same = driver.execute_async_script(plain, base64.b64encode(photo.read_bytes()).decode(),
+                                                           json.dumps(how))
+                        assert not isinstance(same, str), same
+                        got = np.array(same[0], np.int16).reshape(224, 224, 4)[..., :3]
+                        assert np.abs(got - expected).max() == 0, f"{photo.name}, {how}"
+                        assert same[1] == source, how
     finally:
         driver.quit()
 

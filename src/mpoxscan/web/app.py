@@ -46,6 +46,10 @@ def secure(request: Request, response: Response) -> Response:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Permissions-Policy"] = "camera=(self), geolocation=(), microphone=()"
+    # Cross-origin isolated: the pages load only their own files (as the CSP already holds them to), and in return the
+    # browser grants SharedArrayBuffer, which the on-device network needs to run on several threads (app.js).
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
     if request.url.path.startswith(("/expert", "/c/", "/api/cases")):
         response.headers["Cache-Control"] = "no-store"  # case pages and photos stay out of shared caches
     if request.app.state.settings.secure_cookies or request.url.scheme == "https":

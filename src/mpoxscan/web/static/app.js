@@ -33,7 +33,11 @@ async function start() {
       // The runtime's module and binary and the model at their versioned addresses (cached for good, compressed).
       ort.env.wasm.wasmPaths = MPOXSCAN_FILES.ortWasm ? { mjs: MPOXSCAN_FILES.ortMjs, wasm: MPOXSCAN_FILES.ortWasm }
         : "/ort/";
-      ort.env.wasm.numThreads = 1;  // no SharedArrayBuffer needed: works on any phone browser
+      // Several threads where the page is cross-origin isolated (the app's headers grant SharedArrayBuffer) and the
+      // phone has the cores, one core left to the page itself (on 2 cores, 2 threads measured no faster in the median
+      // than 1, and more spread: benchmarks/results/web/threads.md); one thread elsewhere, which works on any browser.
+      ort.env.wasm.numThreads = self.crossOriginIsolated
+        ? Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 1) - 1)) : 1;
       session = await ort.InferenceSession.create(MPOXSCAN_FILES.model || "/model.onnx",
                                                   { executionProviders: ["wasm"] });
       // One run on a blank photo now: WebAssembly's first run of a graph sets up its kernels and memory (several
@@ -260,7 +264,7 @@ async function screenMore(file) {
     if (!bitmap) { SAY($("more-status"), "more.cannot.open"); return; }
     let result, picture;
     if (session) [result, picture] = await screenOnDevice(bitmap, file);
-    else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
+    else { picture = await networkInput(bitmap); result = await screenOnServer(file, false); }
     if (current !== theCase) return;
     theCase.extras.push({ result, bitmap });
     drawMorePhoto(n, result, picture);
@@ -602,11 +606,11 @@ function clearMyCases() {
   $("my-cases-status").tabIndex = -1; $("my-cases-status").focus();
 }
 
-function networkInput(bitmap) {
+async function networkInput(bitmap) {
   // Exactly Python's resize and crop (resize.js), drawn into a canvas: what the network sees, shown to the person.
   const p = meta.preprocessing, seen = document.createElement("canvas");
   seen.width = seen.height = p.input_size;
-  seen.getContext("2d").putImageData(MPOXSCAN_RESIZE.resizeCrop(bitmap, p.input_size, p.crop_pct ?? 1), 0, 0);
+  seen.getContext("2d").putImageData(await MPOXSCAN_RESIZE.resizeCrop(bitmap, p.input_size, p.crop_pct ?? 1), 0, 0);
   return seen;
 }
 
@@ -626,7 +630,7 @@ function photoBlockiness(bitmap, file) {
 }
 
 async function screenOnDevice(bitmap, file) {
-  const t0 = performance.now(), seen = networkInput(bitmap), t1 = performance.now();
+  const t0 = performance.now(), seen = await networkInput(bitmap), t1 = performance.now();
   const out = await session.run({ image: toTensor(seen) });
   const ms = performance.now() - t0, prepMs = t1 - t0, proba = Array.from(out.probabilities.data), k = meta.classes.indexOf(meta.positive_class);
   const best = proba.indexOf(Math.max(...proba)), measures = MPOXSCAN_ANSWER.measuresOf(out);
@@ -683,7 +687,7 @@ async function screenPicked(file) {
   try {
     let result, picture;
     if (session) [result, picture] = await screenOnDevice(bitmap, file);
-    else { picture = networkInput(bitmap); result = await screenOnServer(file, false); }
+    else { picture = await networkInput(bitmap); result = await screenOnServer(file, false); }
     if (pick !== picks) return;
     restoreStatus();
     show(result, picture);

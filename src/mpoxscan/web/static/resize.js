@@ -12,6 +12,10 @@ const MPOXSCAN_RESIZE = (() => {
   const PRECISION_BITS = 22, ONE = 1 << PRECISION_BITS, HALF = 1 << (PRECISION_BITS - 1);
   const SUPPORT = 2.0;  // bicubic
   const BAND_PIXELS = 1 << 18;  // pixels read out of the photo at a time (1 MB): no full-size copy of a 48-MP photo
+  // Read through a VideoFrame, a band is one copy request (a GPU-held photo may be read back once per request): fewer,
+  // larger bands (4 MB, into one buffer used again: measured on a 12-MP photo, 7 ms for what 16-MB bands each in a
+  // new buffer read in 31), still no full-size copy of a 48-MP photo.
+  const FRAME_BAND_PIXELS = 1 << 20;
 
   function bicubic(x) {
     const a = -0.5;
@@ -67,41 +71,56 @@ const MPOXSCAN_RESIZE = (() => {
   // mean rounded as ImagingReduce does), computed only for the blocks [bx0, bx1) x [by0, by1) that the resampling
   // reads. The photo's pixels are read a band of whole block rows at a time by read(x, y, w, h): reading them out of
   // the decoded photo is most of the cost, so a few large reads of only the columns needed beat one per block row
-  // and a copy of the whole photo (measured: benchmarks/results/web/web.md).
-  function reduce(read, w, h, fx, fy, bx0, bx1, by0, by1, plain) {
+  // and a copy of the whole photo (measured: benchmarks/results/web/web.md). ``source.swap``: the pixels come as
+  // BGRX (a VideoFrame's own order), so the first and third bytes trade places on the way out.
+  async function reduce(source, w, h, fx, fy, bx0, bx1, by0, by1, plain) {
+    const read = source.read, swap = source.swap;
     const ow = bx1 - bx0, out = new Uint8ClampedArray(ow * (by1 - by0) * 4);
     const sx0 = bx0 * fx, sx1 = Math.min(w, bx1 * fx), sw = sx1 - sx0;
     const full = Math.floor(sw / fx), last = sw - full * fx;  // whole blocks, then a partial one at the right edge
-    const band = fy * Math.max(1, Math.floor(BAND_PIXELS / (sw * fy)));
+    const band = fy * Math.max(1, Math.floor(source.band / (sw * fy)));
     // Red and blue summed together in one number's two 16-bit halves (a pixel read as 32 bits, RGBA little-endian:
     // v & 0xff00ff holds R and B apart), green alone: two additions per pixel, not three. Exact while a block holds
     // at most 257 pixels (257 x 255 < 65536); larger blocks (a photo over 60 MP) take the plain three.
     const packed = fx * fy <= 257 && !plain;
     const rb = new Uint32Array(ow), g = new Uint32Array(ow), b = packed ? null : new Uint32Array(ow);
+    // packed: each column of a block row summed first (one long, simple loop over the pixels, which the JIT runs
+    // about twice as fast as short loops over each block's few pixels), then the columns of each block
+    const colRB = packed ? new Uint32Array(sw) : null, colG = packed ? new Uint32Array(sw) : null;
     for (let sy = by0 * fy, end = Math.min(h, by1 * fy); sy < end; sy += band) {
-      const bh = Math.min(band, end - sy), strip = new Uint32Array(read(sx0, sy, sw, bh).buffer);
+      const bh = Math.min(band, end - sy), bytes = await read(sx0, sy, sw, bh);
+      const strip = new Uint32Array(bytes.buffer, bytes.byteOffset, sw * bh);
       for (let top = 0; top < bh; top += fy) {
         const rowsHere = Math.min(fy, bh - top);
         rb.fill(0); g.fill(0); if (b) b.fill(0);
-        for (let y = top; y < top + rowsHere; y++) {
+        if (packed) {
+          colRB.fill(0); colG.fill(0);
+          for (let y = top; y < top + rowsHere; y++) {
+            for (let x = 0, p = y * sw; x < sw; x++, p++) {
+              const v = strip[p]; colRB[x] += v & 0xff00ff; colG[x] += (v >>> 8) & 255;
+            }
+          }
+          for (let bx = 0, x = 0; bx < ow; bx++) {
+            let s1 = 0, s2 = 0;
+            for (const stop = x + (bx < full ? fx : last); x < stop; x++) { s1 += colRB[x]; s2 += colG[x]; }
+            rb[bx] = s1; g[bx] = s2;
+          }
+        }
+        for (let y = top; !packed && y < top + rowsHere; y++) {
           let p = y * sw;
           for (let bx = 0; bx < ow; bx++) {
             const n = bx < full ? fx : last;
             let s1 = 0, s2 = 0, s3 = 0;
-            if (packed) {
-              for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 0xff00ff; s2 += (v >>> 8) & 255; }
-            } else {
-              for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 255; s2 += (v >>> 8) & 255; s3 += (v >>> 16) & 255; }
-              b[bx] += s3;
-            }
-            rb[bx] += s1; g[bx] += s2;
+            for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 255; s2 += (v >>> 8) & 255; s3 += (v >>> 16) & 255; }
+            rb[bx] += s1; g[bx] += s2; b[bx] += s3;
           }
         }
         const row = (sy + top) / fy - by0;
         for (let bx = 0; bx < ow; bx++) {
           const n = (bx < full ? fx : last) * rowsHere, m = multiplier(n), amend = Math.floor(n / 2);
           const o = (row * ow + bx) * 4;
-          const red = packed ? rb[bx] & 0xffff : rb[bx], blue = packed ? rb[bx] >>> 16 : b[bx];
+          const first = packed ? rb[bx] & 0xffff : rb[bx], third = packed ? rb[bx] >>> 16 : b[bx];
+          const red = swap ? third : first, blue = swap ? first : third;
           out[o] = Math.floor(((red + amend) * m) / 16777216);
           out[o + 1] = Math.floor(((g[bx] + amend) * m) / 16777216);
           out[o + 2] = Math.floor(((blue + amend) * m) / 16777216);
@@ -113,8 +132,9 @@ const MPOXSCAN_RESIZE = (() => {
   }
 
   // The size x size square at (left, top) of a resize to outW x outH, by the coefficients hc and vc, of an RGBA
-  // window of the input: its columns [x0, x0 + ww) and rows [y0, ...).
-  function resampleCrop(data, x0, ww, y0, hc, vc, size) {
+  // window of the input: its columns [x0, x0 + ww) and rows [y0, ...); ``swap``: the window is BGRX.
+  function resampleCrop(data, x0, ww, y0, hc, vc, size, swap) {
+    const R = swap ? 2 : 0, B = 2 - R;
     const [first, last] = span(vc, size);  // the input rows the vertical pass reads
     const rowsNeeded = last - first, temp = new Uint8ClampedArray(rowsNeeded * size * 4);
     for (let y = 0; y < rowsNeeded; y++) {
@@ -124,7 +144,7 @@ const MPOXSCAN_RESIZE = (() => {
         let r = HALF, g = HALF, b = HALF;
         for (let x = 0; x < xlen; x++) {
           const p = line + (xmin + x) * 4, c = hc.kk[k + x];
-          r += data[p] * c; g += data[p + 1] * c; b += data[p + 2] * c;
+          r += data[p + R] * c; g += data[p + 1] * c; b += data[p + B] * c;
         }
         const o = (y * size + i) * 4;
         temp[o] = clip8(r); temp[o + 1] = clip8(g); temp[o + 2] = clip8(b);
@@ -146,10 +166,48 @@ const MPOXSCAN_RESIZE = (() => {
     return out;
   }
 
+  // Where the photo's pixels are read from. A canvas (drawImage of a band, then getImageData) works everywhere but
+  // copies twice and reorders the bytes; a VideoFrame of the photo copies its pixels out once, in its own byte order
+  // (measured on a 12-MP photo: benchmarks/results/web/resize.md). The frame is used only when its pixels are opaque
+  // and 8-bit interleaved (RGBX or BGRX): a photo with transparency keeps the canvas, whose un-premultiplied pixels
+  // are what the tests compare with Pillow, and so does a browser without WebCodecs.
+  function canvasSource(bitmap) {
+    const canvas = document.createElement("canvas");
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    // An unscaled copy of part of the photo into the canvas (the pixels unchanged), read back.
+    const read = (x, y, rw, rh) => {
+      if (canvas.width < rw || canvas.height < rh) { canvas.width = rw; canvas.height = rh; }
+      ctx.clearRect(0, 0, rw, rh);  // a photo with transparency is not blended with the last band
+      ctx.drawImage(bitmap, x, y, rw, rh, 0, 0, rw, rh);
+      return ctx.getImageData(0, 0, rw, rh).data;
+    };
+    return { read, swap: false, band: BAND_PIXELS, kind: "canvas", close: () => { canvas.width = canvas.height = 0; } };
+  }
+
+  function frameSource(bitmap) {
+    if (typeof VideoFrame !== "function") return null;
+    let frame;
+    try { frame = new VideoFrame(bitmap, { timestamp: 0 }); } catch (err) { return null; }
+    // A photo turned by its EXIF orientation keeps its stored pixels in the frame, with the turn beside them
+    // (rotation, flip): those, like any frame whose pixels are not the bitmap's as they stand, take the canvas.
+    const upright = !frame.rotation && !frame.flip && frame.codedWidth === bitmap.width
+      && frame.codedHeight === bitmap.height && !frame.visibleRect.x && !frame.visibleRect.y;
+    if (!upright || (frame.format !== "RGBX" && frame.format !== "BGRX")) { frame.close(); return null; }
+    let buffer = new Uint8ClampedArray(0);  // one buffer for every band (each is used up before the next is read)
+    const read = async (x, y, rw, rh) => {
+      if (buffer.length < rw * rh * 4) buffer = new Uint8ClampedArray(rw * rh * 4);
+      const out = buffer.subarray(0, rw * rh * 4);
+      await frame.copyTo(out, { rect: { x, y, width: rw, height: rh }, layout: [{ offset: 0, stride: rw * 4 }] });
+      return out;
+    };
+    return { read, swap: frame.format === "BGRX", band: FRAME_BAND_PIXELS, kind: "frame", close: () => frame.close() };
+  }
+
   // The network's input square (ImageData, size x size) from a decoded photo (ImageBitmap, upright). Only the part
   // of the photo that the centre square's filters reach is read and reduced (a 4:3 photo's outer eighths are not).
-  // ``plain``: the three separate sums whatever the blocks' size (the tests check both ways give Pillow's result).
-  function resizeCrop(bitmap, size, cropPct, plain = false) {
+  // ``plain``: the three separate sums whatever the blocks' size; ``canvas``: read through a canvas even where a
+  // VideoFrame could be used (the tests check that every way gives Pillow's result).
+  async function resizeCrop(bitmap, size, cropPct, { plain = false, canvas = false } = {}) {
     const w = bitmap.width, h = bitmap.height;
     const short = Math.max(1, roundHalfEven(size / cropPct)), scale = short / Math.min(w, h);
     const newW = Math.max(size, roundHalfEven(w * scale)), newH = Math.max(size, roundHalfEven(h * scale));
@@ -160,19 +218,19 @@ const MPOXSCAN_RESIZE = (() => {
     const hc = coefficients(iw, 0, reduced ? w / fx : w, newW, left, size);
     const vc = coefficients(ih, 0, reduced ? h / fy : h, newH, top, size);
     const [x0, x1] = span(hc, size), [y0, y1] = span(vc, size);
-    const canvas = document.createElement("canvas");
-    const ctx = canvas.getContext("2d", { willReadFrequently: true });
-    // An unscaled copy of part of the photo into the canvas (the pixels unchanged), read back.
-    const read = (x, y, rw, rh) => {
-      if (canvas.width < rw || canvas.height < rh) { canvas.width = rw; canvas.height = rh; }
-      ctx.clearRect(0, 0, rw, rh);  // a photo with transparency is not blended with the last band
-      ctx.drawImage(bitmap, x, y, rw, rh, 0, 0, rw, rh);
-      return ctx.getImageData(0, 0, rw, rh).data;
-    };
-    const data = reduced ? reduce(read, w, h, fx, fy, x0, x1, y0, y1, plain) : read(x0, y0, x1 - x0, y1 - y0);
-    canvas.width = canvas.height = 0;
-    return resampleCrop(data, x0, x1 - x0, y0, hc, vc, size);
+    const source = (!canvas && frameSource(bitmap)) || canvasSource(bitmap);
+    try {
+      const data = reduced ? await reduce(source, w, h, fx, fy, x0, x1, y0, y1, plain)
+        : await source.read(x0, y0, x1 - x0, y1 - y0);
+      // the reduced photo is RGBA whatever the source's order (reduce trades the bytes back)
+      const square = resampleCrop(data, x0, x1 - x0, y0, hc, vc, size, source.swap && !reduced);
+      lastSource = source.kind;
+      return square;
+    } finally {
+      source.close();
+    }
   }
 
-  return { resizeCrop };
+  let lastSource = null;  // which way the last photo was read ("frame" or "canvas"): for the tests and the benchmark
+  return { resizeCrop, lastSource: () => lastSource };
 })();
