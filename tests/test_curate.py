@@ -443,3 +443,34 @@ def test_leave_one_site_out_tests_each_site_on_a_model_that_never_saw_it():
     assert len(splits[0].train) + len(splits[0].valid) == 30  # all the rest of b and c
     with pytest.raises(MpoxscanError, match="at least two sites"):
         make_splits(_rows([("a", "g", "Monkeypox", "")] * 3), "loso", seed=0)
+
+
+def test_a_source_apart_never_changes_how_the_others_are_matched():
+    """candidate_pairs with pictures marked apart: every candidate pair among the other pictures is what it is
+    without them, although the apart pictures are the others' nearest by descriptor (they would crowd the others'
+    lists); and the apart pictures still get their own lists, over everyone. nearest(queries=) gives the same lists
+    as the full search."""
+    import numpy as np
+
+    from mpoxscan.data.duplicates import DuplicateParams, candidate_pairs
+    from mpoxscan.data.embedding import nearest
+
+    rng = np.random.default_rng(0)
+    public = rng.normal(size=(12, 8))
+    copies = public[:4] + 0.001 * rng.normal(size=(4, 8))  # apart pictures nearer to the first four than anything
+    copies = np.repeat(copies, 2, axis=0)  # two each: enough to fill a list of two
+    vectors = np.vstack([public, copies])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    hashes = rng.integers(0, 2, size=(len(vectors), 8, 64), dtype=np.uint8).astype(bool)  # far apart: no pHash pairs
+    params = DuplicateParams(neighbours=2)
+    alone = candidate_pairs(hashes[:12, :, :], None, params, vectors[:12])
+    apart = np.arange(len(vectors)) >= 12
+    mixed = candidate_pairs(hashes, None, params, vectors, apart)
+    crowded = candidate_pairs(hashes, None, params, vectors)  # without the mask: the first four lose their pairs
+    among_public = {p: d for p, d in mixed.items() if p[1] < 12}
+    assert among_public == alone
+    assert {p for p in crowded if p[1] < 12} != set(alone)  # the case the option exists for
+    # each apart copy is paired with the picture it copies (its list: its twin, then that picture)
+    assert all((k // 2, 12 + k) in mixed for k in range(8))
+    full = nearest(vectors, 3)
+    assert (nearest(vectors, 3, queries=np.array([14, 2, 7])) == full[[14, 2, 7]]).all()

@@ -85,8 +85,10 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
     prints = fingerprint.compute_all(paths, jobs=options.jobs, progress=options.progress, embedder=embedder)
     reasons = [rejection_reason(fp, options.quality) for fp in prints]
     active = [k for k, r in enumerate(reasons) if r is None]
+    apart = {s.name for s in sources if s.apart}
     matches, n_candidates = find_duplicates(paths, prints, options.duplicates, active=active, progress=options.progress,
-                                            jobs=options.jobs)
+                                            jobs=options.jobs,
+                                            apart=[k for k in active if records[k].source in apart])
     cluster_of = clusters(len(records), matches)
     match_of: dict[int, Match] = {}
     for m in matches:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,12 @@ def _distance(hashes: np.ndarray, i: int, j: int) -> int:
 
 
 def candidate_pairs(phashes: np.ndarray, quadrants: np.ndarray | None, params: DuplicateParams,
-                    embeddings: np.ndarray | None = None) -> dict[tuple[int, int], int]:
-    """{(i, j): whole-picture pHash distance, or -1 for a pair only the CNN descriptors propose} for i < j."""
+                    embeddings: np.ndarray | None = None,
+                    apart: np.ndarray | None = None) -> dict[tuple[int, int], int]:
+    """{(i, j): whole-picture pHash distance, or -1 for a pair only the CNN descriptors propose} for i < j.
+    ``apart`` (a mask): pictures whose own nearest-descriptor lists search all pictures, but which take no place in
+    the others' lists, so that adding them leaves every candidate pair among the others as it was (the pHash
+    searches have a radius, not a count, and need no such care)."""
     if len(phashes) < 2:
         return {}
     pairs = _within(phashes[:, 0], phashes, params.phash_radius)
@@ -83,9 +88,15 @@ def candidate_pairs(phashes: np.ndarray, quadrants: np.ndarray | None, params: D
     if embeddings is not None and params.neighbours > 0:
         from mpoxscan.data.embedding import nearest
 
-        for i, row in enumerate(nearest(embeddings, params.neighbours)):
+        if apart is None or not apart.any():
+            lists = list(enumerate(nearest(embeddings, params.neighbours)))
+        else:
+            rest, mine = np.flatnonzero(~apart), np.flatnonzero(apart)
+            lists = [(rest[a], rest[row]) for a, row in enumerate(nearest(embeddings[rest], params.neighbours))]
+            lists += list(zip(mine, nearest(embeddings, params.neighbours, queries=mine)))
+        for i, row in lists:
             for j in row.tolist():
-                out.setdefault((min(i, j), max(i, j)), -1)
+                out.setdefault((min(int(i), j), max(int(i), j)), -1)
     return out
 
 
@@ -258,9 +269,10 @@ def _verify_all(todo: list[tuple[int, int, int]], prints: list[Fingerprint], par
 
 def find_duplicates(paths: list[Path], prints: list[Fingerprint], params: DuplicateParams,
                     active: list[int] | None = None, progress: bool = True,
-                    jobs: int | None = None) -> tuple[list[Match], int]:
+                    jobs: int | None = None, apart: Collection[int] = ()) -> tuple[list[Match], int]:
     """All duplicate pairs among the ``active`` images (default: every readable one), and the number of candidate
-    pairs that were verified."""
+    pairs that were verified. ``apart``: images matched against all the others without changing how those are
+    matched to one another (candidate_pairs)."""
     ok = [k for k in (range(len(prints)) if active is None else active) if prints[k].error is None]
     matches: list[Match] = []
     by_sha: dict[str, list[int]] = defaultdict(list)
@@ -276,8 +288,9 @@ def find_duplicates(paths: list[Path], prints: list[Fingerprint], params: Duplic
     embeddings = None
     if all(prints[k].embedding is not None for k in ok):
         embeddings = np.stack([prints[k].embedding for k in ok])
+    apart = set(apart)
     candidates = candidate_pairs(np.stack([prints[k].phash for k in ok]), np.stack([prints[k].quadrants for k in ok]),
-                                 params, embeddings)
+                                 params, embeddings, np.array([k in apart for k in ok], dtype=bool))
     todo = sorted((ok[a], ok[b], d) for (a, b), d in candidates.items() if (ok[a], ok[b]) not in identical)
     jobs = max(1, jobs or os.cpu_count() or 1)
     matches += _verify_all(todo, prints, params, jobs, progress)

@@ -63,19 +63,22 @@ class Embedder:
         return (f / max(float(np.linalg.norm(f)), 1e-12)).astype(np.float16)
 
 
-def nearest(vectors: np.ndarray, k: int, block: int = 2048) -> np.ndarray:
+def nearest(vectors: np.ndarray, k: int, block: int = 2048, queries: np.ndarray | None = None) -> np.ndarray:
     """(n, k) indices of each row's k most similar other rows (cosine; rows are unit length), in blocks so that
-    memory stays O(block x n) for large pools."""
+    memory stays O(block x n) for large pools. ``queries``: only these rows' lists ((len(queries), k), in that
+    order), each still searched among all rows."""
     n = len(vectors)
     k = min(k, n - 1)
+    queries = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
     if k <= 0:
-        return np.zeros((n, 0), dtype=np.int64)
+        return np.zeros((len(queries), 0), dtype=np.int64)
     v = vectors.astype(np.float32)
-    out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, block):
-        sims = v[start:start + block] @ v.T
-        rows = np.arange(sims.shape[0])
-        sims[rows, rows + start] = -np.inf
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), block):
+        chunk = queries[start:start + block]
+        sims = v[chunk] @ v.T
+        rows = np.arange(len(chunk))
+        sims[rows, chunk] = -np.inf
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-sims[rows[:, None], top], axis=1)
         out[start:start + block] = top[rows[:, None], order]

@@ -30,6 +30,9 @@ class Source:
     ``folds_from``: this source's own predefined splits (MSLD v2.0's ``folds.csv``), matched by file name.
     ``strict``: every class folder must be named in ``label_map`` (a pool with a fixed taxonomy: a folder nobody
     mapped stops curation instead of becoming a class of its own); ``FOLDER=-`` skips a folder on purpose.
+    ``apart``: this source's photos are checked for copies of all the others, but take no place in the others'
+    lists of nearest pictures (data/duplicates.py), so that adding it cannot change how the other sources' photos
+    are matched to one another: expert cases added to a pool that was measured without them.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Source:
     site: str = ""
     folds_from: Path | None = None
     strict: bool = False
+    apart: bool = False
 
     @property
     def site_name(self) -> str:

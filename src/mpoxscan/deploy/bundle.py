@@ -84,7 +84,9 @@ def pool_manifest(data: Path, folder: Path, cases: Path | None = None) -> Path:
     sources, classes = load_pool(pool_path(POOL), Path(data).resolve())
     if cases is not None:
         # no label map: the export's folders are the taxonomy's class names, and curate refuses any other
-        sources.append(Source(CASES_SOURCE, check_export(cases), EXPERT_GROUP, priority=0))
+        # apart: the cases cannot change how the public photos match one another (measured: without it, 131 cases
+        # that copy viral-rash photos crowded one msid photo's copy out of its nearest pictures, and it was kept)
+        sources.append(Source(CASES_SOURCE, check_export(cases), EXPERT_GROUP, priority=0, apart=True))
     opts = CurateOptions(n_folds=POOL_FOLDS, seed=0, progress=True, classes=classes)
     write_outputs(curate(sources, opts), Path(folder), opts, force=True)
     return Path(folder) / "manifest.csv"
