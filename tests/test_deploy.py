@@ -276,3 +276,19 @@ def test_weight_only_int8_stores_int8_weights_and_keeps_the_arithmetic_float(exp
     assert np.abs(got["probabilities"] - want["probabilities"]).max() < 0.05
     assert len(model.SerializeToString()) < 0.6 * len(before)
     assert INT8_CANDIDATES["w8-fp16-stem32"].mode == "weights"
+
+
+def test_the_card_describes_a_weight_only_candidate_as_float_arithmetic():
+    """Int8Settings.describe(): a weight-only candidate's activations are float32 and it names none of static
+    quantization's fields (calibration, reduce_range); a static candidate keeps them all. The shipped card says the
+    same of the chosen settings."""
+    from mpoxscan.deploy.quantize import INT8_CANDIDATES
+
+    weights = INT8_CANDIDATES["w8-fp16-stem32"].describe()
+    assert weights["activations"] == "float32" and weights["fp16_leading_convs"] == 32
+    assert "calibration" not in weights and "reduce_range" not in weights
+    static = INT8_CANDIDATES["u8s8"].describe()
+    assert static["activations"] == "uint8" and static["calibration"] == "minmax" and static["mode"] == "static"
+    card = json.loads((Path(__file__).parent.parent / "src" / "mpoxscan" / "bundled" / "card.json").read_text())
+    selection = card["fidelity"]["int8_selection"]
+    assert selection["settings"] == INT8_CANDIDATES[selection["chosen"]].describe()

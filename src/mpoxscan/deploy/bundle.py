@@ -412,6 +412,11 @@ def refresh_card_estimates(package: Path = PACKAGE_DIR, folder: Path = POOL_RESU
     if recipe["architecture"] != RECIPE["architecture"] or recipe["strategy"] != RECIPE["strategy"]:
         raise SystemExit(f"{path} describes {recipe['architecture']} {recipe['strategy']}, not the recipe in bundle.py")
     card["cross_validated_metrics"] = pool_estimates(card["screening_threshold"], folder, recipe)
+    from mpoxscan.deploy.quantize import INT8_CANDIDATES
+
+    selection = card.get("fidelity", {}).get("int8_selection")
+    if selection and selection.get("chosen") in INT8_CANDIDATES:  # the chosen settings described as the code does now
+        selection["settings"] = INT8_CANDIDATES[selection["chosen"]].describe()
     path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -429,7 +434,8 @@ def main() -> None:
                              "both held out")
     parser.add_argument("--card-only", action="store_true",
                         help="only refresh the card's cross-validated figures from benchmarks/results/pool (after a new "
-                             "pool_bench run of the same recipe), at the shipped threshold; the model file is not touched")
+                             "pool_bench run of the same recipe), at the shipped threshold, and the chosen int8 settings' "
+                             "description; the model file is not touched")
     args = parser.parse_args()
     if args.card_only:
         card = refresh_card_estimates()

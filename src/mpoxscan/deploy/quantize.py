@@ -83,6 +83,12 @@ class Int8Settings:
     mode: str = "static"
 
     def describe(self) -> dict:
+        """What the settings do, for the card: a weight-only candidate names only the fields that apply to it (its
+        activations stay float; calibration and reduce_range are static quantization's)."""
+        if self.mode == "weights":
+            return {"name": self.name, "mode": "weights", "weights": "int8, symmetric, one scale per output channel",
+                    "activations": "float32", "fp16_leading_convs": self.float_leading_convs,
+                    "keep_head_float": self.keep_head_float}
         return asdict(self)
 
 
