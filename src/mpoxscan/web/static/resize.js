@@ -169,8 +169,10 @@ const MPOXSCAN_RESIZE = (() => {
   // Where the photo's pixels are read from. A canvas (drawImage of a band, then getImageData) works everywhere but
   // copies twice and reorders the bytes; a VideoFrame of the photo copies its pixels out once, in its own byte order
   // (measured on a 12-MP photo: benchmarks/results/web/resize.md). The frame is used only when its pixels are opaque
-  // and 8-bit interleaved (RGBX or BGRX): a photo with transparency keeps the canvas, whose un-premultiplied pixels
-  // are what the tests compare with Pillow, and so does a browser without WebCodecs.
+  // and 8-bit interleaved (RGBX or BGRX) and already sRGB: a photo with transparency keeps the canvas, whose
+  // un-premultiplied pixels are what the tests compare with Pillow, and so does a browser without WebCodecs. So does
+  // a photo with another colour profile (a phone's Display P3): a frame's copy holds its pixels as stored, where the
+  // canvas converts them to sRGB as Pillow does (found by a hostile test: up to 19 levels apart otherwise).
   function canvasSource(bitmap) {
     const canvas = document.createElement("canvas");
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
@@ -192,7 +194,8 @@ const MPOXSCAN_RESIZE = (() => {
     // (rotation, flip): those, like any frame whose pixels are not the bitmap's as they stand, take the canvas.
     const upright = !frame.rotation && !frame.flip && frame.codedWidth === bitmap.width
       && frame.codedHeight === bitmap.height && !frame.visibleRect.x && !frame.visibleRect.y;
-    if (!upright || (frame.format !== "RGBX" && frame.format !== "BGRX")) { frame.close(); return null; }
+    const cs = frame.colorSpace || {}, srgb = cs.primaries === "bt709" && cs.transfer === "iec61966-2-1";
+    if (!upright || !srgb || (frame.format !== "RGBX" && frame.format !== "BGRX")) { frame.close(); return null; }
     let buffer = new Uint8ClampedArray(0);  // one buffer for every band (each is used up before the next is read)
     const read = async (x, y, rw, rh) => {
       if (buffer.length < rw * rh * 4) buffer = new Uint8ClampedArray(rw * rh * 4);
