@@ -474,3 +474,19 @@ def test_a_source_apart_never_changes_how_the_others_are_matched():
     assert all((k // 2, 12 + k) in mixed for k in range(8))
     full = nearest(vectors, 3)
     assert (nearest(vectors, 3, queries=np.array([14, 2, 7])) == full[[14, 2, 7]]).all()
+
+
+def test_a_source_apart_never_names_a_group_it_joins():
+    """_merge_groups: a group joined by a case photo keeps its public photo's id as its name (the one it has without
+    the cases, so group-drawn splits do not move), though the case's id sorts first; a group of cases alone keeps a
+    case's id; without apart ids, the smallest id names the group, as before."""
+    import numpy as np
+
+    from mpoxscan.data.curate import _merge_groups
+
+    raw = ["viral-rash:b", "expert:case-1", "msid:c", "expert:case-2", "expert:case-3"]
+    clusters = np.array([0, 0, 1, 2, 2])  # case-1 copies b; c alone; cases 2 and 3 together
+    apart = {"expert:case-1", "expert:case-2", "expert:case-3"}
+    assert _merge_groups(raw, clusters, apart) == ["viral-rash:b", "viral-rash:b", "msid:c", "expert:case-2",
+                                                   "expert:case-2"]
+    assert _merge_groups(raw, clusters)[:2] == ["expert:case-1", "expert:case-1"]

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,8 +44,11 @@ class Curation:
     conflict_pairs: list[tuple[int, int, Match]]
 
 
-def _merge_groups(raw_groups: list[str], cluster_of: np.ndarray) -> list[str]:
-    """Patients joined through shared pictures: a cluster spanning two patient ids makes them one group."""
+def _merge_groups(raw_groups: list[str], cluster_of: np.ndarray, apart: Collection[str] = ()) -> list[str]:
+    """Patients joined through shared pictures: a cluster spanning two patient ids makes them one group, named after
+    its smallest id. ``apart``: ids of a source apart (data/sources.py), which name a group only when it holds no
+    other: a case that copies a public photo leaves that photo's group its name, so that splits drawn by group
+    (data/splits.py) are drawn as without the cases."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -59,8 +63,9 @@ def _merge_groups(raw_groups: list[str], cluster_of: np.ndarray) -> list[str]:
         cols.append(k)
     _, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(names),) * 2), directed=False)
     label_of_comp: dict[int, str] = {}
-    for k, name in enumerate(names):  # names are sorted: each component is named after its smallest id
-        label_of_comp.setdefault(int(comp[k]), name)
+    apart = set(apart)
+    for k in sorted(range(len(names)), key=lambda k: (names[k] in apart, names[k])):  # the smallest id, apart last
+        label_of_comp.setdefault(int(comp[k]), names[k])
     return [label_of_comp[int(comp[index[g]])] for g in raw_groups]
 
 
@@ -152,7 +157,7 @@ def curate(sources: list[Source], options: CurateOptions) -> Curation:
                 row.status = "rejected"
                 row.reason = f"ambiguous label: {row.label} ({'|'.join(record.fine_labels)}), no copy says which"
 
-    merged = _merge_groups([r.group for r in records], cluster_of)
+    merged = _merge_groups([r.group for r in records], cluster_of, {r.group for r in records if r.source in apart})
     joined = sorted({(a, b) for a, b in zip([r.group for r in records], merged) if a != b})
     for row, g in zip(rows, merged):
         row.group = g
