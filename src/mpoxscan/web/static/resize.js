@@ -84,8 +84,9 @@ const MPOXSCAN_RESIZE = (() => {
     // at most 257 pixels (257 x 255 < 65536); larger blocks (a photo over 60 MP) take the plain three.
     const packed = fx * fy <= 257 && !plain;
     const rb = new Uint32Array(ow), g = new Uint32Array(ow), b = packed ? null : new Uint32Array(ow);
-    // packed: each column of a block row summed first (one long, simple loop over the pixels, which the JIT runs
-    // about twice as fast as short loops over each block's few pixels), then the columns of each block
+    // packed: each column of a block row summed first (one long, simple loop over the pixels instead of short loops
+    // over each block's few pixels), then the columns of each block. Measured with the frame's reused 4-MB buffer, on
+    // one 12-MP photo: reduce 62 to 90 ms before, 42 to 45 ms after (the two changes were not timed apart).
     const colRB = packed ? new Uint32Array(sw) : null, colG = packed ? new Uint32Array(sw) : null;
     for (let sy = by0 * fy, end = Math.min(h, by1 * fy); sy < end; sy += band) {
       const bh = Math.min(band, end - sy), bytes = await read(sx0, sy, sw, bh);
