@@ -106,14 +106,15 @@ const MPOXSCAN_RESIZE = (() => {
             for (const stop = x + (bx < full ? fx : last); x < stop; x++) { s1 += colRB[x]; s2 += colG[x]; }
             rb[bx] = s1; g[bx] = s2;
           }
-        }
-        for (let y = top; !packed && y < top + rowsHere; y++) {
-          let p = y * sw;
-          for (let bx = 0; bx < ow; bx++) {
-            const n = bx < full ? fx : last;
-            let s1 = 0, s2 = 0, s3 = 0;
-            for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 255; s2 += (v >>> 8) & 255; s3 += (v >>> 16) & 255; }
-            rb[bx] += s1; g[bx] += s2; b[bx] += s3;
+        } else {
+          for (let y = top; y < top + rowsHere; y++) {
+            let p = y * sw;
+            for (let bx = 0; bx < ow; bx++) {
+              const n = bx < full ? fx : last;
+              let s1 = 0, s2 = 0, s3 = 0;
+              for (let k = 0; k < n; k++) { const v = strip[p++]; s1 += v & 255; s2 += (v >>> 8) & 255; s3 += (v >>> 16) & 255; }
+              rb[bx] += s1; g[bx] += s2; b[bx] += s3;
+            }
           }
         }
         const row = (sy + top) / fy - by0;
