@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mpoxscan-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup run test docs model tflite ray clean
+.PHONY: setup run test docs model tflite ray wasm clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,11 @@ $(VENV)/.mpoxscan-ray: $(STAMP)
 	@touch $@
 
 ray: $(VENV)/.mpoxscan-ray
+
+# The phone page's resize kernels (WebAssembly with SIMD) from their C source, with the zig of the dev extra; the
+# built file is committed (a user needs no compiler) and tests/test_web.py checks that it is this build.
+wasm: setup
+	$(BIN)/python -m mpoxscan.web.wasm
 
 test: setup
 	$(BIN)/python -m pytest

@@ -5,8 +5,9 @@ machine slows both alike).
     .venv/bin/python benchmarks/resize_bench.py [--data ../shared/data] [--photos 5] [--repeats 7] [--before main]
 
 Five MSLD v2.0 photos enlarged to 4032 x 3024 (landscape) and 3024 x 4032 (portrait) as JPEG; each is decoded once
-in headless Chromium (phone-sized), then resized by this version and by the version of resize.js at git revision
---before, alternately, --repeats times each; both outputs are compared with Pillow's (Preprocessing.resize_crop).
+in headless Chromium (phone-sized), then resized by this version (WebAssembly kernels), by this version with its
+JavaScript loops, and by the version of resize.js at git revision --before, in turns, --repeats times each; every
+output is compared with Pillow's (Preprocessing.resize_crop).
 Results: benchmarks/results/web/resize.json and resize.md.
 """
 
@@ -32,18 +33,23 @@ const done = arguments[arguments.length - 1], [data, repeats] = [arguments[0], a
 (async () => {
   const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
   const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/jpeg" }), { imageOrientation: "from-image" });
-  const p = meta.preprocessing, runs = { now: [], before: [] }, out = {};
+  const p = meta.preprocessing, runs = { now: [], script: [], before: [] }, out = {};
+  // this version (its WebAssembly kernels), the same with its JavaScript loops, the reference: in turns
+  const ways = [["now", MPOXSCAN_RESIZE, {}], ["script", MPOXSCAN_RESIZE, { script: true }],
+                ["before", window.RESIZE_BEFORE, {}]];
+  let source = null, kernel = null;
   for (let i = 0; i < repeats; i++) {
-    for (const [name, impl] of (i % 2 ? [["before", window.RESIZE_BEFORE], ["now", MPOXSCAN_RESIZE]]
-                                      : [["now", MPOXSCAN_RESIZE], ["before", window.RESIZE_BEFORE]])) {
+    for (let k = 0; k < ways.length; k++) {
+      const [name, impl, options] = ways[(i + k) % ways.length];
       const t0 = performance.now();
-      const square = await impl.resizeCrop(bitmap, p.input_size, p.crop_pct ?? 1);
+      const square = await impl.resizeCrop(bitmap, p.input_size, p.crop_pct ?? 1, options);
       runs[name].push(performance.now() - t0);
       out[name] = Array.from(square.data);
+      if (name === "now") [source, kernel] = [MPOXSCAN_RESIZE.lastSource(), MPOXSCAN_RESIZE.lastKernel()];
     }
   }
-  done({ runs, now: out.now, before: out.before, size: [bitmap.width, bitmap.height],
-         source: MPOXSCAN_RESIZE.lastSource ? MPOXSCAN_RESIZE.lastSource() : "canvas" });
+  done({ runs, now: out.now, script: out.script, before: out.before, size: [bitmap.width, bitmap.height],
+         source, kernel });
 })().catch((e) => done(String(e)));
 """
 
@@ -89,34 +95,40 @@ def main() -> None:
                     raise RuntimeError(got)
                 expected = np.asarray(preprocessing.resize_crop(load_image(photo)), np.int16)
                 diffs = {name: int(np.abs(np.array(got[name], np.int16).reshape(224, 224, 4)[..., :3] - expected).max())
-                         for name in ("now", "before")}
+                         for name in ("now", "script", "before")}
                 rows.append({"photo": photo.name, "size": got["size"], "read_through": got["source"],
-                             "max_pixel_difference_from_pillow": diffs,
-                             "ms_now": [round(t, 1) for t in got["runs"]["now"]],
-                             "ms_before": [round(t, 1) for t in got["runs"]["before"]]})
+                             "kernels": got["kernel"], "max_pixel_difference_from_pillow": diffs,
+                             **{f"ms_{name}": [round(t, 1) for t in got["runs"][name]]
+                                for name in ("now", "script", "before")}})
         finally:
             driver.quit()
     now = [statistics.median(r["ms_now"]) for r in rows]
+    script = [statistics.median(r["ms_script"]) for r in rows]
     old = [statistics.median(r["ms_before"]) for r in rows]
     out = {"photos": rows, "median_ms_now": round(statistics.median(now), 1),
+           "median_ms_script": round(statistics.median(script), 1),
            "median_ms_before": round(statistics.median(old), 1),
            "speed_up": round(statistics.median(o / n for o, n in zip(old, now)), 2),
-           "exact": all(r["max_pixel_difference_from_pillow"]["now"] == 0 for r in rows),
+           "exact": all(v == 0 for r in rows for v in r["max_pixel_difference_from_pillow"].values()),
            "before_revision": args.before, "measured": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "resize.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# The page's exact resize of a 12-megapixel photo", "",
           f"Measured by `benchmarks/resize_bench.py` in headless Chromium on this machine, {out['measured']}: each "
-          f"photo decoded once, then resized by this version and by resize.js of `{args.before}`, taking turns, "
-          f"{args.repeats} times each; medians.", "",
-          "| photo | size | read through | this version, ms | before, ms | differs from Pillow (max, 0-255) |",
-          "|---|---|---|---|---|---|"]
-    for row, n, o in zip(rows, now, old):
-        md.append(f"| {row['photo']} | {row['size'][0]} x {row['size'][1]} | {row['read_through']} | {n:.1f} | {o:.1f} | "
-                  f"{row['max_pixel_difference_from_pillow']['now']} (before: "
-                  f"{row['max_pixel_difference_from_pillow']['before']}) |")
-    md += ["", f"Median over the photos: **{out['median_ms_now']} ms** (before: {out['median_ms_before']} ms), "
-               f"{out['speed_up']} times as fast; identical to Pillow: {'yes' if out['exact'] else 'NO'}.", ""]
+          f"photo decoded once, then resized by this version (its loops in WebAssembly where the browser runs them: "
+          f"column 'kernels'), by this version with its JavaScript loops (`{{script: true}}`, the way of a browser "
+          f"without WebAssembly SIMD) and by resize.js of `{args.before}`, taking turns, {args.repeats} times each; "
+          f"medians.", "",
+          "| photo | size | read through | kernels | this version, ms | its JavaScript loops, ms | before, ms "
+          "| differs from Pillow (max, 0-255: this / JS loops / before) |",
+          "|---|---|---|---|---|---|---|---|"]
+    for row, n, j, o in zip(rows, now, script, old):
+        d = row["max_pixel_difference_from_pillow"]
+        md.append(f"| {row['photo']} | {row['size'][0]} x {row['size'][1]} | {row['read_through']} | {row['kernels']} "
+                  f"| {n:.1f} | {j:.1f} | {o:.1f} | {d['now']} / {d['script']} / {d['before']} |")
+    md += ["", f"Median over the photos: **{out['median_ms_now']} ms** (its JavaScript loops: "
+               f"{out['median_ms_script']} ms; before: {out['median_ms_before']} ms), {out['speed_up']} times as fast "
+               f"as before; all three identical to Pillow: {'yes' if out['exact'] else 'NO'}.", ""]
     (RESULTS / "resize.md").write_text("\n".join(md))
     print("\n".join(md))
 

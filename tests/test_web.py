@@ -422,7 +422,8 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
     phone-sized photos that take Pillow's reduce step (12 MP landscape and portrait, the sizes whose resize issue 28
     made twice as fast: only the part the centre square needs is read, red and blue summed in one number), with odd
     sizes (partial blocks), a panorama, and an EXIF orientation. The page reads opaque photos through a VideoFrame (one
-    copy, in BGRX order where the browser keeps that); each large one is also cut the plain way (three sums) and
+    copy, in BGRX order where the browser keeps that) and resizes them with its WebAssembly loops (resize.wasm); each
+    large one is also cut by the JavaScript loops (browsers without WebAssembly SIMD), the plain way (three sums) and
     through a canvas (the way of photos with transparency and of browsers without WebCodecs)."""
 
     from conftest import make_photo, wide_gamut_icc
@@ -448,7 +449,8 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
              "createImageBitmap(new Blob([Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0))]),"
              " { imageOrientation: 'from-image' }).then((bitmap) => MPOXSCAN_RESIZE.resizeCrop(bitmap, 224,"
              " meta.preprocessing.crop_pct ?? 1, JSON.parse(arguments[1])))"
-             ".then((square) => done([Array.from(square.data), MPOXSCAN_RESIZE.lastSource()]))"
+             ".then((square) => done([Array.from(square.data), MPOXSCAN_RESIZE.lastSource(),"
+             " MPOXSCAN_RESIZE.lastKernel()]))"
              ".catch((e) => done(String(e)))")
     driver = phone(chromium(tmp_path / "profile"))
     try:
@@ -469,15 +471,20 @@ def test_the_page_cuts_the_network_input_exactly_as_python(settings, shared_data
                 # wide-gamut one (its frame holds them unconverted)
                 natural = "canvas" if photo.name in ("sideways.jpg", wide.name) else "frame"
                 assert driver.execute_script("return MPOXSCAN_RESIZE.lastSource()") == natural, photo.name
-                if photo.stat().st_size > 100_000:  # the other ways too (blocks over 257 pixels; no WebCodecs)
-                    for how, source in [({"plain": True}, natural), ({"canvas": True}, "canvas"),
-                                        ({"plain": True, "canvas": True}, "canvas")]:
+                # resized by the WebAssembly kernels (resize.wasm), which the page fetched at its versioned address
+                assert driver.execute_script("return MPOXSCAN_RESIZE.lastKernel()") == "wasm", photo.name
+                if photo.stat().st_size > 100_000:  # the other ways too: the JavaScript loops (a browser without
+                    # WebAssembly SIMD; the plain sums: blocks over 257 pixels) and the canvas (no WebCodecs)
+                    for how, source, kernel in [({"script": True}, natural, "script"),
+                                                ({"plain": True}, natural, "script"),
+                                                ({"canvas": True}, "canvas", "wasm"),
+                                                ({"plain": True, "canvas": True}, "canvas", "script")]:
                         same = driver.execute_async_script(plain, base64.b64encode(photo.read_bytes()).decode(),
                                                            json.dumps(how))
                         assert not isinstance(same, str), same
                         got = np.array(same[0], np.int16).reshape(224, 224, 4)[..., :3]
                         assert np.abs(got - expected).max() <= exact, f"{photo.name}, {how}"
-                        assert same[1] == source, how
+                        assert same[1:] == [source, kernel], how
     finally:
         driver.quit()
 

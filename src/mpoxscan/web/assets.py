@@ -33,7 +33,7 @@ from mpoxscan.web.settings import ORT_DIST, STATIC
 #: The environment variable that moves the default folder (``serve --assets-dir`` sets it for the workers too).
 ASSETS_ENV = "MPOXSCAN_ASSETS_DIR"
 #: The page's own files (under static/), each served at a versioned address.
-PAGE_FILES = ("app.js", "resize.js", "answer.js", "messages.js", "outbox.js", "style.css", "manifest.webmanifest",
+PAGE_FILES = ("app.js", "resize.js", "resize.wasm", "answer.js", "messages.js", "outbox.js", "style.css", "manifest.webmanifest",
               "icon.svg", "icon-192.png", "followup.js", "queue.js")
 #: ONNX Runtime Web: the script the page loads, and the module and WebAssembly binary it loads itself.
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
@@ -158,9 +158,10 @@ class Assets:
 
     def page_files(self) -> dict:
         """The addresses the page's scripts load themselves (the model, ONNX Runtime's module and binary, the
-        catalogues), handed to them in the page (index.html's <meta name="mpoxscan-files">)."""
+        resize's kernels, the catalogues), handed to them in the page (index.html's <meta name="mpoxscan-files">)."""
         return {"model": self.urls.get("model.onnx"), "ortMjs": self.urls.get("ort/ort-wasm-simd-threaded.mjs"),
                 "ortWasm": self.urls.get("ort/ort-wasm-simd-threaded.wasm"),
+                "resizeWasm": self.urls.get("static/resize.wasm"),
                 "locales": {n.split("/")[-1][:-5]: u for n, u in self.urls.items() if n.startswith("static/locales/")}}
 
 

@@ -6,6 +6,8 @@
 // blocks (partial blocks at the edges average what they hold), rounding as Pillow's integer code does; (2) a
 // separable bicubic convolution (a = -0.5; support widened by the scale when shrinking; weights normalised, then
 // fixed point with 22 fractional bits), horizontal pass first, each pass rounded to 8 bits.
+// The loops run in WebAssembly with SIMD (resize.wasm, built from ../wasm/resize.c: four channels at a time) where the
+// browser has it, and in the JavaScript below otherwise: the same arithmetic, so the same result to the last bit.
 "use strict";
 
 const MPOXSCAN_RESIZE = (() => {
@@ -168,6 +170,64 @@ const MPOXSCAN_RESIZE = (() => {
     return out;
   }
 
+  // The WebAssembly kernels (resize.wasm), compiled once, on the first photo; null where the browser has no
+  // WebAssembly with SIMD or the file cannot be had: the JavaScript loops above then do the work.
+  let kernels = null;
+  function loadKernels() {
+    if (!kernels) {
+      kernels = (async () => {
+        if (typeof WebAssembly !== "object") return null;
+        // the versioned address the server gave the page (messages.js), else the plain one (a page served as is)
+        const files = typeof MPOXSCAN_FILES === "object" ? MPOXSCAN_FILES : {};
+        const response = await fetch(files.resizeWasm || "/static/resize.wasm");
+        if (!response.ok) return null;
+        return await WebAssembly.compile(await response.arrayBuffer());  // a browser without SIMD refuses it here
+      })().catch(() => null);
+    }
+    return kernels;
+  }
+
+  // resizeCrop's work through the kernels, in a memory of its own (an instance per photo: two photos resized at the
+  // same time never share one), laid out once: the coefficients, the band of photo rows being read (a VideoFrame
+  // copies straight into it), the block means, the horizontal pass's rows and the square.
+  async function resizeWasm(module, source, w, h, fx, fy, reduced, hc, vc, [x0, x1], [y0, y1], size) {
+    const { exports } = await WebAssembly.instantiate(module);
+    const ww = x1 - x0, [first, last] = span(vc, size);
+    let top = exports.__heap_base.value;
+    const place = (bytes) => { const at = (top + 15) & ~15; top = at + bytes; return at; };
+    const hk = place(hc.kk.byteLength), hb = place(hc.bounds.byteLength);
+    const vk = place(vc.kk.byteLength), vb = place(vc.bounds.byteLength);
+    let sx0 = 0, sw = ww, band = y1 - y0, col = 0;
+    if (reduced) {
+      sx0 = x0 * fx; sw = Math.min(w, x1 * fx) - sx0;
+      band = fy * Math.max(1, Math.floor(source.band / (sw * fy)));
+      col = place(sw * 8);
+    }
+    const strip = place(sw * band * 4), data = reduced ? place(ww * (y1 - y0) * 4) : strip;
+    const temp = place((last - first) * size * 4), out = place(size * size * 4);
+    const memory = exports.memory, more = Math.ceil((top - memory.buffer.byteLength) / 65536);
+    if (more > 0) memory.grow(more);
+    const bytes = new Uint8Array(memory.buffer);  // taken after growing (growing detaches the old buffer)
+    new Int32Array(memory.buffer, hk, hc.kk.length).set(hc.kk);
+    new Int32Array(memory.buffer, hb, hc.bounds.length).set(hc.bounds);
+    new Int32Array(memory.buffer, vk, vc.kk.length).set(vc.kk);
+    new Int32Array(memory.buffer, vb, vc.bounds.length).set(vc.bounds);
+    if (reduced) {
+      const full = Math.floor(sw / fx), rest = sw - full * fx;
+      for (let sy = y0 * fy, end = Math.min(h, y1 * fy); sy < end; sy += band) {
+        const bh = Math.min(band, end - sy);
+        await source.read(sx0, sy, sw, bh, bytes.subarray(strip, strip + sw * bh * 4));
+        exports.reduce_band(strip, sw, bh, fx, fy, full, rest, source.swap ? 1 : 0, col,
+                            data + ((sy / fy) - y0) * ww * 4);
+      }
+    } else {
+      await source.read(x0, y0, ww, y1 - y0, bytes.subarray(strip, strip + ww * (y1 - y0) * 4));
+    }
+    exports.resample_horizontal(data + (first - y0) * ww * 4, ww, last - first, hk, hb, hc.ksize, size, x0, temp);
+    exports.resample_vertical(temp, size, vk, vb, vc.ksize, first, source.swap && !reduced ? 1 : 0, out);
+    return new ImageData(new Uint8ClampedArray(bytes.slice(out, out + size * size * 4).buffer), size, size);
+  }
+
   // Where the photo's pixels are read from. A canvas (drawImage of a band, then getImageData) works everywhere but
   // copies twice and reorders the bytes; a VideoFrame of the photo copies its pixels out once, in its own byte order
   // (measured on a 12-MP photo: benchmarks/results/web/resize.md). The frame is used only when its pixels are opaque
@@ -179,11 +239,14 @@ const MPOXSCAN_RESIZE = (() => {
     const canvas = document.createElement("canvas");
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
     // An unscaled copy of part of the photo into the canvas (the pixels unchanged), read back.
-    const read = (x, y, rw, rh) => {
+    const read = (x, y, rw, rh, into) => {
       if (canvas.width < rw || canvas.height < rh) { canvas.width = rw; canvas.height = rh; }
       ctx.clearRect(0, 0, rw, rh);  // a photo with transparency is not blended with the last band
       ctx.drawImage(bitmap, x, y, rw, rh, 0, 0, rw, rh);
-      return ctx.getImageData(0, 0, rw, rh).data;
+      const data = ctx.getImageData(0, 0, rw, rh).data;
+      if (!into) return data;
+      into.set(data);
+      return into;
     };
     return { read, swap: false, band: BAND_PIXELS, kind: "canvas", close: () => { canvas.width = canvas.height = 0; } };
   }
@@ -199,9 +262,9 @@ const MPOXSCAN_RESIZE = (() => {
     const cs = frame.colorSpace || {}, srgb = cs.primaries === "bt709" && cs.transfer === "iec61966-2-1";
     if (!upright || !srgb || (frame.format !== "RGBX" && frame.format !== "BGRX")) { frame.close(); return null; }
     let buffer = new Uint8ClampedArray(0);  // one buffer for every band (each is used up before the next is read)
-    const read = async (x, y, rw, rh) => {
-      if (buffer.length < rw * rh * 4) buffer = new Uint8ClampedArray(rw * rh * 4);
-      const out = buffer.subarray(0, rw * rh * 4);
+    const read = async (x, y, rw, rh, into) => {
+      if (!into && buffer.length < rw * rh * 4) buffer = new Uint8ClampedArray(rw * rh * 4);
+      const out = into || buffer.subarray(0, rw * rh * 4);
       await frame.copyTo(out, { rect: { x, y, width: rw, height: rh }, layout: [{ offset: 0, stride: rw * 4 }] });
       return out;
     };
@@ -210,9 +273,10 @@ const MPOXSCAN_RESIZE = (() => {
 
   // The network's input square (ImageData, size x size) from a decoded photo (ImageBitmap, upright). Only the part
   // of the photo that the centre square's filters reach is read and reduced (a 4:3 photo's outer eighths are not).
-  // ``plain``: the three separate sums whatever the blocks' size; ``canvas``: read through a canvas even where a
-  // VideoFrame could be used (the tests check that every way gives Pillow's result).
-  async function resizeCrop(bitmap, size, cropPct, { plain = false, canvas = false } = {}) {
+  // ``script``: the JavaScript loops even where the WebAssembly ones could run; ``plain``: those loops' three
+  // separate sums whatever the blocks' size; ``canvas``: read through a canvas even where a VideoFrame could be used
+  // (the tests check that every way gives Pillow's result).
+  async function resizeCrop(bitmap, size, cropPct, { plain = false, canvas = false, script = false } = {}) {
     const w = bitmap.width, h = bitmap.height;
     const short = Math.max(1, roundHalfEven(size / cropPct)), scale = short / Math.min(w, h);
     const newW = Math.max(size, roundHalfEven(w * scale)), newH = Math.max(size, roundHalfEven(h * scale));
@@ -223,19 +287,29 @@ const MPOXSCAN_RESIZE = (() => {
     const hc = coefficients(iw, 0, reduced ? w / fx : w, newW, left, size);
     const vc = coefficients(ih, 0, reduced ? h / fy : h, newH, top, size);
     const [x0, x1] = span(hc, size), [y0, y1] = span(vc, size);
+    // the kernels' column sums are 16-bit: exact for blocks of up to 257 rows (a photo under 197,000 pixels high)
+    const module = script || plain || fy > 257 ? null : await loadKernels();
     const source = (!canvas && frameSource(bitmap)) || canvasSource(bitmap);
     try {
-      const data = reduced ? await reduce(source, w, h, fx, fy, x0, x1, y0, y1, plain)
-        : await source.read(x0, y0, x1 - x0, y1 - y0);
-      // the reduced photo is RGBA whatever the source's order (reduce trades the bytes back)
-      const square = resampleCrop(data, x0, x1 - x0, y0, hc, vc, size, source.swap && !reduced);
+      let square;
+      if (module) {
+        square = await resizeWasm(module, source, w, h, fx, fy, reduced, hc, vc, [x0, x1], [y0, y1], size);
+      } else {
+        const data = reduced ? await reduce(source, w, h, fx, fy, x0, x1, y0, y1, plain)
+          : await source.read(x0, y0, x1 - x0, y1 - y0);
+        // the reduced photo is RGBA whatever the source's order (reduce trades the bytes back)
+        square = resampleCrop(data, x0, x1 - x0, y0, hc, vc, size, source.swap && !reduced);
+      }
       lastSource = source.kind;
+      lastKernel = module ? "wasm" : "script";
       return square;
     } finally {
       source.close();
     }
   }
 
-  let lastSource = null;  // which way the last photo was read ("frame" or "canvas"): for the tests and the benchmark
-  return { resizeCrop, lastSource: () => lastSource };
+  // which way the last photo was read ("frame" or "canvas") and resized ("wasm" or "script"): for the tests and the
+  // benchmarks
+  let lastSource = null, lastKernel = null;
+  return { resizeCrop, prepare: loadKernels, lastSource: () => lastSource, lastKernel: () => lastKernel };
 })();
