@@ -192,7 +192,11 @@ def main() -> None:
                  *args.cv_args)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         keep(run, name)
-    write_report(RESULTS, args.name)
+    if (RESULTS / f"{args.name}-kfold").is_dir():
+        write_report(RESULTS, args.name)
+    else:  # a variant run under one protocol only (e.g. --only loso --name balance -- --tone-balance)
+        print(f"no {args.name}-kfold run, so no pool report (its operating point comes from that run): "
+              f"compare the runs with benchmarks/tone_bench.py or benchmarks/rescore.py", flush=True)
 
 
 if __name__ == "__main__":

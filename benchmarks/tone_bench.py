@@ -126,7 +126,8 @@ def residualise(oof, classes: list[str], valid: dict | None = None):
 
 def finished_folds(run: Path, model: str) -> set[str]:
     cfg = json.loads((run / "config.json").read_text())
-    return {p.stem.rsplit("__", 1)[1] for p in (run / "predictions").glob(f"{model}__{cfg['strategy']}__fold*.csv")}
+    # folds are named fold1.. (k-fold), split1.. (official) or by site (leave one site out)
+    return {p.stem.rsplit("__", 1)[1] for p in (run / "predictions").glob(f"{model}__{cfg['strategy']}__*.csv")}
 
 
 def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, folds: set[str],
@@ -135,7 +136,7 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
     cfg = json.loads((run / "config.json").read_text())
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
-    splits = [s for s in make_splits(rows, "kfold", cfg["seed"]) if s.name in folds]
+    splits = [s for s in make_splits(rows, cfg.get("protocol", "kfold"), cfg["seed"]) if s.name in folds]
     oof = out_of_fold(run, cfg["strategy"], model, classes, splits, rows)
     if oof is None:
         raise SystemExit(f"{run}: no finished folds of {model}")
@@ -177,7 +178,7 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
     out = {"run": str(run), "strategy": cfg.get("strategy", ""), "finetune": (cfg.get("extra") or {}).get("finetune", {}),
            "residualised": residualised,
            "n": len(oof.labels),
-           "folds": sorted(set(oof.fold), key=lambda f: int(f[4:])), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
+           "folds": sorted(set(oof.fold), key=lambda f: (len(f), f)), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
     per_image = [{"sha256": s, "relpath": by_sha[s].relpath, "fold": f, "label": y,
                   **{f"p_{c}": f"{p:.6f}" for c, p in zip(classes, pr)}, "fold_threshold": f"{th:.6f}",
                   "ita": "" if v is None else f"{v:.2f}", "tone": ita_bin(v) or ""}
