@@ -126,9 +126,9 @@ def curve_point(step: dict[str, dict], positive: str = "Monkeypox") -> dict:
 
 
 def paired(first: dict[str, dict], later: dict[str, dict], positive: str = "Monkeypox") -> dict:
-    """A later step against the first on the same test photos: exact McNemar tests (evaluation.metrics.mcnemar;
-    its "first" is the later step) of the top class right, mpox photos flagged and look-alikes not flagged."""
-    from mpoxscan.evaluation.metrics import mcnemar
+    """A later step against the first on the same test photos (evaluation.metrics.paired_screening; its "first" is
+    the later step): exact McNemar tests of the top class right, mpox photos flagged and look-alikes not flagged."""
+    from mpoxscan.evaluation.metrics import paired_screening
 
     if set(first) != set(later):
         raise SystemExit("two steps answered different test photos")
@@ -136,8 +136,7 @@ def paired(first: dict[str, dict], later: dict[str, dict], positive: str = "Monk
     mpox = np.array([first[p]["label"] == positive for p in paths])
     flag_a, flag_b = (np.array([x[p]["answer"] == "positive" for p in paths]) for x in (later, first))
     right_a, right_b = (np.array([x[p]["right"] for p in paths]) for x in (later, first))
-    return {"accuracy": mcnemar(right_a, right_b), "mpox_flagged": mcnemar(flag_a[mpox], flag_b[mpox]),
-            "look_alikes_not_flagged": mcnemar(~flag_a[~mpox], ~flag_b[~mpox])}
+    return paired_screening(mpox, (right_a, right_b), (flag_a, flag_b))
 
 
 def score(results: Path = RESULTS) -> dict:

@@ -101,3 +101,17 @@ def test_rank_auc_is_scikit_learns_auc_with_ties():
     assert rank_auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
     assert rank_auc(y, np.array([0.4, 0.3, 0.2, 0.1])) == 0.0
     assert rank_auc(y, np.full(4, 0.5)) == 0.5
+
+
+def test_paired_screening_counts_each_figure_on_its_own_photos():
+    from mpoxscan.evaluation.metrics import paired_screening
+
+    mpox = np.array([True, True, True, False, False, False, False])
+    right = (np.array([1, 1, 0, 1, 1, 1, 0], bool), np.array([1, 0, 0, 1, 0, 0, 0], bool))
+    flagged = (np.array([1, 1, 1, 0, 0, 1, 0], bool), np.array([1, 0, 1, 1, 1, 1, 0], bool))
+    got = paired_screening(mpox, right, flagged)
+    assert (got["accuracy"]["only_first"], got["accuracy"]["only_second"]) == (3, 0)
+    assert (got["mpox_flagged"]["only_first"], got["mpox_flagged"]["only_second"]) == (1, 0)  # mpox photos only
+    # look-alikes not flagged: the first model spares photos 4 and 5, which the second flags
+    assert (got["look_alikes_not_flagged"]["only_first"], got["look_alikes_not_flagged"]["only_second"]) == (2, 0)
+    assert got["accuracy"]["p_first_worse"] == 1.0 and got["accuracy"]["p_value"] == 0.25

@@ -133,7 +133,7 @@ def compare_models(labels, positive: str, candidate: tuple, shipped: tuple) -> d
     (N, classes), screening threshold). Accuracy (argmax), mpox photos flagged and look-alikes flagged, each with the
     exact McNemar test on the photos (``p_first_worse``: that the candidate is worse); ``worse`` lists the figures
     where it is, at p < WORSE_P."""
-    from mpoxscan.evaluation.metrics import mcnemar
+    from mpoxscan.evaluation.metrics import paired_screening
 
     labels = np.asarray(labels)
     said = []
@@ -142,15 +142,16 @@ def compare_models(labels, positive: str, candidate: tuple, shipped: tuple) -> d
                      np.asarray(p)[:, list(classes).index(positive)] >= threshold))
     (c_ok, c_flag), (s_ok, s_flag) = said
     mpox = labels == positive
-    figures = {  # (candidate's good outcomes, shipped's, whether the figure counts the bad outcome)
-        "accuracy": (c_ok, s_ok, False),
-        "mpox_flagged": (c_flag[mpox], s_flag[mpox], False),
-        "look_alikes_flagged": (~c_flag[~mpox], ~s_flag[~mpox], True),  # fewer flagged is better
+    tests = paired_screening(mpox, (c_ok, s_ok), (c_flag, s_flag))
+    figures = {  # (the test of the good outcome, the candidate's and the shipped model's figure)
+        "accuracy": ("accuracy", c_ok, s_ok),
+        "mpox_flagged": ("mpox_flagged", c_flag[mpox], s_flag[mpox]),
+        "look_alikes_flagged": ("look_alikes_not_flagged", c_flag[~mpox], s_flag[~mpox]),  # fewer flagged is better
     }
     out: dict = {"photos": int(len(labels)), "mpox_photos": int(mpox.sum())}
-    for name, (a, b, bad) in figures.items():
-        share = (lambda x: float(1 - x.mean()) if bad else float(x.mean())) if len(a) else (lambda x: None)
-        out[name] = {"candidate": share(a), "shipped": share(b), **mcnemar(a, b)}
+    for name, (test, a, b) in figures.items():
+        out[name] = {"candidate": float(a.mean()) if len(a) else None, "shipped": float(b.mean()) if len(b) else None,
+                     **tests[test]}
     out["worse"] = [n for n in figures if out[n]["p_first_worse"] < WORSE_P]
     return out
 

@@ -140,6 +140,16 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
     return {"only_first": only_a, "only_second": only_b, "p_value": float(two), "p_first_worse": float(worse)}
 
 
+def paired_screening(mpox: np.ndarray, right: tuple, flagged: tuple) -> dict:
+    """Two models' answers on the same photos, paired: exact McNemar tests (:func:`mcnemar`, the first model first)
+    of the top class right, mpox photos flagged and look-alikes not flagged. ``mpox``: which photos are mpox;
+    ``right`` and ``flagged``: each a pair (first model's, second model's) of boolean arrays over the photos."""
+    mpox = np.asarray(mpox, bool)
+    (right_a, right_b), (flag_a, flag_b) = ((np.asarray(x, bool), np.asarray(y, bool)) for x, y in (right, flagged))
+    return {"accuracy": mcnemar(right_a, right_b), "mpox_flagged": mcnemar(flag_a[mpox], flag_b[mpox]),
+            "look_alikes_not_flagged": mcnemar(~flag_a[~mpox], ~flag_b[~mpox])}
+
+
 def ppv_at_prevalence(sensitivity: float, specificity: float, prevalence: float) -> float:
     """Positive predictive value (Bayes' rule) of a test with this sensitivity and specificity at ``prevalence``:
     a test set's own mix of classes says nothing about the share of mpox among the people who will use the tool."""
