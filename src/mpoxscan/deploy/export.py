@@ -172,15 +172,15 @@ def _screening_blockiness(photo) -> float:
 
 
 def checkpoint_split(manifest: Path, card: dict):
-    """(rows, held-out indices, unseen): the manifest's kept rows and the inner-validation patients of the
-    checkpoint's own training split (unseen is False when the manifest is not the training manifest)."""
+    """(rows, split, unseen): the manifest's kept rows and the checkpoint's own training split of them (its
+    ``train`` and inner-validation ``valid`` indices; unseen is False when the manifest is not the training
+    manifest, so that ``valid`` may hold photos the checkpoint trained on)."""
     from mpoxscan.data.manifest import kept_rows, same_training_data
     from mpoxscan.data.splits import training_split
 
     rows = kept_rows(Path(manifest))
     unseen = same_training_data(Path(manifest), card.get("data", {}))
-    split = training_split(rows, card.get("training", {}))
-    return rows, split.valid, unseen
+    return rows, training_split(rows, card.get("training", {})), unseen
 
 
 def calibration_split(train: list[int], n_calibration: int, n_selection: int, seed: int) -> tuple[list[int], list[int]]:
@@ -267,13 +267,10 @@ def export(checkpoint: Path, out: Path, precisions: list[str], calibration: Path
         log("note: without --calibration the file cannot say 'cannot tell' (no off-task subspace, no quality limits)")
         variants = {"fp32": to_onnx_fp32(model, card)}
     else:
-        from mpoxscan.data.splits import training_split
-
-        rows, _, unseen = checkpoint_split(Path(calibration), card)
+        rows, split, unseen = checkpoint_split(Path(calibration), card)
         if not unseen:
             log("note: the calibration manifest is not the one the checkpoint was trained on: its 'held-out' images "
                 "may include training images")
-        split = training_split(rows, card.get("training", {}))
         cal_idx, sel_idx = calibration_split(split.train, n_calibration, n_selection, seed)
         train_images, train_blockiness = preprocessed(rows, split.train, card, blockiness=True)
         at = {k: i for i, k in enumerate(split.train)}

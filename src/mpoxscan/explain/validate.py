@@ -144,8 +144,8 @@ def validate(checkpoint, manifest, out, onnx_files=(), limit: int | None = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, card = load_checkpoint(checkpoint)
-    rows, indices, unseen = checkpoint_split(manifest, card)
-    indices = indices[:limit] if limit else indices
+    rows, split, unseen = checkpoint_split(manifest, card)
+    indices = split.valid[:limit] if limit else split.valid
     x = preprocessed(rows, indices, card)
     size = x.shape[-1]
     reference = Screener(to_onnx_fp32(model, card).SerializeToString())
