@@ -79,10 +79,11 @@ void reduce_band(const uint8_t *strip, int sw, int rows, int fx, int fy, int ful
 }
 
 // The horizontal pass: `rows` rows of `ww` pixels (`data`), each resampled to `size` outputs; output i reads
-// bounds[2i + 1] pixels from column bounds[2i] - x0 with the fixed-point weights kk[i * ksize ...].
+// bounds[2i + 1] pixels from column bounds[2i] - x0 with the fixed-point weights kk[i * ksize ...]. `swap`: the
+// pixels were BGRX (set when this is the second pass).
 EXPORT(resample_horizontal)
 void resample_horizontal(const uint8_t *data, int ww, int rows, const int32_t *kk, const int32_t *bounds, int ksize,
-                         int size, int x0, uint8_t *out) {
+                         int size, int x0, int swap, uint8_t *out) {
   const v128_t half = wasm_i32x4_splat(1 << (PRECISION_BITS - 1));
   for (int y = 0; y < rows; y++) {
     const uint8_t *line = data + (long)y * ww * 4;
@@ -92,25 +93,26 @@ void resample_horizontal(const uint8_t *data, int ww, int rows, const int32_t *k
       v128_t acc = half;
       for (int x = 0, n = bounds[2 * i + 1]; x < n; x++, p += 4)
         acc = wasm_i32x4_add(acc, wasm_i32x4_mul(load_pixel(p), wasm_i32x4_splat(k[x])));
-      store_pixel(out, wasm_i32x4_shr(acc, PRECISION_BITS), 0);
+      store_pixel(out, wasm_i32x4_shr(acc, PRECISION_BITS), swap);
       out += 4;
     }
   }
 }
 
-// The vertical pass: `temp` holds the horizontal pass's rows (size pixels each, the first being input row `first`);
-// output row j reads bounds[2j + 1] rows from row bounds[2j] - first. `swap`: the photo's pixels were BGRX.
+// The vertical pass: `data` holds rows of `width` pixels, the first being input row `first`; output row j (of
+// `rows`) reads bounds[2j + 1] rows from row bounds[2j] - first. `swap`: the pixels were BGRX (set when this is the
+// second pass).
 EXPORT(resample_vertical)
-void resample_vertical(const uint8_t *temp, int size, const int32_t *kk, const int32_t *bounds, int ksize, int first,
-                       int swap, uint8_t *out) {
+void resample_vertical(const uint8_t *data, int width, int rows, const int32_t *kk, const int32_t *bounds, int ksize,
+                       int first, int swap, uint8_t *out) {
   const v128_t half = wasm_i32x4_splat(1 << (PRECISION_BITS - 1));
-  const long stride = (long)size * 4;
-  for (int j = 0; j < size; j++) {
-    const uint8_t *rows = temp + (bounds[2 * j] - first) * stride;
+  const long stride = (long)width * 4;
+  for (int j = 0; j < rows; j++) {
+    const uint8_t *top = data + (bounds[2 * j] - first) * stride;
     const int32_t *k = kk + j * ksize;
     const int n = bounds[2 * j + 1];
-    for (int i = 0; i < size; i++) {
-      const uint8_t *p = rows + i * 4;
+    for (int i = 0; i < width; i++) {
+      const uint8_t *p = top + i * 4;
       v128_t acc = half;
       for (int y = 0; y < n; y++, p += stride)
         acc = wasm_i32x4_add(acc, wasm_i32x4_mul(load_pixel(p), wasm_i32x4_splat(k[y])));
