@@ -219,11 +219,24 @@ const MPOXSCAN_RESIZE = (() => {
     return kernels;
   }
 
-  // resizeCrop's work through the kernels, in a memory of its own (an instance per photo: two photos resized at the
-  // same time never share one), laid out once: the coefficients, the band of photo rows being read (a VideoFrame
-  // copies straight into it), the block means, the horizontal pass's rows and the square.
-  async function resizeWasm(module, source, w, h, fx, fy, reduced, hc, vc, [x0, x1], [y0, y1], size, vFirst) {
-    const { exports } = await WebAssembly.instantiate(module);
+  // resizeCrop's work through the kernels, in a memory of its own (two photos resized at the same time never share
+  // an instance), laid out once: the coefficients, the band of photo rows being read (a VideoFrame copies straight
+  // into it), the block means, the first pass's rows and the square. The last instance is kept for the next photo
+  // (its memory already grown: a new one's 12 MB for a 12-MP photo took a few ms to allocate), unless it grew past
+  // KEEP_BYTES (a 48-MP panorama's), which would then stay allocated for nothing.
+  const KEEP_BYTES = 64 << 20;
+  let idle = null;
+  async function resizeWasm(module, source, ...rest) {
+    const instance = idle || await WebAssembly.instantiate(module);
+    idle = null;
+    try {
+      return await resizeIn(instance.exports, source, ...rest);
+    } finally {
+      if (instance.exports.memory.buffer.byteLength <= KEEP_BYTES) idle = instance;
+    }
+  }
+
+  async function resizeIn(exports, source, w, h, fx, fy, reduced, hc, vc, [x0, x1], [y0, y1], size, vFirst) {
     const ww = x1 - x0, [first, last] = span(vc, size);
     let top = exports.__heap_base.value;
     const place = (bytes) => { const at = (top + 15) & ~15; top = at + bytes; return at; };
