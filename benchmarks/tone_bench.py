@@ -47,10 +47,12 @@ def _bootstrap(oof, groups: np.ndarray, classes: list[str], threshold, n: int = 
     names = np.unique(groups)
     members = {g: np.flatnonzero(groups == g) for g in names}
     thr = np.broadcast_to(np.asarray(threshold, float), (len(groups),))
+    labels = np.asarray(oof.labels, object)
+    tone = np.array([np.nan if v is None else float(v) for v in oof.ita])
     gaps, rhos = [], []
     for _ in range(n):
         idx = np.concatenate([members[g] for g in rng.choice(names, len(names))])
-        t = tone_metrics([oof.labels[k] for k in idx], oof.proba[idx], classes, [oof.ita[k] for k in idx], thr[idx])
+        t = tone_metrics(labels[idx], oof.proba[idx], classes, tone[idx], thr[idx], per_class=False)
         gaps.append(t["specificity_gap"]["gap"])
         rhos.append(t["ita_vs_p_positive"]["pooled_within_class"]["rho"])
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in (("gap", gaps), ("rho", rhos))}

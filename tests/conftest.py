@@ -49,6 +49,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def msld2_official(shared_data):
+    """MSLD v2.0 curated once with its official five splits, (curation, options), for every test that reads it
+    (curating takes about 40 s on 2 cores). Tests must not change it."""
+    from mpoxscan.data.curate import CurateOptions, curate
+    from mpoxscan.data.sources import Source
+
+    options = CurateOptions(folds_from=shared_data / "msld-v2" / "_meta" / "folds.csv", progress=False)
+    return curate([Source("msld-v2", shared_data / "msld-v2", r"^([A-Z]+_\d+)_")], options), options
+
+
 def make_photo(seed: int, size: tuple[int, int] = (160, 128)) -> Image.Image:
     """A synthetic 'skin photo': a smooth colour field, fine grain and a few lesion-like blobs, all from ``seed``."""
     from PIL import ImageDraw, ImageFilter

@@ -6,10 +6,31 @@ from collections import defaultdict
 
 import pytest
 
+from mpoxscan.data import fingerprint
 from mpoxscan.data.curate import CurateOptions, curate
 from mpoxscan.data.sources import Source
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fingerprints_once():
+    """Each photo fingerprinted once for this module's curations (a fingerprint depends on the file alone): the
+    curation of MSLD v2.0 alone (the session's msld2_official, first made here) reuses those of v1 + v2 (about 30 s
+    on 2 cores). Curate's own logic runs in full."""
+    memo: dict = {}
+    compute_all = fingerprint.compute_all
+
+    def remembered(paths, jobs=None, progress=True, embedder=None):
+        key = lambda p: (str(p), embedder is not None)  # noqa: E731
+        missing = [p for p in paths if key(p) not in memo]
+        memo.update(zip(map(key, missing), compute_all(missing, jobs=jobs, progress=progress, embedder=embedder)))
+        return [memo[key(p)] for p in paths]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(fingerprint, "compute_all", remembered)
+    yield memo
+    patch.undo()
 
 # Pairs checked by eye (contact sheets in benchmarks/results/): the same picture, although not byte-identical.
 # v2 added black privacy bars, re-encoded, resized or cropped; two v2 patients are one picture under two ids.
@@ -94,9 +115,8 @@ def test_no_group_or_duplicate_cluster_spans_two_folds(both):
     assert {r.fold for r in kept_by_path.values()} == {str(k) for k in range(1, 11)}
 
 
-def test_official_msld_v2_folds_are_imported_and_their_leaks_reported(shared_data):
-    result = curate([Source("msld-v2", shared_data / "msld-v2", r"^([A-Z]+_\d+)_")],
-                    CurateOptions(folds_from=shared_data / "msld-v2" / "_meta" / "folds.csv", progress=False))
+def test_official_msld_v2_folds_are_imported_and_their_leaks_reported(msld2_official):
+    result, _ = msld2_official
     kept = [r for r in result.rows if r.status == "kept"]
     assert all(len(r.splits.split(",")) == 5 and not r.fold for r in kept)
     leaks = result.report["imported_fold_leaks"]

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mpoxscan.data.curate import CurateOptions, curate, write_outputs
-from mpoxscan.data.sources import Source
+from mpoxscan.data.curate import write_outputs
 from mpoxscan.training.cv import CVConfig, run_cv
 
 pytestmark = pytest.mark.integration
 
 
-def test_linear_probe_on_one_official_fold(shared_data, tmp_path):
-    options = CurateOptions(folds_from=shared_data / "msld-v2" / "_meta" / "folds.csv", progress=False)
-    result = curate([Source("msld2", shared_data / "msld-v2", r"^([A-Z]+_\d+)_")], options)
+def test_linear_probe_on_one_official_fold(msld2_official, tmp_path):
+    result, options = msld2_official
     manifest = write_outputs(result, tmp_path / "msld2", options) / "manifest.csv"
     config = CVConfig(manifest=str(manifest), models=["efficientnet_lite0"], strategy="linear", protocol="official",
                       views=0, only_folds=["fold1"], extra={"cache": str(tmp_path / "cache")})

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mpoxscan.data import fingerprint
 from mpoxscan.data.manifest import COLUMNS, ManifestRow, read_manifest, row_ita, write_manifest
-from mpoxscan.data.skin import ita, ita_bin, retone, skin_mask
+from mpoxscan.data.skin import ita, ita_bin, ita_bins, retone, skin_mask
 
 LIGHT, DARK = (236, 200, 180), (92, 58, 42)  # sRGB of light and dark skin (ITA about 60 and -50 degrees)
 
@@ -87,3 +87,9 @@ def test_manifest_round_trips_ita_and_reads_older_files(tmp_path):
         w.writerow(vars(rows[0]))
     (row,) = read_manifest(tmp_path / "old.csv")
     assert row.ita == "" and row_ita(row) is None and row.width == 1
+
+
+def test_ita_bins_bins_an_array_as_ita_bin_bins_each_value():
+    values = np.array([np.nan, 80.0, 55.0, 55.0001, 41.0, 28.0, 10.0, -30.0, -29.9, -75.0, 0.0])
+    assert ita_bins(values).tolist() == [ita_bin(None if np.isnan(v) else float(v)) for v in values]
+    assert ita_bins(values)[2] == "light" and ita_bins(values)[0] is None  # bounds belong to the bin below

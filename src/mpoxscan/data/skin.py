@@ -85,6 +85,19 @@ def ita_bin(value: float | None) -> str | None:
     return next(name for name, low in ITA_BINS if value > low)
 
 
+def ita_bins(values: np.ndarray) -> np.ndarray:
+    """ita_bin of each value of a float array at once (NaN: None), as an object array: the skin-tone bootstraps bin
+    the same photos a thousand times."""
+    values = np.asarray(values, float)
+    out = np.full(values.shape, None, object)
+    todo = ~np.isnan(values)
+    for name, low in ITA_BINS:  # the first bin whose lower bound the value exceeds, as ita_bin
+        hit = todo & (values > low)
+        out[hit] = name
+        todo &= ~hit
+    return out
+
+
 def retone(image: Image.Image, target_ita: float) -> Image.Image:
     """The photo with its skin moved to ``target_ita`` along the skin-tone axis: L* of the skin is scaled (keeping
     the lesions' relative contrast) so that arctan((L* - 50) / b*) hits the target, b* and a* unchanged; the change

@@ -246,7 +246,7 @@ def pooled_summary(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[s
 
 
 def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str], ita: Sequence[float | None],
-                 threshold: float | np.ndarray = 0.5, positive: str = POSITIVE) -> dict:
+                 threshold: float | np.ndarray = 0.5, positive: str = POSITIVE, per_class: bool = True) -> dict:
     """Fairness across skin tones (issue 13). ``ita``: each photo's Individual Typology Angle (None: unknown);
     ``threshold``: the screening threshold on P(positive), one number or one per photo (each fold's own).
 
@@ -254,11 +254,12 @@ def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     ``specificity_gap``: specificity of the lightest minus that of the darkest bin holding non-positive photos;
     ``ita_vs_p_positive``: among non-positive photos, Spearman's rho of ITA with P(positive) within each class, and
     pooled within classes as the Pearson correlation of within-class fractional ranks (centred per class), which
-    is Spearman's rho with the class differences removed; every class weighs by its size.
+    is Spearman's rho with the class differences removed; every class weighs by its size. ``per_class=False``
+    leaves out the per-class rho and p (a bootstrap of the gap and the pooled rho needs neither).
     """
     from scipy import stats
 
-    from mpoxscan.data.skin import BIN_NAMES, ita_bin
+    from mpoxscan.data.skin import BIN_NAMES, ita_bins
 
     classes = list(classes)
     y = np.asarray(list(y_true), object)
@@ -267,8 +268,9 @@ def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     score = proba[:, classes.index(positive)] if has_pos else np.zeros(len(y))
     flagged = score >= np.broadcast_to(np.asarray(threshold, float), score.shape)
     is_pos = y == positive
-    tone = np.array([np.nan if v is None else float(v) for v in ita])
-    bins = np.asarray([ita_bin(None if np.isnan(v) else v) for v in tone], object)
+    tone = ita.astype(float) if isinstance(ita, np.ndarray) and ita.dtype.kind == "f" else \
+        np.array([np.nan if v is None else float(v) for v in ita])
+    bins = ita_bins(tone)
     per_bin: dict = {}
     for name in BIN_NAMES:
         m = bins == name
@@ -280,14 +282,15 @@ def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     with_neg = [b for b in BIN_NAMES if not math.isnan(per_bin[b]["specificity"])]
     gap = per_bin[with_neg[0]]["specificity"] - per_bin[with_neg[-1]]["specificity"] if len(with_neg) > 1 else float("nan")
 
-    per_class: dict = {}
+    per_class_rho: dict = {}
     pooled_ita, pooled_p = [], []
     for c in classes:
         m = (y == c) & ~is_pos & ~np.isnan(tone)
         if c == positive or m.sum() < 3:
             continue
-        rho, p = stats.spearmanr(tone[m], score[m])
-        per_class[c] = {"n": int(m.sum()), "rho": float(rho), "p": float(p)}
+        if per_class:
+            rho, p = stats.spearmanr(tone[m], score[m])
+            per_class_rho[c] = {"n": int(m.sum()), "rho": float(rho), "p": float(p)}
         for values, into in ((tone[m], pooled_ita), (score[m], pooled_p)):
             into.append(stats.rankdata(values) / m.sum() - (m.sum() + 1) / (2 * m.sum()))
     pooled: dict = {"n": int(sum(len(v) for v in pooled_ita)), "rho": float("nan"), "p": float("nan")}
@@ -297,7 +300,7 @@ def tone_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str
     return {"bins": per_bin, "n_unknown": int((bins == None).sum()),  # noqa: E711 - element-wise
             "specificity_gap": {"lightest": with_neg[0] if with_neg else None, "darkest": with_neg[-1] if with_neg else None,
                                 "gap": float(gap)},
-            "ita_vs_p_positive": {"per_class": per_class, "pooled_within_class": pooled,
+            "ita_vs_p_positive": {"per_class": per_class_rho, "pooled_within_class": pooled,
                                   "pooled_method": "Pearson of within-class centred fractional ranks"}}
 
 
