@@ -552,3 +552,22 @@ def test_the_expert_curve_is_what_its_per_image_files_give():
     assert all(t == tests[0] for t in tests)  # one fixed test set
 
 
+
+
+def test_pool_tone_gaps_are_the_committed_runs():
+    """docs/data/pool.md's skin-tone table: each gap and interval is benchmarks/tone_bench.py's output for the pool's
+    grouped-fold and leave-one-site-out runs (benchmarks/results/pool/tone-*/tone.json), and the darkest bin's size."""
+    import json
+
+    page = " ".join((REPO / "docs/data/pool.md").read_text().split())
+
+    def cell(t: dict, point: str) -> str:
+        gap, ci = t[point]["specificity_gap"]["gap"], t[point]["bootstrap95"]["gap"]
+        return f"{100 * gap:+.1f}" + (" points" if point == "fold_thresholds" else "") + \
+            f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+    kfold, loso = (json.loads((POOL / f"tone-{run}" / "tone.json").read_text())["plain"] for run in ("kfold", "loso"))
+    assert f"| grouped 5 folds | {cell(kfold, 'fold_thresholds')} | {cell(kfold, 'pooled_95_sensitivity')} |" in page
+    assert f"| leave one site out | **{cell(loso, 'fold_thresholds')}** | {cell(loso, 'pooled_95_sensitivity')} |" in page
+    assert loso["fold_thresholds"]["bins"]["dark"]["n"] == 254
+    assert "now that the pool holds 254 photos of the darkest bin" in page
