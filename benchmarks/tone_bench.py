@@ -152,6 +152,9 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
         raise SystemExit(f"{run}: {len(missing)} predicted images are not in {manifest} (another curation?)")
     k_pos = classes.index(POSITIVE)
     is_pos = np.array([y == POSITIVE for y in oof.labels])
+    if not is_pos.any():  # e.g. leave-one-site-out runs that have finished only the sites without mpox
+        raise SystemExit(f"{run}: the folds scored ({', '.join(sorted(folds))}) hold no {POSITIVE} photo, so there "
+                         "is no sensitivity to fix a threshold by: finish a fold that has some")
     pooled_t = screening_threshold(is_pos, oof.proba[:, k_pos], 0.95)
     groups = np.array([by_sha[s].group for s in oof.sha256])
     points = {}
