@@ -571,3 +571,11 @@ def test_pool_tone_gaps_are_the_committed_runs():
     assert f"| leave one site out | **{cell(loso, 'fold_thresholds')}** | {cell(loso, 'pooled_95_sensitivity')} |" in page
     assert loso["fold_thresholds"]["bins"]["dark"]["n"] == 254
     assert "now that the pool holds 254 photos of the darkest bin" in page
+    both = json.loads((POOL / "tone-balance-loso" / "tone.json").read_text())
+    balanced = both["tone_balance"]["fold_thresholds"]
+    gap, ci = balanced["specificity_gap"]["gap"], balanced["bootstrap95"]["gap"]
+    assert f"**{100 * gap:+.1f} points [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]**" in page
+    spec = [both[r]["fold_thresholds"]["overall"]["specificity"] for r in ("plain", "tone_balance")]
+    dark = [both[r]["fold_thresholds"]["bins"]["dark"]["specificity"] for r in ("plain", "tone_balance")]
+    assert f"falls from {100 * spec[0]:.1f} to {100 * spec[1]:.1f} % (dark skin {100 * dark[0]:.1f} to " \
+           f"{100 * dark[1]:.1f} %)" in page
