@@ -75,6 +75,14 @@ const MPOXSCAN_RESIZE = (() => {
     return [first, last];
   }
 
+  // The photo's columns that blocks [bx0, bx1) cover ([sx0, sx0 + sw): whole blocks, then a partial one of ``last``
+  // columns at the right edge) and the rows read at a time (whole block rows, about source.band pixels): the plan of
+  // both reduce loops, the JavaScript and the WebAssembly ones.
+  function blockPlan(source, w, fx, fy, bx0, bx1) {
+    const sx0 = bx0 * fx, sw = Math.min(w, bx1 * fx) - sx0, full = Math.floor(sw / fx);
+    return { sx0, sw, full, last: sw - full * fx, band: fy * Math.max(1, Math.floor(source.band / (sw * fy))) };
+  }
+
   // Pillow's reduce (fx x fy blocks averaged, partial blocks at the image's edges averaging what they hold, each
   // mean rounded as ImagingReduce does), computed only for the blocks [bx0, bx1) x [by0, by1) that the resampling
   // reads. The photo's pixels are read a band of whole block rows at a time by read(x, y, w, h): reading them out of
@@ -84,9 +92,7 @@ const MPOXSCAN_RESIZE = (() => {
   async function reduce(source, w, h, fx, fy, bx0, bx1, by0, by1, plain) {
     const read = source.read, swap = source.swap;
     const ow = bx1 - bx0, out = new Uint8ClampedArray(ow * (by1 - by0) * 4);
-    const sx0 = bx0 * fx, sx1 = Math.min(w, bx1 * fx), sw = sx1 - sx0;
-    const full = Math.floor(sw / fx), last = sw - full * fx;  // whole blocks, then a partial one at the right edge
-    const band = fy * Math.max(1, Math.floor(source.band / (sw * fy)));
+    const { sx0, sw, full, last, band } = blockPlan(source, w, fx, fy, bx0, bx1);
     // Red and blue summed together in one number's two 16-bit halves (a pixel read as 32 bits, RGBA little-endian:
     // v & 0xff00ff holds R and B apart), green alone: two additions per pixel, not three. Exact while a block holds
     // at most 257 pixels (257 x 255 < 65536); larger blocks (a photo over 60 MP) take the plain three.
@@ -242,12 +248,9 @@ const MPOXSCAN_RESIZE = (() => {
     const place = (bytes) => { const at = (top + 15) & ~15; top = at + bytes; return at; };
     const hk = place(hc.kk.byteLength), hb = place(hc.bounds.byteLength);
     const vk = place(vc.kk.byteLength), vb = place(vc.bounds.byteLength);
-    let sx0 = 0, sw = ww, band = y1 - y0, col = 0;
-    if (reduced) {
-      sx0 = x0 * fx; sw = Math.min(w, x1 * fx) - sx0;
-      band = fy * Math.max(1, Math.floor(source.band / (sw * fy)));
-      col = place(sw * 8);
-    }
+    const { sx0, sw, full, last: rest, band } = reduced ? blockPlan(source, w, fx, fy, x0, x1)
+      : { sx0: 0, sw: ww, full: 0, last: 0, band: y1 - y0 };
+    const col = reduced ? place(sw * 8) : 0;
     const strip = place(sw * band * 4), data = reduced ? place(ww * (y1 - y0) * 4) : strip;
     const temp = place((vFirst ? ww : last - first) * size * 4), out = place(size * size * 4);
     const memory = exports.memory, more = Math.ceil((top - memory.buffer.byteLength) / 65536);
@@ -258,7 +261,6 @@ const MPOXSCAN_RESIZE = (() => {
     new Int32Array(memory.buffer, vk, vc.kk.length).set(vc.kk);
     new Int32Array(memory.buffer, vb, vc.bounds.length).set(vc.bounds);
     if (reduced) {
-      const full = Math.floor(sw / fx), rest = sw - full * fx;
       for (let sy = y0 * fy, end = Math.min(h, y1 * fy); sy < end; sy += band) {
         const bh = Math.min(band, end - sy);
         await source.read(sx0, sy, sw, bh, bytes.subarray(strip, strip + sw * bh * 4));
