@@ -229,6 +229,30 @@ def test_blockiness_reaches_the_answer_from_a_file_path_and_a_reduced_decode(tmp
     assert photo_blockiness(load_image(small, min_side=224)) > 2
     assert photo_blockiness(load_image(large, min_side=224)) is None
     assert photo_blockiness(load_image(large)) > 2
+    # Given the network's input, a large JPEG is skipped however it was decoded (the leave-one-site-out answers
+    # decoded whole and met a limit fitted without such photos); a small one, or a large PNG, is still measured.
+    assert photo_blockiness(load_image(large), 224) is None
+    assert photo_blockiness(load_image(large), 1000) > 2
+    assert photo_blockiness(load_image(small), 224) == photo_blockiness(load_image(small, min_side=224), 224) > 2
+    png = tmp_path / "large.png"
+    load_image(large).save(png)
+    assert photo_blockiness(load_image(png), 224) > 2
+
+
+def test_screener_skips_blockiness_of_a_large_jpeg_whichever_way_it_was_decoded(tmp_path):
+    """`mpoxscan predict` and the service decode a large JPEG at a reduced scale; a caller that decodes it whole
+    (the cv answers, a benchmark) must get the same answer, not "too compressed"."""
+    from mpoxscan.deploy.runtime import Screener, bundled_model
+    from mpoxscan.images import load_image
+
+    screener = Screener(bundled_model())
+    large, small = tmp_path / "large.jpg", tmp_path / "small.jpg"
+    _photo(2000, 6).save(large, quality=10)
+    _photo(300, 5).save(small, quality=10)
+    whole, reduced = screener.screen(load_image(large)), screener.screen(load_image(large, min_side=224))
+    assert "blockiness" not in whole.measures and "blockiness" not in reduced.measures
+    assert whole.reason != "too compressed" and reduced.reason != "too compressed"
+    assert screener.screen(load_image(small)).reason == "too compressed"
 
 
 def test_export_measures_blockiness_as_screening_does_from_the_same_decode(tmp_path):

@@ -35,6 +35,8 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_MIN_SHORT_SIDE = 16
 #: Images longer than this many times their short side are refused (panoramas are 4-6:1).
 DEFAULT_MAX_ASPECT_RATIO = 8.0
+#: A JPEG whose short side is over this many times the caller's ``min_side`` is decoded at a reduced scale.
+REDUCED_DECODE = 2
 # A progressive JPEG is decoded once per scan, over the whole picture: a 214 kB 7000 x 7000 file whose last scan was
 # repeated 300 times cost 13 s of CPU (issue 27). Encoders write about 10 scans (libjpeg's default script for colour
 # photos; mozjpeg's searched scripts stay under about 30), so 100 refuses no real photo.
@@ -441,7 +443,8 @@ def load_image(
 
     ``min_side``: the caller needs at least this many pixels on the short side, so a JPEG may be decoded at a
     reduced scale (1/2, 1/4, 1/8), which is several times faster and lighter for large phone photos.
-    ``image.info["source_size"]`` keeps the upright size of the stored picture before any such reduction.
+    ``image.info["source_size"]`` keeps the upright size of the stored picture before any such reduction, and
+    ``image.info["source_format"]`` its format (``"JPEG"``, ``"PNG"``, ...).
     ``name`` labels error messages when ``source`` is bytes.
     ``min_short_side`` and ``max_aspect``: shapes no photo has are refused from the header (:class:`ImageShapeError`),
     so that no caller ever resizes a thin strip up to a network's input.
@@ -452,7 +455,7 @@ def load_image(
     source_size = img.size
     if min_side and img.format in ("JPEG", "MPO"):
         short = min(img.size)
-        if short > 2 * min_side:
+        if short > REDUCED_DECODE * min_side:
             scale = min_side / short
             img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     with _decode_slots:  # waits for one of DECODES_IN_FLIGHT
@@ -473,7 +476,7 @@ def load_image(
             rgb = _to_rgb(img, min_side)
         except _DECODE_ERRORS as exc:
             raise ImageError(f"{name}: cannot convert {img.mode} image to RGB ({_one_line(exc)})") from None
-    rgb.info = {"source_size": source_size}
+    rgb.info = {"source_size": source_size, "source_format": img.format}
     return rgb
 
 

@@ -6,9 +6,11 @@ the network's input is resized by other than a whole factor for most photos, whi
 although the compression still misleads the network (measured on the held-out photos at JPEG quality 10: with the
 measure taken at the network's input, 21 of the 22 answers that still changed came from photos resized to it).
 
-A large JPEG that the image loader decoded at a reduced scale (``load_image(..., min_side=...)``: 1/2 to 1/8, which
-averages the blocks away, as the resize to the network's input would) is not measured; the page skips the same photos
-(a JPEG whose short side is over twice the network's input).
+A large JPEG (short side over twice the network's input) is not measured: screening decodes it at a reduced scale
+(``load_image(..., min_side=...)``: 1/2 to 1/8, which averages the blocks away, as the resize to the network's input
+would), and the page skips the same photos. :func:`photo_blockiness` skips it however the caller decoded it (from the
+loader's ``source_size`` and ``source_format``), so that a full decode never meets a limit fitted without such photos
+(the leave-one-site-out answers did, and refused 153 large atlas and MSLD JPEGs as "too compressed").
 
 Hand-written because no library at hand measures it (scikit-image and OpenCV have no JPEG-artefact measure); the
 phone page mirrors it in ``web/static/answer.js`` (``blockiness``), and a test runs both on the same pixels.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from mpoxscan.images import REDUCED_DECODE
 
 #: The measure reads the centre square of at most this many pixels a side, unscaled: enough lines for a stable
 #: ratio, and a fixed cost on the phone whatever the photo's size.
@@ -62,8 +66,14 @@ def blockiness(image: Image.Image) -> float:
     return blockiness_of_luma(rgb @ np.array(LUMA))
 
 
-def photo_blockiness(image: Image.Image) -> float | None:
-    """:func:`blockiness`, or None for a photo the image loader decoded at a reduced scale (its ``source_size``)."""
-    if tuple(image.info.get("source_size", image.size)) != tuple(image.size):
+def photo_blockiness(image: Image.Image, input_size: int | None = None) -> float | None:
+    """:func:`blockiness` where screening measures it, else None: not for a photo the image loader decoded at a
+    reduced scale, nor, given the network's ``input_size``, for a JPEG large enough that screening would have
+    (:data:`~mpoxscan.images.REDUCED_DECODE`), whichever way this one was decoded."""
+    source_size = tuple(image.info.get("source_size", image.size))
+    if source_size != tuple(image.size):
+        return None
+    if (input_size and image.info.get("source_format") in ("JPEG", "MPO")
+            and min(source_size) > REDUCED_DECODE * input_size):
         return None
     return blockiness(image)

@@ -105,13 +105,12 @@ class Screener:
         """Calibrated class probabilities (N, classes) for RGB photos (PIL images)."""
         return self.run(self.preprocessing.batch(images))["probabilities"]
 
-    @staticmethod
-    def measures(outputs: dict[str, np.ndarray], k: int, image: Image.Image | None = None) -> dict[str, float]:
+    def measures(self, outputs: dict[str, np.ndarray], k: int, image: Image.Image | None = None) -> dict[str, float]:
         """The measurements the answer rule reads, for row ``k`` of a batch's outputs (those the file has), and the
-        photo's own ``blockiness`` when the decoded ``image`` is given (measured before any resizing; not for a photo
-        decoded at a reduced scale)."""
+        photo's own ``blockiness`` when the decoded ``image`` is given (measured before any resizing; not for a JPEG
+        large enough to be decoded at a reduced scale, however it was decoded: deploy/compression.py)."""
         m = {}
-        if image is not None and (b := photo_blockiness(image)) is not None:
+        if image is not None and (b := photo_blockiness(image, self.input_size)) is not None:
             m["blockiness"] = round(b, 6)
         if "quality" in outputs:
             m.update({name: round(float(v), 6) for name, v in zip(QUALITY_MEASURES, outputs["quality"][k])})
