@@ -52,11 +52,15 @@ def curated(data: Path, work: Path) -> Path:
         started = time.perf_counter()
         pool_manifest(data, folder)
         print(f"curated in {time.perf_counter() - started:.0f} s", flush=True)
+    # benchmarks/results/pool/curate/ is the curation the bundled model learned from (the datasheet renders it and
+    # tests/test_docs.py checks it against the card): written when missing, never replaced by a later curation,
+    # which keep() records beside each run instead.
     target = RESULTS / "curate"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("report.json", "report.md", "duplicates.png", "conflicts.png"):
-        if (folder / name).exists():
-            shutil.copyfile(folder / name, target / name)
+    if not (target / "report.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("report.json", "report.md", "duplicates.png", "conflicts.png"):
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
     return folder / "manifest.csv"
 
 
@@ -94,6 +98,10 @@ def keep(run: Path, name: str) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for file in ("results.json", "oof_predictions.csv", "config.json"):
         shutil.copyfile(run / file, target / file)
+    curation = Path(json.loads((run / "config.json").read_text())["manifest"]).parent
+    for file in ("report.json", "report.md"):  # the curation this run's manifest came from
+        if (curation / file).exists():
+            shutil.copyfile(curation / file, target / f"curate-{file}")
     valid_predictions(run, target / "valid_predictions.csv")
     if list((run / "predictions" / "answers").glob("*.csv")):
         answers(run, target / "answers.csv")
