@@ -44,6 +44,16 @@ def test_perfect_predictions():
     assert m["accuracy"] == 1 and m["cohen_kappa"] == 1 and m["macro_auc_ovr"] == 1 and m["screening"]["auc"] == 1
 
 
+def test_auc_over_the_classes_present_when_the_model_gives_them_almost_nothing():
+    """A test fold whose classes the model barely considers (a linear probe's class without training photos, under
+    leave one site out): the one-vs-rest AUC is still taken over the classes present, renormalised."""
+    y = ["Healthy", "Measles", "Healthy", "Measles"]
+    p = np.array([[1e-14, 1.0, 1e-16], [1e-16, 1.0, 1e-14], [3e-15, 1.0, 1e-16], [0.0, 1.0, 1e-17]])
+    m = classification_metrics(y, p, CLASSES)
+    assert m["macro_auc_ovr"] == pytest.approx(1.0)  # P(Measles) / (P(Healthy) + P(Measles)) ranks them right
+    assert classification_metrics(y, np.array([[0, 1, 0]] * 4, float), CLASSES)["macro_auc_ovr"] == 0.5
+
+
 def test_ece_by_hand():
     # Two predictions at confidence 0.9 (one right), two at 0.6 (both right): ECE = 0.5*|0.5-0.9| + 0.5*|1-0.6| = 0.4
     proba = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])

@@ -62,7 +62,11 @@ def classification_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Se
     }
     present = sorted(set(y_idx.tolist()))
     if len(present) > 1:
-        sub = proba[:, present] / np.clip(proba[:, present].sum(axis=1, keepdims=True), 1e-12, None)
+        # Renormalised over the classes present. A model may give them almost nothing (a linear probe's class that
+        # had no training photo: leave one site out), so no floor on the sum: a floor left rows that do not sum to 1.
+        mass = proba[:, present].sum(axis=1, keepdims=True)
+        sub = np.divide(proba[:, present], mass, out=np.full((len(proba), len(present)), 1 / len(present)),
+                        where=mass > 0)
         remap = {c: k for k, c in enumerate(present)}
         y_sub = np.array([remap[v] for v in y_idx])
         out["macro_auc_ovr"] = float(skm.roc_auc_score(y_sub, sub if len(present) > 2 else sub[:, 1], multi_class="ovr"))
