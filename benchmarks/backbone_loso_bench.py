@@ -118,7 +118,7 @@ def _plot(result: dict, models: list[str], path: Path) -> None:
     sites = list(result["sites"])
     x = np.arange(len(sites))
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, m in enumerate(models):
         e = [result["sites"][s]["auc"][m] for s in sites]
         v = np.array([d["value"] for d in e])
@@ -129,7 +129,7 @@ def _plot(result: dict, models: list[str], path: Path) -> None:
     ax.set_ylim(0.5, 1.0)
     ax.set_ylabel("mpox-vs-rest AUC, left-out site")
     ax.set_title("Linear probe on frozen ImageNet features, leave one site out", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -579,3 +579,31 @@ def test_pool_tone_gaps_are_the_committed_runs():
     dark = [both[r]["fold_thresholds"]["bins"]["dark"]["specificity"] for r in ("plain", "tone_balance")]
     assert f"falls from {100 * spec[0]:.1f} to {100 * spec[1]:.1f} % (dark skin {100 * dark[0]:.1f} to " \
            f"{100 * dark[1]:.1f} %)" in page
+
+
+def test_the_backbone_probe_under_leave_one_site_out_is_what_its_predictions_give():
+    """docs/data/pool.md's backbone table (benchmarks/backbone_loso_bench.py): every AUC and paired difference is
+    recomputed from the committed per-image predictions; the page's words quote them."""
+    import json
+
+    import backbone_loso_bench as bench
+
+    folder = POOL / "backbone-loso"
+    saved = json.loads((folder / "backbones.json").read_text())
+    again = bench.compare(bench.read_oof(folder / "oof_predictions.csv"), saved["reference"], n_boot=0)
+    assert set(again["sites"]) == set(saved["sites"]) == {"msid", "msld", "viral-rash", "all"}
+    for site, entry in again["sites"].items():
+        for model, value in entry["auc"].items():
+            assert value["value"] == pytest.approx(saved["sites"][site]["auc"][model]["value"]), (site, model)
+        for model, value in entry["minus_reference"].items():
+            assert value["value"] == pytest.approx(saved["sites"][site]["minus_reference"][model]["value"])
+    diff = lambda site, m: saved["sites"][site]["minus_reference"][m]  # noqa: E731
+    lite2_msid = diff("msid", "efficientnet_lite2")
+    quoted("data/pool.md", f"({diff('msld', 'efficientnet_lite2')['value']:+.3f}) or viral-rash "
+                           f"({diff('viral-rash', 'efficientnet_lite2')['value']:+.3f}), and worse on msid "
+                           f"({lite2_msid['value']:+.3f} [{lite2_msid['ci95'][0]:+.3f}, {lite2_msid['ci95'][1]:+.3f}])",
+           f"MobileNetV2's {diff('all', 'mobilenetv2_100')['value']:+.3f} over all left-out photos")
+    assert lite2_msid["ci95"][1] < 0  # "worse": the interval excludes 0
+    for site in ("msid", "msld", "viral-rash"):  # "level with Lite0 site by site": every interval holds 0
+        for m in ("efficientnet_lite1", "mobilenetv2_100"):
+            assert diff(site, m)["ci95"][0] <= 0 <= diff(site, m)["ci95"][1], (site, m)
