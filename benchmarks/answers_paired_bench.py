@@ -5,7 +5,8 @@ Each run's `answers.csv` (written by `benchmarks/pool_bench.py` from `mpoxscan c
 photo, the answer of the fold's own exported file: positive, negative or cannot tell, with its reason. Matched by
 site and SHA-256, per site and class: the share answered "cannot tell" and the share flagged positive by each run,
 the reasons behind "cannot tell", and McNemar's exact test (evaluation/metrics.py) on the photos where the two runs
-answer "cannot tell" differently.
+answer "cannot tell" differently. Where both runs' `oof_predictions.csv` are there, also how far the two runs'
+P(mpox) agree per site, and the AUC of each and of both averaged.
 
     PYTHONPATH=src .venv/bin/python benchmarks/answers_paired_bench.py \\
         --before benchmarks/results/pool/finetune-loso-20261207 --after benchmarks/results/pool/finetune-loso \\
@@ -62,6 +63,34 @@ def compare(before: dict, after: dict) -> dict:
     return out
 
 
+def read_p(folder: Path) -> dict[tuple[str, str], tuple[str, float]]:
+    """{(site, sha256): (label, P(mpox))} from a run's oof_predictions.csv."""
+    with open(folder / "oof_predictions.csv", newline="") as fh:
+        return {(r["fold"], r["sha256"]): (r["label"], float(r["p_Monkeypox"])) for r in csv.DictReader(fh)
+                if r.get("variant", "main") == "main"}
+
+
+def agreement(before: dict, after: dict) -> dict:
+    """How far two runs of one recipe agree on each left-out site's photos: Spearman's rho between their P(mpox),
+    each run's mpox-vs-rest AUC, and the AUC of the two runs averaged (mean log-odds), where the site has mpox."""
+    from scipy.stats import spearmanr
+
+    from mpoxscan.evaluation.metrics import rank_auc
+
+    out = {}
+    for site in sorted({k[0] for k in before}):
+        keys = sorted(k for k in set(before) & set(after) if k[0] == site)
+        p = np.array([[before[k][1], after[k][1]] for k in keys]).clip(1e-7, 1 - 1e-7)
+        mpox = np.array([after[k][0] == "Monkeypox" for k in keys])
+        entry = {"photos": len(keys), "spearman": round(float(spearmanr(p[:, 0], p[:, 1]).statistic), 4)}
+        if 0 < mpox.sum() < len(mpox):
+            logit = np.log(p / (1 - p))
+            entry["auc"] = [round(rank_auc(mpox, p[:, 0]), 4), round(rank_auc(mpox, p[:, 1]), 4),
+                            round(rank_auc(mpox, logit.mean(1)), 4)]
+        out[site] = entry
+    return out
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
@@ -82,6 +111,13 @@ def write(result: dict, out: Path, names: tuple[str, str]) -> None:
             lines.append(f"| {site} | {label} | {e['n']} | {_pct(e['cannot_tell'][0])} | {_pct(e['cannot_tell'][1])} "
                          f"| {e['cannot_tell_test']['p_value']:.3g} | {_pct(e['flagged'][0])} | {_pct(e['flagged'][1])} "
                          f"| {reasons} |")
+    if result.get("agreement"):
+        lines += ["", "The two runs' P(mpox) on the same left-out photos (`oof_predictions.csv`): Spearman's rho, and "
+                  "the mpox-vs-rest AUC of each run and of the two averaged (mean log-odds).", "",
+                  "| site | photos | rho | AUC before | AUC after | AUC of both averaged |", "|---|---|---|---|---|---|"]
+        for site, e in result["agreement"].items():
+            auc = " | ".join(f"{a:.3f}" for a in e["auc"]) if "auc" in e else "- | - | -"
+            lines.append(f"| {site} | {e['photos']} | {e['spearman']:.2f} | {auc} |")
     (out / "answers-paired.md").write_text("\n".join(lines) + "\n")
     _plot(result, out / "answers-paired.png")
 
@@ -118,6 +154,8 @@ def main() -> None:
         if not (folder / "answers.csv").is_file():
             raise SystemExit(f"error: {folder / 'answers.csv'} not found (a leave-one-site-out run's answers)")
     result = compare(read_answers(args.before), read_answers(args.after))
+    if all((folder / "oof_predictions.csv").is_file() for folder in (args.before, args.after)):
+        result["agreement"] = agreement(read_p(args.before), read_p(args.after))
     names = tuple(str(p.resolve().relative_to(REPO)) if p.resolve().is_relative_to(REPO) else str(p)
                   for p in (args.before, args.after))
     write(result, args.out, names)
