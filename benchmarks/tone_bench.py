@@ -180,7 +180,7 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
                          "screening_sensitivity": m["screening"]["sensitivity"],
                          "screening_specificity": m["screening"]["specificity"]})
     fold_mean = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
-    out = {"run": str(run), "strategy": cfg.get("strategy", ""), "finetune": (cfg.get("extra") or {}).get("finetune", {}),
+    out = {"run": str(run), "strategy": cfg.get("strategy", ""), "protocol": cfg.get("protocol", "kfold"), "finetune": (cfg.get("extra") or {}).get("finetune", {}),
            "residualised": residualised,
            "n": len(oof.labels),
            "folds": sorted(set(oof.fold), key=lambda f: (len(f), f)), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}
@@ -191,6 +191,10 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
     return out, per_image
 
 
+PROTOCOL_WORDS = {"kfold": "patient-grouped folds", "official": "MSLD v2.0's official splits",
+                  "loso": "leave one site out"}
+
+
 def _pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f}"
 
@@ -198,8 +202,10 @@ def _pct(x: float) -> str:
 def markdown(measured: dict, manifest: Path) -> str:
     first_run = next(iter(measured.values()))
     strategies = ", ".join(dict.fromkeys(m.get("strategy") or "?" for m in measured.values()))
-    lines = [f"# Skin tone: baseline and mitigations (EfficientNet-Lite0, {strategies}, MSLD v2.0, patient-grouped folds)",
-             "", f"Folds scored (those every run finished): {', '.join(first_run['folds'])} of 10; {first_run['n']} "
+    protocols = ", ".join(dict.fromkeys(PROTOCOL_WORDS.get(m.get("protocol"), m.get("protocol") or "?")
+                                        for m in measured.values()))
+    lines = [f"# Skin tone: baseline and mitigations (EfficientNet-Lite0, {strategies}, {protocols})",
+             "", f"Folds scored (those every run finished): {', '.join(first_run['folds'])}; {first_run['n']} "
              "test photos.", "", f"Written by `benchmarks/tone_bench.py` from the runs' out-of-fold predictions (`oof_<run>.csv` beside "
              f"this file) and the ITA column of `{manifest.name}` (curate; skin mask: Chai & Ngan YCbCr; ITA from the "
              "median L*, b* of the skin leaving out its reddest quarter). Bins: Del Bino / Chardon. Targets (issue 13): "

@@ -67,7 +67,10 @@ def test_card_says_what_a_user_must_know():
     assert "not scores of this file" in cv["note"] and cv["threshold"] == CARD["screening_threshold"]
     for name, protocol in cv["protocols"].items():  # every pooled figure at the one threshold the file ships
         at = protocol["at_shipped_threshold"]
-        assert at["threshold"] == CARD["screening_threshold"] and 0.5 < at["metrics"]["accuracy"]["value"] < 1
+        # A fraction, not a percentage; leave one site out only above chance: a left-out site's classes that no
+        # other site has (Acne, OtherRash, Cowpox) cannot be right, and one run's MSLD fold was 10 % right.
+        floor = 1 / len(CARD["classes"]) if name == "loso" else 0.5
+        assert at["threshold"] == CARD["screening_threshold"] and floor < at["metrics"]["accuracy"]["value"] < 1
         # official tests MSLD v2.0's photos only: its six classes; the others test every class of the pool
         assert (set(at["per_class"]) <= set(CARD["classes"]) if name == "official"
                 else set(at["per_class"]) == set(CARD["classes"])) and "ppv_at_0.3" in at["metrics"]

@@ -521,8 +521,8 @@ def test_the_pool_pages_loso_claims_hold():
     loso = json.loads((REPO / "benchmarks/results/pool/pool.json").read_text())["protocols"]["loso"]["answers"]["per_fold"]
     assert "flags most of MSLD's healthy-skin and chickenpox photos" in page
     assert loso["msld"]["Healthy"]["flagged"]["value"] > 0.5 and loso["msld"]["Chickenpox"]["flagged"]["value"] > 0.5
-    assert "leaves over a third of msid's mpox photos unflagged" in page
-    assert loso["msid"]["Monkeypox"]["flagged"]["value"] < 2 / 3
+    assert "leaves about a quarter of msid's mpox photos unflagged" in page
+    assert 0.2 <= 1 - loso["msid"]["Monkeypox"]["flagged"]["value"] <= 0.3
     assert "false alarms fall more on dark skin than on light" in page
     tone = json.loads((REPO / "src/mpoxscan/bundled/card.json").read_text())["cross_validated_metrics"]["protocols"]["loso"]["skin_tone"]
     assert tone["bins"]["very light"]["specificity"] > tone["bins"]["dark"]["specificity"]
@@ -607,3 +607,46 @@ def test_the_backbone_probe_under_leave_one_site_out_is_what_its_predictions_giv
     for site in ("msid", "msld", "viral-rash"):  # "level with Lite0 site by site": every interval holds 0
         for m in ("efficientnet_lite1", "mobilenetv2_100"):
             assert diff(site, m)["ci95"][0] <= 0 <= diff(site, m)["ci95"][1], (site, m)
+
+
+def test_the_two_leave_one_site_out_runs_paired_are_what_their_answers_give():
+    """docs/data/pool.md on the answers' decode fix and on two runs of one recipe (benchmarks/answers_paired_bench.py):
+    recomputed from the two runs' committed answers.csv and oof_predictions.csv, and each claim of the page checked."""
+    import json
+
+    import answers_paired_bench as bench
+
+    before, after = POOL / "finetune-loso-20261207", POOL / "finetune-loso"
+    result = bench.compare(bench.read_answers(before), bench.read_answers(after))
+    result["agreement"] = bench.agreement(bench.read_p(before), bench.read_p(after))
+    saved = json.loads((POOL / "answers-paired" / "answers-paired.json").read_text())
+    assert json.loads(json.dumps(result)) == {k: v for k, v in saved.items() if k != "runs"}
+    sites = result["sites"]
+    dermnet = sites["dermnet"]["all"]
+    assert dermnet["reasons"][0]["too compressed"] == 133 and dermnet["n"] == 901
+    assert dermnet["cannot_tell_test"]["p_value"] < 1e-30
+    quoted("data/pool.md", f"fall from {100 * dermnet['cannot_tell'][0]:.1f} % to {100 * dermnet['cannot_tell'][1]:.1f} %")
+    # "at most 10 %" everywhere but MSLD's mpox, chickenpox and cowpox photos (the run's own per-site table).
+    per_site = json.loads((POOL / "pool.json").read_text())["protocols"]["loso"]["answers"]["per_fold"]
+    over = {(site, c): v["cannot_tell"]["value"] for site, classes in per_site.items() for c, v in classes.items()
+            if v["cannot_tell"]["value"] > 0.10 + 1e-9}
+    assert set(over) == {("msld", "Monkeypox"), ("msld", "Chickenpox"), ("msld", "Cowpox")}
+    quoted("data/pool.md", "except MSLD's own mpox ({:.1f} %), chickenpox ({:.1f} %) and cowpox ({:.1f} %)".format(
+        *(100 * over[("msld", c)] for c in ("Monkeypox", "Chickenpox", "Cowpox"))))
+    # Two runs of one recipe: rho per site, the chickenpox example, averaging at least as good as the better run.
+    rho = [e["spearman"] for e in result["agreement"].values()]
+    assert min(rho) == result["agreement"]["hfmd"]["spearman"] and max(rho) == result["agreement"]["msld"]["spearman"]
+    quoted("data/pool.md", f"Spearman's rho {min(rho):.2f} on hfmd to {max(rho):.2f} on MSLD and viral-rash")
+    chicken = sites["viral-rash"]["classes"]["Chickenpox"]
+    quoted("data/pool.md", f"flagged by {100 * chicken['flagged'][0]:.1f} % under one run and "
+                           f"{100 * chicken['flagged'][1]:.1f} % under the other",
+           f"at most {100 * (chicken['cannot_tell'][0] - chicken['cannot_tell'][1]):.1f} come from photos")
+    for site, e in result["agreement"].items():
+        if "auc" in e:
+            assert e["auc"][2] >= max(e["auc"][:2]), site
+    msld = result["agreement"]["msld"]["auc"]
+    quoted("data/pool.md", f"(MSLD {msld[2]:.3f} against {msld[0]:.3f} and {msld[1]:.3f})")
+    readme = " ".join((REPO / "README.md").read_text().split())
+    biggest = max(abs(e["flagged"][1] - e["flagged"][0]) for entry in sites.values()
+                  for e in entry["classes"].values() if e["n"] >= 20)
+    assert f"disagree by up to {100 * biggest:.0f} points" in readme
