@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.evaluation.metrics import mcnemar
+from mpoxscan.evaluation.metrics import POSITIVE, mcnemar, rank_auc
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def compare(before: dict, after: dict) -> dict:
 def read_p(folder: Path) -> dict[tuple[str, str], tuple[str, float]]:
     """{(site, sha256): (label, P(mpox))} from a run's oof_predictions.csv."""
     with open(folder / "oof_predictions.csv", newline="") as fh:
-        return {(r["fold"], r["sha256"]): (r["label"], float(r["p_Monkeypox"])) for r in csv.DictReader(fh)
+        return {(r["fold"], r["sha256"]): (r["label"], float(r[f"p_{POSITIVE}"])) for r in csv.DictReader(fh)
                 if r.get("variant", "main") == "main"}
 
 
@@ -75,13 +75,11 @@ def agreement(before: dict, after: dict) -> dict:
     each run's mpox-vs-rest AUC, and the AUC of the two runs averaged (mean log-odds), where the site has mpox."""
     from scipy.stats import spearmanr
 
-    from mpoxscan.evaluation.metrics import rank_auc
-
     out = {}
     for site in sorted({k[0] for k in before}):
         keys = sorted(k for k in set(before) & set(after) if k[0] == site)
         p = np.array([[before[k][1], after[k][1]] for k in keys]).clip(1e-7, 1 - 1e-7)
-        mpox = np.array([after[k][0] == "Monkeypox" for k in keys])
+        mpox = np.array([after[k][0] == POSITIVE for k in keys])
         entry = {"photos": len(keys), "spearman": round(float(spearmanr(p[:, 0], p[:, 1]).statistic), 4)}
         if 0 < mpox.sum() < len(mpox):
             logit = np.log(p / (1 - p))

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mpoxscan.evaluation.metrics import patient_bootstrap, rank_auc
+from mpoxscan.evaluation.metrics import POSITIVE, patient_bootstrap, rank_auc
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenetv2_100")
-POSITIVE = "Monkeypox"
 
 
 def read_oof(path: Path) -> dict[str, dict[str, np.ndarray]]:

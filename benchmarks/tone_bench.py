@@ -138,7 +138,8 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
     cfg = json.loads((run / "config.json").read_text())
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
-    splits = [s for s in make_splits(rows, cfg.get("protocol", "kfold"), cfg["seed"]) if s.name in folds]
+    protocol = cfg.get("protocol", "kfold")
+    splits = [s for s in make_splits(rows, protocol, cfg["seed"]) if s.name in folds]
     oof = out_of_fold(run, cfg["strategy"], model, classes, splits, rows)
     if oof is None:
         raise SystemExit(f"{run}: no finished folds of {model}")
@@ -180,7 +181,8 @@ def measure(name: str, run: Path, manifest: Path, model: str, bootstrap: int, fo
                          "screening_sensitivity": m["screening"]["sensitivity"],
                          "screening_specificity": m["screening"]["specificity"]})
     fold_mean = {k: float(np.mean([f[k] for f in per_fold])) for k in per_fold[0]}
-    out = {"run": str(run), "strategy": cfg.get("strategy", ""), "protocol": cfg.get("protocol", "kfold"), "finetune": (cfg.get("extra") or {}).get("finetune", {}),
+    out = {"run": str(run), "strategy": cfg.get("strategy", ""), "protocol": protocol,
+           "finetune": (cfg.get("extra") or {}).get("finetune", {}),
            "residualised": residualised,
            "n": len(oof.labels),
            "folds": sorted(set(oof.fold), key=lambda f: (len(f), f)), "pooled_threshold": pooled_t, "fold_mean": fold_mean, **points}

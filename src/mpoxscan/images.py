@@ -37,6 +37,8 @@ DEFAULT_MIN_SHORT_SIDE = 16
 DEFAULT_MAX_ASPECT_RATIO = 8.0
 #: A JPEG whose short side is over this many times the caller's ``min_side`` is decoded at a reduced scale.
 REDUCED_DECODE = 2
+#: JPEG and MPO (a multi-picture JPEG): the formats whose decoder can reduce while it decodes (DCT scaling).
+_JPEG_FORMATS = ("JPEG", "MPO")
 # A progressive JPEG is decoded once per scan, over the whole picture: a 214 kB 7000 x 7000 file whose last scan was
 # repeated 300 times cost 13 s of CPU (issue 27). Encoders write about 10 scans (libjpeg's default script for colour
 # photos; mozjpeg's searched scripts stay under about 30), so 100 refuses no real photo.
@@ -171,7 +173,7 @@ def _open(data: bytes, name: str, max_pixels: int, min_short_side: int = DEFAULT
     if img.format in _MULTI_FRAME_REFUSED and getattr(img, "is_animated", False):
         kind = "multi-page" if img.format == "TIFF" else "animated"
         raise ImageError(f"{name}: {kind} {img.format} (more than one frame); send a single still photo")
-    if img.format in ("JPEG", "MPO"):
+    if img.format in _JPEG_FORMATS:
         scans = sum(marker == _SOS for marker, _start, _end in segments or ())
         if scans > MAX_JPEG_SCANS:
             raise ImageError(f"{name}: a JPEG of {scans} scans (limit {MAX_JPEG_SCANS}; a photo has about 10): "
@@ -429,6 +431,12 @@ def _to_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def decoded_reduced(size: tuple[int, int], image_format: str | None, min_side: int) -> bool:
+    """Whether :func:`load_image` with this ``min_side`` decodes a stored picture of this size and format at a
+    reduced scale (callers that skip what such a decode loses ask the same question: deploy/compression.py)."""
+    return image_format in _JPEG_FORMATS and min(size) > REDUCED_DECODE * min_side
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -453,11 +461,9 @@ def load_image(
     data, name = _read_bytes(source, max_bytes, name)
     img = _open(data, name, max_pixels, min_short_side, max_aspect)
     source_size = img.size
-    if min_side and img.format in ("JPEG", "MPO"):
-        short = min(img.size)
-        if short > REDUCED_DECODE * min_side:
-            scale = min_side / short
-            img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
+    if min_side and decoded_reduced(img.size, img.format, min_side):
+        scale = min_side / min(img.size)
+        img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     with _decode_slots:  # waits for one of DECODES_IN_FLIGHT
         try:
             img.load()

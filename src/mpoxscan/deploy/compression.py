@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mpoxscan.images import REDUCED_DECODE
+from mpoxscan.images import decoded_reduced
 
 #: The measure reads the centre square of at most this many pixels a side, unscaled: enough lines for a stable
 #: ratio, and a fixed cost on the phone whatever the photo's size.
@@ -69,11 +69,10 @@ def blockiness(image: Image.Image) -> float:
 def photo_blockiness(image: Image.Image, input_size: int | None = None) -> float | None:
     """:func:`blockiness` where screening measures it, else None: not for a photo the image loader decoded at a
     reduced scale, nor, given the network's ``input_size``, for a JPEG large enough that screening would have
-    (:data:`~mpoxscan.images.REDUCED_DECODE`), whichever way this one was decoded."""
+    (:func:`~mpoxscan.images.decoded_reduced`), whichever way this one was decoded."""
     source_size = tuple(image.info.get("source_size", image.size))
     if source_size != tuple(image.size):
         return None
-    if (input_size and image.info.get("source_format") in ("JPEG", "MPO")
-            and min(source_size) > REDUCED_DECODE * input_size):
+    if input_size and decoded_reduced(source_size, image.info.get("source_format"), input_size):
         return None
     return blockiness(image)

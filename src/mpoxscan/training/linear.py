@@ -78,9 +78,9 @@ def fit_on_split(model_name: str, rows, split, classes: list[str], config, progr
     feats = extract(model_name, [(r.path, r.sha256) for r in rows], views, FeatureCache(config.extra.get("cache")),
                     seed=config.seed, progress=progress)
     y = np.array([classes.index(r.label) for r in rows])
-    probe = LinearProbe(random_state=config.seed, n_classes=len(classes)).fit(np.concatenate([feats[v][split.train] for v in views]),
-                                                      np.concatenate([y[split.train]] * len(views)),
-                                                      feats[0][split.valid], y[split.valid])
+    probe = LinearProbe(random_state=config.seed, n_classes=len(classes))
+    probe.fit(np.concatenate([feats[v][split.train] for v in views]), np.concatenate([y[split.train]] * len(views)),
+              feats[0][split.valid], y[split.valid])
     return probe, feats
 
 
