@@ -49,8 +49,16 @@ def member(folder: str | Path, protocol: str | None = None, variant: str = "main
     classes = [k[2:] for k in test_rows[0] if k.startswith("p_")]
     tests = _folds(test_rows, classes)
     valid_path = folder / "valid_predictions.csv"
-    valids = _folds([r for r in _read(valid_path) if pick(r)], classes) if valid_path.exists() else {}
-    order = sorted(tests, key=lambda f: int(f.removeprefix("fold")))
+    valid_rows = _read(valid_path) if valid_path.exists() else []
+    if valid_rows and "model" not in valid_rows[0]:
+        # benchmarks/pool_bench.py's layout: one model per run, and each fold's threshold only in its test rows.
+        rule = {fold: str(t[2]["threshold"]) for fold, t in tests.items()}
+        valid_rows = [{**r, "image": r["path"], "threshold": rule[r["fold"]]} for r in valid_rows]
+    else:
+        valid_rows = [r for r in valid_rows if pick(r)]
+    valids = _folds(valid_rows, classes) if valid_rows else {}
+    # k-fold folds ("fold0", "fold1", ... "fold10") in their number's order; leave-one-site-out folds by site name.
+    order = sorted(tests, key=lambda f: (0, int(f[4:]), "") if f[4:].isdigit() else (1, 0, f))
     config = {"classes": classes, "groups": {r["sha256"]: r["group"] for r in test_rows}}
     return config, {fold: (tests[fold], valids.get(fold)) for fold in order}
 

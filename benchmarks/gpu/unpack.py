@@ -34,7 +34,8 @@ def settings_of(report: dict):
 
 
 def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
-    """One run folder per protocol of ``returned`` (results.json and predictions.tar.gz of benchmarks/gpu/evaluate.py)."""
+    """One run folder per protocol (and seed, where several were trained: NAME-loso-seed1) of ``returned``
+    (results.json and predictions.tar.gz of benchmarks/gpu/evaluate.py)."""
     report = json.loads((returned / "results.json").read_text())
     out = []
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(returned / "predictions.tar.gz") as tar:
@@ -47,9 +48,11 @@ def unpack(returned: Path, name: str, runs: Path) -> list[Path]:
             config = dict(results["config"])
             if "full" not in config.get("extra", {}):  # runs before 2026-11-27 06:00 recorded the recipe only here
                 config["extra"] = {**settings_of(report).options(), **config.get("extra", {})}
-            # The GPU machine ran from a checkout at its own path: the manifest is the same file of .gpu/ here.
-            config["manifest"] = str(REPO / ".gpu" / "curated" / ("official" if protocol == "official" else "10fold")
-                                     / "manifest.csv")
+            # The GPU machine ran from a checkout at its own path: the manifest is the same file of .gpu/ here
+            # (the pool's one manifest, or MSLD v2.0's per protocol).
+            config["manifest"] = str(REPO / ".gpu" / "pool" / "manifest.csv" if report["settings"].get("pool") else
+                                     REPO / ".gpu" / "curated" / ("official" if config["protocol"] == "official"
+                                                                  else "10fold") / "manifest.csv")
             (run / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             (run / "results.json").write_text(json.dumps(results, indent=1) + "\n")
             shutil.copytree(Path(tmp) / protocol / "predictions", run / "predictions")
