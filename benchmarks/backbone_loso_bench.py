@@ -87,10 +87,13 @@ def _ci(e: dict, signed: bool = False) -> str:
     return f"{f.format(e['value'])} [{f.format(e['ci95'][0])}, {f.format(e['ci95'][1])}]"
 
 
-def write(result: dict, models: list[str], out: Path, config: dict) -> None:
-    (out / "backbones.json").write_text(json.dumps({"config": config, **result}, indent=2) + "\n")
+def write(result: dict, models: list[str], out: Path, config: dict, name: str = "backbones",
+          heading: str = "Backbones under leave one site out, linear probe (benchmarks/backbone_loso_bench.py)") -> None:
+    """NAME.json, NAME.md and NAME.png of :func:`compare`'s result (also colour_loso_bench's: the columns are
+    whatever was compared)."""
+    (out / f"{name}.json").write_text(json.dumps({"config": config, **result}, indent=2) + "\n")
     ref = result["reference"]
-    lines = ["## Backbones under leave one site out, linear probe (benchmarks/backbone_loso_bench.py)", "",
+    lines = [f"## {heading}", "",
              f"Frozen ImageNet features, {config['views']} augmented view(s) per training photo beside the plain one, "
              "one logistic-regression head per left-out site (C chosen on its inner validation). Mpox-vs-rest AUC of "
              "P(mpox) on each left-out site's photos, and its difference from "
@@ -104,8 +107,8 @@ def write(result: dict, models: list[str], out: Path, config: dict) -> None:
         lines.append(f"| {site} | {e['photos']} | {e['mpox']} | " + " | ".join(cells) + " |")
     lines += ["", f"Each cell: AUC [95 % interval]; below it, the AUC minus `{ref}`'s on the same photos. An "
               "interval of the difference that excludes 0 is a difference the photos support."]
-    (out / "backbones.md").write_text("\n".join(lines) + "\n")
-    _plot(result, models, out / "backbones.png")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _plot(result, models, out / f"{name}.png")
 
 
 def _plot(result: dict, models: list[str], path: Path) -> None:

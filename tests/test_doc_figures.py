@@ -609,6 +609,27 @@ def test_the_backbone_probe_under_leave_one_site_out_is_what_its_predictions_giv
             assert diff(site, m)["ci95"][0] <= 0 <= diff(site, m)["ci95"][1], (site, m)
 
 
+def test_the_colour_constancy_probe_is_what_its_predictions_give():
+    """docs/data/pool.md's colour-constancy table (benchmarks/colour_loso_bench.py): the corrected probe's committed
+    predictions against Lite0's column of the backbone run (the plain probe), re-scored; the page's words quote them."""
+    import json
+
+    import backbone_loso_bench as bench
+
+    saved = json.loads((POOL / "colour-loso" / "colour.json").read_text())
+    oof = {"plain": bench.read_oof(POOL / "backbone-loso" / "oof_predictions.csv")["efficientnet_lite0"],
+           "shades of gray": bench.read_oof(POOL / "colour-loso" / "oof_predictions.csv")["efficientnet_lite0"]}
+    again = bench.compare(oof, "plain", n_boot=0)
+    assert set(again["sites"]) == set(saved["sites"]) == {"msid", "msld", "viral-rash", "all"}
+    for site, entry in again["sites"].items():
+        for name, value in entry["auc"].items():
+            assert value["value"] == pytest.approx(saved["sites"][site]["auc"][name]["value"]), (site, name)
+    diff = {site: saved["sites"][site]["minus_reference"]["shades of gray"] for site in ("msid", "msld", "viral-rash")}
+    assert all(d["ci95"][1] < 0 for d in diff.values())  # "each interval below 0"
+    quoted("data/pool.md", "by {:.3f} on msid, {:.3f} on MSLD and {:.3f} on viral-rash".format(
+        *(-diff[s]["value"] for s in ("msid", "msld", "viral-rash"))))
+
+
 def test_the_two_leave_one_site_out_runs_paired_are_what_their_answers_give():
     """docs/data/pool.md on the answers' decode fix and on two runs of one recipe (benchmarks/answers_paired_bench.py):
     recomputed from the two runs' committed answers.csv and oof_predictions.csv, and each claim of the page checked."""
