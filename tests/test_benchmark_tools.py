@@ -1,5 +1,5 @@
-"""benchmarks/ensemble_bench.py's fold-by-fold view (leave one site out: site by site), on made-up predictions
-whose answers are known."""
+"""The pure parts of the pool benchmarks, on made-up data whose answers are known: ensemble_bench's fold-by-fold view
+(leave one site out: site by site), mpox_count_loso_bench's group draws, colour_loso_bench's colour constancy."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+import colour_loso_bench  # noqa: E402
 import ensemble_bench  # noqa: E402
+import mpox_count_loso_bench  # noqa: E402
 
 CLASSES = ["Chickenpox", "Healthy", "Monkeypox"]
 
@@ -76,3 +78,29 @@ def test_runs_on_other_photos_are_refused():
     groups = {sha: SimpleNamespace(group=sha) for m in (a, b) for t, v in m[1].values() for sha, _ in t[3] + v[3]}
     with pytest.raises(SystemExit, match="do not share their test photos"):
         ensemble_bench.per_fold([a, b], ["a", "b"], groups, n_boot=10)
+
+
+def test_mpox_photos_are_drawn_by_whole_groups_until_there_are_enough():
+    groups = [f"p{k // 3}" for k in range(30)]  # ten patients of three photos
+    indices = list(range(0, 30, 1))
+    for seed in range(5):
+        drawn = mpox_count_loso_bench.draw_groups(indices, groups, 10, np.random.default_rng(seed))
+        assert len(drawn) == 12 and len(set(drawn)) == 12  # four whole patients: the first count over 10
+        assert all(sum(groups[k] == g for k in drawn) == 3 for g in {groups[k] for k in drawn})
+    again = [mpox_count_loso_bench.draw_groups(indices, groups, 10, np.random.default_rng(s)) for s in (7, 7, 8)]
+    assert again[0] == again[1] and set(again[0]) != set(again[2])  # one draw per seed
+    assert sorted(mpox_count_loso_bench.draw_groups(indices, groups, 100, np.random.default_rng(0))) == indices
+
+
+def test_shades_of_gray_turns_a_colour_cast_grey_and_keeps_a_grey_photo():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(60, 200, size=(40, 40, 1)).repeat(3, axis=2).astype(np.uint8)
+    kept = np.asarray(colour_loso_bench.shades_of_gray(Image.fromarray(grey)), int)
+    assert np.abs(kept - grey).max() <= 1  # a grey scene has a grey illuminant already
+    cast = np.clip(grey * np.array([1.3, 1.0, 0.7]), 0, 255).astype(np.uint8)  # a warm light
+    fixed = np.asarray(colour_loso_bench.shades_of_gray(Image.fromarray(cast)), float)
+    means = fixed.reshape(-1, 3).mean(axis=0)
+    assert means.max() - means.min() < 0.05 * means.mean()  # the cast is gone
+    assert np.ptp(cast.reshape(-1, 3).mean(axis=0)) > 0.4 * cast.mean()  # and it was there

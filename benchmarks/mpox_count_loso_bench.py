@@ -1,0 +1,158 @@
+"""Is the left-out MSLD site hard because it is another site, or because leaving it out leaves few mpox photos?
+
+Under leave one site out, the model that never saw MSLD learns mpox from the 110 mpox photos of msid and
+viral-rash; the models for msid and viral-rash learn it from about 300 (MSLD's 260 among them). This benchmark
+separates the two explanations at the probe level: on the msid and viral-rash folds it keeps every training photo
+except the mpox ones, of which it keeps only N (whole leakage groups drawn at random, several draws), with the same
+inner validation (C chosen on it), and scores the mpox-vs-rest AUC on the same left-out photos. If the AUC with 110
+mpox photos falls to MSLD's, the count explains MSLD's figure; if it stays, the site does.
+
+EfficientNet-Lite0's frozen ImageNet features of each photo as screening decodes it (the feature cache that
+`mpoxscan cv --strategy linear` fills), the project's LinearProbe (class-balanced logistic regression), nothing
+fitted on a test photo.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/mpox_count_loso_bench.py [--counts 55,110,220] [--draws 3]
+
+Writes benchmarks/results/pool/mpox-count-loso/: counts.md, counts.json, counts.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mpoxscan.evaluation.metrics import POSITIVE, rank_auc
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MODEL = "efficientnet_lite0"
+
+
+def draw_groups(indices: list[int], groups: list[str], n: int, rng: np.random.Generator) -> list[int]:
+    """Whole groups of ``indices``, in a random order, until at least ``n`` photos (all of them if fewer)."""
+    by_group: dict[str, list[int]] = {}
+    for k in indices:
+        by_group.setdefault(groups[k], []).append(k)
+    keys = list(by_group)
+    chosen: list[int] = []
+    for g in rng.permutation(len(keys)):
+        if len(chosen) >= n:
+            break
+        chosen += by_group[keys[g]]
+    return chosen
+
+
+def measure(manifest: Path, sites: list[str], counts: list[int], draws: int) -> dict:
+    from tqdm import tqdm
+
+    from mpoxscan.data.manifest import kept_rows
+    from mpoxscan.data.splits import make_splits
+    from mpoxscan.numeric import softmax
+    from mpoxscan.training.features import FeatureCache, extract
+    from mpoxscan.training.linear import LinearProbe
+
+    rows = kept_rows(manifest)
+    classes = sorted({r.label for r in rows})
+    k = classes.index(POSITIVE)
+    features = extract(MODEL, [(r.path, r.sha256) for r in rows], [0], FeatureCache(None))[0]
+    y = np.array([classes.index(r.label) for r in rows])
+    groups = [r.group for r in rows]
+    splits = {s.name: s for s in make_splits(rows, "loso", 0)}
+    out: dict = {"model": MODEL, "draws": draws, "sites": {}}
+    plan = [(site, n, d) for site in sites for n in [*counts, None] for d in range(1 if n is None else draws)]
+    with tqdm(total=len(plan), desc="probes", unit="probe") as bar:
+        for site, n, d in plan:
+            split = splits[site]
+            mpox = [i for i in split.train if y[i] == k]
+            kept = mpox if n is None else draw_groups(mpox, groups, n, np.random.default_rng(d))
+            train = [i for i in split.train if y[i] != k] + kept
+            probe = LinearProbe(n_classes=len(classes)).fit(features[train], y[train], features[split.valid],
+                                                            y[split.valid])
+            p = softmax(probe.decision_function(features[split.test]))[:, k]
+            entry = out["sites"].setdefault(site, {"photos": len(split.test), "mpox": int((y[split.test] == k).sum()),
+                                                   "training_mpox": len(mpox), "by_count": {}})
+            entry["by_count"].setdefault("all" if n is None else str(n), []).append(
+                {"draw": d, "training_mpox": len(kept), "C": probe.C_,
+                 "auc": rank_auc(y[split.test] == k, p)})
+            bar.update()
+    msld = splits.get("msld")
+    if msld is not None:
+        out["msld_fold_training_mpox"] = int(sum(y[i] == k for i in msld.train))
+    return out
+
+
+def write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "counts.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["## Fewer mpox photos, same left-out site (benchmarks/mpox_count_loso_bench.py)", "",
+             f"Linear probe on `{result['model']}`'s frozen features, leave one site out: the fold's training photos "
+             "with only N of its mpox photos (whole leakage groups drawn at random; "
+             f"{result['draws']} draws each), the same inner validation, mpox-vs-rest AUC on the left-out site. The "
+             f"MSLD fold trains with {result.get('msld_fold_training_mpox', '?')} mpox photos.", "",
+             "| left-out site | photos (mpox) | mpox photos in training | AUC, mean of the draws | AUC per draw |",
+             "|---|---|---|---|---|"]
+    for site, e in result["sites"].items():
+        for count, entries in e["by_count"].items():
+            aucs = [x["auc"] for x in entries]
+            trained = sorted({x["training_mpox"] for x in entries})
+            label = f"all {trained[0]}" if count == "all" else f"{count} (drawn: {trained[0]}-{trained[-1]})"
+            lines.append(f"| {site} | {e['photos']} ({e['mpox']}) | {label} | {np.mean(aucs):.3f} | "
+                         + ", ".join(f"{a:.3f}" for a in aucs) + " |")
+    (out / "counts.md").write_text("\n".join(lines) + "\n")
+    _plot(result, out / "counts.png")
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for site, e in result["sites"].items():
+        xs, ys = [], []
+        for entries in e["by_count"].values():
+            for x in entries:
+                ax.scatter(x["training_mpox"], x["auc"], s=14, alpha=0.6)
+            xs.append(np.mean([x["training_mpox"] for x in entries]))
+            ys.append(np.mean([x["auc"] for x in entries]))
+        order = np.argsort(xs)
+        ax.plot(np.array(xs)[order], np.array(ys)[order], marker="o", label=f"{site} left out")
+    if "msld_fold_training_mpox" in result:
+        ax.axvline(result["msld_fold_training_mpox"], color="grey", ls=":", lw=1,
+                   label="mpox photos the MSLD fold trains with")
+    ax.set_xlabel("mpox photos in training")
+    ax.set_ylabel("mpox-vs-rest AUC, left-out site")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "pool")
+    ap.add_argument("--sites", default="msid,viral-rash")
+    ap.add_argument("--counts", default="55,110,220")
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "pool" / "mpox-count-loso")
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    from pool_bench import curated  # the pool as every pool benchmark curates it
+
+    started = time.perf_counter()
+    result = measure(curated(args.data.resolve(), args.work), args.sites.split(","),
+                     [int(c) for c in args.counts.split(",")], args.draws)
+    result["seconds"] = round(time.perf_counter() - started)
+    write(result, args.out)
+    print((args.out / "counts.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
