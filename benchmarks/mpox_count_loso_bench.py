@@ -5,13 +5,16 @@ viral-rash; the models for msid and viral-rash learn it from about 300 (MSLD's 2
 separates the two explanations at the probe level: on the msid and viral-rash folds it keeps every training photo
 except the mpox ones, of which it keeps only N (whole leakage groups drawn at random, several draws), with the same
 inner validation (C chosen on it), and scores the mpox-vs-rest AUC on the same left-out photos. If the AUC with 110
-mpox photos falls to MSLD's, the count explains MSLD's figure; if it stays, the site does.
+mpox photos falls to MSLD's, the count explains MSLD's figure; if it stays, the site does. Then, from the committed
+predictions of the fine-tuned leave-one-site-out run(s) (--run), which of a site's look-alikes the model cannot
+tell from its mpox photos: the AUC of mpox against each class alone, per left-out site.
 
 EfficientNet-Lite0's frozen ImageNet features of each photo as screening decodes it (the feature cache that
 `mpoxscan cv --strategy linear` fills), the project's LinearProbe (class-balanced logistic regression), nothing
 fitted on a test photo.
 
     PYTHONPATH=src .venv/bin/python benchmarks/mpox_count_loso_bench.py [--counts 55,110,220] [--draws 3]
+        [--run benchmarks/results/pool/finetune-loso --run benchmarks/results/pool/finetune-loso-seed1]
 
 Writes benchmarks/results/pool/mpox-count-loso/: counts.md, counts.json, counts.png.
 """
@@ -47,7 +50,9 @@ def draw_groups(indices: list[int], groups: list[str], n: int, rng: np.random.Ge
     return chosen
 
 
-def measure(manifest: Path, sites: list[str], counts: list[int], draws: int) -> dict:
+def measure(manifest: Path, sites: list[str], counts: list[int], draws: int, reference: list[str]) -> dict:
+    """The probes: on each of ``sites`` with every count of training mpox photos (``draws`` draws each) and with all
+    of them; on each ``reference`` site with all of them only (the MSLD fold, for comparison)."""
     from tqdm import tqdm
 
     from mpoxscan.data.manifest import kept_rows
@@ -65,6 +70,7 @@ def measure(manifest: Path, sites: list[str], counts: list[int], draws: int) -> 
     splits = {s.name: s for s in make_splits(rows, "loso", 0)}
     out: dict = {"model": MODEL, "draws": draws, "sites": {}}
     plan = [(site, n, d) for site in sites for n in [*counts, None] for d in range(1 if n is None else draws)]
+    plan += [(site, None, 0) for site in reference if site not in sites]
     with tqdm(total=len(plan), desc="probes", unit="probe") as bar:
         for site, n, d in plan:
             split = splits[site]
@@ -86,6 +92,25 @@ def measure(manifest: Path, sites: list[str], counts: list[int], draws: int) -> 
     return out
 
 
+def against_each_class(oof: Path) -> dict:
+    """{left-out site: {"all": mpox-vs-rest AUC, "classes": {class: {"photos", "auc"}}}}: on each left-out site with
+    mpox, the AUC of P(mpox) between its mpox photos and the photos of one other class (a committed
+    oof_predictions.csv of a leave-one-site-out run)."""
+    from backbone_loso_bench import read_oof
+
+    cols = read_oof(oof)[MODEL]
+    out = {}
+    for site in sorted(set(cols["site"][cols["label"] == POSITIVE])):
+        mask = cols["site"] == site
+        label, p = cols["label"][mask], cols["p"][mask]
+        positive = label == POSITIVE
+        out[site] = {"all": rank_auc(positive, p), "classes": {}}
+        for c in sorted(set(label) - {POSITIVE}):
+            pair = positive | (label == c)
+            out[site]["classes"][c] = {"photos": int((label == c).sum()), "auc": rank_auc(positive[pair], p[pair])}
+    return out
+
+
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "counts.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -103,6 +128,20 @@ def write(result: dict, out: Path) -> None:
             label = f"all {trained[0]}" if count == "all" else f"{count} (drawn: {trained[0]}-{trained[-1]})"
             lines.append(f"| {site} | {e['photos']} ({e['mpox']}) | {label} | {np.mean(aucs):.3f} | "
                          + ", ".join(f"{a:.3f}" for a in aucs) + " |")
+    runs = result.get("against_each_class", {})
+    if runs:
+        classes = sorted({c for r in runs.values() for e in r.values() for c in e["classes"]})
+        lines += ["", "Mpox against each other class alone: the AUC of P(mpox) between a left-out site's mpox photos and "
+                  "its photos of that class, fine-tuned leave-one-site-out run(s): " + ", ".join(f"`{r}`" for r in runs)
+                  + " (one value per run; - : the site has no photo of the class).", "",
+                  "| left-out site | mpox vs rest | " + " | ".join(classes) + " |", "|---|---|" + "---|" * len(classes)]
+        def cell(site: str, c: str | None) -> str:
+            """One value per run: the site's mpox-vs-rest AUC (c None), or mpox against class c."""
+            got = [r[site]["all"] if c is None else r[site]["classes"].get(c, {}).get("auc") for r in runs.values()]
+            return " / ".join("-" if v is None else f"{v:.3f}" for v in got)
+
+        for site in next(iter(runs.values())):
+            lines.append(f"| {site} | {cell(site, None)} | " + " | ".join(cell(site, c) for c in classes) + " |")
     (out / "counts.md").write_text("\n".join(lines) + "\n")
     _plot(result, out / "counts.png")
 
@@ -114,15 +153,17 @@ def _plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for site, e in result["sites"].items():
+    for k, (site, e) in enumerate(result["sites"].items()):
+        colour = f"C{k}"
         xs, ys = [], []
         for entries in e["by_count"].values():
-            for x in entries:
-                ax.scatter(x["training_mpox"], x["auc"], s=14, alpha=0.6)
+            ax.scatter([x["training_mpox"] for x in entries], [x["auc"] for x in entries], s=14, alpha=0.5,
+                       color=colour)
             xs.append(np.mean([x["training_mpox"] for x in entries]))
             ys.append(np.mean([x["auc"] for x in entries]))
         order = np.argsort(xs)
-        ax.plot(np.array(xs)[order], np.array(ys)[order], marker="o", label=f"{site} left out")
+        ax.plot(np.array(xs)[order], np.array(ys)[order], marker="o", color=colour,
+                label=f"{site} left out" + (" (all its training mpox photos)" if len(xs) == 1 else ""))
     if "msld_fold_training_mpox" in result:
         ax.axvline(result["msld_fold_training_mpox"], color="grey", ls=":", lw=1,
                    label="mpox photos the MSLD fold trains with")
@@ -141,15 +182,27 @@ def main() -> None:
     ap.add_argument("--sites", default="msid,viral-rash")
     ap.add_argument("--counts", default="55,110,220")
     ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--reference", default="msld", help="sites probed with all their training mpox photos only")
+    ap.add_argument("--skip-probes", action="store_true", help="keep the probes of the committed counts.json (about "
+                    "20 minutes to make again) and only remake the table of mpox against each class from --run")
+    ap.add_argument("--run", action="append", type=Path, default=[], help="a committed fine-tuned leave-one-site-out "
+                    "run (its oof_predictions.csv) for the table of mpox against each class (repeat for several)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pool" / "mpox-count-loso")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     from pool_bench import curated  # the pool as every pool benchmark curates it
 
-    started = time.perf_counter()
-    result = measure(curated(args.data.resolve(), args.work), args.sites.split(","),
-                     [int(c) for c in args.counts.split(",")], args.draws)
-    result["seconds"] = round(time.perf_counter() - started)
+    if args.skip_probes:
+        if not (args.out / "counts.json").is_file():
+            raise SystemExit(f"error: {args.out / 'counts.json'} not found: run without --skip-probes first")
+        result = json.loads((args.out / "counts.json").read_text())
+    else:
+        started = time.perf_counter()
+        result = measure(curated(args.data.resolve(), args.work), args.sites.split(","),
+                         [int(c) for c in args.counts.split(",")], args.draws,
+                         [s for s in args.reference.split(",") if s])
+        result["seconds"] = round(time.perf_counter() - started)
+    result["against_each_class"] = {str(r): against_each_class(r / "oof_predictions.csv") for r in args.run}
     write(result, args.out)
     print((args.out / "counts.md").read_text())
 

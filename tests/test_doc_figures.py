@@ -630,6 +630,30 @@ def test_the_colour_constancy_probe_is_what_its_predictions_give():
         *(-diff[s]["value"] for s in ("msid", "msld", "viral-rash"))))
 
 
+def test_the_mpox_count_probe_and_the_per_class_table_are_what_their_files_give():
+    """docs/data/pool.md on why MSLD left out is hard (benchmarks/mpox_count_loso_bench.py): the per-class table is
+    recomputed from the committed leave-one-site-out predictions, the probes' means from counts.json, and the page's
+    words quote them."""
+    import json
+
+    import mpox_count_loso_bench as bench
+
+    saved = json.loads((POOL / "mpox-count-loso" / "counts.json").read_text())
+    for run, table in saved["against_each_class"].items():
+        assert json.loads(json.dumps(bench.against_each_class(REPO / run / "oof_predictions.csv"))) == table
+    mean = lambda site, n: float(np.mean([x["auc"] for x in saved["sites"][site]["by_count"][n]]))  # noqa: E731
+    assert saved["msld_fold_training_mpox"] == saved["sites"]["msld"]["by_count"]["all"][0]["training_mpox"] == 88
+    msld = mean("msld", "all")
+    assert mean("msid", "55") > msld + 0.05 and mean("viral-rash", "55") > msld + 0.05  # "does not explain"
+    quoted("data/pool.md", f"the probe still reaches {mean('msid', '55'):.3f} on msid and {mean('viral-rash', '55'):.3f}"
+                           f" on viral-rash; the MSLD fold, with 88, reaches {msld:.3f}")
+    first = saved["against_each_class"]["benchmarks/results/pool/finetune-loso"]
+    c = lambda site, k: first[site]["classes"][k]["auc"]  # noqa: E731
+    quoted("data/pool.md", f"from HFMD ({c('msld', 'HFMD'):.3f}) but not from chickenpox ({c('msld', 'Chickenpox'):.3f}) "
+                           f"or cowpox ({c('msld', 'Cowpox'):.3f})",
+           f"far better ({c('msid', 'Chickenpox'):.3f}, {c('viral-rash', 'Chickenpox'):.3f})")
+
+
 def test_the_two_leave_one_site_out_runs_paired_are_what_their_answers_give():
     """docs/data/pool.md on the answers' decode fix and on two runs of one recipe (benchmarks/answers_paired_bench.py):
     recomputed from the two runs' committed answers.csv and oof_predictions.csv, and each claim of the page checked."""
