@@ -125,7 +125,8 @@ def score(members: list[tuple[dict, dict]], rows_by_sha: dict, n_boot: int = 200
     return {"folds": len(per_fold), "threshold": sorted(set(hows)),
             "accuracy": mean_sd_ci([f["accuracy"] for f in per_fold]),
             "macro_f1": mean_sd_ci([f["macro_f1"] for f in per_fold]),
-            "screening_auc": mean_sd_ci([f["screening"]["auc"] for f in per_fold]),
+            # A fold without mpox photos (a site left out that has none) has no AUC: the mean is over the others.
+            "screening_auc": mean_sd_ci([f["screening"].get("auc", float("nan")) for f in per_fold]),
             "screening_sensitivity": mean_sd_ci([f["screening"]["sensitivity"] for f in per_fold]),
             "screening_specificity": mean_sd_ci([f["screening"]["specificity"] for f in per_fold]),
             "per_fold_accuracy": [round(f["accuracy"], 4) for f in per_fold],

@@ -647,11 +647,62 @@ def test_the_mpox_count_probe_and_the_per_class_table_are_what_their_files_give(
     assert mean("msid", "55") > msld + 0.05 and mean("viral-rash", "55") > msld + 0.05  # "does not explain"
     quoted("data/pool.md", f"the probe still reaches {mean('msid', '55'):.3f} on msid and {mean('viral-rash', '55'):.3f}"
                            f" on viral-rash; the MSLD fold, with 88, reaches {msld:.3f}")
-    first = saved["against_each_class"]["benchmarks/results/pool/finetune-loso"]
-    c = lambda site, k: first[site]["classes"][k]["auc"]  # noqa: E731
-    quoted("data/pool.md", f"from HFMD ({c('msld', 'HFMD'):.3f}) but not from chickenpox ({c('msld', 'Chickenpox'):.3f}) "
-                           f"or cowpox ({c('msld', 'Cowpox'):.3f})",
-           f"far better ({c('msid', 'Chickenpox'):.3f}, {c('viral-rash', 'Chickenpox'):.3f})")
+    runs = [saved["against_each_class"][f"benchmarks/results/pool/{r}"] for r in ("finetune-loso", "finetune-loso-seed1")]
+    c = lambda site, k: " / ".join(f"{r[site]['classes'][k]['auc']:.3f}" for r in runs)  # noqa: E731
+    quoted("data/pool.md", f"from HFMD ({c('msld', 'HFMD')}) but not from chickenpox ({c('msld', 'Chickenpox')}) or "
+                           f"cowpox ({c('msld', 'Cowpox')})",
+           f"far better ({c('msid', 'Chickenpox')} and {c('viral-rash', 'Chickenpox')})")
+    for r in runs:  # "far better": every seed, on both sites, above MSLD's chickenpox and cowpox
+        worst_elsewhere = min(r[s]["classes"]["Chickenpox"]["auc"] for s in ("msid", "viral-rash"))
+        assert worst_elsewhere > max(r["msld"]["classes"][k]["auc"] for k in ("Chickenpox", "Cowpox"))
+
+
+def test_two_seeds_of_the_recipe_left_one_site_out_are_what_their_predictions_give():
+    """docs/data/pool.md, "Two seeds of the recipe": each seed's and the average's AUC per site with
+    ensemble_bench.per_fold on the committed predictions (inner validation included), the tone gaps from the committed
+    tone results, the answers from answers_paired_bench on the committed answers."""
+    import json
+
+    import answers_paired_bench
+    import ensemble_bench
+
+    folders = ("benchmarks/results/pool/finetune-loso", "benchmarks/results/pool/finetune-loso-seed1")
+    members = [rescore.member(f) for f in folders]
+    folds = ensemble_bench.per_fold(members, ["seed 0", "seed 1"], rescore.groups_of(members), n_boot=1000)
+    saved = json.loads((REPO / "benchmarks/results/ensemble/pool-loso-2seeds.json").read_text())["folds"]
+    sites = ("msid", "msld", "viral-rash")
+    for site in sites:
+        for again, name in (("seed 0", "finetune-loso"), ("seed 1", "finetune-loso-seed1"), ("averaged", "averaged")):
+            assert folds[site]["auc"][again]["value"] == pytest.approx(saved[site]["auc"][name]["value"])
+        assert folds[site]["flagged"]["seed 0"] == pytest.approx(saved[site]["flagged"]["finetune-loso"])
+    auc = lambda site, n: folds[site]["auc"][n]["value"]  # noqa: E731
+    quoted("data/pool.md", "mpox AUC {:.3f} on msid, {:.3f} on MSLD and {:.3f} on viral-rash".format(
+        *((auc(s, "seed 0") + auc(s, "seed 1")) / 2 for s in sites)),
+        "(the seeds: " + ", ".join(f"{auc(s, 'seed 0'):.3f} / {auc(s, 'seed 1'):.3f}" for s in sites) + ")",
+        "reaching {:.3f}, {:.3f} and {:.3f}".format(*(auc(s, "averaged") for s in sites)))
+    for site, name in zip(sites, ("msid", "MSLD", "viral-rash")):
+        gain = saved[site]["averaged_minus_members_mean"]
+        assert gain["ci95"][0] > 0  # "each interval above 0" (the committed 1,000-draw interval)
+        quoted("data/pool.md", f"{gain['value']:+.3f} [{gain['ci95'][0]:+.3f}, {gain['ci95'][1]:+.3f}] on {name}")
+    assert all(auc(s, "averaged") < 0.93 for s in ("msid", "msld"))  # "not enough for the issue's 0.93"
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "the left-out mpox AUC is {:.3f} (msid), {:.3f} (MSLD) and {:.3f} (viral-rash); the two models averaged " \
+           "reach {:.3f}, {:.3f} and {:.3f}".format(*((auc(s, "seed 0") + auc(s, "seed 1")) / 2 for s in sites),
+                                                 *(auc(s, "averaged") for s in sites)) in readme
+    flagged = lambda site, c: " % and ".join(f"{100 * folds[site]['flagged'][n][c]:.1f}" for n in ("seed 0", "seed 1"))  # noqa: E731
+    quoted("data/pool.md", f"healthy skin at {flagged('msld', 'Healthy')} %",
+           f"chickenpox at {flagged('viral-rash', 'Chickenpox')} %")
+    def gap(folder: str, run: str, unit: str) -> str:
+        t = json.loads((POOL / folder / "tone.json").read_text())[run]["fold_thresholds"]
+        lo, hi = t["bootstrap95"]["gap"]
+        return f"{100 * t['specificity_gap']['gap']:+.1f}{unit} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+    quoted("data/pool.md", f"{gap('tone-loso', 'plain', '')} for seed 0 and {gap('tone-loso-seed1', 'seed1', ' points')} "
+                           "for seed 1")
+    result = answers_paired_bench.compare(*(answers_paired_bench.read_answers(REPO / f) for f in folders))
+    mpox = lambda site: " % and ".join(f"{100 * v:.1f}" for v in result["sites"][site]["classes"]["Monkeypox"]["flagged"])  # noqa: E731
+    quoted("data/pool.md", f"MSLD's mpox photos flagged {mpox('msld')} %, msid's {mpox('msid')} %, viral-rash's "
+                           f"{mpox('viral-rash')} %")
 
 
 def test_the_two_leave_one_site_out_runs_paired_are_what_their_answers_give():
