@@ -275,7 +275,8 @@ def main() -> None:
                      f"{100 * pa['value']:.1f} [{100 * pa['ci95'][0]:.1f}, {100 * pa['ci95'][1]:.1f}] | "
                      + ", ".join(f"{100 * a:.1f}" for a in s["per_fold_accuracy"]) + " |")
     if folds:
-        lines += ["", *per_fold_lines(folds, names), "", f"![mpox AUC fold by fold]({args.name}.png)"]
+        # The plot beside it, not linked: the documentation includes this file into pages elsewhere.
+        lines += ["", *per_fold_lines(folds, names)]
         plot_per_fold(folds, names, RESULTS / f"{args.name}.png")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
