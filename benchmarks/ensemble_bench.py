@@ -79,6 +79,15 @@ def shared_threshold(valids: list[tuple], k: int) -> tuple[float | None, str]:
                                                          "inner-validation photos common to all members")
 
 
+def fold_of(members: list[tuple[dict, dict]], fold: str) -> tuple[list[tuple], list[tuple | None]]:
+    """The members' (test, inner-validation) predictions of one fold; an error unless they tested the same photos
+    (compared by content: a GPU run reads its copy of the photos, .gpu/, a CPU run ../shared/data)."""
+    tests = [m[1][fold][0] for m in members]
+    if any(shas(t) != shas(tests[0]) for t in tests):
+        raise SystemExit(f"fold {fold}: the runs do not share their test photos")
+    return tests, [m[1][fold][1] for m in members]
+
+
 def fold_threshold(tests: list[tuple], valids: list[tuple | None], k: int) -> tuple[float | None, str]:
     """One fold's screening threshold for the members' averaged probabilities, and how it was chosen: from their
     inner validation only, never from the test fold."""
@@ -103,11 +112,7 @@ def score(members: list[tuple[dict, dict]], rows_by_sha: dict, n_boot: int = 200
     k = classes.index(POSITIVE)
     per_fold, labels, proba, groups, thresholds, hows = [], [], [], [], [], []
     for fold in members[0][1]:
-        tests = [m[1][fold][0] for m in members]
-        valids = [m[1][fold][1] for m in members]
-        # Photos compared by content: a GPU run reads its copy of the photos (.gpu/data), a CPU run ../shared/data.
-        if any(shas(t) != shas(tests[0]) for t in tests):
-            raise SystemExit(f"fold {fold}: the runs do not share their test photos")
+        tests, valids = fold_of(members, fold)
         p_test = np.mean([t[1] for t in tests], axis=0)
         threshold, how = fold_threshold(tests, valids, k)
         hows.append(how)
@@ -145,10 +150,7 @@ def per_fold(members: list[tuple[dict, dict]], names: list[str], rows_by_sha: di
     k = classes.index(POSITIVE)
     out = {}
     for fold in members[0][1]:
-        tests = [m[1][fold][0] for m in members]
-        valids = [m[1][fold][1] for m in members]
-        if any(shas(t) != shas(tests[0]) for t in tests):
-            raise SystemExit(f"fold {fold}: the runs do not share their test photos")
+        tests, valids = fold_of(members, fold)
         labels = np.array(tests[0][0])
         scores = {name: t[1][:, k] for name, t in zip(names, tests)}
         scores["averaged"] = np.mean([t[1][:, k] for t in tests], axis=0)

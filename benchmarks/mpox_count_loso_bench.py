@@ -9,9 +9,9 @@ mpox photos falls to MSLD's, the count explains MSLD's figure; if it stays, the 
 predictions of the fine-tuned leave-one-site-out run(s) (--run), which of a site's look-alikes the model cannot
 tell from its mpox photos: the AUC of mpox against each class alone, per left-out site.
 
-EfficientNet-Lite0's frozen ImageNet features of each photo as screening decodes it (the feature cache that
-`mpoxscan cv --strategy linear` fills), the project's LinearProbe (class-balanced logistic regression), nothing
-fitted on a test photo.
+EfficientNet-Lite0's frozen ImageNet features of each photo as screening decodes it, fitted as `mpoxscan cv
+--strategy linear` fits them (`training.linear.fit_on_split`: class-balanced logistic regression, C chosen on the
+inner validation, the same feature cache), nothing fitted on a test photo.
 
     PYTHONPATH=src .venv/bin/python benchmarks/mpox_count_loso_bench.py [--counts 55,110,220] [--draws 3]
         [--run benchmarks/results/pool/finetune-loso --run benchmarks/results/pool/finetune-loso-seed1]
@@ -22,6 +22,7 @@ Writes benchmarks/results/pool/mpox-count-loso/: counts.md, counts.json, counts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -58,13 +59,15 @@ def measure(manifest: Path, sites: list[str], counts: list[int], draws: int, ref
     from mpoxscan.data.manifest import kept_rows
     from mpoxscan.data.splits import make_splits
     from mpoxscan.numeric import softmax
-    from mpoxscan.training.features import FeatureCache, extract
-    from mpoxscan.training.linear import LinearProbe
+    from mpoxscan.training.cv import CVConfig
+    from mpoxscan.training.linear import fit_on_split
 
     rows = kept_rows(manifest)
     classes = sorted({r.label for r in rows})
     k = classes.index(POSITIVE)
-    features = extract(MODEL, [(r.path, r.sha256) for r in rows], [0], FeatureCache(None))[0]
+    # cv's linear strategy, fitted on a split whose training side is thinned: the plain view, seed 0, the feature
+    # cache that `mpoxscan cv --strategy linear` fills.
+    config = CVConfig(manifest=str(manifest), models=[MODEL], strategy="linear", protocol="loso", views=0)
     y = np.array([classes.index(r.label) for r in rows])
     groups = [r.group for r in rows]
     splits = {s.name: s for s in make_splits(rows, "loso", 0)}
@@ -77,9 +80,8 @@ def measure(manifest: Path, sites: list[str], counts: list[int], draws: int, ref
             mpox = [i for i in split.train if y[i] == k]
             kept = mpox if n is None else draw_groups(mpox, groups, n, np.random.default_rng(d))
             train = [i for i in split.train if y[i] != k] + kept
-            probe = LinearProbe(n_classes=len(classes)).fit(features[train], y[train], features[split.valid],
-                                                            y[split.valid])
-            p = softmax(probe.decision_function(features[split.test]))[:, k]
+            probe, features = fit_on_split(MODEL, rows, dataclasses.replace(split, train=train), classes, config)
+            p = softmax(probe.decision_function(features[0][split.test]))[:, k]
             entry = out["sites"].setdefault(site, {"photos": len(split.test), "mpox": int((y[split.test] == k).sum()),
                                                    "training_mpox": len(mpox), "by_count": {}})
             entry["by_count"].setdefault("all" if n is None else str(n), []).append(
@@ -183,8 +185,9 @@ def main() -> None:
     ap.add_argument("--counts", default="55,110,220")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--reference", default="msld", help="sites probed with all their training mpox photos only")
-    ap.add_argument("--skip-probes", action="store_true", help="keep the probes of the committed counts.json (about "
-                    "20 minutes to make again) and only remake the table of mpox against each class from --run")
+    ap.add_argument("--skip-probes", action="store_true", help="keep the probes of the committed counts.json (142 s "
+                    "to make again on 2 cores, 1,350 s beside a fine-tune) and only remake the table of mpox against "
+                    "each class from --run")
     ap.add_argument("--run", action="append", type=Path, default=[], help="a committed fine-tuned leave-one-site-out "
                     "run (its oof_predictions.csv) for the table of mpox against each class (repeat for several)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "pool" / "mpox-count-loso")
